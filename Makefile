@@ -1,0 +1,44 @@
+# Every target sets itself up: a fresh clone needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PROTO_SRC := protos/testdata/v1/test_data.proto
+PROTO_OUT := services/proto/testdata/v1/test_data_pb2.py
+
+.PHONY: install proto run test bench lint format clean
+
+install: $(STAMP) $(PROTO_OUT)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Python stubs are generated, not committed: the .proto is the single source.
+$(PROTO_OUT): $(PROTO_SRC) $(STAMP) scripts/gen_proto.py
+	$(PY) scripts/gen_proto.py
+
+proto: $(PROTO_OUT)
+
+run: install
+	$(VENV)/bin/testdata run
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m bench
+
+lint: install
+	$(VENV)/bin/ruff check services tests bench scripts
+	$(VENV)/bin/ruff format --check services tests bench scripts
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format services tests bench scripts
+	$(VENV)/bin/ruff check --fix services tests bench scripts
+
+clean:
+	rm -rf $(VENV) services/proto .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,165 @@
+"""Coherence scores in [0, 1]: do a record's parts make sense together?
+
+Cart: category affinity 0.3, reasonable quantities 0.2, math 0.3, chronology 0.2.
+Order: affinity 0.25, quantities 0.15, math 0.3, chronology 0.3.
+Review: rating agrees with the sentiment of its title and body.
+Works on any path's output (traditional, LLM, RAG), so it only reads the record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from services.core.pools import get_pools
+
+TOL = 0.011
+
+
+@lru_cache(maxsize=1)
+def _keyword_index() -> tuple[tuple[str, tuple[str, ...], frozenset[str]], ...]:
+    return tuple((o.name, o.keywords, frozenset(p.name.lower() for p in o.products))
+                 for o in get_pools().occasions)
+
+
+def occasions_of(item: dict[str, Any]) -> set[str]:
+    name = str(item.get("name", "")).lower()
+    text = f"{name} {str(item.get('category', '')).lower()}"
+    return {occ for occ, kws, names in _keyword_index()
+            if name in names or any(k in text for k in kws)}
+
+
+def affinity(items: list[dict[str, Any]]) -> float:
+    """Share of items that belong to the cart's dominant shopping occasion."""
+    if len(items) <= 1:
+        return 1.0
+    tags = [occasions_of(it) for it in items]
+    counts = Counter(o for t in tags for o in t)
+    if not counts:
+        return 0.0
+    best = counts.most_common(1)[0][1]
+    return best / len(items)
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _items(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    items = rec.get("items")
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def quantities(items: list[dict[str, Any]]) -> float:
+    if not items:
+        return 0.0
+    ok = sum(1 for i in items if (q := _num(i.get("quantity"))) is not None and 1 <= q <= 10)
+    return ok / len(items)
+
+
+def _close(a: float | None, b: float | None) -> float:
+    return 1.0 if a is not None and b is not None and abs(a - b) <= TOL else 0.0
+
+
+def _line_sum(items: list[dict[str, Any]]) -> float | None:
+    total = 0.0
+    for i in items:
+        q, p = _num(i.get("quantity")), _num(i.get("price"))
+        if q is None or p is None:
+            return None
+        total += q * p
+    return total
+
+
+def _time(v: Any) -> datetime | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        return datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def chronology(rec: dict[str, Any], keys: tuple[str, ...]) -> float:
+    """1 when the present timestamps are in order; 0 on disorder or an unreadable one."""
+    times = []
+    for k in keys:
+        if rec.get(k) is None:
+            continue
+        t = _time(rec[k])
+        if t is None:
+            return 0.0
+        times.append(t)
+    if not times:
+        return 0.0
+    return 1.0 if all(a <= b for a, b in zip(times, times[1:], strict=False)) else 0.0
+
+
+def score_cart(rec: dict[str, Any]) -> float:
+    items = _items(rec)
+    sub, tax, total = (_num(rec.get(k)) for k in ("subtotal", "tax", "total"))
+    math_ok = 0.5 * _close(_line_sum(items), sub) + 0.5 * _close(
+        None if sub is None or tax is None else sub + tax, total)
+    return (0.3 * affinity(items) + 0.2 * quantities(items) + 0.3 * math_ok
+            + 0.2 * chronology(rec, ("created_at", "updated_at")))
+
+
+def score_order(rec: dict[str, Any]) -> float:
+    items = _items(rec)
+    sub, tax, total = (_num(rec.get(k)) for k in ("subtotal", "tax", "total"))
+    ship, disc = (_num(rec.get(k)) or 0.0 for k in ("shipping", "discount"))
+    expected = None if sub is None or tax is None else sub + tax + ship - disc
+    checks = [_close(_line_sum(items), sub), _close(expected, total)]
+    pay = rec.get("payment")
+    if isinstance(pay, dict) and "amount" in pay:
+        checks.append(_close(_num(pay.get("amount")), total))
+    math_ok = sum(checks) / len(checks)
+    return (0.25 * affinity(items) + 0.15 * quantities(items) + 0.3 * math_ok
+            + 0.3 * chronology(rec, ("created_at", "paid_at", "shipped_at", "delivered_at")))
+
+
+POSITIVE = ("love", "great", "excellent", "perfect", "recommend", "happy", "fantastic",
+            "amazing", "comfortable", "well made", "exceeded", "awesome", "best")
+NEGATIVE = ("disappoint", "poor", "terrible", "broke", "returned", "not worth", "would not",
+            "awful", "damaged", "cheap", "waste", "worst", "never again", "bad")
+NEUTRAL = ("okay", "ok ", "decent", "average", "mixed", "nothing special", "fine", "just ok")
+_WS = re.compile(r"\s+")
+
+
+def sentiment(text: str) -> str:
+    t = _WS.sub(" ", text.lower()) + " "
+    pos = sum(t.count(w) for w in POSITIVE)
+    neg = sum(t.count(w) for w in NEGATIVE)
+    neu = sum(t.count(w) for w in NEUTRAL)
+    if neu and neu >= max(pos, neg):
+        return "neutral"
+    if pos > neg:
+        return "positive"
+    if neg > pos:
+        return "negative"
+    return "neutral"
+
+
+def score_review(rec: dict[str, Any]) -> float:
+    rating = _num(rec.get("rating"))
+    if rating is None:
+        return 0.0
+    expected = "positive" if rating >= 4 else "neutral" if rating == 3 else "negative"
+    got = sentiment(f"{rec.get('title', '')}. {rec.get('body', '')}")
+    if got == expected:
+        return 1.0
+    return 0.0 if {got, expected} == {"positive", "negative"} else 0.5
+
+
+SCORERS = {"cart": score_cart, "order": score_order, "review": score_review}
+
+
+def score_records(entity: str, records: list[dict[str, Any]]) -> float | None:
+    """Mean score over records, or None for entities without coherence rules."""
+    scorer = SCORERS.get(entity)
+    if scorer is None or not records:
+        return None
+    return sum(scorer(r) for r in records) / len(records)

@@ -1,0 +1,449 @@
+"""Coherent records for the predefined entities.
+
+Carts, orders and payments come from one shopping occasion; money adds up in integer
+cents (subtotal = sum(qty x price), total = subtotal + tax [+ shipping - discount]);
+timestamps are chronological; review ratings agree with their text. Request constraints
+on quantities, prices, item counts and totals are met by construction: `plan_basket`
+solves for a basket inside the allowed subtotal window instead of retrying.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.core.models import EntitySchema, FieldConstraint, FieldError, FieldSpec
+from services.core.pools import Occasion, Product
+from services.core.values import Ctx, array_bounds, int_in, iso, num_range
+
+TAX_RATES = (0.0, 0.0625, 0.07, 0.0725, 0.08, 0.08875)
+SHIPPING_CENTS = (0, 795, 1995)
+DISCOUNTS = (0.0, 0.10, 0.15)
+CARD_METHODS = frozenset({"credit_card", "debit_card", "macys_card"})
+INF = float("inf")
+
+
+class ConstraintUnsatisfiable(ValueError):
+    """Constraints that no record can meet; reported before generation starts."""
+
+
+def lookup(fields: list[FieldSpec], path: str) -> FieldSpec | None:
+    head, _, rest = path.partition(".")
+    f = next((x for x in fields if x.name == head), None)
+    if f is None or not rest:
+        return f
+    return lookup(f.nested_fields, rest)
+
+
+def _c(schema: EntitySchema, path: str) -> FieldConstraint:
+    f = lookup(schema.fields, path)
+    return f.constraint if f else FieldConstraint()
+
+
+def weighted(ctx: Ctx, options: dict[str, float], allowed: list[str]) -> str:
+    """Pick by realistic weights among the values a constraint allows."""
+    names = [v for v in allowed if v in options] or list(allowed)
+    weights = [options.get(v, 1.0) for v in names]
+    return ctx.rng.choices(names, weights)[0]
+
+
+# ---- baskets ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BasketRules:
+    """Bounds for one entity's line items, in cents, read once per plan."""
+
+    qty: tuple[int, int]
+    price: tuple[int, float]
+    lines: tuple[int, int]
+    subtotal: tuple[float, float]  # from the subtotal field itself
+    total: tuple[float, float]  # constraint on the field that holds the grand total
+
+    @classmethod
+    def of(cls, schema: EntitySchema, total_path: str) -> BasketRules:
+        items = lookup(schema.fields, "items")
+        q = num_range(_c(schema, "items.quantity"), 1, 3)
+        pc = _c(schema, "items.price")
+        pmin = math.ceil(max(pc.min if pc.min is not None else 0.01, 0.01) * 100 - 1e-9)
+        pmax = math.floor(pc.max * 100 + 1e-9) if pc.max is not None else INF
+        lines = array_bounds(items) if items else (1, 5)
+        s = _c(schema, "subtotal")
+        t = _c(schema, total_path)
+        return cls(
+            qty=(max(1, math.ceil(q[0])), math.floor(q[1])),
+            price=(pmin, pmax),
+            lines=(max(1, lines[0]), lines[1]),
+            subtotal=(_cents(s.min, 0), _cents(s.max, INF)),
+            total=(_cents(t.min, 0), _cents(t.max, INF)),
+        )
+
+    def window(self, k: float, add: int) -> tuple[int, int]:
+        """Subtotal cents allowed when total = subtotal * k + add (one-cent margin)."""
+        lo = max(self.subtotal[0], (self.total[0] - add) / k)
+        hi = min(self.subtotal[1], (self.total[1] - add) / k)
+        if self.total != (0, INF):
+            lo, hi = lo + 1, hi - 1
+        return math.ceil(lo), (math.floor(hi) if hi != INF else 10**12)
+
+    def feasible(self, k: float, add: int) -> bool:
+        lo, hi = self.window(k, add)
+        min_s = self.lines[0] * self.qty[0] * self.price[0]
+        max_s = self.lines[1] * self.qty[1] * self.price[1]
+        return lo <= hi and min_s <= hi and max_s >= lo and self.qty[0] <= self.qty[1]
+
+
+def _cents(v: float | None, default: float) -> float:
+    return default if v is None else round(v * 100)
+
+
+def check_basket(schema: EntitySchema, total_path: str, ks: list[tuple[float, int]]) -> list[
+    FieldError
+]:
+    rules = BasketRules.of(schema, total_path)
+    if all(rules.feasible(k, add) for k, add in ks):
+        return []
+    return [FieldError(path="constraints.field_constraints", message=(
+        "no basket satisfies these constraints together: items count "
+        f"{rules.lines}, quantity {rules.qty}, price cents {rules.price}, "
+        f"subtotal cents {rules.subtotal}, {total_path} cents {rules.total}"))]
+
+
+def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int
+                ) -> list[list[Any]]:
+    """Lines [product, qty, price_cents] from one occasion with subtotal in the window."""
+    rng = ctx.rng
+    lo, hi = rules.window(k, add)
+    qlo, qhi = rules.qty
+    plo, phi = rules.price
+    nlo, nhi = rules.lines
+    natural_n = rng.choices((1, 2, 3, 4, 5), (15, 30, 30, 15, 10))[0]
+    n = min(max(natural_n, nlo), nhi)
+    prods: list[Product] = rng.sample(occ.products, min(n, len(occ.products)))
+    while len(prods) < n:
+        prods.append(rng.choice(occ.products))
+    lines: list[list[Any]] = []
+    for p in prods:
+        q = min(max(rng.choices((1, 2, 3), (75, 20, 5))[0], qlo), qhi)
+        price = int(min(max(round(p.price * 100), plo), phi))
+        lines.append([p, q, price])
+
+    def s() -> int:
+        return sum(q * pr for _, q, pr in lines)
+
+    if s() > hi:
+        for ln in lines:
+            ln[1] = qlo
+        lines.sort(key=lambda ln: ln[2])
+        while s() > hi and len(lines) > nlo:
+            lines.pop()
+        if s() > hi:
+            f = hi / s()
+            for ln in lines:
+                ln[2] = max(plo, math.floor(ln[2] * f))
+        _nudge(lines, s() - hi, plo, down=True)
+    elif s() < lo:
+        f = lo / s()
+        for ln in lines:
+            ln[1] = min(qhi, math.ceil(ln[1] * f))
+        while s() < lo and len(lines) < nhi:
+            lines.append([rng.choice(occ.products), qhi, 0])
+            lines[-1][2] = int(min(max(round(lines[-1][0].price * 100), plo), phi))
+        if s() < lo:
+            f = lo / s()
+            for ln in lines:
+                ln[2] = int(min(phi, math.ceil(ln[2] * f)))
+        _nudge(lines, lo - s(), phi, down=False)
+    if not lo <= s() <= hi:
+        raise ConstraintUnsatisfiable("constraints too narrow for a basket of whole quantities "
+                                      "and cent prices")
+    return lines
+
+
+def _nudge(lines: list[list[Any]], gap: int, limit: float, down: bool) -> None:
+    """Close a remaining gap of `gap` cents by moving unit prices toward `limit`."""
+    for ln in sorted(lines, key=lambda x: -x[1]):
+        if gap <= 0:
+            return
+        room = (ln[2] - limit) if down else (limit - ln[2])
+        step = min(math.ceil(gap / ln[1]), int(min(room, 10**12)))
+        if step > 0:
+            ln[2] += -step if down else step
+            gap -= step * ln[1]
+
+
+def item_dicts(ctx: Ctx, lines: list[list[Any]]) -> list[dict[str, Any]]:
+    return [{"sku": ctx.sku(p.sku_stem), "name": p.name, "quantity": q, "price": pr / 100,
+             "category": p.category} for p, q, pr in lines]
+
+
+def _subtotal(lines: list[list[Any]]) -> int:
+    return sum(q * pr for _, q, pr in lines)
+
+
+# ---- composers -------------------------------------------------------------------------
+class Composer:
+    """Builds one record of an entity; the plan prepares one per request."""
+
+    def __init__(self, schema: EntitySchema):
+        self.schema = schema
+        self.enum = {p: _c(schema, p).enum_values for p in _enum_paths(schema.fields)}
+
+    def __call__(self, ctx: Ctx) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def check(self) -> list[FieldError]:
+        return []
+
+
+def _enum_paths(fields: list[FieldSpec], prefix: str = "") -> list[str]:
+    out = []
+    for f in fields:
+        if f.constraint.enum_values:
+            out.append(prefix + f.name)
+        out += _enum_paths(f.nested_fields, f"{prefix}{f.name}.")
+    return out
+
+
+class CartComposer(Composer):
+    def __init__(self, schema: EntitySchema):
+        super().__init__(schema)
+        self.rules = BasketRules.of(schema, "total")
+
+    def check(self) -> list[FieldError]:
+        return check_basket(self.schema, "total", [(1 + r, 0) for r in TAX_RATES])
+
+    def __call__(self, ctx: Ctx) -> dict[str, Any]:
+        rng = ctx.rng
+        occ = rng.choice(ctx.pools.occasions)
+        rate = rng.choice(TAX_RATES)
+        lines = plan_basket(ctx, occ, self.rules, 1 + rate, 0)
+        sub = _subtotal(lines)
+        tax = round(sub * rate)
+        created = ctx.past(90, min_days=3)
+        return {
+            "_shopping_occasion": occ.name,
+            "cart_id": ctx.ident("id:CRT"),
+            "customer_id": ctx.ident("id:USR"),
+            "items": item_dicts(ctx, lines),
+            "subtotal": sub / 100,
+            "tax": tax / 100,
+            "total": (sub + tax) / 100,
+            "currency": weighted(ctx, {"USD": 9, "CAD": 1}, self.enum["currency"]),
+            "created_at": iso(created),
+            "updated_at": iso(ctx.after(created, 48)),
+        }
+
+
+ORDER_STATUS = {"pending": 8, "paid": 15, "shipped": 20, "delivered": 45, "cancelled": 7,
+                "returned": 5}
+METHOD_WEIGHTS = {"credit_card": 40, "debit_card": 15, "paypal": 12, "apple_pay": 12,
+                  "google_pay": 6, "macys_card": 10, "gift_card": 5}
+
+
+class OrderComposer(Composer):
+    def __init__(self, schema: EntitySchema):
+        super().__init__(schema)
+        self.rules = BasketRules.of(schema, "total")
+        # A constrained total fixes shipping and discount at 0 so the window is exact.
+        self.free_extras = self.rules.total == (0, INF)
+
+    def check(self) -> list[FieldError]:
+        return check_basket(self.schema, "total", [(1 + r, 0) for r in TAX_RATES])
+
+    def __call__(self, ctx: Ctx) -> dict[str, Any]:
+        rng = ctx.rng
+        occ = rng.choice(ctx.pools.occasions)
+        rate = rng.choice(TAX_RATES)
+        ship = rng.choice(SHIPPING_CENTS) if self.free_extras else 0
+        disc_rate = rng.choices(DISCOUNTS, (70, 20, 10))[0] if self.free_extras else 0.0
+        lines = plan_basket(ctx, occ, self.rules, 1 + rate, ship)
+        sub = _subtotal(lines)
+        tax = round(sub * rate)
+        disc = round(sub * disc_rate)
+        if sub >= 7500 and ship == 795:
+            ship = 0  # free standard shipping over $75
+        total = sub + tax + ship - disc
+        status = weighted(ctx, ORDER_STATUS, self.enum["status"])
+        method = weighted(ctx, METHOD_WEIGHTS, self.enum["payment.method"])
+        created = ctx.past(180, min_days=12)
+        paid = ctx.after(created, 1) if status not in ("pending",) else None
+        shipped = ctx.after(paid, 72) if paid and status in ("shipped", "delivered",
+                                                             "returned") else None
+        delivered = ctx.after(shipped, 7 * 24) if shipped and status != "shipped" else None
+        home = ctx.address()
+        billing = home if rng.random() < 0.8 else ctx.address()
+        return {
+            "_shopping_occasion": occ.name,
+            "order_id": ctx.ident("id:ORD"),
+            "customer_id": ctx.ident("id:USR"),
+            "items": item_dicts(ctx, lines),
+            "shipping_address": {**home, "country": self._country(ctx)},
+            "billing_address": {**billing, "country": self._country(ctx)},
+            "payment": {"method": method, "amount": total / 100,
+                        "card_last_four": f"{rng.randint(0, 9999):04d}"
+                        if method in CARD_METHODS else None},
+            "status": status,
+            "subtotal": sub / 100,
+            "tax": tax / 100,
+            "shipping": ship / 100,
+            "discount": disc / 100,
+            "total": total / 100,
+            "currency": weighted(ctx, {"USD": 9, "CAD": 1}, self.enum["currency"]),
+            "created_at": iso(created),
+            "paid_at": iso(paid) if paid else None,
+            "shipped_at": iso(shipped) if shipped else None,
+            "delivered_at": iso(delivered) if delivered else None,
+        }
+
+    def _country(self, ctx: Ctx) -> str:
+        allowed = self.enum["shipping_address.country"]
+        return "US" if "US" in allowed else allowed[0]
+
+
+class PaymentComposer(Composer):
+    def __init__(self, schema: EntitySchema):
+        super().__init__(schema)
+        self.rules = BasketRules.of(schema, "amount")
+
+    def check(self) -> list[FieldError]:
+        return check_basket(self.schema, "amount", [(1 + r, 0) for r in TAX_RATES])
+
+    def __call__(self, ctx: Ctx) -> dict[str, Any]:
+        rng = ctx.rng
+        occ = rng.choice(ctx.pools.occasions)
+        rate = rng.choice(TAX_RATES)
+        lines = plan_basket(ctx, occ, self.rules, 1 + rate, 0)
+        sub = _subtotal(lines)
+        amount = sub + round(sub * rate)
+        method = weighted(ctx, METHOD_WEIGHTS, self.enum["method"])
+        status = weighted(ctx, {"captured": 60, "authorized": 15, "pending": 8, "declined": 10,
+                                "refunded": 7}, self.enum["status"])
+        created = ctx.past(180, min_days=2)
+        return {
+            "payment_id": ctx.ident("id:PAY"),
+            "order_id": ctx.ident("id:ORD"),
+            "method": method,
+            "amount": amount / 100,
+            "currency": weighted(ctx, {"USD": 9, "CAD": 1}, self.enum["currency"]),
+            "status": status,
+            "card_last_four": f"{rng.randint(0, 9999):04d}" if method in CARD_METHODS else None,
+            "created_at": iso(created),
+            "updated_at": iso(ctx.after(created, 24)) if status != "pending" else None,
+        }
+
+
+FEATURES = ("Designed for everyday comfort and durability.", "A best seller this season.",
+            "Easy care and built to last.", "Thoughtful details at a great value.",
+            "Customers love the fit and finish.", "Made with quality materials.")
+
+
+class ProductComposer(Composer):
+    def __call__(self, ctx: Ctx) -> dict[str, Any]:
+        rng = ctx.rng
+        p = rng.choice(rng.choice(ctx.pools.occasions).products)
+        pc = _c(self.schema, "price")
+        lo, hi = num_range(pc, 0.01, INF)
+        price = min(max(p.price, lo), hi)
+        return {
+            "product_id": ctx.ident("id:PRD"),
+            "sku": ctx.sku(p.sku_stem),
+            "name": p.name,
+            "description": f"{p.name} by {p.brand}. {rng.choice(FEATURES)}",
+            "price": math.floor(price * 100 + 1e-9) / 100 if price == hi else
+            math.ceil(price * 100 - 1e-9) / 100,
+            "category": p.category,
+            "brand": p.brand,
+            "stock": int_in(ctx, _c(self.schema, "stock"), 0, 400),
+            "created_at": iso(ctx.past(2 * 365, min_days=30)),
+        }
+
+
+# Review text: ratings 4-5 read positive, 3 mixed, 1-2 negative (the scorer's lexicon agrees).
+REVIEW_TEXT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "positive": (
+        ("Love it", "Excellent quality", "Great purchase", "Highly recommend", "Perfect fit",
+         "Really happy with this"),
+        ("I love the {p}, it exceeded my expectations.", "Great quality for the price.",
+         "Comfortable and well made, I would buy it again.", "Excellent value, fast shipping too.",
+         "Works perfectly and looks great.", "My family loves it, highly recommend.",
+         "Fantastic {c} pick, the quality is excellent."),
+    ),
+    "neutral": (
+        ("It's okay", "Decent but not perfect", "Average", "Mixed feelings"),
+        ("The {p} is okay for the price.", "Decent quality, nothing special.",
+         "Some things are good, some are average.", "It does the job but the fit is just okay.",
+         "Average {c} item, fine for everyday use."),
+    ),
+    "negative": (
+        ("Disappointed", "Poor quality", "Would not recommend", "Returned it", "Not worth it"),
+        ("The {p} broke after a week, very disappointed.", "Poor quality and cheap materials.",
+         "Terrible fit, I returned it.", "Not worth the money, would not buy again.",
+         "Arrived damaged and customer service was awful."),
+    ),
+}
+RATING_WEIGHTS = {1: 8, 2: 7, 3: 12, 4: 30, 5: 43}
+
+
+def sentiment_of_rating(rating: int) -> str:
+    return "positive" if rating >= 4 else "neutral" if rating == 3 else "negative"
+
+
+class ReviewComposer(Composer):
+    def __init__(self, schema: EntitySchema):
+        super().__init__(schema)
+        lo, hi = num_range(_c(schema, "rating"), 1, 5)
+        self.ratings = [r for r in range(math.ceil(lo), math.floor(hi) + 1)]
+        self.weights = [RATING_WEIGHTS.get(r, 1) for r in self.ratings]
+
+    def __call__(self, ctx: Ctx) -> dict[str, Any]:
+        rng = ctx.rng
+        p = rng.choice(rng.choice(ctx.pools.occasions).products)
+        rating = rng.choices(self.ratings, self.weights)[0]
+        titles, bodies = REVIEW_TEXT[sentiment_of_rating(rating)]
+        sentences = rng.sample(bodies, rng.randint(1, 3))
+        body = " ".join(s.format(p=p.name, c=p.category.lower()) for s in sentences)
+        return {
+            "review_id": ctx.ident("id:REV"),
+            "product_id": ctx.ident("id:PRD"),
+            "user_id": ctx.ident("id:USR"),
+            "rating": rating,
+            "title": rng.choice(titles),
+            "body": body,
+            "verified_purchase": rng.random() < 0.8,
+            "helpful_votes": int_in(ctx, _c(self.schema, "helpful_votes"), 0,
+                                    rng.choice((3, 10, 40))),
+            "created_at": iso(ctx.past(365)),
+        }
+
+
+class UserComposer(Composer):
+    def __call__(self, ctx: Ctx) -> dict[str, Any]:
+        rng = ctx.rng
+        first, last = ctx.first_name(), ctx.last_name()
+        lo, hi = array_bounds(lookup(self.schema.fields, "addresses"))  # type: ignore[arg-type]
+        n = rng.randint(lo, min(hi, max(lo, 2)))
+        types = self.enum["addresses.type"]
+        addrs = [{"type": types[i % len(types)], **ctx.address()} for i in range(n)]
+        for a in addrs:
+            allowed = self.enum["addresses.country"]
+            a["country"] = "US" if "US" in allowed else allowed[0]
+        created = ctx.past(3 * 365, min_days=2)
+        return {
+            "user_id": ctx.ident("id:USR"),
+            "email": ctx.email_for(first, last),
+            "first_name": first,
+            "last_name": last,
+            "phone": ctx.phone(),
+            "addresses": addrs,
+            "loyalty_tier": weighted(ctx, {"Bronze": 45, "Silver": 30, "Gold": 18,
+                                           "Platinum": 7}, self.enum["loyalty_tier"]),
+            "created_at": iso(created),
+            "updated_at": iso(ctx.after(created, 24 * 30)),
+        }
+
+
+COMPOSERS: dict[str, Callable[[EntitySchema], Composer]] = {
+    "cart": CartComposer, "order": OrderComposer, "payment": PaymentComposer,
+    "product": ProductComposer, "review": ReviewComposer, "user": UserComposer,
+}

@@ -1,0 +1,116 @@
+"""JSON, CSV and SQL output, written chunk by chunk.
+
+A stream's chunks concatenate into one valid file:
+- JSON: one array; the first chunk opens it, the last closes it.
+- CSV (RFC 4180, CRLF): header row in the first chunk. Nested objects and arrays are
+  JSON-encoded into one cell; null is an empty cell; booleans are true/false.
+- SQL: CREATE TABLE in the first chunk, then multi-row INSERTs (at most 500 rows each).
+  Strings are single-quoted with quotes doubled (backslashes are literal, as in standard
+  SQL); nested values are JSON text; NUL characters, which SQL text cannot hold, are removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from typing import Any
+
+import orjson
+
+from services.core.models import EntitySchema, FieldType, OutputFormat
+
+SQL_ROWS_PER_INSERT = 500
+SQL_TYPES = {FieldType.INTEGER: "INTEGER", FieldType.FLOAT: "DOUBLE PRECISION",
+             FieldType.BOOLEAN: "BOOLEAN", FieldType.DATE: "DATE",
+             FieldType.DATETIME: "TIMESTAMP"}
+
+
+def columns(schema: EntitySchema) -> list[str]:
+    return ["_index", "_scenario", *schema.meta_fields, *schema.field_names()]
+
+
+class ChunkEncoder:
+    """Encodes successive chunks of one dataset; remembers only whether it has begun."""
+
+    def __init__(self, schema: EntitySchema, fmt: OutputFormat, table: str | None = None):
+        self.schema = schema
+        self.fmt = fmt
+        self.cols = columns(schema)
+        self.table = table or schema.name
+        self.started = False
+
+    def encode(self, records: list[dict[str, Any]], last: bool) -> str:
+        first = not self.started
+        self.started = True
+        if self.fmt == OutputFormat.JSON:
+            body = orjson.dumps(records).decode()[1:-1]
+            sep = "" if first or not body else ","
+            return ("[" if first else "") + sep + body + ("]" if last else "")
+        if self.fmt == OutputFormat.CSV:
+            return self._csv(records, first)
+        return self._sql(records, first)
+
+    def _csv(self, records: list[dict[str, Any]], header: bool) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        if header:
+            w.writerow(self.cols)
+        for r in records:
+            w.writerow([_csv_cell(r.get(c)) for c in self.cols])
+        return buf.getvalue()
+
+    def _sql(self, records: list[dict[str, Any]], create: bool) -> str:
+        parts = [self.create_table()] if create else []
+        cols = ", ".join(quote_ident(c) for c in self.cols)
+        for lo in range(0, len(records), SQL_ROWS_PER_INSERT):
+            rows = ",\n".join(
+                "(" + ", ".join(sql_literal(r.get(c)) for c in self.cols) + ")"
+                for r in records[lo:lo + SQL_ROWS_PER_INSERT])
+            parts.append(f"INSERT INTO {quote_ident(self.table)} ({cols}) VALUES\n{rows};\n")
+        return "".join(parts)
+
+    def create_table(self) -> str:
+        types = {f.name: (SQL_TYPES.get(f.type, "TEXT"), f.required) for f in self.schema.fields}
+        defs = ['  "_index" INTEGER NOT NULL', '  "_scenario" TEXT NOT NULL']
+        defs += [f"  {quote_ident(m)} TEXT" for m in self.schema.meta_fields]
+        for name in self.schema.field_names():
+            t, req = types[name]
+            defs.append(f"  {quote_ident(name)} {t}{' NOT NULL' if req else ''}")
+        return f"CREATE TABLE {quote_ident(self.table)} (\n" + ",\n".join(defs) + "\n);\n"
+
+
+def encode_all(schema: EntitySchema, fmt: OutputFormat, records: list[dict[str, Any]]) -> str:
+    return ChunkEncoder(schema, fmt).encode(records, last=True)
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return orjson.dumps(v).decode()
+    return v
+
+
+_IDENT_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else "NULL"
+    if isinstance(v, dict | list):
+        v = orjson.dumps(v).decode()
+    return "'" + str(v).replace("\x00", "").replace("'", "''") + "'"

@@ -1,0 +1,122 @@
+"""Record validation against an entity schema: every error, with its path and value."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+
+from services.core.models import EntitySchema, FieldError, FieldSpec, FieldType
+from services.core.values import array_bounds
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+PHONE_RE = re.compile(r"^\+?[\d\s().-]{7,20}$")
+TEXT_TYPES = (FieldType.STRING, FieldType.EMAIL, FieldType.PHONE, FieldType.ADDRESS,
+              FieldType.UUID, FieldType.DATE, FieldType.DATETIME, FieldType.ENUM)
+
+
+@lru_cache(maxsize=512)
+def _rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _type_error(f: FieldSpec, v: Any) -> str | None:
+    t = f.type
+    if t in TEXT_TYPES:
+        if not isinstance(v, str):
+            return f"expected a string for {t.value}, got {type(v).__name__}"
+        try:
+            if t == FieldType.EMAIL and not EMAIL_RE.match(v):
+                return "not an email address"
+            if t == FieldType.PHONE and not PHONE_RE.match(v):
+                return "not a phone number"
+            if t == FieldType.UUID:
+                uuid.UUID(v)
+            if t == FieldType.DATE:
+                date.fromisoformat(v)
+            if t == FieldType.DATETIME:
+                datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            return f"not a valid {t.value}"
+        return None
+    if t == FieldType.INTEGER and (isinstance(v, bool) or not isinstance(v, int)):
+        return f"expected an integer, got {type(v).__name__}"
+    if t == FieldType.FLOAT and (isinstance(v, bool) or not isinstance(v, int | float)):
+        return f"expected a number, got {type(v).__name__}"
+    if t == FieldType.BOOLEAN and not isinstance(v, bool):
+        return f"expected a boolean, got {type(v).__name__}"
+    if t == FieldType.OBJECT and not isinstance(v, dict):
+        return f"expected an object, got {type(v).__name__}"
+    if t == FieldType.ARRAY and not isinstance(v, list):
+        return f"expected an array, got {type(v).__name__}"
+    return None
+
+
+def check_value(f: FieldSpec, v: Any, path: str) -> list[FieldError]:
+    """Type, constraint and nested checks for one present, non-null value."""
+    if (msg := _type_error(f, v)) is not None:
+        return [FieldError(path=path, message=msg, value=v)]
+    c = f.constraint
+    errs: list[FieldError] = []
+    if f.type in (FieldType.INTEGER, FieldType.FLOAT):
+        if c.min is not None and v < c.min:
+            errs.append(FieldError(path=path, message=f"below min {c.min}", value=v))
+        if c.max is not None and v > c.max:
+            errs.append(FieldError(path=path, message=f"above max {c.max}", value=v))
+    elif isinstance(v, str):
+        if c.enum_values and v not in c.enum_values:
+            errs.append(FieldError(path=path, message=f"not one of {c.enum_values}", value=v))
+        if c.min_length is not None and len(v) < c.min_length:
+            errs.append(FieldError(path=path, message=f"shorter than {c.min_length}", value=v))
+        if c.max_length is not None and len(v) > c.max_length:
+            errs.append(FieldError(path=path, message=f"longer than {c.max_length}", value=v))
+        if c.regex is not None and not _rx(c.regex).fullmatch(v):
+            errs.append(FieldError(path=path, message=f"does not match {c.regex}", value=v))
+        if "\x00" in v:
+            errs.append(FieldError(path=path, message="contains a NUL character", value=v))
+    elif f.type == FieldType.OBJECT:
+        errs += check_object(f.nested_fields, v, path + ".")
+    elif f.type == FieldType.ARRAY:
+        lo, hi = array_bounds(f)
+        if not lo <= len(v) <= hi:
+            errs.append(FieldError(path=path, message=f"has {len(v)} items, expected {lo}..{hi}",
+                                   value=len(v)))
+        for i, item in enumerate(v):
+            if f.nested_fields:
+                if not isinstance(item, dict):
+                    errs.append(FieldError(path=f"{path}[{i}]", message="expected an object",
+                                           value=item))
+                else:
+                    errs += check_object(f.nested_fields, item, f"{path}[{i}].")
+            elif not isinstance(item, str):
+                errs.append(FieldError(path=f"{path}[{i}]", message="expected a string",
+                                       value=item))
+    return errs
+
+
+def check_object(fields: list[FieldSpec], obj: dict[str, Any], prefix: str = ""
+                 ) -> list[FieldError]:
+    errs: list[FieldError] = []
+    for f in fields:
+        v = obj.get(f.name)
+        if v is None:
+            if f.required:
+                errs.append(FieldError(path=prefix + f.name, message="required field missing"))
+            continue
+        errs += check_value(f, v, prefix + f.name)
+    known = {f.name for f in fields}
+    for key in obj:
+        if key not in known and not key.startswith("_"):
+            errs.append(FieldError(path=prefix + key, message="not in the schema"))
+    return errs
+
+
+def validate_record(schema: EntitySchema, record: dict[str, Any]) -> list[FieldError]:
+    """Every problem with one record; an empty list means valid."""
+    errs = check_object(schema.fields, record)
+    for meta in ("_index", "_scenario"):
+        if meta not in record:
+            errs.append(FieldError(path=meta, message="required field missing"))
+    return errs

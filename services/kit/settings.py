@@ -1,0 +1,73 @@
+"""Service configuration, read from the environment and `.env` (names as in the spec)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of every service. Env var names are the upper-cased field names."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Service
+    service_name: str = "test-data-agent"
+    grpc_port: int = 9001
+    http_port: int = 8081
+    log_level: str = "INFO"
+    instance_id: str = ""  # bridge instance name; random when empty
+
+    # Kafka. Empty bootstrap servers means: start the embedded broker.
+    kafka_bootstrap_servers: str = ""
+    kafka_client_id: str = "testdata"
+    topic_prefix: str = ""  # lets several deployments share one cluster
+
+    # LLM - Claude
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    claude_model: str = "claude-sonnet-4-20250514"
+    claude_max_tokens: int = 4096
+    claude_temperature: float = 0.7
+
+    # LLM - OpenAI-compatible (vLLM)
+    vllm_base_url: str = "http://vllm:8000/v1"
+    vllm_api_key: str = "EMPTY"
+    vllm_model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    use_local_llm: bool = False
+    llm_enabled_local: bool = False  # set when a vLLM server is really deployed
+    llm_timeout_seconds: float = 60.0
+    llm_max_retries: int = 3
+    llm_batch_size: int = 25
+    llm_concurrency: int = 8
+
+    # RAG - Weaviate
+    weaviate_url: str = "http://weaviate:8080"
+    weaviate_api_key: str | None = None
+    rag_collection_patterns: str = "testdata_patterns"
+    rag_collection_defects: str = "testdata_defects"
+    rag_collection_prod: str = "testdata_prod_samples"
+    rag_top_k: int = 5
+
+    # Cache - Redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_ttl_seconds: int = 86400
+
+    # Generation
+    max_sync_records: int = 1000
+    max_records: int = Field(default=1_000_000, ge=1)
+    default_count: int = Field(default=10, ge=1)
+    default_batch_size: int = 50
+    chunk_size: int = Field(default=1000, ge=1)
+    coherence_threshold: float = 0.85
+
+    # Observability
+    prometheus_enabled: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests construct `Settings(...)` directly instead."""
+    return Settings()
