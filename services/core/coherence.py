@@ -8,6 +8,7 @@ Works on any path's output (traditional, LLM, RAG), so it only reads the record.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from datetime import datetime
@@ -21,15 +22,18 @@ TOL = 0.011
 
 @lru_cache(maxsize=1)
 def _keyword_index() -> tuple[tuple[str, tuple[str, ...], frozenset[str]], ...]:
-    return tuple((o.name, o.keywords, frozenset(p.name.lower() for p in o.products))
-                 for o in get_pools().occasions)
+    return tuple(
+        (o.name, o.keywords, frozenset(p.name.lower() for p in o.products))
+        for o in get_pools().occasions
+    )
 
 
 def occasions_of(item: dict[str, Any]) -> set[str]:
     name = str(item.get("name", "")).lower()
     text = f"{name} {str(item.get('category', '')).lower()}"
-    return {occ for occ, kws, names in _keyword_index()
-            if name in names or any(k in text for k in kws)}
+    return {
+        occ for occ, kws, names in _keyword_index() if name in names or any(k in text for k in kws)
+    }
 
 
 def affinity(items: list[dict[str, Any]]) -> float:
@@ -95,16 +99,21 @@ def chronology(rec: dict[str, Any], keys: tuple[str, ...]) -> float:
         times.append(t)
     if not times:
         return 0.0
-    return 1.0 if all(a <= b for a, b in zip(times, times[1:], strict=False)) else 0.0
+    return 1.0 if all(a <= b for a, b in itertools.pairwise(times)) else 0.0
 
 
 def score_cart(rec: dict[str, Any]) -> float:
     items = _items(rec)
     sub, tax, total = (_num(rec.get(k)) for k in ("subtotal", "tax", "total"))
     math_ok = 0.5 * _close(_line_sum(items), sub) + 0.5 * _close(
-        None if sub is None or tax is None else sub + tax, total)
-    return (0.3 * affinity(items) + 0.2 * quantities(items) + 0.3 * math_ok
-            + 0.2 * chronology(rec, ("created_at", "updated_at")))
+        None if sub is None or tax is None else sub + tax, total
+    )
+    return (
+        0.3 * affinity(items)
+        + 0.2 * quantities(items)
+        + 0.3 * math_ok
+        + 0.2 * chronology(rec, ("created_at", "updated_at"))
+    )
 
 
 def score_order(rec: dict[str, Any]) -> float:
@@ -117,14 +126,45 @@ def score_order(rec: dict[str, Any]) -> float:
     if isinstance(pay, dict) and "amount" in pay:
         checks.append(_close(_num(pay.get("amount")), total))
     math_ok = sum(checks) / len(checks)
-    return (0.25 * affinity(items) + 0.15 * quantities(items) + 0.3 * math_ok
-            + 0.3 * chronology(rec, ("created_at", "paid_at", "shipped_at", "delivered_at")))
+    return (
+        0.25 * affinity(items)
+        + 0.15 * quantities(items)
+        + 0.3 * math_ok
+        + 0.3 * chronology(rec, ("created_at", "paid_at", "shipped_at", "delivered_at"))
+    )
 
 
-POSITIVE = ("love", "great", "excellent", "perfect", "recommend", "happy", "fantastic",
-            "amazing", "comfortable", "well made", "exceeded", "awesome", "best")
-NEGATIVE = ("disappoint", "poor", "terrible", "broke", "returned", "not worth", "would not",
-            "awful", "damaged", "cheap", "waste", "worst", "never again", "bad")
+POSITIVE = (
+    "love",
+    "great",
+    "excellent",
+    "perfect",
+    "recommend",
+    "happy",
+    "fantastic",
+    "amazing",
+    "comfortable",
+    "well made",
+    "exceeded",
+    "awesome",
+    "best",
+)
+NEGATIVE = (
+    "disappoint",
+    "poor",
+    "terrible",
+    "broke",
+    "returned",
+    "not worth",
+    "would not",
+    "awful",
+    "damaged",
+    "cheap",
+    "waste",
+    "worst",
+    "never again",
+    "bad",
+)
 NEUTRAL = ("okay", "ok ", "decent", "average", "mixed", "nothing special", "fine", "just ok")
 _WS = re.compile(r"\s+")
 

@@ -10,13 +10,13 @@ solves for a basket inside the allowed subtotal window instead of retrying.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from services.core.models import EntitySchema, FieldConstraint, FieldError, FieldSpec
 from services.core.pools import Occasion, Product
-from services.core.values import Ctx, array_bounds, int_in, iso, num_range
+from services.core.values import Ctx, Weighted, array_bounds, int_in, iso, num_range
 
 TAX_RATES = (0.0, 0.0625, 0.07, 0.0725, 0.08, 0.08875)
 SHIPPING_CENTS = (0, 795, 1995)
@@ -42,11 +42,14 @@ def _c(schema: EntitySchema, path: str) -> FieldConstraint:
     return f.constraint if f else FieldConstraint()
 
 
-def weighted(ctx: Ctx, options: dict[str, float], allowed: list[str]) -> str:
-    """Pick by realistic weights among the values a constraint allows."""
+def weighted(options: Mapping[str, float], allowed: list[str]) -> Weighted[str]:
+    """Realistic weights restricted to the values a constraint allows."""
     names = [v for v in allowed if v in options] or list(allowed)
-    weights = [options.get(v, 1.0) for v in names]
-    return ctx.rng.choices(names, weights)[0]
+    return Weighted(names, [options.get(v, 1.0) for v in names])
+
+
+N_LINES = Weighted((1, 2, 3, 4, 5), (15, 30, 30, 15, 10))
+N_UNITS = Weighted((1, 2, 3), (75, 20, 5))
 
 
 # ---- baskets ---------------------------------------------------------------------------
@@ -97,41 +100,46 @@ def _cents(v: float | None, default: float) -> float:
     return default if v is None else round(v * 100)
 
 
-def check_basket(schema: EntitySchema, total_path: str, ks: list[tuple[float, int]]) -> list[
-    FieldError
-]:
+def check_basket(
+    schema: EntitySchema, total_path: str, ks: list[tuple[float, int]]
+) -> list[FieldError]:
     rules = BasketRules.of(schema, total_path)
     if all(rules.feasible(k, add) for k, add in ks):
         return []
-    return [FieldError(path="constraints.field_constraints", message=(
-        "no basket satisfies these constraints together: items count "
-        f"{rules.lines}, quantity {rules.qty}, price cents {rules.price}, "
-        f"subtotal cents {rules.subtotal}, {total_path} cents {rules.total}"))]
+    return [
+        FieldError(
+            path="constraints.field_constraints",
+            message=(
+                "no basket satisfies these constraints together: items count "
+                f"{rules.lines}, quantity {rules.qty}, price cents {rules.price}, "
+                f"subtotal cents {rules.subtotal}, {total_path} cents {rules.total}"
+            ),
+        )
+    ]
 
 
-def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int
-                ) -> list[list[Any]]:
+def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int) -> list[list[Any]]:
     """Lines [product, qty, price_cents] from one occasion with subtotal in the window."""
     rng = ctx.rng
     lo, hi = rules.window(k, add)
     qlo, qhi = rules.qty
     plo, phi = rules.price
     nlo, nhi = rules.lines
-    natural_n = rng.choices((1, 2, 3, 4, 5), (15, 30, 30, 15, 10))[0]
+    natural_n = N_LINES(rng)
     n = min(max(natural_n, nlo), nhi)
     prods: list[Product] = rng.sample(occ.products, min(n, len(occ.products)))
     while len(prods) < n:
-        prods.append(rng.choice(occ.products))
+        prods.append(ctx.pick(occ.products))
     lines: list[list[Any]] = []
     for p in prods:
-        q = min(max(rng.choices((1, 2, 3), (75, 20, 5))[0], qlo), qhi)
+        q = min(max(N_UNITS(rng), qlo), qhi)
         price = int(min(max(round(p.price * 100), plo), phi))
         lines.append([p, q, price])
 
     def s() -> int:
         return sum(q * pr for _, q, pr in lines)
 
-    if s() > hi:
+    if s() > hi:  # too dear: fewest units, fewest lines, then cheaper prices
         for ln in lines:
             ln[1] = qlo
         lines.sort(key=lambda ln: ln[2])
@@ -141,22 +149,28 @@ def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int
             f = hi / s()
             for ln in lines:
                 ln[2] = max(plo, math.floor(ln[2] * f))
-        _nudge(lines, s() - hi, plo, down=True)
-    elif s() < lo:
-        f = lo / s()
-        for ln in lines:
-            ln[1] = min(qhi, math.ceil(ln[1] * f))
+    if s() < lo:  # too cheap: more units (cheapest lines first), more lines, dearer prices
+        for ln in sorted(lines, key=lambda ln: ln[2]):
+            gap = lo - s()
+            if gap <= 0:
+                break
+            ln[1] += min(qhi - ln[1], math.ceil(gap / ln[2]))
         while s() < lo and len(lines) < nhi:
-            lines.append([rng.choice(occ.products), qhi, 0])
-            lines[-1][2] = int(min(max(round(lines[-1][0].price * 100), plo), phi))
+            p = ctx.pick(occ.products)
+            price = int(min(max(round(p.price * 100), plo), phi))
+            lines.append([p, min(qhi, max(qlo, math.ceil((lo - s()) / price))), price])
         if s() < lo:
             f = lo / s()
             for ln in lines:
                 ln[2] = int(min(phi, math.ceil(ln[2] * f)))
+    if s() > hi:  # whole units may overshoot by less than one unit price
+        _nudge(lines, s() - hi, plo, down=True)
+    if s() < lo:
         _nudge(lines, lo - s(), phi, down=False)
     if not lo <= s() <= hi:
-        raise ConstraintUnsatisfiable("constraints too narrow for a basket of whole quantities "
-                                      "and cent prices")
+        raise ConstraintUnsatisfiable(
+            "constraints too narrow for a basket of whole quantities and cent prices"
+        )
     return lines
 
 
@@ -173,8 +187,16 @@ def _nudge(lines: list[list[Any]], gap: int, limit: float, down: bool) -> None:
 
 
 def item_dicts(ctx: Ctx, lines: list[list[Any]]) -> list[dict[str, Any]]:
-    return [{"sku": ctx.sku(p.sku_stem), "name": p.name, "quantity": q, "price": pr / 100,
-             "category": p.category} for p, q, pr in lines]
+    return [
+        {
+            "sku": ctx.sku(p.sku_stem),
+            "name": p.name,
+            "quantity": q,
+            "price": pr / 100,
+            "category": p.category,
+        }
+        for p, q, pr in lines
+    ]
 
 
 def _subtotal(lines: list[list[Any]]) -> int:
@@ -188,6 +210,7 @@ class Composer:
     def __init__(self, schema: EntitySchema):
         self.schema = schema
         self.enum = {p: _c(schema, p).enum_values for p in _enum_paths(schema.fields)}
+        self.currency = weighted({"USD": 9, "CAD": 1}, self.enum.get("currency", ["USD"]))
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         raise NotImplementedError
@@ -215,8 +238,8 @@ class CartComposer(Composer):
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        occ = rng.choice(ctx.pools.occasions)
-        rate = rng.choice(TAX_RATES)
+        occ = ctx.pick(ctx.pools.occasions)
+        rate = ctx.pick(TAX_RATES)
         lines = plan_basket(ctx, occ, self.rules, 1 + rate, 0)
         sub = _subtotal(lines)
         tax = round(sub * rate)
@@ -229,16 +252,29 @@ class CartComposer(Composer):
             "subtotal": sub / 100,
             "tax": tax / 100,
             "total": (sub + tax) / 100,
-            "currency": weighted(ctx, {"USD": 9, "CAD": 1}, self.enum["currency"]),
+            "currency": self.currency(rng),
             "created_at": iso(created),
             "updated_at": iso(ctx.after(created, 48)),
         }
 
 
-ORDER_STATUS = {"pending": 8, "paid": 15, "shipped": 20, "delivered": 45, "cancelled": 7,
-                "returned": 5}
-METHOD_WEIGHTS = {"credit_card": 40, "debit_card": 15, "paypal": 12, "apple_pay": 12,
-                  "google_pay": 6, "macys_card": 10, "gift_card": 5}
+ORDER_STATUS = {
+    "pending": 8,
+    "paid": 15,
+    "shipped": 20,
+    "delivered": 45,
+    "cancelled": 7,
+    "returned": 5,
+}
+METHOD_WEIGHTS = {
+    "credit_card": 40,
+    "debit_card": 15,
+    "paypal": 12,
+    "apple_pay": 12,
+    "google_pay": 6,
+    "macys_card": 10,
+    "gift_card": 5,
+}
 
 
 class OrderComposer(Composer):
@@ -247,16 +283,19 @@ class OrderComposer(Composer):
         self.rules = BasketRules.of(schema, "total")
         # A constrained total fixes shipping and discount at 0 so the window is exact.
         self.free_extras = self.rules.total == (0, INF)
+        self.status = weighted(ORDER_STATUS, self.enum["status"])
+        self.method = weighted(METHOD_WEIGHTS, self.enum["payment.method"])
+        self.discount = Weighted(DISCOUNTS, (70, 20, 10))
 
     def check(self) -> list[FieldError]:
         return check_basket(self.schema, "total", [(1 + r, 0) for r in TAX_RATES])
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        occ = rng.choice(ctx.pools.occasions)
-        rate = rng.choice(TAX_RATES)
-        ship = rng.choice(SHIPPING_CENTS) if self.free_extras else 0
-        disc_rate = rng.choices(DISCOUNTS, (70, 20, 10))[0] if self.free_extras else 0.0
+        occ = ctx.pick(ctx.pools.occasions)
+        rate = ctx.pick(TAX_RATES)
+        ship = ctx.pick(SHIPPING_CENTS) if self.free_extras else 0
+        disc_rate = self.discount(rng) if self.free_extras else 0.0
         lines = plan_basket(ctx, occ, self.rules, 1 + rate, ship)
         sub = _subtotal(lines)
         tax = round(sub * rate)
@@ -264,12 +303,13 @@ class OrderComposer(Composer):
         if sub >= 7500 and ship == 795:
             ship = 0  # free standard shipping over $75
         total = sub + tax + ship - disc
-        status = weighted(ctx, ORDER_STATUS, self.enum["status"])
-        method = weighted(ctx, METHOD_WEIGHTS, self.enum["payment.method"])
+        status = self.status(rng)
+        method = self.method(rng)
         created = ctx.past(180, min_days=12)
         paid = ctx.after(created, 1) if status not in ("pending",) else None
-        shipped = ctx.after(paid, 72) if paid and status in ("shipped", "delivered",
-                                                             "returned") else None
+        shipped = (
+            ctx.after(paid, 72) if paid and status in ("shipped", "delivered", "returned") else None
+        )
         delivered = ctx.after(shipped, 7 * 24) if shipped and status != "shipped" else None
         home = ctx.address()
         billing = home if rng.random() < 0.8 else ctx.address()
@@ -280,16 +320,18 @@ class OrderComposer(Composer):
             "items": item_dicts(ctx, lines),
             "shipping_address": {**home, "country": self._country(ctx)},
             "billing_address": {**billing, "country": self._country(ctx)},
-            "payment": {"method": method, "amount": total / 100,
-                        "card_last_four": f"{rng.randint(0, 9999):04d}"
-                        if method in CARD_METHODS else None},
+            "payment": {
+                "method": method,
+                "amount": total / 100,
+                "card_last_four": f"{rng.randint(0, 9999):04d}" if method in CARD_METHODS else None,
+            },
             "status": status,
             "subtotal": sub / 100,
             "tax": tax / 100,
             "shipping": ship / 100,
             "discount": disc / 100,
             "total": total / 100,
-            "currency": weighted(ctx, {"USD": 9, "CAD": 1}, self.enum["currency"]),
+            "currency": self.currency(rng),
             "created_at": iso(created),
             "paid_at": iso(paid) if paid else None,
             "shipped_at": iso(shipped) if shipped else None,
@@ -305,27 +347,31 @@ class PaymentComposer(Composer):
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
         self.rules = BasketRules.of(schema, "amount")
+        self.method = weighted(METHOD_WEIGHTS, self.enum["method"])
+        self.status = weighted(
+            {"captured": 60, "authorized": 15, "pending": 8, "declined": 10, "refunded": 7},
+            self.enum["status"],
+        )
 
     def check(self) -> list[FieldError]:
         return check_basket(self.schema, "amount", [(1 + r, 0) for r in TAX_RATES])
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        occ = rng.choice(ctx.pools.occasions)
-        rate = rng.choice(TAX_RATES)
+        occ = ctx.pick(ctx.pools.occasions)
+        rate = ctx.pick(TAX_RATES)
         lines = plan_basket(ctx, occ, self.rules, 1 + rate, 0)
         sub = _subtotal(lines)
         amount = sub + round(sub * rate)
-        method = weighted(ctx, METHOD_WEIGHTS, self.enum["method"])
-        status = weighted(ctx, {"captured": 60, "authorized": 15, "pending": 8, "declined": 10,
-                                "refunded": 7}, self.enum["status"])
+        method = self.method(rng)
+        status = self.status(rng)
         created = ctx.past(180, min_days=2)
         return {
             "payment_id": ctx.ident("id:PAY"),
             "order_id": ctx.ident("id:ORD"),
             "method": method,
             "amount": amount / 100,
-            "currency": weighted(ctx, {"USD": 9, "CAD": 1}, self.enum["currency"]),
+            "currency": self.currency(rng),
             "status": status,
             "card_last_four": f"{rng.randint(0, 9999):04d}" if method in CARD_METHODS else None,
             "created_at": iso(created),
@@ -333,15 +379,19 @@ class PaymentComposer(Composer):
         }
 
 
-FEATURES = ("Designed for everyday comfort and durability.", "A best seller this season.",
-            "Easy care and built to last.", "Thoughtful details at a great value.",
-            "Customers love the fit and finish.", "Made with quality materials.")
+FEATURES = (
+    "Designed for everyday comfort and durability.",
+    "A best seller this season.",
+    "Easy care and built to last.",
+    "Thoughtful details at a great value.",
+    "Customers love the fit and finish.",
+    "Made with quality materials.",
+)
 
 
 class ProductComposer(Composer):
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
-        rng = ctx.rng
-        p = rng.choice(rng.choice(ctx.pools.occasions).products)
+        p = ctx.pick(ctx.pick(ctx.pools.occasions).products)
         pc = _c(self.schema, "price")
         lo, hi = num_range(pc, 0.01, INF)
         price = min(max(p.price, lo), hi)
@@ -349,9 +399,10 @@ class ProductComposer(Composer):
             "product_id": ctx.ident("id:PRD"),
             "sku": ctx.sku(p.sku_stem),
             "name": p.name,
-            "description": f"{p.name} by {p.brand}. {rng.choice(FEATURES)}",
-            "price": math.floor(price * 100 + 1e-9) / 100 if price == hi else
-            math.ceil(price * 100 - 1e-9) / 100,
+            "description": f"{p.name} by {p.brand}. {ctx.pick(FEATURES)}",
+            "price": math.floor(price * 100 + 1e-9) / 100
+            if price == hi
+            else math.ceil(price * 100 - 1e-9) / 100,
             "category": p.category,
             "brand": p.brand,
             "stock": int_in(ctx, _c(self.schema, "stock"), 0, 400),
@@ -362,24 +413,43 @@ class ProductComposer(Composer):
 # Review text: ratings 4-5 read positive, 3 mixed, 1-2 negative (the scorer's lexicon agrees).
 REVIEW_TEXT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "positive": (
-        ("Love it", "Excellent quality", "Great purchase", "Highly recommend", "Perfect fit",
-         "Really happy with this"),
-        ("I love the {p}, it exceeded my expectations.", "Great quality for the price.",
-         "Comfortable and well made, I would buy it again.", "Excellent value, fast shipping too.",
-         "Works perfectly and looks great.", "My family loves it, highly recommend.",
-         "Fantastic {c} pick, the quality is excellent."),
+        (
+            "Love it",
+            "Excellent quality",
+            "Great purchase",
+            "Highly recommend",
+            "Perfect fit",
+            "Really happy with this",
+        ),
+        (
+            "I love the {p}, it exceeded my expectations.",
+            "Great quality for the price.",
+            "Comfortable and well made, I would buy it again.",
+            "Excellent value, fast shipping too.",
+            "Works perfectly and looks great.",
+            "My family loves it, highly recommend.",
+            "Fantastic {c} pick, the quality is excellent.",
+        ),
     ),
     "neutral": (
         ("It's okay", "Decent but not perfect", "Average", "Mixed feelings"),
-        ("The {p} is okay for the price.", "Decent quality, nothing special.",
-         "Some things are good, some are average.", "It does the job but the fit is just okay.",
-         "Average {c} item, fine for everyday use."),
+        (
+            "The {p} is okay for the price.",
+            "Decent quality, nothing special.",
+            "Some things are good, some are average.",
+            "It does the job but the fit is just okay.",
+            "Average {c} item, fine for everyday use.",
+        ),
     ),
     "negative": (
         ("Disappointed", "Poor quality", "Would not recommend", "Returned it", "Not worth it"),
-        ("The {p} broke after a week, very disappointed.", "Poor quality and cheap materials.",
-         "Terrible fit, I returned it.", "Not worth the money, would not buy again.",
-         "Arrived damaged and customer service was awful."),
+        (
+            "The {p} broke after a week, very disappointed.",
+            "Poor quality and cheap materials.",
+            "Terrible fit, I returned it.",
+            "Not worth the money, would not buy again.",
+            "Arrived damaged and customer service was awful.",
+        ),
     ),
 }
 RATING_WEIGHTS = {1: 8, 2: 7, 3: 12, 4: 30, 5: 43}
@@ -394,12 +464,12 @@ class ReviewComposer(Composer):
         super().__init__(schema)
         lo, hi = num_range(_c(schema, "rating"), 1, 5)
         self.ratings = [r for r in range(math.ceil(lo), math.floor(hi) + 1)]
-        self.weights = [RATING_WEIGHTS.get(r, 1) for r in self.ratings]
+        self.rating = Weighted(self.ratings, [RATING_WEIGHTS.get(r, 1) for r in self.ratings])
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        p = rng.choice(rng.choice(ctx.pools.occasions).products)
-        rating = rng.choices(self.ratings, self.weights)[0]
+        p = ctx.pick(ctx.pick(ctx.pools.occasions).products)
+        rating = self.rating(rng)
         titles, bodies = REVIEW_TEXT[sentiment_of_rating(rating)]
         sentences = rng.sample(bodies, rng.randint(1, 3))
         body = " ".join(s.format(p=p.name, c=p.category.lower()) for s in sentences)
@@ -408,16 +478,23 @@ class ReviewComposer(Composer):
             "product_id": ctx.ident("id:PRD"),
             "user_id": ctx.ident("id:USR"),
             "rating": rating,
-            "title": rng.choice(titles),
+            "title": ctx.pick(titles),
             "body": body,
             "verified_purchase": rng.random() < 0.8,
-            "helpful_votes": int_in(ctx, _c(self.schema, "helpful_votes"), 0,
-                                    rng.choice((3, 10, 40))),
+            "helpful_votes": int_in(
+                ctx, _c(self.schema, "helpful_votes"), 0, ctx.pick((3, 10, 40))
+            ),
             "created_at": iso(ctx.past(365)),
         }
 
 
 class UserComposer(Composer):
+    def __init__(self, schema: EntitySchema):
+        super().__init__(schema)
+        self.tier = weighted(
+            {"Bronze": 45, "Silver": 30, "Gold": 18, "Platinum": 7}, self.enum["loyalty_tier"]
+        )
+
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
         first, last = ctx.first_name(), ctx.last_name()
@@ -436,14 +513,17 @@ class UserComposer(Composer):
             "last_name": last,
             "phone": ctx.phone(),
             "addresses": addrs,
-            "loyalty_tier": weighted(ctx, {"Bronze": 45, "Silver": 30, "Gold": 18,
-                                           "Platinum": 7}, self.enum["loyalty_tier"]),
+            "loyalty_tier": self.tier(rng),
             "created_at": iso(created),
             "updated_at": iso(ctx.after(created, 24 * 30)),
         }
 
 
 COMPOSERS: dict[str, Callable[[EntitySchema], Composer]] = {
-    "cart": CartComposer, "order": OrderComposer, "payment": PaymentComposer,
-    "product": ProductComposer, "review": ReviewComposer, "user": UserComposer,
+    "cart": CartComposer,
+    "order": OrderComposer,
+    "payment": PaymentComposer,
+    "product": ProductComposer,
+    "review": ReviewComposer,
+    "user": UserComposer,
 }

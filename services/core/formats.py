@@ -22,9 +22,13 @@ import orjson
 from services.core.models import EntitySchema, FieldType, OutputFormat
 
 SQL_ROWS_PER_INSERT = 500
-SQL_TYPES = {FieldType.INTEGER: "INTEGER", FieldType.FLOAT: "DOUBLE PRECISION",
-             FieldType.BOOLEAN: "BOOLEAN", FieldType.DATE: "DATE",
-             FieldType.DATETIME: "TIMESTAMP"}
+SQL_TYPES = {
+    FieldType.INTEGER: "INTEGER",
+    FieldType.FLOAT: "DOUBLE PRECISION",
+    FieldType.BOOLEAN: "BOOLEAN",
+    FieldType.DATE: "DATE",
+    FieldType.DATETIME: "TIMESTAMP",
+}
 
 
 def columns(schema: EntitySchema) -> list[str]:
@@ -67,7 +71,8 @@ class ChunkEncoder:
         for lo in range(0, len(records), SQL_ROWS_PER_INSERT):
             rows = ",\n".join(
                 "(" + ", ".join(sql_literal(r.get(c)) for c in self.cols) + ")"
-                for r in records[lo:lo + SQL_ROWS_PER_INSERT])
+                for r in records[lo : lo + SQL_ROWS_PER_INSERT]
+            )
             parts.append(f"INSERT INTO {quote_ident(self.table)} ({cols}) VALUES\n{rows};\n")
         return "".join(parts)
 

@@ -22,7 +22,12 @@ from services.core.models import (
     GenerateRequest,
     RequestInvalid,
 )
-from services.core.registry import SchemaRegistry, check_constraint, check_fields, fields_from_request
+from services.core.registry import (
+    SchemaRegistry,
+    check_constraint,
+    check_fields,
+    fields_from_request,
+)
 from services.core.values import utc
 
 DEFAULT_SCENARIO = "default"
@@ -67,8 +72,9 @@ class Plan:
 
 def fingerprint(request: GenerateRequest) -> bytes:
     """Canonical bytes of what determines the records (not id, format or cache use)."""
-    body = request.model_dump(mode="json", by_alias=True,
-                              exclude={"request_id", "output_format", "use_cache"})
+    body = request.model_dump(
+        mode="json", by_alias=True, exclude={"request_id", "output_format", "use_cache"}
+    )
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -77,8 +83,9 @@ def base_seed(request: GenerateRequest, seed: int) -> int:
     return int.from_bytes(h[:8], "big")
 
 
-def resolve_schema(req: GenerateRequest, registry: SchemaRegistry, errs: list[FieldError]
-                   ) -> tuple[EntitySchema | None, bool]:
+def resolve_schema(
+    req: GenerateRequest, registry: SchemaRegistry, errs: list[FieldError]
+) -> tuple[EntitySchema | None, bool]:
     """The entity schema and whether it is predefined (composer-backed)."""
     if req.schema_.fields:
         name = (req.entity or req.schema_.predefined_schema or "custom").strip().lower()
@@ -86,20 +93,32 @@ def resolve_schema(req: GenerateRequest, registry: SchemaRegistry, errs: list[Fi
         return EntitySchema(name=name, domain=req.domain or "custom", fields=fields), False
     name = req.schema_.predefined_schema or req.entity
     if not name.strip():
-        errs.append(FieldError(path="entity", message="entity is required (or schema.fields "
-                               f"for a custom schema); known: {', '.join(registry.names())}"))
+        errs.append(
+            FieldError(
+                path="entity",
+                message="entity is required (or schema.fields "
+                f"for a custom schema); known: {', '.join(registry.names())}",
+            )
+        )
         return None, False
     schema = registry.get(name)
     if schema is None:
         path = "schema.predefined_schema" if req.schema_.predefined_schema else "entity"
-        errs.append(FieldError(path=path, value=name, message=f"unknown entity {name!r} and no "
-                               f"schema.fields given; known: {', '.join(registry.names())}"))
+        errs.append(
+            FieldError(
+                path=path,
+                value=name,
+                message=f"unknown entity {name!r} and no "
+                f"schema.fields given; known: {', '.join(registry.names())}",
+            )
+        )
         return None, False
     return schema, True
 
 
-def apply_constraints(req: GenerateRequest, schema: EntitySchema, errs: list[FieldError]
-                      ) -> tuple[EntitySchema, list[str]]:
+def apply_constraints(
+    req: GenerateRequest, schema: EntitySchema, errs: list[FieldError]
+) -> tuple[EntitySchema, list[str]]:
     """Schema with request constraints merged in; also the paths they touch."""
     fields = [f.model_copy(deep=True) for f in schema.fields]
     touched = []
@@ -107,8 +126,9 @@ def apply_constraints(req: GenerateRequest, schema: EntitySchema, errs: list[Fie
         where = f"constraints.field_constraints[{path}]"
         f = lookup(fields, path)
         if f is None:
-            errs.append(FieldError(path=where, message=f"no field {path!r} in {schema.name}",
-                                   value=path))
+            errs.append(
+                FieldError(path=where, message=f"no field {path!r} in {schema.name}", value=path)
+            )
             continue
         f.constraint = f.constraint.merged(c)
         errs.extend(check_constraint(f.constraint, f.type, where))
@@ -140,20 +160,27 @@ def coerce(f: FieldSpec, raw: str) -> Any:
     return raw
 
 
-def build_slots(req: GenerateRequest, schema: EntitySchema, limits: Limits,
-                errs: list[FieldError]) -> tuple[int, list[Slot]]:
+def build_slots(
+    req: GenerateRequest, schema: EntitySchema, limits: Limits, errs: list[FieldError]
+) -> tuple[int, list[Slot]]:
     from services.core.validate import check_value  # local: validate imports plan types
 
     count = req.count
     given = [s.count for s in req.scenarios]
     if count < 0:
-        errs.append(FieldError(path="count", value=count, message="count must be >= 0 "
-                               f"(0 means the default, {limits.default_count})"))
+        errs.append(
+            FieldError(
+                path="count",
+                value=count,
+                message=f"count must be >= 0 (0 means the default, {limits.default_count})",
+            )
+        )
         count = 0
     for i, s in enumerate(req.scenarios):
         if s.count < 0:
-            errs.append(FieldError(path=f"scenarios[{i}].count", value=s.count,
-                                   message="must be >= 0"))
+            errs.append(
+                FieldError(path=f"scenarios[{i}].count", value=s.count, message="must be >= 0")
+            )
         if not s.name.strip():
             errs.append(FieldError(path=f"scenarios[{i}].name", message="must not be empty"))
     names = [s.name for s in req.scenarios]
@@ -164,13 +191,23 @@ def build_slots(req: GenerateRequest, schema: EntitySchema, limits: Limits,
         count = fixed if fixed and all(c > 0 for c in given) else limits.default_count
         count = max(count, fixed)
     if count > limits.max_records:
-        errs.append(FieldError(path="count", value=count, message=f"count {count} is above "
-                               f"the limit of {limits.max_records}"))
+        errs.append(
+            FieldError(
+                path="count",
+                value=count,
+                message=f"count {count} is above the limit of {limits.max_records}",
+            )
+        )
     if req.scenarios:
         free = [i for i, c in enumerate(given) if c <= 0]
         if fixed > count or (not free and fixed != count):
-            errs.append(FieldError(path="scenarios", value=given, message=f"scenario counts add "
-                                   f"up to {fixed} but count is {count}"))
+            errs.append(
+                FieldError(
+                    path="scenarios",
+                    value=given,
+                    message=f"scenario counts add up to {fixed} but count is {count}",
+                )
+            )
     overrides: list[dict[str, Any]] = []
     for i, s in enumerate(req.scenarios):
         coerced: dict[str, Any] = {}
@@ -183,12 +220,15 @@ def build_slots(req: GenerateRequest, schema: EntitySchema, limits: Limits,
             try:
                 v = coerce(f, raw)
             except ValueError as exc:
-                errs.append(FieldError(path=where, value=raw, message=f"not a valid "
-                                       f"{f.type.value}: {exc}"))
+                errs.append(
+                    FieldError(path=where, value=raw, message=f"not a valid {f.type.value}: {exc}")
+                )
                 continue
             if v is not None:
-                errs.extend(FieldError(path=where, message=e.message, value=raw)
-                            for e in check_value(f, v, where))
+                errs.extend(
+                    FieldError(path=where, message=e.message, value=raw)
+                    for e in check_value(f, v, where)
+                )
             coerced[path] = v
         overrides.append(coerced)
     if errs:
@@ -207,8 +247,9 @@ def build_slots(req: GenerateRequest, schema: EntitySchema, limits: Limits,
     return count, slots
 
 
-def build_plan(req: GenerateRequest, registry: SchemaRegistry, limits: Limits | None = None
-               ) -> Plan:
+def build_plan(
+    req: GenerateRequest, registry: SchemaRegistry, limits: Limits | None = None
+) -> Plan:
     """Check the whole request; raise RequestInvalid listing every problem found."""
     limits = limits or Limits()
     errs: list[FieldError] = []
@@ -218,25 +259,45 @@ def build_plan(req: GenerateRequest, registry: SchemaRegistry, limits: Limits | 
         raise RequestInvalid(errs)
     schema, touched = apply_constraints(req, schema, errs)
     if not predefined:  # checked after merging: ENUM values may come from constraints
-        errs.extend(FieldError(path=f"schema.fields.{e.path}", message=e.message, value=e.value)
-                    for e in check_fields(schema.fields, skip=frozenset(touched)))
+        errs.extend(
+            FieldError(path=f"schema.fields.{e.path}", message=e.message, value=e.value)
+            for e in check_fields(schema.fields, skip=frozenset(touched))
+        )
     count, slots = build_slots(req, schema, limits, errs)
-    composer = COMPOSERS[schema.name](schema) if predefined and schema.name in COMPOSERS else None
-    if composer is not None and not errs:
-        errs.extend(composer.check())
     if errs:
+        raise RequestInvalid(errs)
+    composer = COMPOSERS[schema.name](schema) if predefined and schema.name in COMPOSERS else None
+    if composer is not None and (errs := composer.check()):
         raise RequestInvalid(errs)
     enforce = tuple(p for p in touched if _needs_enforcement(schema, p)) if composer else ()
     seed = req.seed if req.seed is not None else 0
     anchor = utc(req.anchor) if req.anchor is not None else DEFAULT_ANCHOR
-    return Plan(request=req, schema=schema, count=count, slots=tuple(slots), seed=seed,
-                anchor=anchor, base_seed=base_seed(req, seed), composer=composer,
-                enforce=enforce)
+    return Plan(
+        request=req,
+        schema=schema,
+        count=count,
+        slots=tuple(slots),
+        seed=seed,
+        anchor=anchor,
+        base_seed=base_seed(req, seed),
+        composer=composer,
+        enforce=enforce,
+    )
 
 
 def _needs_enforcement(schema: EntitySchema, path: str) -> bool:
     f = lookup(schema.fields, path)
     c = f.constraint if f else None
-    return bool(f and c and f.type not in (FieldType.INTEGER, FieldType.FLOAT, FieldType.ENUM,
-                                           FieldType.ARRAY, FieldType.OBJECT)
-                and (c.regex or c.min_length is not None or c.max_length is not None))
+    return bool(
+        f
+        and c
+        and f.type
+        not in (
+            FieldType.INTEGER,
+            FieldType.FLOAT,
+            FieldType.ENUM,
+            FieldType.ARRAY,
+            FieldType.OBJECT,
+        )
+        and (c.regex or c.min_length is not None or c.max_length is not None)
+    )

@@ -30,32 +30,48 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
     """Every reason this constraint cannot be honoured on a field of this type."""
     errs: list[FieldError] = []
     if c.min is not None and c.max is not None and c.min > c.max:
-        errs.append(FieldError(path=f"{path}.min", message=f"min {c.min} is above max {c.max}",
-                               value=c.min))
+        errs.append(
+            FieldError(path=f"{path}.min", message=f"min {c.min} is above max {c.max}", value=c.min)
+        )
     if (c.min is not None or c.max is not None) and ftype not in (*NUMERIC, FieldType.ARRAY):
-        errs.append(FieldError(path=path, message=f"min/max need an INTEGER, FLOAT or ARRAY "
-                               f"field, not {ftype.value}"))
+        errs.append(
+            FieldError(
+                path=path,
+                message=f"min/max need an INTEGER, FLOAT or ARRAY field, not {ftype.value}",
+            )
+        )
     if ftype == FieldType.INTEGER and c.min is not None and c.max is not None:
         import math
 
         if math.ceil(c.min) > math.floor(c.max):
             errs.append(FieldError(path=path, message=f"no integer lies in [{c.min}, {c.max}]"))
     if c.enum_values and ftype != FieldType.ENUM:
-        errs.append(FieldError(path=f"{path}.enum_values",
-                               message=f"enum_values need an ENUM field, not {ftype.value}",
-                               value=c.enum_values))
+        errs.append(
+            FieldError(
+                path=f"{path}.enum_values",
+                message=f"enum_values need an ENUM field, not {ftype.value}",
+                value=c.enum_values,
+            )
+        )
     for bound in ("min_length", "max_length"):
         v = getattr(c, bound)
         if v is not None and v < 0:
             errs.append(FieldError(path=f"{path}.{bound}", message="must be >= 0", value=v))
     if c.min_length is not None and c.max_length is not None and c.min_length > c.max_length:
-        errs.append(FieldError(path=f"{path}.min_length",
-                               message=f"min_length {c.min_length} is above max_length "
-                               f"{c.max_length}", value=c.min_length))
+        errs.append(
+            FieldError(
+                path=f"{path}.min_length",
+                message=f"min_length {c.min_length} is above max_length {c.max_length}",
+                value=c.min_length,
+            )
+        )
     if c.regex is not None:
         if ftype in (*NUMERIC, FieldType.BOOLEAN, *CONTAINERS):
-            errs.append(FieldError(path=f"{path}.regex",
-                                   message=f"regex needs a text field, not {ftype.value}"))
+            errs.append(
+                FieldError(
+                    path=f"{path}.regex", message=f"regex needs a text field, not {ftype.value}"
+                )
+            )
         elif (reason := check_regex(c.regex)) is not None:
             errs.append(FieldError(path=f"{path}.regex", message=reason, value=c.regex))
         else:
@@ -63,32 +79,51 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
             if (c.max_length is not None and lo > c.max_length) or (
                 c.min_length is not None and hi < c.min_length
             ):
-                errs.append(FieldError(path=f"{path}.regex", value=c.regex,
-                                       message="regex cannot match within min_length/max_length"))
+                errs.append(
+                    FieldError(
+                        path=f"{path}.regex",
+                        value=c.regex,
+                        message="regex cannot match within min_length/max_length",
+                    )
+                )
     return errs
 
 
-def check_fields(fields: list[FieldSpec], prefix: str = "",
-                 skip: frozenset[str] = frozenset()) -> list[FieldError]:
+def check_fields(
+    fields: list[FieldSpec], prefix: str = "", skip: frozenset[str] = frozenset()
+) -> list[FieldError]:
     """Schema problems; constraints at paths in `skip` are reported by their owner."""
     errs: list[FieldError] = []
     seen: set[str] = set()
     for i, f in enumerate(fields):
         path = f"{prefix}{f.name}" if f.name else f"{prefix}[{i}]"
         if not f.name or not f.name.replace("_", "a").isalnum():
-            errs.append(FieldError(path=path, message="field name must be non-empty "
-                                   "letters, digits or _", value=f.name))
+            errs.append(
+                FieldError(
+                    path=path,
+                    message="field name must be non-empty letters, digits or _",
+                    value=f.name,
+                )
+            )
         if f.name in seen:
             errs.append(FieldError(path=path, message="duplicate field name"))
         seen.add(f.name)
         if f.nested_fields and f.type not in CONTAINERS:
-            errs.append(FieldError(path=path, message=f"nested_fields need OBJECT or ARRAY, "
-                                   f"not {f.type.value}"))
+            errs.append(
+                FieldError(
+                    path=path, message=f"nested_fields need OBJECT or ARRAY, not {f.type.value}"
+                )
+            )
         if f.type == FieldType.OBJECT and not f.nested_fields:
             errs.append(FieldError(path=path, message="OBJECT field needs nested_fields"))
         if f.type == FieldType.ENUM and not f.constraint.enum_values:
-            errs.append(FieldError(path=path, message="ENUM field needs enum_values "
-                                   "(constraints.field_constraints[...].enum_values)"))
+            errs.append(
+                FieldError(
+                    path=path,
+                    message="ENUM field needs enum_values "
+                    "(constraints.field_constraints[...].enum_values)",
+                )
+            )
         if f.min_items > f.max_items or f.min_items < 0:
             errs.append(FieldError(path=path, message="need 0 <= min_items <= max_items"))
         if path not in skip:
@@ -134,15 +169,35 @@ class SchemaRegistry:
 
 # Custom fields get realistic values when their names say what they hold.
 _SEMANTIC_BY_NAME = {
-    "first_name": "first_name", "firstname": "first_name", "given_name": "first_name",
-    "last_name": "last_name", "lastname": "last_name", "surname": "last_name",
-    "name": "full_name", "full_name": "full_name", "customer_name": "full_name",
-    "city": "city", "state": "state", "zip": "postcode", "zipcode": "postcode",
-    "postal_code": "postcode", "postcode": "postcode", "street": "street_address",
-    "street_address": "street_address", "line1": "street_address", "company": "company",
-    "description": "sentence", "comment": "sentence", "notes": "sentence", "body": "sentence",
-    "title": "title", "sku": "sku", "product_name": "product_name", "category": "category",
-    "brand": "brand", "country": "country",
+    "first_name": "first_name",
+    "firstname": "first_name",
+    "given_name": "first_name",
+    "last_name": "last_name",
+    "lastname": "last_name",
+    "surname": "last_name",
+    "name": "full_name",
+    "full_name": "full_name",
+    "customer_name": "full_name",
+    "city": "city",
+    "state": "state",
+    "zip": "postcode",
+    "zipcode": "postcode",
+    "postal_code": "postcode",
+    "postcode": "postcode",
+    "street": "street_address",
+    "street_address": "street_address",
+    "line1": "street_address",
+    "company": "company",
+    "description": "sentence",
+    "comment": "sentence",
+    "notes": "sentence",
+    "body": "sentence",
+    "title": "title",
+    "sku": "sku",
+    "product_name": "product_name",
+    "category": "category",
+    "brand": "brand",
+    "country": "country",
 }
 _MONEY_WORDS = ("price", "amount", "cost", "total", "subtotal", "tax", "fee", "balance")
 
@@ -163,8 +218,12 @@ def fields_from_request(fields: list[RequestField]) -> list[FieldSpec]:
     """A caller's proto-shaped fields as generator FieldSpecs (constraints merged later)."""
     return [
         FieldSpec(
-            name=f.name, type=f.type, required=f.required, description=f.description,
-            semantic=infer_semantic(f.name, f.type), nested_fields=fields_from_request(f.nested_fields),
+            name=f.name,
+            type=f.type,
+            required=f.required,
+            description=f.description,
+            semantic=infer_semantic(f.name, f.type),
+            nested_fields=fields_from_request(f.nested_fields),
         )
         for f in fields
     ]

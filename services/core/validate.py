@@ -13,8 +13,16 @@ from services.core.values import array_bounds
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 PHONE_RE = re.compile(r"^\+?[\d\s().-]{7,20}$")
-TEXT_TYPES = (FieldType.STRING, FieldType.EMAIL, FieldType.PHONE, FieldType.ADDRESS,
-              FieldType.UUID, FieldType.DATE, FieldType.DATETIME, FieldType.ENUM)
+TEXT_TYPES = (
+    FieldType.STRING,
+    FieldType.EMAIL,
+    FieldType.PHONE,
+    FieldType.ADDRESS,
+    FieldType.UUID,
+    FieldType.DATE,
+    FieldType.DATETIME,
+    FieldType.ENUM,
+)
 
 
 @lru_cache(maxsize=512)
@@ -81,23 +89,29 @@ def check_value(f: FieldSpec, v: Any, path: str) -> list[FieldError]:
     elif f.type == FieldType.ARRAY:
         lo, hi = array_bounds(f)
         if not lo <= len(v) <= hi:
-            errs.append(FieldError(path=path, message=f"has {len(v)} items, expected {lo}..{hi}",
-                                   value=len(v)))
+            errs.append(
+                FieldError(
+                    path=path, message=f"has {len(v)} items, expected {lo}..{hi}", value=len(v)
+                )
+            )
         for i, item in enumerate(v):
             if f.nested_fields:
                 if not isinstance(item, dict):
-                    errs.append(FieldError(path=f"{path}[{i}]", message="expected an object",
-                                           value=item))
+                    errs.append(
+                        FieldError(path=f"{path}[{i}]", message="expected an object", value=item)
+                    )
                 else:
                     errs += check_object(f.nested_fields, item, f"{path}[{i}].")
             elif not isinstance(item, str):
-                errs.append(FieldError(path=f"{path}[{i}]", message="expected a string",
-                                       value=item))
+                errs.append(
+                    FieldError(path=f"{path}[{i}]", message="expected a string", value=item)
+                )
     return errs
 
 
-def check_object(fields: list[FieldSpec], obj: dict[str, Any], prefix: str = ""
-                 ) -> list[FieldError]:
+def check_object(
+    fields: list[FieldSpec], obj: dict[str, Any], prefix: str = ""
+) -> list[FieldError]:
     errs: list[FieldError] = []
     for f in fields:
         v = obj.get(f.name)

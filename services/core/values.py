@@ -6,18 +6,57 @@ global RNG, so a record is a pure function of (plan, index).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
 
 from services.core import regexgen
 from services.core.models import FieldConstraint, FieldSpec, FieldType
 from services.core.pools import COLORS, SIZES, Pools
 
+T = TypeVar("T")
+
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 DAY = 86400.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def pick(rng: random.Random, seq: Sequence[T]) -> T:
+    """`rng.choice` without its per-call overhead (hot path: several calls per record)."""
+    return seq[int(rng.random() * len(seq))]
+
+
+class Weighted(Generic[T]):
+    """Values with weights, sampled by one uniform draw and a bisect."""
+
+    __slots__ = ("cum", "total", "values")
+
+    def __init__(self, values: Sequence[T], weights: Sequence[float]):
+        self.values = tuple(values)
+        self.cum = list(itertools.accumulate(weights))
+        self.total = self.cum[-1]
+
+    def __call__(self, rng: random.Random) -> T:
+        return self.values[bisect.bisect(self.cum, rng.random() * self.total)]
+
+
+@lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%dT")
+
+
+def iso(t: int) -> str:
+    """Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without strftime per call."""
+    d, r = divmod(t, 86400)
+    h, r = divmod(r, 3600)
+    m, sec = divmod(r, 60)
+    return f"{_day(d)}{h:02d}:{m:02d}:{sec:02d}Z"
 
 
 class Ctx:
@@ -27,14 +66,22 @@ class Ctx:
 
     def __init__(self, rng: random.Random, anchor: datetime, pools: Pools):
         self.rng = rng
-        self.anchor = anchor
+        self.anchor = int(anchor.timestamp())  # epoch seconds
         self.year = anchor.year
         self.pools = pools
 
+    def pick(self, seq: Sequence[T]) -> T:
+        return seq[int(self.rng.random() * len(seq))]
+
     # ---- identifiers -------------------------------------------------------------
     def code(self, n: int) -> str:
-        ch = self.rng.choice
-        return "".join([ch(ALNUM) for _ in range(n)])
+        """n uppercase alphanumerics from one draw (base-36 digits of a random int)."""
+        x = self.rng.getrandbits(6 * n)
+        out = []
+        for _ in range(n):
+            x, d = divmod(x, 36)
+            out.append(ALNUM[d])
+        return "".join(out)
 
     def ident(self, semantic: str) -> str:
         """`id:CRT` -> CRT-2025-AB12CD3 (yearly kinds), `id:USR` -> USR-AB12CD3."""
@@ -47,46 +94,50 @@ class Ctx:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def sku(self, stem: str) -> str:
-        return f"{stem}-{self.rng.choice(COLORS)}-{self.rng.choice(SIZES)}"
+        return f"{stem}-{self.pick(COLORS)}-{self.pick(SIZES)}"
 
     # ---- people and places ---------------------------------------------------------
     def first_name(self) -> str:
-        return self.rng.choice(self.pools.first_names)
+        return self.pick(self.pools.first_names)
 
     def last_name(self) -> str:
-        return self.rng.choice(self.pools.last_names)
+        return self.pick(self.pools.last_names)
 
     def email_for(self, first: str, last: str) -> str:
-        r = self.rng
-        local = r.choice((f"{first}.{last}", f"{first[0]}{last}", f"{first}{last}{r.randint(1, 99)}",
-                          f"{first}_{last}"))
-        return f"{local.lower().replace(' ', '').replace(chr(39), '')}@{r.choice(self.pools.email_domains)}"
+        """An address derived from the person's name, as real ones mostly are."""
+        n = int(self.rng.random() * 98) + 1
+        local = self.pick(
+            (f"{first}.{last}", f"{first[0]}{last}", f"{first}{last}{n}", f"{first}_{last}")
+        )
+        local = local.lower().replace(" ", "").replace("'", "")
+        return f"{local}@{self.pick(self.pools.email_domains)}"
 
     def phone(self) -> str:
-        r = self.rng
-        return f"+1-{r.choice(self.pools.area_codes)}-{r.randint(200, 999)}-{r.randint(0, 9999):04d}"
+        x = int(self.rng.random() * 800 * 10000)
+        return f"+1-{self.pick(self.pools.area_codes)}-{200 + x // 10000}-{x % 10000:04d}"
 
     def address(self) -> dict[str, str]:
-        city, state, zipcode = self.rng.choice(self.pools.cities)
-        return {"line1": self.rng.choice(self.pools.streets), "city": city, "state": state,
-                "postal_code": zipcode, "country": "US"}
+        city, state, zipcode = self.pick(self.pools.cities)
+        return {
+            "line1": self.pick(self.pools.streets),
+            "city": city,
+            "state": state,
+            "postal_code": zipcode,
+            "country": "US",
+        }
 
     def address_line(self) -> str:
         a = self.address()
         return f"{a['line1']}, {a['city']}, {a['state']} {a['postal_code']}"
 
     # ---- time ------------------------------------------------------------------
-    def past(self, max_days: float = 365.0, min_days: float = 0.0) -> datetime:
-        """A second-precision instant between max_days and min_days before the anchor."""
-        secs = self.rng.randint(int(min_days * DAY), int(max_days * DAY))
-        return self.anchor - timedelta(seconds=secs)
+    def past(self, max_days: float = 365.0, min_days: float = 0.0) -> int:
+        """Epoch seconds between max_days and min_days before the anchor."""
+        lo = int(min_days * DAY)
+        return self.anchor - lo - int(self.rng.random() * (int(max_days * DAY) - lo + 1))
 
-    def after(self, t: datetime, max_hours: float) -> datetime:
-        return t + timedelta(seconds=self.rng.randint(60, max(61, int(max_hours * 3600))))
-
-
-def iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    def after(self, t: int, max_hours: float) -> int:
+        return t + 60 + int(self.rng.random() * max(1, int(max_hours * 3600) - 60))
 
 
 def money(x: float) -> float:
@@ -123,7 +174,7 @@ def fit_length(ctx: Ctx, text: str, c: FieldConstraint) -> str:
         text = text[: c.max_length].rstrip() or text[: c.max_length]
     if c.min_length is not None:
         while len(text) < c.min_length:
-            text = f"{text} {ctx.rng.choice(ctx.pools.words)}".strip()
+            text = f"{text} {ctx.pick(ctx.pools.words)}".strip()
         if c.max_length is not None and len(text) > c.max_length:
             text = text[: c.max_length]
     return text
@@ -131,7 +182,6 @@ def fit_length(ctx: Ctx, text: str, c: FieldConstraint) -> str:
 
 def text_by_semantic(ctx: Ctx, semantic: str | None, name: str) -> str:
     p = ctx.pools
-    r = ctx.rng
     match semantic:
         case "first_name":
             return ctx.first_name()
@@ -140,33 +190,33 @@ def text_by_semantic(ctx: Ctx, semantic: str | None, name: str) -> str:
         case "full_name":
             return f"{ctx.first_name()} {ctx.last_name()}"
         case "city":
-            return r.choice(p.cities)[0]
+            return ctx.pick(p.cities)[0]
         case "state":
-            return r.choice(p.cities)[1]
+            return ctx.pick(p.cities)[1]
         case "postcode":
-            return r.choice(p.cities)[2]
+            return ctx.pick(p.cities)[2]
         case "street_address":
-            return r.choice(p.streets)
+            return ctx.pick(p.streets)
         case "country":
             return "US"
         case "company" | "brand":
-            return r.choice(p.companies)
+            return ctx.pick(p.companies)
         case "uuid":
             return ctx.uuid()
         case "sku":
-            occ = r.choice(p.occasions)
-            return ctx.sku(r.choice(occ.products).sku_stem)
+            occ = ctx.pick(p.occasions)
+            return ctx.sku(ctx.pick(occ.products).sku_stem)
         case "product_name":
-            return r.choice(r.choice(p.occasions).products).name
+            return ctx.pick(ctx.pick(p.occasions).products).name
         case "category":
-            return r.choice(r.choice(p.occasions).products).category
+            return ctx.pick(ctx.pick(p.occasions).products).category
         case "title":
-            return r.choice(p.sentences).rstrip(".")
+            return ctx.pick(p.sentences).rstrip(".")
         case "sentence":
-            return r.choice(p.sentences)
+            return ctx.pick(p.sentences)
         case str(s) if s.startswith("id:"):
             return ctx.ident(s)
-    return f"{r.choice(p.words)}-{ctx.code(6).lower()}"
+    return f"{ctx.pick(p.words)}-{ctx.code(6).lower()}"
 
 
 def gen_field(ctx: Ctx, f: FieldSpec) -> Any:
@@ -180,9 +230,9 @@ def gen_field(ctx: Ctx, f: FieldSpec) -> Any:
         n = ctx.rng.randint(lo, hi)
         if f.nested_fields:
             return [gen_object(ctx, f.nested_fields) for _ in range(n)]
-        return [fit_length(ctx, ctx.rng.choice(ctx.pools.words), c) for _ in range(n)]
+        return [fit_length(ctx, ctx.pick(ctx.pools.words), c) for _ in range(n)]
     if t == FieldType.ENUM:
-        return ctx.rng.choice(c.enum_values)
+        return ctx.pick(c.enum_values)
     if t == FieldType.INTEGER:
         return int_in(ctx, c, 0, 1000)
     if t == FieldType.FLOAT:
@@ -192,7 +242,7 @@ def gen_field(ctx: Ctx, f: FieldSpec) -> Any:
     if t == FieldType.BOOLEAN:
         return ctx.rng.random() < 0.5
     if t == FieldType.DATE:
-        return ctx.past(3 * 365).strftime("%Y-%m-%d")
+        return iso(ctx.past(3 * 365))[:10]
     if t == FieldType.DATETIME:
         return iso(ctx.past(365))
     if c.regex is not None:
@@ -221,7 +271,7 @@ def fit_email(ctx: Ctx, c: FieldConstraint) -> str:
     lo = max(c.min_length or 0, len(domain) + 2)
     hi = max(lo, c.max_length if c.max_length is not None else lo + 10)
     n = ctx.rng.randint(lo, hi) - len(domain) - 1
-    return "".join(ctx.rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n)) + "@" + domain
+    return "".join(ctx.pick("abcdefghijklmnopqrstuvwxyz") for _ in range(n)) + "@" + domain
 
 
 def regex_text(ctx: Ctx, c: FieldConstraint) -> str:

@@ -204,8 +204,8 @@ def classify_error(exc: BaseException) -> _Failure | None:
         if status == 429:
             return _Failure(True, "rate_limited", status, parse_retry_after(exc.response.headers))
         if status in (408, 409) or status >= 500:
-            reason = "overloaded" if status == 529 else "timeout" if status == 408 else (
-                "server_error"
+            reason = {408: "timeout", 409: "conflict", 529: "overloaded"}.get(
+                status, "server_error"
             )
             return _Failure(True, reason, status, parse_retry_after(exc.response.headers))
         return _Failure(False, _PERMANENT_STATUS.get(status, "client_error"), status)

@@ -151,9 +151,7 @@ def _scan(text: str, problems: list[str]) -> list[dict[str, Any]] | None:
         start = m.start()
         end = _balanced_end(text, start)
         if end is None:
-            problems.append(
-                f"JSON starting at offset {start} never closes (output truncated?)"
-            )
+            problems.append(f"JSON starting at offset {start} never closes (output truncated?)")
             break
         value = _loads(text[start:end])
         if value is not _NOT_JSON:

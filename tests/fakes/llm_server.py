@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -366,9 +365,7 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 json.dumps(body.get("system", ""))
             )
             in_tok = (
-                reply.input_tokens
-                if reply.input_tokens is not None
-                else max(1, prompt_chars // 4)
+                reply.input_tokens if reply.input_tokens is not None else max(1, prompt_chars // 4)
             )
             out_tok = (
                 reply.output_tokens
@@ -452,7 +449,7 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+            except OSError:  # BrokenPipe, ConnectionReset, timeouts
                 self.close_connection = True  # client gave up (e.g. timed out)
 
     return Handler

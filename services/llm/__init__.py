@@ -1,0 +1,31 @@
+"""LLM path building blocks: backend clients, prompts and output parsing."""
+
+from services.llm.clients import (
+    ClaudeClient,
+    Completion,
+    LLMClient,
+    OpenAICompatClient,
+    RetryPolicy,
+    build_clients,
+)
+from services.llm.errors import LLMError, LLMOutputError, LLMPermanentError, LLMUnavailable
+from services.llm.jsonparse import parse_records
+from services.llm.prompts import SYSTEM_PROMPT, Template, build_prompt, select_template
+
+__all__ = [
+    "SYSTEM_PROMPT",
+    "ClaudeClient",
+    "Completion",
+    "LLMClient",
+    "LLMError",
+    "LLMOutputError",
+    "LLMPermanentError",
+    "LLMUnavailable",
+    "OpenAICompatClient",
+    "RetryPolicy",
+    "Template",
+    "build_clients",
+    "build_prompt",
+    "parse_records",
+    "select_template",
+]
