@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     claude_model: str = "claude-sonnet-4-20250514"
     claude_max_tokens: int = 4096
     claude_temperature: float = 0.7
+    # Newer Messages API versions refuse `temperature`; send it only when asked to.
+    claude_send_temperature: bool = False
 
     # LLM - OpenAI-compatible (vLLM)
     vllm_base_url: str = "http://vllm:8000/v1"
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     llm_enabled_local: bool = False  # set when a vLLM server is really deployed
     llm_timeout_seconds: float = 60.0
     llm_max_retries: int = 3
+    llm_retry_base_seconds: float = 1.0
+    llm_retry_max_seconds: float = 30.0
     llm_batch_size: int = 25
     llm_concurrency: int = 8
 

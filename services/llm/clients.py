@@ -70,8 +70,12 @@ class Completion(BaseModel):
 class LLMClient(Protocol):
     """What the generator needs from a backend."""
 
-    backend: str
     model: str
+
+    @property
+    def backend(self) -> str:
+        """Short backend name ("claude", "openai_compat"), carried by errors too."""
+        ...
 
     @property
     def is_configured(self) -> bool: ...
@@ -104,7 +108,7 @@ class RetryPolicy:
     def delay(self, retry_number: int, retry_after: float | None, rng: random.Random) -> float:
         if retry_after is not None:
             return max(0.0, min(retry_after, self.max_retry_after))
-        exp = min(self.max_delay, self.base_delay * (2 ** max(0, retry_number - 1)))
+        exp = min(self.max_delay, self.base_delay * 2.0 ** max(0, retry_number - 1))
         return max(0.0, exp * (1.0 - self.jitter * rng.random()))
 
     @classmethod
@@ -263,7 +267,7 @@ class _RetryingClient:
         attempt = 0
         while True:
             attempt += 1
-            started = time.perf_counter()
+            started = 0.0
             try:
                 async with self._slot():
                     self.usage.calls += 1

@@ -119,7 +119,7 @@ plan in the user message assigns them.
 
 def _entity_kind(entity: str) -> str:
     """The entity's last word, singular: "shopping_cart" -> "cart", "Reviews" -> "review"."""
-    words = re.findall(r"[a-z0-9]+", entity.lower())
+    words: list[str] = re.findall(r"[a-z0-9]+", entity.lower())
     if not words:
         return ""
     word = words[-1]

@@ -1,0 +1,79 @@
+"""Typed mirrors of the Avro message contracts in schemas/avro (a test checks they agree)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.core.models import FieldError, GenerateRequest, OutputFormat
+from services.core.routing import RoutingDecision
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RoutedRequest(_Msg):
+    request: GenerateRequest
+    routing: RoutingDecision
+    received_at_ms: int
+
+
+class ErrorDetail(_Msg):
+    path: str
+    message: str
+
+    @classmethod
+    def of(cls, e: FieldError) -> ErrorDetail:
+        return cls(path=e.path, message=e.message)
+
+
+class GenerationMetadata(_Msg):
+    generation_path: str = ""
+    routing_reason: str = ""
+    routing_confidence: float = 0.0
+    requested_path: str = ""
+    fallbacks: list[str] = Field(default_factory=list)
+    llm_tokens_used: int = 0
+    generation_time_ms: float = 0.0
+    coherence_score: float | None = None
+    scenario_counts: dict[str, int] = Field(default_factory=dict)
+    generator_version: str = ""
+    seed: int = 0
+    anchor: str = ""
+    record_count: int = 0
+    backend: str = ""
+    retries: int = 0
+
+
+class ResultChunk(_Msg):
+    request_id: str
+    chunk_index: int
+    is_final: bool
+    success: bool = True
+    error: str = ""
+    error_details: list[ErrorDetail] = Field(default_factory=list)
+    data: str = ""
+    record_count: int = 0
+    output_format: OutputFormat = OutputFormat.JSON
+    metadata: GenerationMetadata | None = None
+
+
+class Header(_Msg):
+    key: str
+    value: bytes | None = None
+
+
+class DeadLetter(_Msg):
+    reason: str
+    error_type: str
+    errors: list[ErrorDetail] = Field(default_factory=list)
+    request_id: str | None = None
+    consumer: str
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_timestamp_ms: int
+    original_key: bytes | None = None
+    original_value: bytes
+    original_headers: list[Header] = Field(default_factory=list)
+    failed_at_ms: int
