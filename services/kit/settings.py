@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = ""
     kafka_client_id: str = "testdata"
     topic_prefix: str = ""  # lets several deployments share one cluster
+    # Upper bound on a consumer's wait per fetch. The embedded broker answers a fetch only
+    # after this long (it does not wake on new data), so it is the per-hop latency there.
+    kafka_fetch_max_wait_ms: int = 10
 
     # LLM - Claude
     anthropic_api_key: str | None = None

@@ -1,0 +1,209 @@
+"""gRPC bridge: TestDataService RPCs as round-trips through the Kafka topics.
+
+It is the ingress for request/response callers: it checks the request (field-level
+INVALID_ARGUMENT), fixes request_id, seed and anchor so the requests log reproduces the
+data, publishes to the requests topic with `reply-to` naming this instance's reply topic,
+and answers from that topic (see inbox.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from services.core.models import FieldError, GenerateRequest, RequestInvalid
+from services.core.plan import Limits, build_plan
+from services.core.registry import SchemaRegistry
+from services.kit.codec import AVRO
+from services.kit.messages import ResultChunk
+from services.kit.stream import CONTENT_TYPE, REPLY_TO, Runtime
+from services.proto.testdata.v1 import test_data_pb2 as pb
+from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
+
+from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
+from .inbox import ChunkGap, Inbox, Pending
+
+log = logging.getLogger("testdata.bridge")
+SERVICE = "testdata.v1.TestDataService"
+# Extra health components (LLM backends, pattern store...) registered by the process.
+HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
+
+
+def _status(code: grpc.StatusCode, message: str, errors: list[FieldError] | None = None
+            ) -> grpc.Status:
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field=e.path, description=e.message)
+        for e in errors or []]))
+    return rpc_status.to_status(status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message,
+        details=[detail] if errors else []))
+
+
+class TestDataServicer(pb_grpc.TestDataServiceServicer):
+    def __init__(self, runtime: Runtime, registry: SchemaRegistry, inbox: Inbox,
+                 probes: list[HealthProbe] | None = None):
+        self.rt = runtime
+        self.registry = registry
+        self.inbox = inbox
+        self.probes = probes or []
+        s = runtime.settings
+        self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+        self.max_sync = s.max_sync_records
+
+    # ---- ingress ---------------------------------------------------------------------
+    async def _accept(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext
+                      ) -> tuple[GenerateRequest, int]:
+        try:
+            req = request_from_proto(message)
+            req = req.model_copy(update={
+                "request_id": req.request_id or f"req-{uuid.uuid4().hex}",
+                "seed": req.seed if req.seed is not None else secrets.randbits(63),
+                "anchor": req.anchor or datetime.now(UTC).replace(microsecond=0),
+            })
+            plan = build_plan(req, self.registry, self.limits)
+        except RequestInvalid as exc:
+            await context.abort_with_status(_status(
+                grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {exc}", exc.errors))
+            raise AssertionError("unreachable") from exc
+        return req, plan.count
+
+    async def _submit(self, req: GenerateRequest, context: grpc.aio.ServicerContext) -> Pending:
+        try:
+            pending = self.inbox.open(req.request_id)
+        except KeyError:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                f"request {req.request_id} is already in progress")
+        await self.rt.publish(self.rt.topics.requests, self.rt.codec.encode_request(req),
+                              req.request_id, [(CONTENT_TYPE, AVRO.encode()),
+                                               (REPLY_TO, self.inbox.topic.encode())])
+        return pending
+
+    async def _next(self, pending: Pending, context: grpc.aio.ServicerContext) -> ResultChunk:
+        try:
+            chunk = await pending.get()
+        except ChunkGap as exc:
+            await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+        except TimeoutError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        if not chunk.success and chunk.error_details:
+            await context.abort_with_status(_status(
+                grpc.StatusCode.INVALID_ARGUMENT, chunk.error,
+                [FieldError(path=e.path, message=e.message) for e in chunk.error_details]))
+        return chunk
+
+    # ---- RPCs ------------------------------------------------------------------------
+    async def GenerateData(self, request: pb.GenerateRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+        req, count = await self._accept(request, context)
+        if count > self.max_sync:
+            await context.abort_with_status(_status(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"count {count} is above MAX_SYNC_RECORDS ({self.max_sync}); use "
+                "GenerateDataStream for large requests",
+                [FieldError(path="count", message=f"above {self.max_sync} for GenerateData; "
+                            "use GenerateDataStream")]))
+        pending = await self._submit(req, context)
+        try:
+            parts: list[str] = []
+            records = 0
+            while True:
+                chunk = await self._next(pending, context)
+                parts.append(chunk.data)
+                records += chunk.record_count
+                if chunk.is_final:
+                    break
+        finally:
+            self.inbox.close(req.request_id)  # also on cancellation / deadline
+        return pb.GenerateResponse(request_id=req.request_id, success=chunk.success,
+                                   data="".join(parts), record_count=records,
+                                   metadata=metadata_to_proto(chunk.metadata), error=chunk.error)
+
+    async def GenerateDataStream(self, request: pb.GenerateRequest,
+                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DataChunk]:
+        req, _ = await self._accept(request, context)
+        pending = await self._submit(req, context)
+        try:
+            while True:
+                chunk = await self._next(pending, context)
+                if not chunk.success:
+                    await context.abort(grpc.StatusCode.INTERNAL, chunk.error)
+                yield chunk_to_proto(chunk)
+                if chunk.is_final:
+                    return
+        finally:
+            self.inbox.close(req.request_id)
+
+    async def GetSchemas(self, request: pb.GetSchemasRequest,
+                         context: grpc.aio.ServicerContext) -> pb.GetSchemasResponse:
+        return pb.GetSchemasResponse(schemas=[
+            pb.SchemaInfo(name=s.name, domain=s.domain, description=s.description,
+                          fields=s.field_names()) for s in self.registry.list(request.domain)])
+
+    async def HealthCheck(self, request: pb.HealthCheckRequest,
+                          context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
+        components = await self.components()
+        return pb.HealthCheckResponse(status=overall(components), components=components)
+
+    async def components(self) -> dict[str, str]:
+        out = {"kafka": await self._kafka(),
+               "schema_registry": f"healthy: {len(self.registry.names())} entities",
+               "reply_inbox": "healthy" if self.inbox.healthy else "unhealthy: not consuming"}
+        for probe in self.probes:
+            try:
+                out.update(await asyncio.wait_for(probe(), 3))
+            except Exception as exc:  # noqa: BLE001 - a probe failure is a health answer
+                out[getattr(probe, "__name__", "probe")] = f"unhealthy: {exc}"
+        return out
+
+    async def _kafka(self) -> str:
+        producer = self.rt.producer
+        if producer is None:
+            return "unhealthy: producer not started"
+        try:
+            ok = await asyncio.wait_for(producer.client.fetch_all_metadata(), 2)
+            return f"healthy: {len(ok.brokers())} broker(s) at {self.rt.bootstrap}"
+        except Exception as exc:  # noqa: BLE001
+            return f"unhealthy: {type(exc).__name__}: {exc}"
+
+
+def overall(components: Mapping[str, str]) -> str:
+    """unhealthy if Kafka or the schemas are down; degraded if an optional part is."""
+    bad = [k for k, v in components.items() if v.startswith("unhealthy")]
+    if any(k in ("kafka", "schema_registry", "reply_inbox") for k in bad):
+        return "unhealthy"
+    return "degraded" if bad else "healthy"
+
+
+async def serve(runtime: Runtime, registry: SchemaRegistry, instance: str, port: int,
+                probes: list[HealthProbe] | None = None, host: str = "0.0.0.0"
+                ) -> tuple[grpc.aio.Server, TestDataServicer, int]:
+    """Start the bridge: inbox first (so no reply can be missed), then the server."""
+    inbox = Inbox(runtime, instance)
+    await inbox.start()
+    servicer = TestDataServicer(runtime, registry, inbox, probes)
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024),
+                                      ("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    pb_grpc.add_TestDataServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC bridge %s on :%d, replies on %s", instance, bound, inbox.topic)
+    return server, servicer, bound

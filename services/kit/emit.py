@@ -1,0 +1,64 @@
+"""Publishing one request's output as ordered chunks, with bounded in-flight acks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from services.core.formats import ChunkEncoder
+from services.core.models import EntitySchema, OutputFormat
+from services.kit import metrics
+from services.kit.messages import GenerationMetadata, ResultChunk
+from services.kit.replies import reply_headers, reply_topic
+from services.kit.stream import Message, Runtime
+
+MAX_IN_FLIGHT = 8
+
+
+class ChunkEmitter:
+    """Chunks of one request, keyed by request_id so they stay in order on one partition.
+
+    `close()` returns only when every chunk is acknowledged by the broker: the caller
+    commits the request's offset after that (at-least-once). A redelivered request
+    regenerates the same chunks; the bridge drops duplicates by (request_id, chunk_index).
+    """
+
+    def __init__(self, runtime: Runtime, msg: Message, request_id: str, schema: EntitySchema,
+                 fmt: OutputFormat, path: str):
+        self.rt = runtime
+        self.topic = reply_topic(runtime, msg)
+        self.headers = reply_headers(msg)
+        self.request_id = request_id
+        self.encoder = ChunkEncoder(schema, fmt)
+        self.fmt = fmt
+        self.path = path
+        self.index = 0
+        self.records = 0
+        self._pending: list[asyncio.Future[Any]] = []
+
+    async def emit(self, records: list[dict[str, Any]], last: bool,
+                   metadata: GenerationMetadata | None = None) -> None:
+        chunk = ResultChunk(request_id=self.request_id, chunk_index=self.index, is_final=last,
+                            data=self.encoder.encode(records, last), record_count=len(records),
+                            output_format=self.fmt, metadata=metadata)
+        await self._send(chunk)
+        self.records += len(records)
+
+    async def fail(self, error: str, metadata: GenerationMetadata | None = None) -> None:
+        """End the request with a failed final chunk (after whatever was already sent)."""
+        await self._send(ResultChunk(request_id=self.request_id, chunk_index=self.index,
+                                     is_final=True, success=False, error=error,
+                                     output_format=self.fmt, metadata=metadata))
+
+    async def _send(self, chunk: ResultChunk) -> None:
+        fut = await self.rt.send(self.topic, self.rt.codec.encode_chunk(chunk), self.request_id,
+                                 self.headers)
+        self._pending.append(fut)
+        self.index += 1
+        metrics.CHUNKS.labels(self.path).inc()
+        if len(self._pending) >= MAX_IN_FLIGHT:
+            await self._pending.pop(0)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._pending)
+        self._pending.clear()

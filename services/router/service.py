@@ -1,0 +1,94 @@
+"""Router service: requests topic -> one path topic, with the routing decision attached.
+
+It is also the ingress for agents that publish straight to Kafka, so it fixes what makes
+a request reproducible: a missing request_id, seed and anchor are derived from the record
+itself (its bytes and timestamp), which a replay of the requests topic sees again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
+from services.core.plan import Limits, build_plan
+from services.core.registry import SchemaRegistry
+from services.core.routing import route
+from services.kit import metrics
+from services.kit.codec import DecodeError
+from services.kit.messages import RoutedRequest
+from services.kit.replies import reply_headers, send_failure
+from services.kit.stream import Message, Runtime, Subscriber
+
+log = logging.getLogger("testdata.router")
+NAME = "router"
+
+Availability = Callable[[], Mapping[GenerationPath, str | None]]
+
+
+def derive_request_id(msg: Message) -> str:
+    h = hashlib.sha256(msg.value + str(msg.timestamp_ms).encode()).hexdigest()
+    return f"req-{h[:20]}"
+
+
+def derive_seed(request_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") >> 1
+
+
+def stamp(req: GenerateRequest, msg: Message) -> GenerateRequest:
+    """Fill what the caller left out so the logged request fully determines the data."""
+    rid = req.request_id or (msg.key.decode("utf-8", "replace") if msg.key else "") \
+        or derive_request_id(msg)
+    return req.model_copy(update={
+        "request_id": rid,
+        "seed": req.seed if req.seed is not None else derive_seed(rid),
+        "anchor": req.anchor or datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC),
+    })
+
+
+class RouterService:
+    def __init__(self, runtime: Runtime, registry: SchemaRegistry, availability: Availability):
+        self.rt = runtime
+        self.registry = registry
+        self.availability = availability
+        s = runtime.settings
+        self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+
+    def subscriber(self) -> Subscriber:
+        return Subscriber(self.rt, NAME, [self.rt.topics.requests], f"{self.rt.topics.requests}"
+                          f".{NAME}", self.handle)
+
+    async def handle(self, msg: Message) -> None:
+        try:
+            req = self.rt.codec.decode_request(msg.value, msg.header("content-type"))
+        except DecodeError as exc:
+            rid = exc.request_id or (msg.key.decode("utf-8", "replace") if msg.key else None)
+            await self.reject(msg, exc.kind, exc.reason, exc.errors, rid)
+            return
+        req = stamp(req, msg)
+        try:
+            build_plan(req, self.registry, self.limits)
+        except RequestInvalid as exc:
+            await self.reject(msg, "invalid_request", f"invalid request: {exc}", exc.errors,
+                              req.request_id, req)
+            return
+        decision = route(req, self.availability())
+        for fb in decision.fallbacks:
+            src, _, rest = fb.partition(" -> ")
+            metrics.FALLBACKS.labels(src, rest.split(":")[0], "unavailable").inc()
+        routed = RoutedRequest(request=req, routing=decision, received_at_ms=msg.timestamp_ms)
+        await self.rt.publish(self.rt.topics.path(decision.path), self.rt.codec.encode_routed(
+            routed), req.request_id, reply_headers(msg))
+        log.info("routed %s -> %s (%.2f): %s", req.request_id, decision.path.value,
+                 decision.confidence, decision.reason)
+
+    async def reject(self, msg: Message, kind: str, reason: str, errors: list | None,
+                     request_id: str | None, req: GenerateRequest | None = None) -> None:
+        await self.rt.dead_letter(msg, NAME, kind, reason, errors, request_id)
+        if request_id:
+            await send_failure(self.rt, msg, request_id, reason, errors,
+                               fmt=req.output_format if req else OutputFormat.JSON)
+        metrics.REQUESTS.labels("none", req.domain if req else "", req.entity if req else "",
+                                "rejected").inc()
