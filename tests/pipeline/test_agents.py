@@ -1,0 +1,217 @@
+"""Agents on Kafka: publishing requests, bad input, several bridges, redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from services.app import App
+from services.core.models import GenerateRequest
+from services.core.routing import RoutingDecision
+from services.kit.codec import AVRO, JSON
+from services.kit.messages import RoutedRequest
+from services.proto.testdata.v1 import test_data_pb2 as pb
+from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
+
+from .conftest import rid
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+def chunks_for(records, codec, request_id):
+    out = [codec.decode_chunk(r.value) for r in records]
+    return [c for c in out if c.request_id == request_id]
+
+
+def final_for(codec, request_id):
+    return lambda recs: any(c.is_final for c in chunks_for(recs, codec, request_id))
+
+
+async def publish(producer, topic, value, key, ctype):
+    headers = [("content-type", ctype.encode())] if ctype else []
+    await producer.send_and_wait(topic, value, key=key.encode() if key else None,
+                                 headers=headers)
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+async def test_agent_publishes_and_reads_results(stack, agent_producer, tail, codec, fmt):
+    topics = stack.rt.topics
+    request_id = rid(f"agent-{fmt}")
+    body = {"request_id": request_id, "entity": "payment", "count": 30, "seed": 4,
+            "output_format": "CSV"}
+    value = (codec.encode_request(GenerateRequest.model_validate(body)) if fmt == "avro"
+             else json.dumps(body).encode())
+    async with tail(topics.results) as results:
+        await publish(agent_producer, topics.requests, value, request_id,
+                      AVRO if fmt == "avro" else JSON)
+        recs = await results.until(final_for(codec, request_id))
+    chunks = chunks_for(recs, codec, request_id)
+    assert all(c.success for c in chunks)
+    text = "".join(c.data for c in chunks)
+    assert text.count("\r\n") == 31  # header + 30 rows
+    md = chunks[-1].metadata
+    assert md.generation_path == "traditional" and md.seed == 4
+
+
+async def test_agent_request_without_seed_is_reproducible_from_the_log(
+        stack, agent_producer, tail, codec):
+    """Router derives seed from request_id and anchor from the record timestamp."""
+    topics = stack.rt.topics
+    request_id = rid("replay")
+    value = json.dumps({"request_id": request_id, "entity": "user", "count": 5}).encode()
+    async with tail(topics.results) as results, tail(topics.requests) as log:
+        await publish(agent_producer, topics.requests, value, request_id, JSON)
+        first = await results.until(final_for(codec, request_id))
+        logged = [r for r in await log.until(lambda rs: len(rs) >= 1)
+                  if r.key == request_id.encode()][0]
+    # replay: the same record (bytes, key, timestamp) put on the requests topic again
+    async with tail(topics.results) as results:
+        await agent_producer.send_and_wait(topics.requests, logged.value, key=logged.key,
+                                           headers=list(logged.headers),
+                                           timestamp_ms=logged.timestamp)
+        second = await results.until(final_for(codec, request_id))
+    data = lambda recs: "".join(c.data for c in chunks_for(recs, codec, request_id))  # noqa: E731
+    assert data(first) == data(second) and data(first).startswith("[")
+
+
+BAD = [
+    ("garbage", b"\x00\xff\x13 not a request", None, "decode"),
+    ("unknown-schema", b"\xc3\x01" + b"\x01" * 8 + b"\x02\x00", AVRO, "unknown_schema"),
+    ("bad-fields", json.dumps({"entity": "cart", "count": "many",
+                               "output_format": "XML"}).encode(), JSON, "invalid_request"),
+    ("oversized", json.dumps({"entity": "cart", "count": 2_000_000_000}).encode(), JSON,
+     "invalid_request"),
+    ("unknown-entity", json.dumps({"entity": "spaceship"}).encode(), JSON, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "ctype", "kind"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_input_dead_lettered_caller_answered_and_service_goes_on(
+        stack, agent_producer, tail, codec, name, value, ctype, kind):
+    topics = stack.rt.topics
+    request_id = rid(name)
+    good_id = rid("after-" + name)
+    good = json.dumps({"request_id": good_id, "entity": "cart", "count": 3}).encode()
+    async with tail(topics.deadletter) as dlq, tail(topics.results) as results:
+        await publish(agent_producer, topics.requests, value, request_id, ctype)
+        await publish(agent_producer, topics.requests, good, good_id, JSON)
+        dead = await dlq.until(lambda rs: any(r.key == request_id.encode() for r in rs))
+        recs = await results.until(lambda rs: final_for(codec, request_id)(rs)
+                                   and final_for(codec, good_id)(rs))
+    letter = codec.decode_dead_letter(next(r for r in dead if r.key == request_id.encode())
+                                      .value)
+    assert letter.error_type == kind
+    assert letter.original_value == value  # nothing lost
+    assert letter.original_topic == topics.requests and letter.consumer == "router"
+    assert letter.reason
+    failed = chunks_for(recs, codec, request_id)
+    assert len(failed) == 1 and not failed[0].success and failed[0].is_final
+    assert failed[0].error == letter.reason
+    if kind == "invalid_request":
+        assert failed[0].error_details
+    served = chunks_for(recs, codec, good_id)
+    assert served[-1].success and len(json.loads("".join(c.data for c in served))) == 3
+
+
+async def test_bad_field_values_listed_per_field(stack, agent_producer, tail, codec):
+    topics = stack.rt.topics
+    request_id = rid("fields")
+    value = json.dumps({"request_id": request_id, "entity": "cart", "count": "many",
+                        "output_format": "XML"}).encode()
+    async with tail(topics.results) as results:
+        await publish(agent_producer, topics.requests, value, request_id, JSON)
+        recs = await results.until(final_for(codec, request_id))
+    paths = {e.path for e in chunks_for(recs, codec, request_id)[0].error_details}
+    assert paths == {"count", "output_format"}
+
+
+async def test_bad_routed_message_dead_lettered_by_generator(stack, agent_producer, tail,
+                                                             codec):
+    topics = stack.rt.topics
+    async with tail(topics.deadletter) as dlq:
+        await publish(agent_producer, topics.specs["traditional"].name, b"junk", "x-junk",
+                      AVRO)
+        dead = await dlq.until(lambda rs: any(r.key == b"x-junk" for r in rs))
+    letter = codec.decode_dead_letter([r for r in dead if r.key == b"x-junk"][0].value)
+    assert letter.consumer == "generator-traditional" and letter.original_value == b"junk"
+
+
+async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, tail, codec):
+    other = App(settings.model_copy(update={"instance_id": "test-b"}),
+                settings.kafka_bootstrap_servers)
+    await other.start(["bridge"], grpc_port=0)
+    try:
+        import grpc
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{other.grpc_port}") as ch:
+            stub_b = pb_grpc.TestDataServiceStub(ch)
+            ids_a = [rid("a") for _ in range(15)]
+            ids_b = [rid("b") for _ in range(15)]
+
+            async def call(s, request_id, n):
+                r = await s.GenerateData(pb.GenerateRequest(
+                    request_id=request_id, entity="cart", count=n, seed=n), timeout=30)
+                return r.request_id, len(json.loads(r.data)), r.success
+
+            results = await asyncio.gather(
+                *[call(stub, i, 1 + k) for k, i in enumerate(ids_a)],
+                *[call(stub_b, i, 1 + k) for k, i in enumerate(ids_b)])
+        assert all(ok for _, _, ok in results)
+        assert [n for _, n, _ in results] == list(range(1, 16)) * 2
+        # each instance's reply topic carried only its own requests
+        for app, ids in ((stack, ids_a), (other, ids_b)):
+            topic = app.servicer.inbox.topic
+            from services.kit.kafka import assign_all, make_consumer
+
+            c = make_consumer(settings.kafka_bootstrap_servers, None)
+            await c.start()
+            await assign_all(c, topic, at_end=False)
+            seen = set()
+            for _ in range(10):
+                for recs in (await c.getmany(timeout_ms=200)).values():
+                    seen.update(codec.decode_chunk(r.value).request_id for r in recs)
+            await c.stop()
+            assert set(ids) <= seen
+            assert not (seen & set(ids_a if ids is ids_b else ids_b))
+    finally:
+        await other.stop()
+
+
+async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_producer, codec):
+    """A request processed twice (as after a crash before commit) yields identical chunks
+    twice; the bridge hands the caller each chunk once."""
+    inbox = stack.servicer.inbox
+    request_id = rid("redeliver")
+    req = GenerateRequest(request_id=request_id, entity="order", count=2500, seed=8,
+                          anchor="2026-01-01T00:00:00Z")
+    routed = RoutedRequest(request=req, routing=RoutingDecision(
+        path="traditional", reason="test", confidence=1.0, requested_path="traditional"),
+        received_at_ms=0)
+    pending = inbox.open(request_id)
+    try:
+        value = codec.encode_routed(routed)
+        headers = [("content-type", b"application/avro"), ("reply-to", inbox.topic.encode())]
+        for _ in range(2):
+            await agent_producer.send_and_wait(stack.rt.topics.specs["traditional"].name,
+                                               value, key=request_id.encode(), headers=headers)
+        chunks = []
+        while True:
+            c = await asyncio.wait_for(pending.get(), 30)
+            chunks.append(c)
+            if c.is_final:
+                break
+        # the second copy regenerates the same chunks; every one reaches us and is dropped
+        dropped_before = inbox.dropped
+        for _ in range(100):
+            if inbox.dropped - dropped_before >= len(chunks):
+                break
+            await asyncio.sleep(0.05)
+        duplicates_dropped = inbox.dropped - dropped_before
+    finally:
+        inbox.close(request_id)
+    records = json.loads("".join(c.data for c in chunks))
+    assert [r["_index"] for r in records] == list(range(2500))
+    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+    assert duplicates_dropped >= len(chunks) > 1
