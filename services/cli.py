@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -60,40 +54,13 @@ def cmd_service(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise SystemExit("a service exited during start-up (see its log above)")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        time.sleep(0.3)
-    raise SystemExit(f"services not ready after {timeout:.0f}s ({url})")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on one machine: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), the
     router, the generators and the bridge, each in its own process."""
+    from services.supervisor import Supervisor
+
     settings = get_settings()
     _setup_logging(settings.log_level, "run")
-    broker = None
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        from services.kit.broker import EmbeddedBroker
-        from services.kit.topics import Topics
-
-        topics = {t.name: t.partitions for t in Topics(settings.topic_prefix).fixed()}
-        broker = EmbeddedBroker(topics=topics).start()
-        bootstrap = broker.bootstrap_servers
-    metrics_dir = tempfile.mkdtemp(prefix="testdata-metrics-")
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    cmd = [sys.executable, "-m", "services.cli", "service"]
-    procs = [subprocess.Popen([*cmd, name], env=env) for name in ("router", "traditional", "llm")]
-    procs.append(subprocess.Popen([*cmd, "bridge", "--grpc-port", str(settings.grpc_port),
-                                   "--http-port", str(settings.http_port)], env=env))
     stopping = False
 
     def _stop(*_: Any) -> None:
@@ -102,39 +69,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    code = 0
+    sup = Supervisor(settings)
     try:
-        _wait_ready(f"http://127.0.0.1:{settings.http_port}/health/ready", procs)
-        print(f"""
+        sup.start()
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+    embedded = "   (embedded broker, in memory)" if sup.broker else ""
+    print(f"""
 test-data agent is running
-  Kafka bootstrap   {bootstrap}{'   (embedded broker, in memory)' if broker else ''}
+  Kafka bootstrap   {sup.bootstrap}{embedded}
   gRPC              127.0.0.1:{settings.grpc_port}   testdata.v1.TestDataService (reflection on)
   HTTP              http://127.0.0.1:{settings.http_port}/health  /health/ready  /metrics
-  requests topic    {Settings().topic_prefix}testdata.requests
+  requests topic    {settings.topic_prefix}testdata.requests
 Try:  .venv/bin/testdata generate --entity cart --count 5
 Ctrl-C stops everything.
 """, flush=True)
+    code = 0
+    try:
         while not stopping:
-            if any(p.poll() is not None for p in procs):
-                log.error("a service exited; stopping the others")
+            if (name := sup.exited()) is not None:
+                log.error("service %s exited; stopping the others", name)
                 code = 1
                 break
             time.sleep(0.5)
-    except SystemExit as exc:
-        log.error("%s", exc)
-        code = 1
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(10)
-            if p.poll() is None:
-                p.kill()
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        sup.stop()
     return code
 
 
