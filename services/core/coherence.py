@@ -28,12 +28,17 @@ def _keyword_index() -> tuple[tuple[str, tuple[str, ...], frozenset[str]], ...]:
     )
 
 
-def occasions_of(item: dict[str, Any]) -> set[str]:
-    name = str(item.get("name", "")).lower()
-    text = f"{name} {str(item.get('category', '')).lower()}"
-    return {
+@lru_cache(maxsize=8192)
+def _occasions(name: str, category: str) -> frozenset[str]:
+    text = f"{name} {category}"
+    return frozenset(
         occ for occ, kws, names in _keyword_index() if name in names or any(k in text for k in kws)
-    }
+    )
+
+
+def occasions_of(item: dict[str, Any]) -> frozenset[str]:
+    """Occasions an item belongs to, by catalogue name or keywords (cached per name)."""
+    return _occasions(str(item.get("name", "")).lower(), str(item.get("category", "")).lower())
 
 
 def affinity(items: list[dict[str, Any]]) -> float:

@@ -16,6 +16,7 @@ from services.core.entities import COMPOSERS, Composer, lookup
 from services.core.models import (
     DEFAULT_ANCHOR,
     EntitySchema,
+    FieldConstraint,
     FieldError,
     FieldSpec,
     FieldType,
@@ -116,24 +117,43 @@ def resolve_schema(
     return schema, True
 
 
-def apply_constraints(
-    req: GenerateRequest, schema: EntitySchema, errs: list[FieldError]
-) -> tuple[EntitySchema, list[str]]:
-    """Schema with request constraints merged in; also the paths they touch."""
-    fields = [f.model_copy(deep=True) for f in schema.fields]
+def apply_constraints(req: GenerateRequest, schema: EntitySchema, errs: list[FieldError]
+                      ) -> tuple[EntitySchema, list[str]]:
+    """Schema with request constraints merged in; also the paths they touch.
+
+    Only the fields on a constrained path are copied: registry schemas are shared and
+    never mutated, and most requests carry no constraints at all.
+    """
+    if not req.constraints.field_constraints:
+        return schema, []
+    fields = list(schema.fields)
     touched = []
     for path, c in req.constraints.field_constraints.items():
         where = f"constraints.field_constraints[{path}]"
-        f = lookup(fields, path)
-        if f is None:
-            errs.append(
-                FieldError(path=where, message=f"no field {path!r} in {schema.name}", value=path)
-            )
+        if lookup(fields, path) is None:
+            errs.append(FieldError(path=where, message=f"no field {path!r} in {schema.name}",
+                                   value=path))
             continue
-        f.constraint = f.constraint.merged(c)
+        fields = _replace(fields, path.split("."), c)
+        f = lookup(fields, path)
+        assert f is not None
         errs.extend(check_constraint(f.constraint, f.type, where))
         touched.append(path)
     return schema.model_copy(update={"fields": fields}), touched
+
+
+def _replace(fields: list[FieldSpec], parts: list[str], c: FieldConstraint) -> list[FieldSpec]:
+    """A new field list where the field at `parts` has `c` merged into its constraint."""
+    out = []
+    for f in fields:
+        if f.name != parts[0]:
+            out.append(f)
+        elif len(parts) == 1:
+            out.append(f.model_copy(update={"constraint": f.constraint.merged(c)}))
+        else:
+            out.append(f.model_copy(update={"nested_fields": _replace(f.nested_fields,
+                                                                      parts[1:], c)}))
+    return out
 
 
 def coerce(f: FieldSpec, raw: str) -> Any:

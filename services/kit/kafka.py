@@ -52,8 +52,10 @@ def producer_options(**overrides: Any) -> dict[str, Any]:
     options: dict[str, Any] = {
         "acks": "all",  # with idempotence: no loss, no duplicates on retry
         "enable_idempotence": True,
-        "linger_ms": 5,  # tiny wait lets small records share a batch; large ones go at once
-        "max_batch_size": 1024 * 1024,
+        # linger 0: measured no throughput gain from 2-20 ms (aiokafka batches whatever
+        # accumulates while a request is in flight), but each ms is added to every hop.
+        "linger_ms": 0,
+        "max_batch_size": 1024 * 1024,  # +10-20% msg/s for small records vs 16 KiB
         "max_request_size": MAX_MESSAGE_BYTES,
         "compression_type": default_compression(),
     }
@@ -79,7 +81,11 @@ def consumer_options(**overrides: Any) -> dict[str, Any]:
 def make_producer(
     bootstrap: str, *, client_id: str | None = None, **overrides: Any
 ) -> AIOKafkaProducer:
-    """Idempotent acks=all producer sized for ~4 MB chunk records. Call `await p.start()`."""
+    """Idempotent acks=all producer sized for ~4 MB chunk records. Call `await p.start()`.
+
+    Don't use transactional_id on the mock broker: its commit markers fail aiokafka's CRC
+    check (consumers then need check_crcs=False) and send_offsets_to_transaction is ignored.
+    """
     kwargs = producer_options(**overrides)
     if client_id:
         kwargs["client_id"] = client_id
@@ -97,7 +103,8 @@ def make_consumer(
 
     With `group_id` and topics: subscribes through the group (offsets committed and
     resumed). With `group_id=None`: no group; pass no topics and use `assign_all()`.
-    Note: the mock broker supports only ONE member per group.
+    Mock broker caveats: only ONE member per group works, and a restarted member waits
+    `session_timeout_ms - 1 s` before it is assigned (pass session_timeout_ms=3000 in tests).
     """
     kwargs = consumer_options(enable_auto_commit=False, **overrides)
     if client_id:

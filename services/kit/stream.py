@@ -64,7 +64,11 @@ class Runtime:
 
     async def start(self) -> None:
         if self.producer is None:
-            self.producer = make_producer(self.bootstrap, client_id=self.settings.kafka_client_id)
+            self.producer = make_producer(
+                self.bootstrap,
+                client_id=self.settings.kafka_client_id,
+                linger_ms=self.settings.kafka_linger_ms,
+            )
             await self.producer.start()
 
     async def stop(self) -> None:

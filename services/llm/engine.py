@@ -265,10 +265,22 @@ class LLMRun:
                 work, f"llm -> traditional: {self._exhausted}", "llm", TRADITIONAL, "not_configured"
             )
         if self._exhausted is None:
-            async with self._slots:
-                await self._generate(work)
-                if self._scored and self._exhausted is None:
-                    await self._improve_coherence(work)
+            try:
+                async with self._slots:
+                    await self._generate(work)
+                    if self._scored and self._exhausted is None:
+                        await self._improve_coherence(work)
+            except Exception as exc:  # our bug or an unforeseen input: keep the request alive
+                log.exception("llm batch failed; using the traditional generator")
+                why = f"{type(exc).__name__}: {exc}"
+                why = why if len(why) <= 160 else why[:157] + "..."
+                self._note(
+                    work,
+                    f"llm -> traditional: internal error ({why})",
+                    "llm",
+                    TRADITIONAL,
+                    "internal_error",
+                )
         if missing := work.missing():
             self._fill_traditional(work, missing)
         records = [work.accepted[i] for i in range(start, stop)]

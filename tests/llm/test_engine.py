@@ -427,6 +427,26 @@ async def test_no_configured_backend_is_traditional_with_a_note(server, make_eng
     assert server.requests == []
 
 
+async def test_an_internal_error_in_a_batch_falls_back_instead_of_failing(
+    server, make_engine, monkeypatch
+):
+    import services.llm.engine as engine_module
+
+    plan = make_plan(count=10)
+    server.default = competent(plan)
+
+    def broken(*args: Any, **kwargs: Any) -> tuple[str, str]:
+        raise ValueError("template exploded")
+
+    monkeypatch.setattr(engine_module, "build_prompt", broken)
+    run = make_engine("claude", batch_size=5).run(plan)
+    assert flat(await collect(run)) == generate_records(plan, 0, 10)
+    assert (
+        run.summary.fallbacks
+        == ["llm -> traditional: internal error (ValueError: template exploded)"] * 2
+    )
+
+
 # ----------------------------------------------------------------------------- coherence
 
 
