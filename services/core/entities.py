@@ -10,7 +10,7 @@ solves for a basket inside the allowed subtotal window instead of retrying.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +218,31 @@ class Composer:
     def check(self) -> list[FieldError]:
         return []
 
+    def reconcile(self, rec: dict[str, Any], overridden: Iterable[str]) -> None:
+        """Re-derive what depends on overridden fields (baskets override this)."""
+
+
+MONEY_FIELDS = frozenset({"subtotal", "tax", "shipping", "discount", "total"})
+
+
+def reconcile_basket(rec: dict[str, Any], overridden: Iterable[str]) -> None:
+    """After an override of line items, money adds up again (unless money was overridden).
+
+    The tax rate is kept; shipping and discount amounts too; an order's payment follows.
+    """
+    paths = set(overridden)
+    if not any(p.startswith("items") for p in paths) or paths & MONEY_FIELDS:
+        return
+    items = rec.get("items") or []
+    old_sub = round(rec["subtotal"] * 100)
+    rate = rec["tax"] * 100 / old_sub if old_sub else 0.0
+    sub = sum(round(i["quantity"] * round(i["price"] * 100)) for i in items)
+    tax = round(sub * rate)
+    extra = round(rec.get("shipping", 0) * 100) - round(rec.get("discount", 0) * 100)
+    rec["subtotal"], rec["tax"], rec["total"] = sub / 100, tax / 100, (sub + tax + extra) / 100
+    if isinstance(rec.get("payment"), dict) and "payment.amount" not in paths:
+        rec["payment"]["amount"] = rec["total"]
+
 
 def _enum_paths(fields: list[FieldSpec], prefix: str = "") -> list[str]:
     out = []
@@ -229,6 +254,8 @@ def _enum_paths(fields: list[FieldSpec], prefix: str = "") -> list[str]:
 
 
 class CartComposer(Composer):
+    reconcile = staticmethod(reconcile_basket)  # type: ignore[assignment]
+
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
         self.rules = BasketRules.of(schema, "total")
@@ -278,6 +305,8 @@ METHOD_WEIGHTS = {
 
 
 class OrderComposer(Composer):
+    reconcile = staticmethod(reconcile_basket)  # type: ignore[assignment]
+
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
         self.rules = BasketRules.of(schema, "total")

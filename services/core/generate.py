@@ -65,8 +65,11 @@ def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
         rec.update(composer(ctx) if composer is not None else gen_object(ctx, fields))
         for path in plan.enforce:
             _regen_path(ctx, plan, rec, path, path)
-        for path, value in slot.overrides.items():
-            _set_path(rec, path, value)
+        if slot.overrides:
+            for path, value in slot.overrides.items():
+                _set_path(rec, path, value)
+            if composer is not None:
+                composer.reconcile(rec, slot.overrides)
         out.append(rec)
     return out
 

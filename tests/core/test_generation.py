@@ -204,6 +204,14 @@ def test_scenarios_exact_counts_and_overrides(registry):
     assert all(r["status"] == "cancelled" for r in recs if r["_scenario"] == "cancelled")
     assert all(i["quantity"] == 12 for r in recs if r["_scenario"] == "bulk" for i in r["items"])
     assert [e for r in recs for e in validate_record(plan.schema, r)] == []
+    # overriding line items re-derives the money: the bulk orders still add up
+    bulk = [r for r in recs if r["_scenario"] == "bulk"]
+    assert min(score_order(r) for r in bulk) >= 0.75
+    for r in bulk:
+        sub = round(sum(i["quantity"] * i["price"] for i in r["items"]), 2)
+        assert abs(sub - r["subtotal"]) < 0.005
+        assert abs(r["subtotal"] + r["tax"] + r["shipping"] - r["discount"] - r["total"]) < 0.005
+        assert r["payment"]["amount"] == r["total"]
 
 
 def test_scenarios_without_counts_split_evenly(registry):
