@@ -1,16 +1,17 @@
-"""`make bench`: every benchmark section in one run."""
+"""`make bench`: every benchmark section in one run (or name sections: core codec llm
+pipeline)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import core
-
 
 def main() -> None:
-    sections = sys.argv[1:] or ["core"]
-    if "core" in sections:
-        core.run()
+    sections = sys.argv[1:] or ["core", "codec", "llm", "pipeline"]
+    for name in sections:
+        module = __import__(f"bench.{name}", fromlist=["run"])
+        module.run()
+        print(flush=True)
 
 
 if __name__ == "__main__":
