@@ -127,9 +127,7 @@ def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int)
     nlo, nhi = rules.lines
     natural_n = N_LINES(rng)
     n = min(max(natural_n, nlo), nhi)
-    prods: list[Product] = rng.sample(occ.products, min(n, len(occ.products)))
-    while len(prods) < n:
-        prods.append(ctx.pick(occ.products))
+    prods = distinct(ctx, occ.products, n)
     lines: list[list[Any]] = []
     for p in prods:
         q = min(max(N_UNITS(rng), qlo), qhi)
@@ -139,6 +137,8 @@ def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int)
     def s() -> int:
         return sum(q * pr for _, q, pr in lines)
 
+    if lo <= s() <= hi:  # the usual case: the natural basket already fits
+        return lines
     if s() > hi:  # too dear: fewest units, fewest lines, then cheaper prices
         for ln in lines:
             ln[1] = qlo
@@ -184,6 +184,20 @@ def _nudge(lines: list[list[Any]], gap: int, limit: float, down: bool) -> None:
         if step > 0:
             ln[2] += -step if down else step
             gap -= step * ln[1]
+
+
+def distinct(ctx: Ctx, items: tuple[Product, ...], n: int) -> list[Product]:
+    """n items, distinct while the catalogue lasts (partial Fisher-Yates on our RNG)."""
+    pool = list(items)
+    k = len(pool)
+    out = []
+    for i in range(min(n, k)):
+        j = i + int(ctx.rng.random() * (k - i))
+        pool[i], pool[j] = pool[j], pool[i]
+        out.append(pool[i])
+    while len(out) < n:
+        out.append(ctx.pick(items))
+    return out
 
 
 def item_dicts(ctx: Ctx, lines: list[list[Any]]) -> list[dict[str, Any]]:
