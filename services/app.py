@@ -106,6 +106,7 @@ class App:
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {SERVICES}")
         get_pools()  # build value pools before the first request, not during it
+        self.rt.compress = "traditional" in names or "llm" in names
         await self.rt.start()
         await ensure_catalog_topics(self.rt)
         await self.llm.refresh()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -38,6 +39,10 @@ async def _serve(names: list[str], settings: Settings, grpc_port: int | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await app.start(names, grpc_port=grpc_port, http_port=http_port)
+    # Start-up objects (pools, schemas, clients) never become garbage: keep them out of
+    # the collector's scans, and collect young objects less often (shorter pauses).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     log.info("started %s", ", ".join(names))
     waiter = asyncio.create_task(app.wait())
     stopper = asyncio.create_task(stop.wait())
@@ -47,10 +52,19 @@ async def _serve(names: list[str], settings: Settings, grpc_port: int | None,
         raise SystemExit(f"service failed: {waiter.exception()}")
 
 
+def _event_loop_runner() -> Any:
+    """uvloop where installed (faster socket I/O on every Kafka and gRPC hop)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     settings = get_settings()
     _setup_logging(settings.log_level, args.name)
-    asyncio.run(_serve([args.name], settings, args.grpc_port, args.http_port))
+    _event_loop_runner()(_serve([args.name], settings, args.grpc_port, args.http_port))
     return 0
 
 

@@ -27,8 +27,8 @@ class Settings(BaseSettings):
     # Upper bound on a consumer's wait per fetch. The embedded broker answers a fetch only
     # after this long (it does not wake on new data), so it is the per-hop latency there.
     kafka_fetch_max_wait_ms: int = 10
-    # Producer batching delay: 0 sends at once (latency); load still batches naturally.
-    kafka_linger_ms: int = 0
+    # Producer batching delay: 2 ms measured best for many concurrent small requests.
+    kafka_linger_ms: int = 2
 
     # LLM - Claude
     anthropic_api_key: str | None = None
