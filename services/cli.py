@@ -133,7 +133,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _topics_create(settings: Settings) -> list[str]:
+async def _topics_create(settings: Settings, replication: int | None = None) -> list[str]:
+    """Create the catalogue's topics with their partitions and configs; report each."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from services.kit.topics import Topics
@@ -142,8 +143,9 @@ async def _topics_create(settings: Settings) -> list[str]:
     await admin.start()
     try:
         specs = Topics(settings.topic_prefix).fixed()
-        resp = await admin.create_topics([NewTopic(t.name, t.partitions, t.replication,
-                                                   topic_configs=t.configs()) for t in specs])
+        resp = await admin.create_topics([
+            NewTopic(t.name, t.partitions, replication or t.replication,
+                     topic_configs=t.configs()) for t in specs])
         out = []
         for topic, code, *msg in resp.topic_errors:
             out.append(f"{topic}: " + ("created" if code == 0 else "exists" if code == 36
@@ -157,7 +159,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.kafka_bootstrap_servers:
         raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is required")
-    for line in asyncio.run(_topics_create(settings)):
+    for line in asyncio.run(_topics_create(settings, args.replication)):
         print(line)
     return 0
 
@@ -328,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_publish)
     p = sub.add_parser("topics", help="topic administration")
     tsub = p.add_subparsers(dest="topics_command", required=True)
-    tsub.add_parser("create", help="create the catalogue's topics on a cluster").set_defaults(
-        fn=cmd_topics)
+    p = tsub.add_parser("create", help="create the catalogue's topics on a cluster")
+    p.add_argument("--replication", type=int, help="override the catalogue's replication")
+    p.set_defaults(fn=cmd_topics)
     args = parser.parse_args(argv)
     return int(args.fn(args) or 0)
 
