@@ -9,11 +9,11 @@ import time
 import avro.io
 import avro.schema
 
+from services.core.formats import encode_all
 from services.core.generate import generate_records
 from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
-from services.core.formats import encode_all
 from services.kit.codec import SCHEMAS_DIR, get_codec
 from services.kit.messages import ResultChunk
 
@@ -28,14 +28,24 @@ def _rate(fn, n: int) -> float:
 def run() -> dict[str, float]:
     codec = get_codec()
     reg = SchemaRegistry.load()
-    req = GenerateRequest.model_validate({
-        "request_id": "r", "entity": "cart", "count": 50, "seed": 1, "hints": ["coherent"],
-        "scenarios": [{"name": "a", "count": 40}, {"name": "b", "count": 10,
-                                                   "overrides": {"currency": "CAD"}}]})
+    req = GenerateRequest.model_validate(
+        {
+            "request_id": "r",
+            "entity": "cart",
+            "count": 50,
+            "seed": 1,
+            "hints": ["coherent"],
+            "scenarios": [
+                {"name": "a", "count": 40},
+                {"name": "b", "count": 10, "overrides": {"currency": "CAD"}},
+            ],
+        }
+    )
     plan = build_plan(req, reg)
     data = encode_all(plan.schema, plan.request.output_format, generate_records(plan, 0, 50) * 20)
-    chunk = ResultChunk(request_id="r", chunk_index=0, is_final=False, data=data,
-                        record_count=1000).model_dump(mode="json")
+    chunk = ResultChunk(
+        request_id="r", chunk_index=0, is_final=False, data=data, record_count=1000
+    ).model_dump(mode="json")
     req_dict = req.model_dump(mode="json", by_alias=True)
     ref_req = avro.schema.parse((SCHEMAS_DIR / "avro" / "generate_request.avsc").read_text())
     named = avro.schema.Names()
@@ -68,8 +78,10 @@ def run() -> dict[str, float]:
         "avro_chunk_enc": _rate(lambda: ref_encode(ref_chunk, chunk), 100),
         "avro_chunk_dec": _rate(lambda: ref_decode(ref_chunk, raw_chunk), 100),
     }
-    print(f"avro libraries (ops/s; request with 2 scenarios, chunk of 1,000 carts "
-          f"= {len(data) / 1e6:.2f} MB):")
+    print(
+        f"avro libraries (ops/s; request with 2 scenarios, chunk of 1,000 carts "
+        f"= {len(data) / 1e6:.2f} MB):"
+    )
     for what in ("req_enc", "req_dec", "chunk_enc", "chunk_dec"):
         f, a = out[f"fastavro_{what}"], out[f"avro_{what}"]
         print(f"  {what:<10} fastavro {f:>10,.0f}   avro {a:>9,.0f}   ({f / a:,.0f}x)")

@@ -36,14 +36,16 @@ def _vm(pid: int, key: str) -> float:
     return 0.0
 
 
-async def _stream(stub: pb_grpc.TestDataServiceStub, count: int, seed: int
-                  ) -> tuple[float, float, int]:
+async def _stream(
+    stub: pb_grpc.TestDataServiceStub, count: int, seed: int
+) -> tuple[float, float, int]:
     """(seconds to the last chunk, seconds to the first, records)."""
     t0 = time.perf_counter()
     first = None
     n = 0
     async for chunk in stub.GenerateDataStream(
-            pb.GenerateRequest(entity="cart", count=count, seed=seed), timeout=600):
+        pb.GenerateRequest(entity="cart", count=count, seed=seed), timeout=600
+    ):
         if first is None:
             first = time.perf_counter() - t0
         n += chunk.record_count
@@ -60,13 +62,17 @@ async def _measure(port: int, bridge_pid: int) -> dict[str, float]:
 
         total, _, n = await _stream(stub, 100_000, 1)
         rate = n / total
-        print(f"  100,000-cart stream            {rate:>10,.0f} records/s  ({total:.2f} s)"
-              "   target >= 50,000/s")
+        print(
+            f"  100,000-cart stream            {rate:>10,.0f} records/s  ({total:.2f} s)"
+            "   target >= 50,000/s"
+        )
 
         firsts = [(await _stream(stub, 10_000, 10 + i))[1] * 1000 for i in range(5)]
         first_ms = statistics.median(firsts)
-        print(f"  first chunk of 10,000 carts    {first_ms:>10.1f} ms (median of 5)"
-              "       target <= 100 ms")
+        print(
+            f"  first chunk of 10,000 carts    {first_ms:>10.1f} ms (median of 5)"
+            "       target <= 100 ms"
+        )
 
         async def unary(callers: int, calls: int) -> tuple[float, float, float]:
             lat: list[float] = []
@@ -74,8 +80,9 @@ async def _measure(port: int, bridge_pid: int) -> dict[str, float]:
             async def caller(k: int) -> None:
                 for i in range(calls):
                     t = time.perf_counter()
-                    r = await stub.GenerateData(pb.GenerateRequest(
-                        entity="cart", count=10, seed=k * 100 + i), timeout=30)
+                    r = await stub.GenerateData(
+                        pb.GenerateRequest(entity="cart", count=10, seed=k * 100 + i), timeout=30
+                    )
                     assert r.success
                     lat.append((time.perf_counter() - t) * 1000)
 
@@ -87,25 +94,43 @@ async def _measure(port: int, bridge_pid: int) -> dict[str, float]:
 
         for callers, calls in ((1, 100), (10, 100), (50, 40)):
             p50, p99, rate = await unary(callers, calls)
-            print(f"  unary 10 carts, {callers:>2} caller(s)  p50 {p50:5.1f} ms  p99 {p99:5.1f} ms"
-                  f"  ({rate:,.0f} calls/s)" + ("   target p99 <= 50 ms" if callers == 50
-                                                else ""))
+            print(
+                f"  unary 10 carts, {callers:>2} caller(s)  p50 {p50:5.1f} ms  p99 {p99:5.1f} ms"
+                f"  ({rate:,.0f} calls/s)" + ("   target p99 <= 50 ms" if callers == 50 else "")
+            )
 
         rss_before = _vm(bridge_pid, "VmRSS")
         total, _, n = await _stream(stub, 1_000_000, 2)
         peak = _vm(bridge_pid, "VmHWM")
-        print(f"  1,000,000-cart stream          {n / total:>10,.0f} records/s  ({total:.1f} s);"
-              f" bridge RSS {rss_before:.0f} MB before, peak {peak:.0f} MB   target < 300 MB")
-    return {"stream_rps": rate, "first_chunk_ms": first_ms, "unary_p50_ms": p50,
-            "unary_p99_ms": p99, "bridge_peak_rss_mb": peak}
+        print(
+            f"  1,000,000-cart stream          {n / total:>10,.0f} records/s  ({total:.1f} s);"
+            f" bridge RSS {rss_before:.0f} MB before, peak {peak:.0f} MB   target < 300 MB"
+        )
+    return {
+        "stream_rps": rate,
+        "first_chunk_ms": first_ms,
+        "unary_p50_ms": p50,
+        "unary_p99_ms": p99,
+        "bridge_peak_rss_mb": peak,
+    }
 
 
 def run() -> dict[str, float]:
-    settings = Settings(_env_file=None, grpc_port=_port(), http_port=_port(),
-                        kafka_bootstrap_servers="", anthropic_api_key=None)
-    env = {"GRPC_PORT": str(settings.grpc_port), "HTTP_PORT": str(settings.http_port),
-           "KAFKA_BOOTSTRAP_SERVERS": "", "LOG_LEVEL": "WARNING",
-           "ANTHROPIC_API_KEY": "", "USE_LOCAL_LLM": "false"}
+    settings = Settings(
+        _env_file=None,
+        grpc_port=_port(),
+        http_port=_port(),
+        kafka_bootstrap_servers="",
+        anthropic_api_key=None,
+    )
+    env = {
+        "GRPC_PORT": str(settings.grpc_port),
+        "HTTP_PORT": str(settings.http_port),
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+        "LOG_LEVEL": "WARNING",
+        "ANTHROPIC_API_KEY": "",
+        "USE_LOCAL_LLM": "false",
+    }
     print(f"pipeline (embedded broker, services in separate processes, {os.cpu_count()} cores):")
     with Supervisor(settings, extra_env=env) as sup:
         return asyncio.run(_measure(settings.grpc_port, sup.pid("bridge")))

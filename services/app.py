@@ -34,8 +34,9 @@ NO_PATTERN_STORE = "no pattern store in this release (RAG paths are not built ye
 
 async def ensure_catalog_topics(runtime: Runtime) -> None:
     """Every fixed topic of the catalogue, with its partition count where we can choose."""
-    await ensure_topics_exist(runtime.bootstrap,
-                              {t.name: t.partitions for t in runtime.topics.fixed()})
+    await ensure_topics_exist(
+        runtime.bootstrap, {t.name: t.partitions for t in runtime.topics.fixed()}
+    )
 
 
 class LLMAvailability:
@@ -47,9 +48,12 @@ class LLMAvailability:
         self.clients = build_clients(settings)
         self.interval_s = interval_s
         self.status: dict[str, str] = {}
-        self.reason: str | None = (None if self.clients else
-                                   "no LLM backend configured (set ANTHROPIC_API_KEY, or "
-                                   "USE_LOCAL_LLM with VLLM_BASE_URL)")
+        self.reason: str | None = (
+            None
+            if self.clients
+            else "no LLM backend configured (set ANTHROPIC_API_KEY, or "
+            "USE_LOCAL_LLM with VLLM_BASE_URL)"
+        )
         self._checked = 0.0
 
     async def refresh(self) -> None:
@@ -65,8 +69,11 @@ class LLMAvailability:
                 results[f"llm_{c.backend}"] = f"unhealthy: {type(exc).__name__}"
         self.status = results
         healthy = [k for k, v in results.items() if v == "healthy"]
-        self.reason = None if healthy else "LLM backends unhealthy: " + "; ".join(
-            f"{k} {v}" for k, v in results.items())
+        self.reason = (
+            None
+            if healthy
+            else "LLM backends unhealthy: " + "; ".join(f"{k} {v}" for k, v in results.items())
+        )
 
     async def components(self) -> Mapping[str, str]:
         await self.refresh()
@@ -91,11 +98,16 @@ class App:
         self.instance = settings.instance_id or uuid.uuid4().hex[:12]
 
     def availability(self) -> Mapping[GenerationPath, str | None]:
-        return {GenerationPath.TRADITIONAL: None, GenerationPath.LLM: self.llm.reason,
-                GenerationPath.RAG: NO_PATTERN_STORE, GenerationPath.HYBRID: NO_PATTERN_STORE}
+        return {
+            GenerationPath.TRADITIONAL: None,
+            GenerationPath.LLM: self.llm.reason,
+            GenerationPath.RAG: NO_PATTERN_STORE,
+            GenerationPath.HYBRID: NO_PATTERN_STORE,
+        }
 
-    async def start(self, services: Iterable[str], *, grpc_port: int | None = None,
-                    http_port: int | None = None) -> App:
+    async def start(
+        self, services: Iterable[str], *, grpc_port: int | None = None, http_port: int | None = None
+    ) -> App:
         from services.bridge.server import overall, serve
         from services.generator.service import TraditionalService
         from services.llm.service import LLMService
@@ -111,8 +123,9 @@ class App:
         await ensure_catalog_topics(self.rt)
         await self.llm.refresh()
         if "router" in names:
-            self.subscribers.append(RouterService(self.rt, self.registry,
-                                                  self.availability).subscriber())
+            self.subscribers.append(
+                RouterService(self.rt, self.registry, self.availability).subscriber()
+            )
         if "traditional" in names:
             self.subscribers.append(TraditionalService(self.rt, self.registry).subscriber())
         if "llm" in names:
@@ -125,17 +138,21 @@ class App:
         if "bridge" in names:
             port = self.settings.grpc_port if grpc_port is None else grpc_port
             self.grpc_server, self.servicer, self.grpc_port = await serve(
-                self.rt, self.registry, self.instance, port, [self.llm.components])
+                self.rt, self.registry, self.instance, port, [self.llm.components]
+            )
             components = self.servicer.components
         if http_port is not None:
-            self.http = HealthHTTP(components, overall, self.settings.service_name,
-                                   GENERATOR_VERSION)
+            self.http = HealthHTTP(
+                components, overall, self.settings.service_name, GENERATOR_VERSION
+            )
             self.http_port = await self.http.start(http_port)
         return self
 
     async def _components(self) -> Mapping[str, str]:
-        out = {"kafka": "healthy" if self.rt.producer else "unhealthy: not started",
-               "schema_registry": f"healthy: {len(self.registry.names())} entities"}
+        out = {
+            "kafka": "healthy" if self.rt.producer else "unhealthy: not started",
+            "schema_registry": f"healthy: {len(self.registry.names())} entities",
+        }
         for sub, task in zip(self.subscribers, self.tasks, strict=True):
             out[sub.name] = "unhealthy: stopped" if task.done() else "healthy"
         out.update(await self.llm.components())

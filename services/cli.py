@@ -20,19 +20,25 @@ log = logging.getLogger("testdata.cli")
 
 
 def _setup_logging(level: str, name: str = "testdata") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
+    )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 # ---- service processes ---------------------------------------------------------------
-async def _serve(names: list[str], settings: Settings, grpc_port: int | None,
-                 http_port: int | None) -> None:
+async def _serve(
+    names: list[str], settings: Settings, grpc_port: int | None, http_port: int | None
+) -> None:
     from services.app import App
 
     if not settings.kafka_bootstrap_servers:
-        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set: start a broker (testdata broker) "
-                         "or run everything with `testdata run`")
+        raise SystemExit(
+            "KAFKA_BOOTSTRAP_SERVERS is not set: start a broker (testdata broker) "
+            "or run everything with `testdata run`"
+        )
     app = App(settings, settings.kafka_bootstrap_servers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 1
     embedded = "   (embedded broker, in memory)" if sup.broker else ""
-    print(f"""
+    print(
+        f"""
 test-data agent is running
   Kafka bootstrap   {sup.bootstrap}{embedded}
   gRPC              127.0.0.1:{settings.grpc_port}   testdata.v1.TestDataService (reflection on)
@@ -98,7 +105,9 @@ test-data agent is running
   requests topic    {settings.topic_prefix}testdata.requests
 Try:  .venv/bin/testdata generate --entity cart --count 5
 Ctrl-C stops everything.
-""", flush=True)
+""",
+        flush=True,
+    )
     code = 0
     try:
         while not stopping:
@@ -143,13 +152,26 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
     await admin.start()
     try:
         specs = Topics(settings.topic_prefix).fixed()
-        resp = await admin.create_topics([
-            NewTopic(t.name, t.partitions, replication or t.replication,
-                     topic_configs=t.configs()) for t in specs])
+        resp = await admin.create_topics(
+            [
+                NewTopic(
+                    t.name, t.partitions, replication or t.replication, topic_configs=t.configs()
+                )
+                for t in specs
+            ]
+        )
         out = []
         for topic, code, *msg in resp.topic_errors:
-            out.append(f"{topic}: " + ("created" if code == 0 else "exists" if code == 36
-                                       else f"error {code} {msg[0] if msg else ''}"))
+            out.append(
+                f"{topic}: "
+                + (
+                    "created"
+                    if code == 0
+                    else "exists"
+                    if code == 36
+                    else f"error {code} {msg[0] if msg else ''}"
+                )
+            )
         return out
     finally:
         await admin.close()
@@ -187,8 +209,12 @@ class _Progress:
             rate = self.n / max(1e-6, time.monotonic() - self.t0)
             frac = self.n / self.total if self.total else 1
             bar = "#" * int(30 * frac)
-            print(f"\r[{bar:<30}] {self.n:,}/{self.total:,} records  {rate:,.0f}/s",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r[{bar:<30}] {self.n:,}/{self.total:,} records  {rate:,.0f}/s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def done(self) -> None:
         if self.enabled:
@@ -205,8 +231,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     msg = json_format.ParseDict(_request_dict(args), pb.GenerateRequest())
     out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    with grpc.insecure_channel(args.target, options=[
-            ("grpc.max_receive_message_length", 256 * 1024 * 1024)]) as ch:
+    with grpc.insecure_channel(
+        args.target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    ) as ch:
         stub = pb_grpc.TestDataServiceStub(ch)
         try:
             if args.stream:
@@ -259,8 +286,12 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
         value, ctype = json.dumps(body).encode(), JSON
     else:
         value, ctype = codec.encode_request(GenerateRequest.model_validate(body)), AVRO
-    await producer.send_and_wait(topics.requests, value, key=body["request_id"].encode(),
-                                 headers=[("content-type", ctype.encode())])
+    await producer.send_and_wait(
+        topics.requests,
+        value,
+        key=body["request_id"].encode(),
+        headers=[("content-type", ctype.encode())],
+    )
     await producer.stop()
     out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
     code, seen = 0, -1
@@ -279,8 +310,12 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
                         return 1
                     out.write(chunk.data)
                     if chunk.is_final:
-                        print(json.dumps(chunk.metadata.model_dump() if chunk.metadata else {},
-                                         indent=2), file=sys.stderr)
+                        print(
+                            json.dumps(
+                                chunk.metadata.model_dump() if chunk.metadata else {}, indent=2
+                            ),
+                            file=sys.stderr,
+                        )
                         return 0
         print("error: timed out waiting for results", file=sys.stderr)
         code = 1
@@ -312,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="testdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="embedded broker + every service (make run)").set_defaults(
-        fn=cmd_run)
+        fn=cmd_run
+    )
     sub.add_parser("broker", help="the embedded broker alone").set_defaults(fn=cmd_broker)
     p = sub.add_parser("service", help="one service alone")
     p.add_argument("name", choices=["router", "traditional", "llm", "bridge"])

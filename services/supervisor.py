@@ -40,14 +40,26 @@ class Supervisor:
             self.broker = EmbeddedBroker(topics=topics).start()
             self.bootstrap = self.broker.bootstrap_servers
         self.metrics_dir = tempfile.mkdtemp(prefix="testdata-metrics-")
-        env = {**os.environ, **self.extra_env, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-               "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+        }
         cmd = [sys.executable, "-m", "services.cli", "service"]
         for name in WORKERS:
             self.procs[name] = subprocess.Popen([*cmd, name], env=env)
         self.procs["bridge"] = subprocess.Popen(
-            [*cmd, "bridge", "--grpc-port", str(self.settings.grpc_port),
-             "--http-port", str(self.settings.http_port)], env=env)
+            [
+                *cmd,
+                "bridge",
+                "--grpc-port",
+                str(self.settings.grpc_port),
+                "--http-port",
+                str(self.settings.http_port),
+            ],
+            env=env,
+        )
         try:
             self._wait_ready(ready_timeout)
         except BaseException:

@@ -18,8 +18,15 @@ def embedded_broker():
 
 def make_settings(bootstrap: str, **over) -> Settings:
     """Settings isolated from the machine's env and .env (no stray API keys)."""
-    base = dict(kafka_bootstrap_servers=bootstrap, grpc_port=0, http_port=0,
-                anthropic_api_key=None, use_local_llm=False, llm_enabled_local=False,
-                instance_id="test-a", kafka_fetch_max_wait_ms=10)
+    base = dict(
+        kafka_bootstrap_servers=bootstrap,
+        grpc_port=0,
+        http_port=0,
+        anthropic_api_key=None,
+        use_local_llm=False,
+        llm_enabled_local=False,
+        instance_id="test-a",
+        kafka_fetch_max_wait_ms=10,
+    )
     base.update(over)
     return Settings(_env_file=None, **base)

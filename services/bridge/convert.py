@@ -25,12 +25,19 @@ def _field(f: Any, path: str, errs: list[FieldError]) -> RequestField:
     try:
         ftype = pb.FieldType.Name(f.type)
     except ValueError:
-        errs.append(FieldError(path=f"{path}.type", message=f"unknown FieldType {f.type}",
-                               value=f.type))
+        errs.append(
+            FieldError(path=f"{path}.type", message=f"unknown FieldType {f.type}", value=f.type)
+        )
         ftype = "STRING"
-    return RequestField(name=f.name, type=ftype, required=f.required, description=f.description,
-                        nested_fields=[_field(n, f"{path}.nested_fields[{i}]", errs)
-                                       for i, n in enumerate(f.nested_fields)])
+    return RequestField(
+        name=f.name,
+        type=ftype,
+        required=f.required,
+        description=f.description,
+        nested_fields=[
+            _field(n, f"{path}.nested_fields[{i}]", errs) for i, n in enumerate(f.nested_fields)
+        ],
+    )
 
 
 def request_from_proto(m: pb.GenerateRequest) -> GenerateRequest:
@@ -38,51 +45,88 @@ def request_from_proto(m: pb.GenerateRequest) -> GenerateRequest:
     errs: list[FieldError] = []
     fields = [_field(f, f"schema.fields[{i}]", errs) for i, f in enumerate(m.schema.fields)]
     constraints = {
-        path: FieldConstraint(enum_values=list(c.enum_values),
-                              **{k: getattr(c, k) for k in _OPTIONAL if c.HasField(k)})
+        path: FieldConstraint(
+            enum_values=list(c.enum_values),
+            **{k: getattr(c, k) for k in _OPTIONAL if c.HasField(k)},
+        )
         for path, c in m.constraints.field_constraints.items()
     }
     try:
         fmt = pb.OutputFormat.Name(m.output_format)
     except ValueError:
-        errs.append(FieldError(path="output_format", message=f"unknown OutputFormat "
-                               f"{m.output_format}", value=m.output_format))
+        errs.append(
+            FieldError(
+                path="output_format",
+                message=f"unknown OutputFormat {m.output_format}",
+                value=m.output_format,
+            )
+        )
         fmt = "JSON"
     anchor = None
     if m.anchor:
         try:
             anchor = datetime.fromisoformat(m.anchor.replace("Z", "+00:00"))
         except ValueError:
-            errs.append(FieldError(path="anchor", message="not an RFC 3339 instant",
-                                   value=m.anchor))
+            errs.append(
+                FieldError(path="anchor", message="not an RFC 3339 instant", value=m.anchor)
+            )
     if errs:
         raise RequestInvalid(errs)
     return GenerateRequest(
-        request_id=m.request_id, domain=m.domain, entity=m.entity,
+        request_id=m.request_id,
+        domain=m.domain,
+        entity=m.entity,
         schema=Schema(fields=fields, predefined_schema=m.schema.predefined_schema),
         constraints=Constraints(field_constraints=constraints),
-        scenarios=[Scenario(name=s.name, count=s.count, overrides=dict(s.overrides),
-                            description=s.description) for s in m.scenarios],
-        context=m.context, hints=list(m.hints), output_format=fmt, count=m.count,
-        use_cache=m.use_cache, learn_from_history=m.learn_from_history,
-        defect_triggering=m.defect_triggering, production_like=m.production_like,
-        seed=m.seed if m.HasField("seed") else None, anchor=anchor)
+        scenarios=[
+            Scenario(
+                name=s.name, count=s.count, overrides=dict(s.overrides), description=s.description
+            )
+            for s in m.scenarios
+        ],
+        context=m.context,
+        hints=list(m.hints),
+        output_format=fmt,
+        count=m.count,
+        use_cache=m.use_cache,
+        learn_from_history=m.learn_from_history,
+        defect_triggering=m.defect_triggering,
+        production_like=m.production_like,
+        seed=m.seed if m.HasField("seed") else None,
+        anchor=anchor,
+    )
 
 
 def metadata_to_proto(md: GenerationMetadata | None) -> pb.GenerationMetadata | None:
     if md is None:
         return None
     return pb.GenerationMetadata(
-        generation_path=md.generation_path, llm_tokens_used=md.llm_tokens_used,
+        generation_path=md.generation_path,
+        llm_tokens_used=md.llm_tokens_used,
         generation_time_ms=md.generation_time_ms,
-        coherence_score=md.coherence_score or 0.0, scenario_counts=md.scenario_counts,
-        routing_reason=md.routing_reason, routing_confidence=md.routing_confidence,
-        requested_path=md.requested_path, fallbacks=md.fallbacks,
-        generator_version=md.generator_version, seed=md.seed, anchor=md.anchor,
-        record_count=md.record_count, backend=md.backend, retries=md.retries)
+        coherence_score=md.coherence_score or 0.0,
+        scenario_counts=md.scenario_counts,
+        routing_reason=md.routing_reason,
+        routing_confidence=md.routing_confidence,
+        requested_path=md.requested_path,
+        fallbacks=md.fallbacks,
+        generator_version=md.generator_version,
+        seed=md.seed,
+        anchor=md.anchor,
+        record_count=md.record_count,
+        backend=md.backend,
+        retries=md.retries,
+    )
 
 
 def chunk_to_proto(c: ResultChunk) -> pb.DataChunk:
-    return pb.DataChunk(request_id=c.request_id, data=c.data, chunk_index=c.chunk_index,
-                        is_final=c.is_final, success=c.success, error=c.error,
-                        metadata=metadata_to_proto(c.metadata), record_count=c.record_count)
+    return pb.DataChunk(
+        request_id=c.request_id,
+        data=c.data,
+        chunk_index=c.chunk_index,
+        is_final=c.is_final,
+        success=c.success,
+        error=c.error,
+        metadata=metadata_to_proto(c.metadata),
+        record_count=c.record_count,
+    )

@@ -35,7 +35,8 @@ class ChunkGap(Exception):
 class Pending:
     request_id: str
     queue: asyncio.Queue[ResultChunk | Exception] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_CHUNKS))
+        default_factory=lambda: asyncio.Queue(QUEUE_CHUNKS)
+    )
     next_index: int = 0
     done: bool = False
     error: Exception | None = None
@@ -62,9 +63,12 @@ class Inbox:
         spec = self.rt.topics.specs["replies"]
         await ensure_topics_exist(self.rt.bootstrap, {self.topic: spec.partitions})
         s = self.rt.settings
-        self.consumer = make_consumer(self.rt.bootstrap, None,
-                                      client_id=f"{s.kafka_client_id}-bridge",
-                                      fetch_max_wait_ms=s.kafka_fetch_max_wait_ms)
+        self.consumer = make_consumer(
+            self.rt.bootstrap,
+            None,
+            client_id=f"{s.kafka_client_id}-bridge",
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+        )
         await self.consumer.start()
         await assign_all(self.consumer, self.topic, at_end=True)
         self.task = asyncio.create_task(self._run())
@@ -110,8 +114,13 @@ class Inbox:
             return
         if chunk.chunk_index > p.next_index:
             p.done = True
-            self._offer(p, ChunkGap(f"expected chunk {p.next_index}, got {chunk.chunk_index}: "
-                                    "result chunks were lost in the broker"))
+            self._offer(
+                p,
+                ChunkGap(
+                    f"expected chunk {p.next_index}, got {chunk.chunk_index}: "
+                    "result chunks were lost in the broker"
+                ),
+            )
             return
         p.next_index += 1
         p.done = chunk.is_final

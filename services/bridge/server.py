@@ -40,20 +40,33 @@ SERVICE = "testdata.v1.TestDataService"
 HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
 
 
-def _status(code: grpc.StatusCode, message: str, errors: list[FieldError] | None = None
-            ) -> grpc.Status:
+def _status(
+    code: grpc.StatusCode, message: str, errors: list[FieldError] | None = None
+) -> grpc.Status:
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=e.path, description=e.message)
-        for e in errors or []]))
-    return rpc_status.to_status(status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=message,
-        details=[detail] if errors else []))
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=e.path, description=e.message)
+                for e in errors or []
+            ]
+        )
+    )
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=getattr(code_pb2, code.name), message=message, details=[detail] if errors else []
+        )
+    )
 
 
 class TestDataServicer(pb_grpc.TestDataServiceServicer):
-    def __init__(self, runtime: Runtime, registry: SchemaRegistry, inbox: Inbox,
-                 probes: list[HealthProbe] | None = None):
+    def __init__(
+        self,
+        runtime: Runtime,
+        registry: SchemaRegistry,
+        inbox: Inbox,
+        probes: list[HealthProbe] | None = None,
+    ):
         self.rt = runtime
         self.registry = registry
         self.inbox = inbox
@@ -63,19 +76,23 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.max_sync = s.max_sync_records
 
     # ---- ingress ---------------------------------------------------------------------
-    async def _accept(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext
-                      ) -> tuple[GenerateRequest, int]:
+    async def _accept(
+        self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> tuple[GenerateRequest, int]:
         try:
             req = request_from_proto(message)
-            req = req.model_copy(update={
-                "request_id": req.request_id or f"req-{uuid.uuid4().hex}",
-                "seed": req.seed if req.seed is not None else secrets.randbits(63),
-                "anchor": req.anchor or datetime.now(UTC).replace(microsecond=0),
-            })
+            req = req.model_copy(
+                update={
+                    "request_id": req.request_id or f"req-{uuid.uuid4().hex}",
+                    "seed": req.seed if req.seed is not None else secrets.randbits(63),
+                    "anchor": req.anchor or datetime.now(UTC).replace(microsecond=0),
+                }
+            )
             plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
-            await context.abort_with_status(_status(
-                grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {exc}", exc.errors))
+            await context.abort_with_status(
+                _status(grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {exc}", exc.errors)
+            )
             raise AssertionError("unreachable") from exc
         return req, plan.count
 
@@ -83,11 +100,15 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         try:
             pending = self.inbox.open(req.request_id)
         except KeyError:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                f"request {req.request_id} is already in progress")
-        await self.rt.publish(self.rt.topics.requests, self.rt.codec.encode_request(req),
-                              req.request_id, [(CONTENT_TYPE, AVRO.encode()),
-                                               (REPLY_TO, self.inbox.topic.encode())])
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS, f"request {req.request_id} is already in progress"
+            )
+        await self.rt.publish(
+            self.rt.topics.requests,
+            self.rt.codec.encode_request(req),
+            req.request_id,
+            [(CONTENT_TYPE, AVRO.encode()), (REPLY_TO, self.inbox.topic.encode())],
+        )
         return pending
 
     async def _next(self, pending: Pending, context: grpc.aio.ServicerContext) -> ResultChunk:
@@ -98,22 +119,35 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         except TimeoutError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if not chunk.success and chunk.error_details:
-            await context.abort_with_status(_status(
-                grpc.StatusCode.INVALID_ARGUMENT, chunk.error,
-                [FieldError(path=e.path, message=e.message) for e in chunk.error_details]))
+            await context.abort_with_status(
+                _status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    chunk.error,
+                    [FieldError(path=e.path, message=e.message) for e in chunk.error_details],
+                )
+            )
         return chunk
 
     # ---- RPCs ------------------------------------------------------------------------
-    async def GenerateData(self, request: pb.GenerateRequest,
-                           context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+    async def GenerateData(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
         req, count = await self._accept(request, context)
         if count > self.max_sync:
-            await context.abort_with_status(_status(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"count {count} is above MAX_SYNC_RECORDS ({self.max_sync}); use "
-                "GenerateDataStream for large requests",
-                [FieldError(path="count", message=f"above {self.max_sync} for GenerateData; "
-                            "use GenerateDataStream")]))
+            await context.abort_with_status(
+                _status(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"count {count} is above MAX_SYNC_RECORDS ({self.max_sync}); use "
+                    "GenerateDataStream for large requests",
+                    [
+                        FieldError(
+                            path="count",
+                            message=f"above {self.max_sync} for GenerateData; "
+                            "use GenerateDataStream",
+                        )
+                    ],
+                )
+            )
         pending = await self._submit(req, context)
         try:
             parts: list[str] = []
@@ -126,12 +160,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     break
         finally:
             self.inbox.close(req.request_id)  # also on cancellation / deadline
-        return pb.GenerateResponse(request_id=req.request_id, success=chunk.success,
-                                   data="".join(parts), record_count=records,
-                                   metadata=metadata_to_proto(chunk.metadata), error=chunk.error)
+        return pb.GenerateResponse(
+            request_id=req.request_id,
+            success=chunk.success,
+            data="".join(parts),
+            record_count=records,
+            metadata=metadata_to_proto(chunk.metadata),
+            error=chunk.error,
+        )
 
-    async def GenerateDataStream(self, request: pb.GenerateRequest,
-                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DataChunk]:
+    async def GenerateDataStream(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DataChunk]:
         req, _ = await self._accept(request, context)
         pending = await self._submit(req, context)
         try:
@@ -145,21 +185,30 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         finally:
             self.inbox.close(req.request_id)
 
-    async def GetSchemas(self, request: pb.GetSchemasRequest,
-                         context: grpc.aio.ServicerContext) -> pb.GetSchemasResponse:
-        return pb.GetSchemasResponse(schemas=[
-            pb.SchemaInfo(name=s.name, domain=s.domain, description=s.description,
-                          fields=s.field_names()) for s in self.registry.list(request.domain)])
+    async def GetSchemas(
+        self, request: pb.GetSchemasRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSchemasResponse:
+        return pb.GetSchemasResponse(
+            schemas=[
+                pb.SchemaInfo(
+                    name=s.name, domain=s.domain, description=s.description, fields=s.field_names()
+                )
+                for s in self.registry.list(request.domain)
+            ]
+        )
 
-    async def HealthCheck(self, request: pb.HealthCheckRequest,
-                          context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
+    async def HealthCheck(
+        self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HealthCheckResponse:
         components = await self.components()
         return pb.HealthCheckResponse(status=overall(components), components=components)
 
     async def components(self) -> dict[str, str]:
-        out = {"kafka": await self._kafka(),
-               "schema_registry": f"healthy: {len(self.registry.names())} entities",
-               "reply_inbox": "healthy" if self.inbox.healthy else "unhealthy: not consuming"}
+        out = {
+            "kafka": await self._kafka(),
+            "schema_registry": f"healthy: {len(self.registry.names())} entities",
+            "reply_inbox": "healthy" if self.inbox.healthy else "unhealthy: not consuming",
+        }
         for probe in self.probes:
             try:
                 out.update(await asyncio.wait_for(probe(), 3))
@@ -186,21 +235,35 @@ def overall(components: Mapping[str, str]) -> str:
     return "degraded" if bad else "healthy"
 
 
-async def serve(runtime: Runtime, registry: SchemaRegistry, instance: str, port: int,
-                probes: list[HealthProbe] | None = None, host: str = "0.0.0.0"
-                ) -> tuple[grpc.aio.Server, TestDataServicer, int]:
+async def serve(
+    runtime: Runtime,
+    registry: SchemaRegistry,
+    instance: str,
+    port: int,
+    probes: list[HealthProbe] | None = None,
+    host: str = "0.0.0.0",
+) -> tuple[grpc.aio.Server, TestDataServicer, int]:
     """Start the bridge: inbox first (so no reply can be missed), then the server."""
     inbox = Inbox(runtime, instance)
     await inbox.start()
     servicer = TestDataServicer(runtime, registry, inbox, probes)
-    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024),
-                                      ("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ]
+    )
     pb_grpc.add_TestDataServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME], server)
+        [
+            SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     for name in ("", SERVICE):

@@ -268,7 +268,7 @@ def _enum_paths(fields: list[FieldSpec], prefix: str = "") -> list[str]:
 
 
 class CartComposer(Composer):
-    reconcile = staticmethod(reconcile_basket)  # type: ignore[assignment]
+    reconcile = staticmethod(reconcile_basket)
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
@@ -319,7 +319,7 @@ METHOD_WEIGHTS = {
 
 
 class OrderComposer(Composer):
-    reconcile = staticmethod(reconcile_basket)  # type: ignore[assignment]
+    reconcile = staticmethod(reconcile_basket)
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)

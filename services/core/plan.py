@@ -117,8 +117,9 @@ def resolve_schema(
     return schema, True
 
 
-def apply_constraints(req: GenerateRequest, schema: EntitySchema, errs: list[FieldError]
-                      ) -> tuple[EntitySchema, list[str]]:
+def apply_constraints(
+    req: GenerateRequest, schema: EntitySchema, errs: list[FieldError]
+) -> tuple[EntitySchema, list[str]]:
     """Schema with request constraints merged in; also the paths they touch.
 
     Only the fields on a constrained path are copied: registry schemas are shared and
@@ -131,8 +132,9 @@ def apply_constraints(req: GenerateRequest, schema: EntitySchema, errs: list[Fie
     for path, c in req.constraints.field_constraints.items():
         where = f"constraints.field_constraints[{path}]"
         if lookup(fields, path) is None:
-            errs.append(FieldError(path=where, message=f"no field {path!r} in {schema.name}",
-                                   value=path))
+            errs.append(
+                FieldError(path=where, message=f"no field {path!r} in {schema.name}", value=path)
+            )
             continue
         fields = _replace(fields, path.split("."), c)
         f = lookup(fields, path)
@@ -151,8 +153,9 @@ def _replace(fields: list[FieldSpec], parts: list[str], c: FieldConstraint) -> l
         elif len(parts) == 1:
             out.append(f.model_copy(update={"constraint": f.constraint.merged(c)}))
         else:
-            out.append(f.model_copy(update={"nested_fields": _replace(f.nested_fields,
-                                                                      parts[1:], c)}))
+            out.append(
+                f.model_copy(update={"nested_fields": _replace(f.nested_fields, parts[1:], c)})
+            )
     return out
 
 

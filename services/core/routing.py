@@ -29,8 +29,11 @@ class RoutingDecision(BaseModel):
 
 
 def _rag_reasons(req: GenerateRequest) -> list[str]:
-    out = [flag for flag in ("learn_from_history", "defect_triggering", "production_like")
-           if getattr(req, flag)]
+    out = [
+        flag
+        for flag in ("learn_from_history", "defect_triggering", "production_like")
+        if getattr(req, flag)
+    ]
     out += [f"hint {h!r}" for h in sorted(req.hint_set()) if any(k in h for k in RAG_HINTS)]
     return out
 
@@ -59,23 +62,28 @@ def choose(req: GenerateRequest) -> tuple[GenerationPath, str, float]:
     if "fast" in hints:
         return GenerationPath.TRADITIONAL, "hint 'fast' asks for the fastest path", 0.95
     if rag and llm:
-        return (GenerationPath.HYBRID, f"history ({', '.join(rag)}) and intelligence "
-                f"({', '.join(llm)}) both needed", 0.9)
+        return (
+            GenerationPath.HYBRID,
+            f"history ({', '.join(rag)}) and intelligence ({', '.join(llm)}) both needed",
+            0.9,
+        )
     if rag:
         return GenerationPath.RAG, f"pattern-based: {', '.join(rag)}", 0.85
     if llm and req.count <= HIGH_VOLUME:
         return GenerationPath.LLM, f"intelligent generation: {', '.join(llm)}", 0.8
     if llm:
-        return (GenerationPath.TRADITIONAL, f"high volume ({req.count} > {HIGH_VOLUME}) "
-                f"outweighs {', '.join(llm)}", 0.7)
+        return (
+            GenerationPath.TRADITIONAL,
+            f"high volume ({req.count} > {HIGH_VOLUME}) outweighs {', '.join(llm)}",
+            0.7,
+        )
     why = "no context, no intelligence hints"
     if req.count > HIGH_VOLUME:
         why += f", high volume ({req.count})"
     return GenerationPath.TRADITIONAL, why, 0.95
 
 
-def route(req: GenerateRequest, available: Mapping[GenerationPath, str | None]
-          ) -> RoutingDecision:
+def route(req: GenerateRequest, available: Mapping[GenerationPath, str | None]) -> RoutingDecision:
     """Rules, then availability: `available[path]` is None when the path can serve,
     else the reason it cannot (e.g. "no LLM backend configured")."""
     path, reason, confidence = choose(req)
@@ -89,5 +97,6 @@ def route(req: GenerateRequest, available: Mapping[GenerationPath, str | None]
         chosen = GenerationPath.TRADITIONAL
     if fallbacks:
         reason = f"{reason}; served by {chosen.value} because " + "; ".join(fallbacks)
-    return RoutingDecision(path=chosen, reason=reason, confidence=confidence,
-                           requested_path=path, fallbacks=fallbacks)
+    return RoutingDecision(
+        path=chosen, reason=reason, confidence=confidence, requested_path=path, fallbacks=fallbacks
+    )

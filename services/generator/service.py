@@ -81,25 +81,40 @@ class PathService(ABC):
         try:
             plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
-            await self.rt.dead_letter(msg, self.name, "invalid_request", str(exc), exc.errors,
-                                      req.request_id)
-            await send_failure(self.rt, msg, req.request_id, f"invalid request: {exc}",
-                               exc.errors, fmt=req.output_format)
+            await self.rt.dead_letter(
+                msg, self.name, "invalid_request", str(exc), exc.errors, req.request_id
+            )
+            await send_failure(
+                self.rt,
+                msg,
+                req.request_id,
+                f"invalid request: {exc}",
+                exc.errors,
+                fmt=req.output_format,
+            )
             return
         t0 = time.perf_counter()
-        emitter = ChunkEmitter(self.rt, msg, req.request_id, plan.schema, req.output_format,
-                               self.path.value)
+        emitter = ChunkEmitter(
+            self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
+        )
         outcome = Outcome()
         status = "success"
         try:
-            await self.produce(plan, routed, emitter, outcome,
-                               lambda: self.metadata(plan, routed, outcome, t0, emitter))
+            await self.produce(
+                plan,
+                routed,
+                emitter,
+                outcome,
+                lambda: self.metadata(plan, routed, outcome, t0, emitter),
+            )
         except ConstraintUnsatisfiable as exc:
             status = "failed"
-            await self.rt.dead_letter(msg, self.name, "generation", str(exc),
-                                      request_id=req.request_id)
-            await emitter.fail(f"generation failed: {exc}",
-                               self.metadata(plan, routed, outcome, t0, emitter))
+            await self.rt.dead_letter(
+                msg, self.name, "generation", str(exc), request_id=req.request_id
+            )
+            await emitter.fail(
+                f"generation failed: {exc}", self.metadata(plan, routed, outcome, t0, emitter)
+            )
         await emitter.close()
         elapsed = time.perf_counter() - t0
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
@@ -107,33 +122,59 @@ class PathService(ABC):
         metrics.RECORDS.labels(req.domain, plan.schema.name).inc(emitter.records)
         if outcome.coherence is not None:
             metrics.COHERENCE.labels(req.domain or "none").observe(outcome.coherence)
-        log.info("%s: %d records in %d chunks, %.1f ms", req.request_id, emitter.records,
-                 emitter.index, elapsed * 1000)
+        log.info(
+            "%s: %d records in %d chunks, %.1f ms",
+            req.request_id,
+            emitter.records,
+            emitter.index,
+            elapsed * 1000,
+        )
 
-    def metadata(self, plan: Plan, routed: RoutedRequest, outcome: Outcome, t0: float,
-                 emitter: ChunkEmitter) -> GenerationMetadata:
+    def metadata(
+        self, plan: Plan, routed: RoutedRequest, outcome: Outcome, t0: float, emitter: ChunkEmitter
+    ) -> GenerationMetadata:
         r = routed.routing
         return GenerationMetadata(
-            generation_path=self.path.value, routing_reason=r.reason,
-            routing_confidence=r.confidence, requested_path=r.requested_path.value,
-            fallbacks=[*r.fallbacks, *outcome.fallbacks], llm_tokens_used=outcome.tokens,
+            generation_path=self.path.value,
+            routing_reason=r.reason,
+            routing_confidence=r.confidence,
+            requested_path=r.requested_path.value,
+            fallbacks=[*r.fallbacks, *outcome.fallbacks],
+            llm_tokens_used=outcome.tokens,
             generation_time_ms=(time.perf_counter() - t0) * 1000,
-            coherence_score=outcome.coherence, scenario_counts=plan.scenario_counts(),
-            generator_version=GENERATOR_VERSION, seed=plan.seed,
-            anchor=plan.anchor.isoformat().replace("+00:00", "Z"), record_count=plan.count,
-            backend=outcome.backend, retries=outcome.retries)
+            coherence_score=outcome.coherence,
+            scenario_counts=plan.scenario_counts(),
+            generator_version=GENERATOR_VERSION,
+            seed=plan.seed,
+            anchor=plan.anchor.isoformat().replace("+00:00", "Z"),
+            record_count=plan.count,
+            backend=outcome.backend,
+            retries=outcome.retries,
+        )
 
     @abstractmethod
-    async def produce(self, plan: Plan, routed: RoutedRequest, emitter: ChunkEmitter,
-                      outcome: Outcome, final_metadata: Metadata) -> None:
+    async def produce(
+        self,
+        plan: Plan,
+        routed: RoutedRequest,
+        emitter: ChunkEmitter,
+        outcome: Outcome,
+        final_metadata: Metadata,
+    ) -> None:
         """Emit every record of the plan, in index order, the last chunk with metadata."""
 
 
 class TraditionalService(PathService):
     path = GenerationPath.TRADITIONAL
 
-    async def produce(self, plan: Plan, routed: RoutedRequest, emitter: ChunkEmitter,
-                      outcome: Outcome, final_metadata: Metadata) -> None:
+    async def produce(
+        self,
+        plan: Plan,
+        routed: RoutedRequest,
+        emitter: ChunkEmitter,
+        outcome: Outcome,
+        final_metadata: Metadata,
+    ) -> None:
         for start in range(0, plan.count, self.chunk_size):
             stop = min(start + self.chunk_size, plan.count)
             records = generate_records(plan, start, stop)

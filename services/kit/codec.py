@@ -35,9 +35,12 @@ CONTENT_TYPE = "content-type"
 MAGIC = b"\xc3\x01"
 # Parse order: later files refer to types the earlier ones define.
 SCHEMA_FILES = ("generate_request", "routed_request", "result_chunk", "dead_letter")
-NAMES = {"generate_request": "testdata.v1.GenerateRequest",
-         "routed_request": "testdata.v1.RoutedRequest",
-         "result_chunk": "testdata.v1.ResultChunk", "dead_letter": "testdata.v1.DeadLetter"}
+NAMES = {
+    "generate_request": "testdata.v1.GenerateRequest",
+    "routed_request": "testdata.v1.RoutedRequest",
+    "result_chunk": "testdata.v1.ResultChunk",
+    "dead_letter": "testdata.v1.DeadLetter",
+}
 
 
 def _crc64_table() -> list[int]:
@@ -64,8 +67,13 @@ def crc64_avro(data: bytes) -> bytes:
 class DecodeError(ValueError):
     """A message that cannot become a typed value; `kind` names the dead-letter category."""
 
-    def __init__(self, kind: str, reason: str, errors: list[FieldError] | None = None,
-                 request_id: str | None = None):
+    def __init__(
+        self,
+        kind: str,
+        reason: str,
+        errors: list[FieldError] | None = None,
+        request_id: str | None = None,
+    ):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -78,8 +86,9 @@ def _load_set(paths: dict[str, Path]) -> dict[str, Any]:
     out = {}
     for key in SCHEMA_FILES:
         if key in paths:
-            out[key] = fastavro.parse_schema(json.loads(paths[key].read_text()),
-                                             named_schemas=named)
+            out[key] = fastavro.parse_schema(
+                json.loads(paths[key].read_text()), named_schemas=named
+            )
     return out
 
 
@@ -89,8 +98,9 @@ class Codec:
     def __init__(self, directory: Path | None = None):
         directory = directory or SCHEMAS_DIR / "avro"
         self.current = _load_set({k: directory / f"{k}.avsc" for k in SCHEMA_FILES})
-        self.fingerprints = {k: crc64_avro(to_parsing_canonical_form(s).encode())
-                             for k, s in self.current.items()}
+        self.fingerprints = {
+            k: crc64_avro(to_parsing_canonical_form(s).encode()) for k, s in self.current.items()
+        }
         self.writers: dict[bytes, tuple[str, Any]] = {}
         versions: dict[str, dict[str, Path]] = {}
         for p in sorted((directory / "history").glob("*.avsc")):
@@ -113,19 +123,19 @@ class Codec:
     def decode(self, key: str, value: bytes) -> dict[str, Any]:
         """Decode a framed value whose writer schema is any known version of `key`."""
         if len(value) < 10 or value[:2] != MAGIC:
-            raise DecodeError("decode", "not an Avro single-object encoded value "
-                              "(no C3 01 marker)")
+            raise DecodeError("decode", "not an Avro single-object encoded value (no C3 01 marker)")
         writer = self.writers.get(value[2:10])
         if writer is None:
-            raise DecodeError("unknown_schema", f"unknown writer schema fingerprint "
-                              f"{value[2:10].hex()}")
+            raise DecodeError(
+                "unknown_schema", f"unknown writer schema fingerprint {value[2:10].hex()}"
+            )
         if writer[0] != key:
-            raise DecodeError("unknown_schema", f"value is a {NAMES[writer[0]]}, expected "
-                              f"{NAMES[key]}")
+            raise DecodeError(
+                "unknown_schema", f"value is a {NAMES[writer[0]]}, expected {NAMES[key]}"
+            )
         try:
-            return fastavro.schemaless_reader(io.BytesIO(value[10:]), writer[1],
-                                              self.current[key])  # type: ignore[return-value]
-        except Exception as exc:  # noqa: BLE001 - any corrupt body is one kind of failure
+            return fastavro.schemaless_reader(io.BytesIO(value[10:]), writer[1], self.current[key])  # type: ignore[return-value]
+        except Exception as exc:
             raise DecodeError("decode", f"corrupt Avro body: {exc}") from exc
 
     # ---- typed helpers -----------------------------------------------------------
@@ -152,10 +162,16 @@ class Codec:
         try:
             return GenerateRequest.model_validate(data)
         except ValidationError as exc:
-            errors = [FieldError(path=".".join(str(p) for p in e["loc"]) or "(root)",
-                                 message=e["msg"]) for e in exc.errors()]
-            raise DecodeError("invalid_request", "invalid request: " + "; ".join(
-                f"{e.path}: {e.message}" for e in errors), errors, rid) from exc
+            errors = [
+                FieldError(path=".".join(str(p) for p in e["loc"]) or "(root)", message=e["msg"])
+                for e in exc.errors()
+            ]
+            raise DecodeError(
+                "invalid_request",
+                "invalid request: " + "; ".join(f"{e.path}: {e.message}" for e in errors),
+                errors,
+                rid,
+            ) from exc
 
     def encode_routed(self, msg: RoutedRequest) -> bytes:
         return self.encode_model("routed_request", msg)

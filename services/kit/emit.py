@@ -23,8 +23,15 @@ class ChunkEmitter:
     regenerates the same chunks; the bridge drops duplicates by (request_id, chunk_index).
     """
 
-    def __init__(self, runtime: Runtime, msg: Message, request_id: str, schema: EntitySchema,
-                 fmt: OutputFormat, path: str):
+    def __init__(
+        self,
+        runtime: Runtime,
+        msg: Message,
+        request_id: str,
+        schema: EntitySchema,
+        fmt: OutputFormat,
+        path: str,
+    ):
         self.rt = runtime
         self.topic = reply_topic(runtime, msg)
         self.headers = reply_headers(msg)
@@ -36,23 +43,39 @@ class ChunkEmitter:
         self.records = 0
         self._pending: list[asyncio.Future[Any]] = []
 
-    async def emit(self, records: list[dict[str, Any]], last: bool,
-                   metadata: GenerationMetadata | None = None) -> None:
-        chunk = ResultChunk(request_id=self.request_id, chunk_index=self.index, is_final=last,
-                            data=self.encoder.encode(records, last), record_count=len(records),
-                            output_format=self.fmt, metadata=metadata)
+    async def emit(
+        self, records: list[dict[str, Any]], last: bool, metadata: GenerationMetadata | None = None
+    ) -> None:
+        chunk = ResultChunk(
+            request_id=self.request_id,
+            chunk_index=self.index,
+            is_final=last,
+            data=self.encoder.encode(records, last),
+            record_count=len(records),
+            output_format=self.fmt,
+            metadata=metadata,
+        )
         await self._send(chunk)
         self.records += len(records)
 
     async def fail(self, error: str, metadata: GenerationMetadata | None = None) -> None:
         """End the request with a failed final chunk (after whatever was already sent)."""
-        await self._send(ResultChunk(request_id=self.request_id, chunk_index=self.index,
-                                     is_final=True, success=False, error=error,
-                                     output_format=self.fmt, metadata=metadata))
+        await self._send(
+            ResultChunk(
+                request_id=self.request_id,
+                chunk_index=self.index,
+                is_final=True,
+                success=False,
+                error=error,
+                output_format=self.fmt,
+                metadata=metadata,
+            )
+        )
 
     async def _send(self, chunk: ResultChunk) -> None:
-        fut = await self.rt.send(self.topic, self.rt.codec.encode_chunk(chunk), self.request_id,
-                                 self.headers)
+        fut = await self.rt.send(
+            self.topic, self.rt.codec.encode_chunk(chunk), self.request_id, self.headers
+        )
         self._pending.append(fut)
         self.index += 1
         metrics.CHUNKS.labels(self.path).inc()

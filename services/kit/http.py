@@ -50,12 +50,14 @@ class HealthHTTP:
             line = await asyncio.wait_for(reader.readline(), 5)
             while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
                 pass
-            method, path, *_ = line.decode("latin-1").split() + ["", ""]
+            method, path, *_ = [*line.decode("latin-1").split(), "", ""]
             status, ctype, body = await self._route(method, path.split("?")[0])
         except Exception as exc:  # noqa: BLE001 - answer 500 rather than drop the socket
             status, ctype, body = 500, "text/plain", f"{type(exc).__name__}: {exc}".encode()
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
         writer.write(head.encode() + body)
         await writer.drain()
         writer.close()
@@ -70,12 +72,23 @@ class HealthHTTP:
         if path in ("/health", "/health/ready"):
             comps = dict(await self.components())
             status = self.overall(comps)
-            body = json.dumps({"status": status, "service": self.service,
-                               "version": self.version, "components": comps}).encode()
+            body = json.dumps(
+                {
+                    "status": status,
+                    "service": self.service,
+                    "version": self.version,
+                    "components": comps,
+                }
+            ).encode()
             code = 503 if path == "/health/ready" and status == "unhealthy" else 200
             return code, "application/json", body
         return 404, "text/plain", b"not found"
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}

@@ -214,7 +214,7 @@ async def _create_via_admin(
         for topic, code, *msg in resp.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 errors[topic] = f"error {code}: {msg[0] if msg else ''}"
-    except Exception as exc:  # mock broker: no controller / CreateTopics not supported
+    except Exception as exc:  # noqa: BLE001 - mock broker: CreateTopics not supported
         log.debug(
             "CreateTopics unavailable (%s: %s); relying on auto-create", type(exc).__name__, exc
         )

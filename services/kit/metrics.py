@@ -6,32 +6,68 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-REQUESTS = Counter("testdata_requests", "Requests finished, by path and outcome",
-                   ["path", "domain", "entity", "status"], registry=REGISTRY)
+REQUESTS = Counter(
+    "testdata_requests",
+    "Requests finished, by path and outcome",
+    ["path", "domain", "entity", "status"],
+    registry=REGISTRY,
+)
 GENERATION_SECONDS = Histogram(
-    "testdata_generation_duration_seconds", "Time to generate one request, by path", ["path"],
+    "testdata_generation_duration_seconds",
+    "Time to generate one request, by path",
+    ["path"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-    registry=REGISTRY)
-RECORDS = Counter("testdata_records_generated", "Records generated", ["domain", "entity"],
-                  registry=REGISTRY)
+    registry=REGISTRY,
+)
+RECORDS = Counter(
+    "testdata_records_generated", "Records generated", ["domain", "entity"], registry=REGISTRY
+)
 CACHE_HITS = Counter("testdata_cache_hits", "Data pool cache hits", registry=REGISTRY)
-COHERENCE = Histogram("testdata_coherence_score", "Coherence score per request", ["domain"],
-                      buckets=(0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0), registry=REGISTRY)
-VALIDATION_ERRORS = Counter("testdata_validation_errors", "Invalid records or requests",
-                            ["domain", "entity"], registry=REGISTRY)
-LLM_TOKENS = Counter("testdata_llm_tokens_used", "LLM tokens (input + output)", ["model"],
-                     registry=REGISTRY)
+COHERENCE = Histogram(
+    "testdata_coherence_score",
+    "Coherence score per request",
+    ["domain"],
+    buckets=(0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0),
+    registry=REGISTRY,
+)
+VALIDATION_ERRORS = Counter(
+    "testdata_validation_errors",
+    "Invalid records or requests",
+    ["domain", "entity"],
+    registry=REGISTRY,
+)
+LLM_TOKENS = Counter(
+    "testdata_llm_tokens_used", "LLM tokens (input + output)", ["model"], registry=REGISTRY
+)
 LLM_CALL_SECONDS = Histogram(
-    "testdata_llm_call_duration_seconds", "One LLM call, retries included",
-    ["backend", "model"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80), registry=REGISTRY)
-LLM_RETRIES = Counter("testdata_llm_retries", "LLM retries by reason", ["backend", "reason"],
-                      registry=REGISTRY)
-FALLBACKS = Counter("testdata_fallbacks", "Work served by another path or backend",
-                    ["source", "target", "reason"], registry=REGISTRY)
-DEAD_LETTERS = Counter("testdata_dead_letters", "Messages sent to the dead-letter topic",
-                       ["consumer", "error_type"], registry=REGISTRY)
-CONSUMER_LAG = Gauge("testdata_consumer_lag", "Records behind the partition end",
-                     ["group", "topic", "partition"], registry=REGISTRY,
-                     multiprocess_mode="max")
-CHUNKS = Counter("testdata_chunks_published", "Result chunks published", ["path"],
-                 registry=REGISTRY)
+    "testdata_llm_call_duration_seconds",
+    "One LLM call, retries included",
+    ["backend", "model"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80),
+    registry=REGISTRY,
+)
+LLM_RETRIES = Counter(
+    "testdata_llm_retries", "LLM retries by reason", ["backend", "reason"], registry=REGISTRY
+)
+FALLBACKS = Counter(
+    "testdata_fallbacks",
+    "Work served by another path or backend",
+    ["source", "target", "reason"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "testdata_dead_letters",
+    "Messages sent to the dead-letter topic",
+    ["consumer", "error_type"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "testdata_consumer_lag",
+    "Records behind the partition end",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+CHUNKS = Counter(
+    "testdata_chunks_published", "Result chunks published", ["path"], registry=REGISTRY
+)

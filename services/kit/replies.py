@@ -23,12 +23,25 @@ def reply_headers(msg: Message) -> list[tuple[str, bytes]]:
     return headers
 
 
-async def send_failure(runtime: Runtime, msg: Message, request_id: str, error: str,
-                       errors: list[FieldError] | None = None, chunk_index: int = 0,
-                       fmt: OutputFormat = OutputFormat.JSON) -> None:
+async def send_failure(
+    runtime: Runtime,
+    msg: Message,
+    request_id: str,
+    error: str,
+    errors: list[FieldError] | None = None,
+    chunk_index: int = 0,
+    fmt: OutputFormat = OutputFormat.JSON,
+) -> None:
     """Answer the waiting caller: a final chunk with success=false and the reason."""
-    chunk = ResultChunk(request_id=request_id, chunk_index=chunk_index, is_final=True,
-                        success=False, error=error, output_format=fmt,
-                        error_details=[ErrorDetail.of(e) for e in errors or []])
-    await runtime.publish(reply_topic(runtime, msg), runtime.codec.encode_chunk(chunk),
-                          request_id, reply_headers(msg))
+    chunk = ResultChunk(
+        request_id=request_id,
+        chunk_index=chunk_index,
+        is_final=True,
+        success=False,
+        error=error,
+        output_format=fmt,
+        error_details=[ErrorDetail.of(e) for e in errors or []],
+    )
+    await runtime.publish(
+        reply_topic(runtime, msg), runtime.codec.encode_chunk(chunk), request_id, reply_headers(msg)
+    )

@@ -55,8 +55,9 @@ class Message:
 class Runtime:
     """Per-process shared state: settings, topic names, codec and one idempotent producer."""
 
-    def __init__(self, settings: Settings, bootstrap: str, codec: Codec | None = None,
-                 compress: bool = True):
+    def __init__(
+        self, settings: Settings, bootstrap: str, codec: Codec | None = None, compress: bool = True
+    ):
         """`compress`: zstd for processes that publish result chunks (3x less broker
         memory and network); processes sending only small records skip its cost."""
         self.compress = compress
@@ -81,35 +82,68 @@ class Runtime:
             await self.producer.stop()
             self.producer = None
 
-    async def send(self, topic: str, value: bytes, key: str | bytes | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
         """Queue a record; the returned future resolves when the broker acknowledged it."""
         assert self.producer is not None, "Runtime.start() first"
         k = key.encode() if isinstance(key, str) else key
         return await self.producer.send(topic, value, key=k, headers=headers or [])
 
-    async def publish(self, topic: str, value: bytes, key: str | bytes | None = None,
-                      headers: list[tuple[str, bytes]] | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         await (await self.send(topic, value, key, headers))
 
-    async def dead_letter(self, msg: Message, consumer: str, kind: str, reason: str,
-                          errors: list[FieldError] | None = None,
-                          request_id: str | None = None) -> None:
+    async def dead_letter(
+        self,
+        msg: Message,
+        consumer: str,
+        kind: str,
+        reason: str,
+        errors: list[FieldError] | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """Park an unprocessable message with its reason and original bytes; lose nothing."""
         dl = DeadLetter(
-            reason=reason, error_type=kind, errors=[ErrorDetail.of(e) for e in errors or []],
-            request_id=request_id, consumer=consumer, original_topic=msg.topic,
-            original_partition=msg.partition, original_offset=msg.offset,
-            original_timestamp_ms=msg.timestamp_ms, original_key=msg.key,
+            reason=reason,
+            error_type=kind,
+            errors=[ErrorDetail.of(e) for e in errors or []],
+            request_id=request_id,
+            consumer=consumer,
+            original_topic=msg.topic,
+            original_partition=msg.partition,
+            original_offset=msg.offset,
+            original_timestamp_ms=msg.timestamp_ms,
+            original_key=msg.key,
             original_value=msg.value,
             original_headers=[Header(key=k, value=v) for k, v in msg.headers],
-            failed_at_ms=int(time.time() * 1000))
+            failed_at_ms=int(time.time() * 1000),
+        )
         key = request_id.encode() if request_id else msg.key
-        await self.publish(self.topics.deadletter, self.codec.encode_dead_letter(dl), key,
-                           [(CONTENT_TYPE, b"application/avro")])
+        await self.publish(
+            self.topics.deadletter,
+            self.codec.encode_dead_letter(dl),
+            key,
+            [(CONTENT_TYPE, b"application/avro")],
+        )
         metrics.DEAD_LETTERS.labels(consumer, kind).inc()
-        log.warning("dead-lettered %s[%d]@%d from %s: %s", msg.topic, msg.partition,
-                    msg.offset, consumer, reason)
+        log.warning(
+            "dead-lettered %s[%d]@%d from %s: %s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            consumer,
+            reason,
+        )
 
 
 Handler = Callable[[Message], Awaitable[None]]
@@ -147,8 +181,11 @@ class Subscriber:
     async def run(self) -> None:
         s = self.runtime.settings
         self._consumer = make_consumer(
-            self.runtime.bootstrap, self.group, client_id=f"{s.kafka_client_id}-{self.name}",
-            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms)
+            self.runtime.bootstrap,
+            self.group,
+            client_id=f"{s.kafka_client_id}-{self.name}",
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+        )
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         await self._consumer.start()
         committer = asyncio.create_task(self._commit_loop())
@@ -159,9 +196,17 @@ class Subscriber:
                 for tp, records in batch.items():
                     part = self._partition(tp)
                     for r in records:
-                        part.queue.put_nowait(Message(
-                            r.topic, r.partition, r.offset, r.key, r.value or b"",
-                            tuple(r.headers or ()), r.timestamp))
+                        part.queue.put_nowait(
+                            Message(
+                                r.topic,
+                                r.partition,
+                                r.offset,
+                                r.key,
+                                r.value or b"",
+                                tuple(r.headers or ()),
+                                r.timestamp,
+                            )
+                        )
                     if part.queue.qsize() >= self.queue_size and not part.paused:
                         self._consumer.pause(tp)
                         part.paused = True
@@ -195,11 +240,13 @@ class Subscriber:
                 await self.handler(msg)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a bad message must not stop the service
-                log.exception("%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition,
-                              msg.offset)
-                await self.runtime.dead_letter(msg, self.name, "processing",
-                                               f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                log.exception(
+                    "%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset
+                )
+                await self.runtime.dead_letter(
+                    msg, self.name, "processing", f"{type(exc).__name__}: {exc}"
+                )
             part = self._parts.get(tp)
             if part is None:
                 return
@@ -213,13 +260,16 @@ class Subscriber:
             await asyncio.sleep(self.commit_interval_s)
             try:
                 await self._commit()
-            except Exception:  # noqa: BLE001 - next round retries; work is idempotent
+            except Exception:
                 log.warning("%s: offset commit failed; will retry", self.name, exc_info=True)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         assert self._consumer is not None
-        offsets = {tp: p.done for tp, p in self._parts.items()
-                   if p.done is not None and (only is None or tp in only)}
+        offsets = {
+            tp: p.done
+            for tp, p in self._parts.items()
+            if p.done is not None and (only is None or tp in only)
+        }
         if not offsets:
             return
         await self._consumer.commit(offsets)  # type: ignore[arg-type]
@@ -230,7 +280,8 @@ class Subscriber:
             hw = self._consumer.highwater(tp)
             if hw is not None:
                 metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
-                    max(0, hw - off))
+                    max(0, hw - off)
+                )
 
     async def revoke(self, tps: set[TopicPartition]) -> None:
         with contextlib.suppress(Exception):

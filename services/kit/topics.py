@@ -36,10 +36,17 @@ class Topics:
     def __init__(self, prefix: str = "", path: Path = CATALOG):
         data = tomllib.loads(path.read_text())["topics"]
         self.specs = {
-            key: TopicSpec(key=key, name=prefix + t["name"], description=t["description"],
-                           value_schema=t["value_schema"], partitions=t["partitions"],
-                           replication=t["replication"], retention_ms=t["retention_ms"],
-                           cleanup_policy=t["cleanup_policy"], family=t.get("family", False))
+            key: TopicSpec(
+                key=key,
+                name=prefix + t["name"],
+                description=t["description"],
+                value_schema=t["value_schema"],
+                partitions=t["partitions"],
+                replication=t["replication"],
+                retention_ms=t["retention_ms"],
+                cleanup_policy=t["cleanup_policy"],
+                family=t.get("family", False),
+            )
             for key, t in data.items()
         }
         self.requests = self.specs["requests"].name
@@ -60,7 +67,7 @@ class Topics:
         if name == self.results:
             return True
         prefix = self._replies + "."
-        return name.startswith(prefix) and bool(_INSTANCE_RE.match(name[len(prefix):]))
+        return name.startswith(prefix) and bool(_INSTANCE_RE.match(name[len(prefix) :]))
 
     def fixed(self) -> list[TopicSpec]:
         """Every topic but the per-instance reply family (created by each bridge)."""

@@ -328,7 +328,7 @@ class LLMRun:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - batch falls back, request goes on
                 self._switch(k, exc, work)
                 continue
             answers += 1
@@ -436,7 +436,7 @@ class LLMRun:
             return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - keep the valid result we have
             self._switch(k, exc, work)
             return
         self._count_retry(work, client, LOW_COHERENCE)
@@ -664,7 +664,7 @@ class LLMEngine:
                     ok = await client.health()
             except TimeoutError:
                 return f"unhealthy: no answer within {self.health_timeout:g}s"
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a probe failure is a health answer
                 return f"unhealthy: {type(exc).__name__}: {str(exc)[:200]}"
             return "healthy" if ok else "unhealthy: models listing failed"
 

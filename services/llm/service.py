@@ -25,13 +25,18 @@ if TYPE_CHECKING:
 class LLMService(PathService):
     path = GenerationPath.LLM
 
-    def __init__(self, runtime: Runtime, registry: SchemaRegistry,
-                 availability: LLMAvailability):
+    def __init__(self, runtime: Runtime, registry: SchemaRegistry, availability: LLMAvailability):
         super().__init__(runtime, registry)
         self.engine = LLMEngine.from_settings(runtime.settings, clients=availability.clients)
 
-    async def produce(self, plan: Plan, routed: RoutedRequest, emitter: ChunkEmitter,
-                      outcome: Outcome, final_metadata: Metadata) -> None:
+    async def produce(
+        self,
+        plan: Plan,
+        routed: RoutedRequest,
+        emitter: ChunkEmitter,
+        outcome: Outcome,
+        final_metadata: Metadata,
+    ) -> None:
         backends: list[str] = []
         async with self.engine.run(plan) as run:
             async for batch in run:

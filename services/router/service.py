@@ -39,13 +39,18 @@ def derive_seed(request_id: str) -> int:
 
 def stamp(req: GenerateRequest, msg: Message) -> GenerateRequest:
     """Fill what the caller left out so the logged request fully determines the data."""
-    rid = req.request_id or (msg.key.decode("utf-8", "replace") if msg.key else "") \
+    rid = (
+        req.request_id
+        or (msg.key.decode("utf-8", "replace") if msg.key else "")
         or derive_request_id(msg)
-    return req.model_copy(update={
-        "request_id": rid,
-        "seed": req.seed if req.seed is not None else derive_seed(rid),
-        "anchor": req.anchor or datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC),
-    })
+    )
+    return req.model_copy(
+        update={
+            "request_id": rid,
+            "seed": req.seed if req.seed is not None else derive_seed(rid),
+            "anchor": req.anchor or datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC),
+        }
+    )
 
 
 class RouterService:
@@ -57,8 +62,13 @@ class RouterService:
         self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
 
     def subscriber(self) -> Subscriber:
-        return Subscriber(self.rt, NAME, [self.rt.topics.requests], f"{self.rt.topics.requests}"
-                          f".{NAME}", self.handle)
+        return Subscriber(
+            self.rt,
+            NAME,
+            [self.rt.topics.requests],
+            f"{self.rt.topics.requests}.{NAME}",
+            self.handle,
+        )
 
     async def handle(self, msg: Message) -> None:
         try:
@@ -71,24 +81,48 @@ class RouterService:
         try:
             build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
-            await self.reject(msg, "invalid_request", f"invalid request: {exc}", exc.errors,
-                              req.request_id, req)
+            await self.reject(
+                msg, "invalid_request", f"invalid request: {exc}", exc.errors, req.request_id, req
+            )
             return
         decision = route(req, self.availability())
         for fb in decision.fallbacks:
             src, _, rest = fb.partition(" -> ")
             metrics.FALLBACKS.labels(src, rest.split(":")[0], "unavailable").inc()
         routed = RoutedRequest(request=req, routing=decision, received_at_ms=msg.timestamp_ms)
-        await self.rt.publish(self.rt.topics.path(decision.path), self.rt.codec.encode_routed(
-            routed), req.request_id, reply_headers(msg))
-        log.info("routed %s -> %s (%.2f): %s", req.request_id, decision.path.value,
-                 decision.confidence, decision.reason)
+        await self.rt.publish(
+            self.rt.topics.path(decision.path),
+            self.rt.codec.encode_routed(routed),
+            req.request_id,
+            reply_headers(msg),
+        )
+        log.info(
+            "routed %s -> %s (%.2f): %s",
+            req.request_id,
+            decision.path.value,
+            decision.confidence,
+            decision.reason,
+        )
 
-    async def reject(self, msg: Message, kind: str, reason: str, errors: list | None,
-                     request_id: str | None, req: GenerateRequest | None = None) -> None:
+    async def reject(
+        self,
+        msg: Message,
+        kind: str,
+        reason: str,
+        errors: list | None,
+        request_id: str | None,
+        req: GenerateRequest | None = None,
+    ) -> None:
         await self.rt.dead_letter(msg, NAME, kind, reason, errors, request_id)
         if request_id:
-            await send_failure(self.rt, msg, request_id, reason, errors,
-                               fmt=req.output_format if req else OutputFormat.JSON)
-        metrics.REQUESTS.labels("none", req.domain if req else "", req.entity if req else "",
-                                "rejected").inc()
+            await send_failure(
+                self.rt,
+                msg,
+                request_id,
+                reason,
+                errors,
+                fmt=req.output_format if req else OutputFormat.JSON,
+            )
+        metrics.REQUESTS.labels(
+            "none", req.domain if req else "", req.entity if req else "", "rejected"
+        ).inc()

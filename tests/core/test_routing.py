@@ -3,8 +3,12 @@ import pytest
 from services.core.models import GenerateRequest, GenerationPath
 from services.core.routing import choose, route
 
-T, L, R, H = (GenerationPath.TRADITIONAL, GenerationPath.LLM, GenerationPath.RAG,
-              GenerationPath.HYBRID)
+T, L, R, H = (
+    GenerationPath.TRADITIONAL,
+    GenerationPath.LLM,
+    GenerationPath.RAG,
+    GenerationPath.HYBRID,
+)
 ALL_UP = {T: None, L: None, R: None, H: None}
 
 
@@ -16,8 +20,7 @@ ALL_UP = {T: None, L: None, R: None, H: None}
         ({"entity": "cart", "hints": ["coherent"]}, L, 0.8),
         ({"entity": "cart", "context": "shopping carts for marathon runners"}, L, 0.8),
         ({"entity": "review", "count": 5}, L, 0.8),
-        ({"entity": "order", "scenarios": [{"name": "x", "description": "gift orders"}]}, L,
-         0.8),
+        ({"entity": "order", "scenarios": [{"name": "x", "description": "gift orders"}]}, L, 0.8),
         ({"entity": "cart", "learn_from_history": True}, R, 0.85),
         ({"entity": "payment", "defect_triggering": True}, R, 0.85),
         ({"entity": "user", "production_like": True}, R, 0.85),
@@ -34,14 +37,17 @@ def test_rules(req, path, confidence):
 
 
 def test_reason_explains_the_choice():
-    _, reason, _ = choose(GenerateRequest(entity="cart", hints=["coherent"],
-                                          context="carts for marathon runners"))
+    _, reason, _ = choose(
+        GenerateRequest(entity="cart", hints=["coherent"], context="carts for marathon runners")
+    )
     assert "context provided" in reason and "coherent" in reason
 
 
 def test_unavailable_path_falls_back_to_traditional_and_says_why():
-    d = route(GenerateRequest(entity="cart", hints=["coherent"]),
-              {**ALL_UP, L: "no LLM backend configured"})
+    d = route(
+        GenerateRequest(entity="cart", hints=["coherent"]),
+        {**ALL_UP, L: "no LLM backend configured"},
+    )
     assert d.path == T and d.requested_path == L
     assert d.fallbacks == ["llm -> traditional: no LLM backend configured"]
     assert "served by traditional because llm -> traditional" in d.reason

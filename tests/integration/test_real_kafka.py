@@ -30,8 +30,10 @@ def _docker_reason() -> str | None:
 
         docker.from_env(timeout=3).ping()
     except Exception as exc:  # noqa: BLE001 - any failure means: no engine to use
-        return (f"no Docker engine reachable ({type(exc).__name__}); testcontainers cannot "
-                "start a real Kafka here. The embedded broker covers everything else.")
+        return (
+            f"no Docker engine reachable ({type(exc).__name__}); testcontainers cannot "
+            "start a real Kafka here. The embedded broker covers everything else."
+        )
     return None
 
 
@@ -64,8 +66,9 @@ async def test_topics_create_applies_the_catalogue(kafka):
         described = await admin.describe_topics([t.name for t in specs])
         parts = {d["topic"]: len(d["partitions"]) for d in described}
         assert parts == {t.name: t.partitions for t in specs}
-        configs = await admin.describe_configs([ConfigResource(
-            ConfigResourceType.TOPIC, Topics("tc.").requests)])
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, Topics("tc.").requests)]
+        )
         values = {c[0]: c[1] for c in configs[0].resources[0][4]}
         assert values["retention.ms"] == "-1"
     finally:
@@ -85,9 +88,14 @@ async def test_generator_group_with_two_members(kafka):
         assert all(owned) and not (owned[0] & owned[1])
         async with grpc.aio.insecure_channel(f"127.0.0.1:{front.grpc_port}") as ch:
             stub = pb_grpc.TestDataServiceStub(ch)
-            resps = await asyncio.gather(*[
-                stub.GenerateData(pb.GenerateRequest(entity="cart", count=3, seed=i),
-                                  timeout=60) for i in range(40)])
+            resps = await asyncio.gather(
+                *[
+                    stub.GenerateData(
+                        pb.GenerateRequest(entity="cart", count=3, seed=i), timeout=60
+                    )
+                    for i in range(40)
+                ]
+            )
         assert all(r.success and len(json.loads(r.data)) == 3 for r in resps)
         # both members did work: each saw requests on partitions of its own
         assert all(len(g.subscribers[0]._parts) > 0 for g in gens)

@@ -20,15 +20,37 @@ from services.kit.messages import (
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 
-FULL = GenerateRequest.model_validate({
-    "request_id": "r-1", "domain": "ecommerce", "entity": "cart", "count": 5, "seed": 9,
-    "anchor": "2026-01-02T03:04:05Z", "hints": ["coherent"], "context": "marathon runners",
-    "output_format": "SQL", "learn_from_history": True,
-    "schema": {"fields": [{"name": "a", "type": "OBJECT", "nested_fields": [
-        {"name": "b", "type": "ARRAY", "nested_fields": [{"name": "c", "type": "INTEGER"}]}]}]},
-    "constraints": {"field_constraints": {"a.b.c": {"min": 1, "max": 3, "regex": None}}},
-    "scenarios": [{"name": "happy", "count": 5, "overrides": {"x": "1"}, "description": "d"}],
-})
+FULL = GenerateRequest.model_validate(
+    {
+        "request_id": "r-1",
+        "domain": "ecommerce",
+        "entity": "cart",
+        "count": 5,
+        "seed": 9,
+        "anchor": "2026-01-02T03:04:05Z",
+        "hints": ["coherent"],
+        "context": "marathon runners",
+        "output_format": "SQL",
+        "learn_from_history": True,
+        "schema": {
+            "fields": [
+                {
+                    "name": "a",
+                    "type": "OBJECT",
+                    "nested_fields": [
+                        {
+                            "name": "b",
+                            "type": "ARRAY",
+                            "nested_fields": [{"name": "c", "type": "INTEGER"}],
+                        }
+                    ],
+                }
+            ]
+        },
+        "constraints": {"field_constraints": {"a.b.c": {"min": 1, "max": 3, "regex": None}}},
+        "scenarios": [{"name": "happy", "count": 5, "overrides": {"x": "1"}, "description": "d"}],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +75,9 @@ def test_json_request_validated_by_the_same_model(codec):
     assert {e.path for e in exc.value.errors} == {"count", "hints"}
 
 
-@pytest.mark.parametrize("garbage", [b"\x00\x01garbage", b"", b"\xc3\x01" + b"\x00" * 8 + b"x",
-                                     b"{not json"])
+@pytest.mark.parametrize(
+    "garbage", [b"\x00\x01garbage", b"", b"\xc3\x01" + b"\x00" * 8 + b"x", b"{not json"]
+)
 def test_garbage_is_a_decode_error(codec, garbage):
     with pytest.raises(DecodeError) as exc:
         codec.decode_request(garbage, None)
@@ -63,25 +86,50 @@ def test_garbage_is_a_decode_error(codec, garbage):
 
 def test_a_chunk_is_not_a_request(codec):
     chunk = codec.encode_chunk(ResultChunk(request_id="r", chunk_index=0, is_final=True))
-    with pytest.raises(DecodeError, match="expected testdata.v1.GenerateRequest"):
+    with pytest.raises(DecodeError, match=r"expected testdata\.v1\.GenerateRequest"):
         codec.decode_request(chunk, AVRO)
 
 
 def test_all_messages_round_trip(codec):
-    routed = RoutedRequest(request=FULL, routing=RoutingDecision(
-        path="traditional", reason="r", confidence=0.9, requested_path="llm",
-        fallbacks=["llm -> traditional: x"]), received_at_ms=123)
+    routed = RoutedRequest(
+        request=FULL,
+        routing=RoutingDecision(
+            path="traditional",
+            reason="r",
+            confidence=0.9,
+            requested_path="llm",
+            fallbacks=["llm -> traditional: x"],
+        ),
+        received_at_ms=123,
+    )
     assert codec.decode_routed(codec.encode_routed(routed)) == routed
-    chunk = ResultChunk(request_id="r", chunk_index=3, is_final=True, success=False, error="e",
-                        error_details=[ErrorDetail(path="count", message="m")], data="[]",
-                        output_format="CSV", metadata=GenerationMetadata(
-                            generation_path="llm", coherence_score=0.93,
-                            scenario_counts={"a": 2}, seed=-5))
+    chunk = ResultChunk(
+        request_id="r",
+        chunk_index=3,
+        is_final=True,
+        success=False,
+        error="e",
+        error_details=[ErrorDetail(path="count", message="m")],
+        data="[]",
+        output_format="CSV",
+        metadata=GenerationMetadata(
+            generation_path="llm", coherence_score=0.93, scenario_counts={"a": 2}, seed=-5
+        ),
+    )
     assert codec.decode_chunk(codec.encode_chunk(chunk)) == chunk
-    dead = DeadLetter(reason="bad", error_type="decode", consumer="router",
-                      original_topic="t", original_partition=1, original_offset=2,
-                      original_timestamp_ms=3, original_key=None, original_value=b"\x00\xff",
-                      original_headers=[{"key": "k", "value": b"v"}], failed_at_ms=4)
+    dead = DeadLetter(
+        reason="bad",
+        error_type="decode",
+        consumer="router",
+        original_topic="t",
+        original_partition=1,
+        original_offset=2,
+        original_timestamp_ms=3,
+        original_key=None,
+        original_value=b"\x00\xff",
+        original_headers=[{"key": "k", "value": b"v"}],
+        failed_at_ms=4,
+    )
     assert codec.decode_dead_letter(codec.encode_dead_letter(dead)) == dead
 
 
@@ -98,8 +146,12 @@ def test_reference_avro_library_reads_our_framing(codec):
 
 
 def test_pydantic_mirrors_agree_with_avro_schemas():
-    pairs = {"routed_request": RoutedRequest, "result_chunk": ResultChunk,
-             "dead_letter": DeadLetter, "generate_request": GenerateRequest}
+    pairs = {
+        "routed_request": RoutedRequest,
+        "result_chunk": ResultChunk,
+        "dead_letter": DeadLetter,
+        "generate_request": GenerateRequest,
+    }
     for name, model in pairs.items():
         avsc = json.loads((AVRO_DIR / f"{name}.avsc").read_text())
         fields = [f.alias or n for n, f in model.model_fields.items()]
@@ -121,15 +173,35 @@ def test_schema_changes_stay_backward_compatible(old):
             break
     samples = {
         "generate_request": FULL.model_dump(mode="json", by_alias=True),
-        "routed_request": {"request": FULL.model_dump(mode="json", by_alias=True),
-                           "routing": {"path": "rag", "reason": "r", "confidence": 1.0,
-                                       "requested_path": "rag", "fallbacks": []},
-                           "received_at_ms": 1},
-        "result_chunk": {"request_id": "r", "chunk_index": 0, "is_final": True, "data": "x",
-                         "metadata": None},
-        "dead_letter": {"reason": "r", "error_type": "decode", "consumer": "c",
-                        "original_topic": "t", "original_partition": 0, "original_offset": 0,
-                        "original_timestamp_ms": 0, "original_value": b"x", "failed_at_ms": 0},
+        "routed_request": {
+            "request": FULL.model_dump(mode="json", by_alias=True),
+            "routing": {
+                "path": "rag",
+                "reason": "r",
+                "confidence": 1.0,
+                "requested_path": "rag",
+                "fallbacks": [],
+            },
+            "received_at_ms": 1,
+        },
+        "result_chunk": {
+            "request_id": "r",
+            "chunk_index": 0,
+            "is_final": True,
+            "data": "x",
+            "metadata": None,
+        },
+        "dead_letter": {
+            "reason": "r",
+            "error_type": "decode",
+            "consumer": "c",
+            "original_topic": "t",
+            "original_partition": 0,
+            "original_offset": 0,
+            "original_timestamp_ms": 0,
+            "original_value": b"x",
+            "failed_at_ms": 0,
+        },
     }
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, writer, samples[key])

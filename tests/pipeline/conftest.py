@@ -30,8 +30,10 @@ async def stack(settings):
 
 @pytest.fixture(scope="session")
 async def channel(stack):
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{stack.grpc_port}", options=[
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    ch = grpc.aio.insecure_channel(
+        f"127.0.0.1:{stack.grpc_port}",
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
     yield ch
     await ch.close()
 

@@ -31,21 +31,29 @@ def final_for(codec, request_id):
 
 async def publish(producer, topic, value, key, ctype):
     headers = [("content-type", ctype.encode())] if ctype else []
-    await producer.send_and_wait(topic, value, key=key.encode() if key else None,
-                                 headers=headers)
+    await producer.send_and_wait(topic, value, key=key.encode() if key else None, headers=headers)
 
 
 @pytest.mark.parametrize("fmt", ["avro", "json"])
 async def test_agent_publishes_and_reads_results(stack, agent_producer, tail, codec, fmt):
     topics = stack.rt.topics
     request_id = rid(f"agent-{fmt}")
-    body = {"request_id": request_id, "entity": "payment", "count": 30, "seed": 4,
-            "output_format": "CSV"}
-    value = (codec.encode_request(GenerateRequest.model_validate(body)) if fmt == "avro"
-             else json.dumps(body).encode())
+    body = {
+        "request_id": request_id,
+        "entity": "payment",
+        "count": 30,
+        "seed": 4,
+        "output_format": "CSV",
+    }
+    value = (
+        codec.encode_request(GenerateRequest.model_validate(body))
+        if fmt == "avro"
+        else json.dumps(body).encode()
+    )
     async with tail(topics.results) as results:
-        await publish(agent_producer, topics.requests, value, request_id,
-                      AVRO if fmt == "avro" else JSON)
+        await publish(
+            agent_producer, topics.requests, value, request_id, AVRO if fmt == "avro" else JSON
+        )
         recs = await results.until(final_for(codec, request_id))
     chunks = chunks_for(recs, codec, request_id)
     assert all(c.success for c in chunks)
@@ -56,7 +64,8 @@ async def test_agent_publishes_and_reads_results(stack, agent_producer, tail, co
 
 
 async def test_agent_request_without_seed_is_reproducible_from_the_log(
-        stack, agent_producer, tail, codec):
+    stack, agent_producer, tail, codec
+):
     """Router derives seed from request_id and anchor from the record timestamp."""
     topics = stack.rt.topics
     request_id = rid("replay")
@@ -64,13 +73,18 @@ async def test_agent_request_without_seed_is_reproducible_from_the_log(
     async with tail(topics.results) as results, tail(topics.requests) as log:
         await publish(agent_producer, topics.requests, value, request_id, JSON)
         first = await results.until(final_for(codec, request_id))
-        logged = [r for r in await log.until(lambda rs: len(rs) >= 1)
-                  if r.key == request_id.encode()][0]
+        logged = next(
+            r for r in await log.until(lambda rs: len(rs) >= 1) if r.key == request_id.encode()
+        )
     # replay: the same record (bytes, key, timestamp) put on the requests topic again
     async with tail(topics.results) as results:
-        await agent_producer.send_and_wait(topics.requests, logged.value, key=logged.key,
-                                           headers=list(logged.headers),
-                                           timestamp_ms=logged.timestamp)
+        await agent_producer.send_and_wait(
+            topics.requests,
+            logged.value,
+            key=logged.key,
+            headers=list(logged.headers),
+            timestamp_ms=logged.timestamp,
+        )
         second = await results.until(final_for(codec, request_id))
     data = lambda recs: "".join(c.data for c in chunks_for(recs, codec, request_id))  # noqa: E731
     assert data(first) == data(second) and data(first).startswith("[")
@@ -79,17 +93,26 @@ async def test_agent_request_without_seed_is_reproducible_from_the_log(
 BAD = [
     ("garbage", b"\x00\xff\x13 not a request", None, "decode"),
     ("unknown-schema", b"\xc3\x01" + b"\x01" * 8 + b"\x02\x00", AVRO, "unknown_schema"),
-    ("bad-fields", json.dumps({"entity": "cart", "count": "many",
-                               "output_format": "XML"}).encode(), JSON, "invalid_request"),
-    ("oversized", json.dumps({"entity": "cart", "count": 2_000_000_000}).encode(), JSON,
-     "invalid_request"),
+    (
+        "bad-fields",
+        json.dumps({"entity": "cart", "count": "many", "output_format": "XML"}).encode(),
+        JSON,
+        "invalid_request",
+    ),
+    (
+        "oversized",
+        json.dumps({"entity": "cart", "count": 2_000_000_000}).encode(),
+        JSON,
+        "invalid_request",
+    ),
     ("unknown-entity", json.dumps({"entity": "spaceship"}).encode(), JSON, "invalid_request"),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "ctype", "kind"), BAD, ids=[b[0] for b in BAD])
 async def test_bad_input_dead_lettered_caller_answered_and_service_goes_on(
-        stack, agent_producer, tail, codec, name, value, ctype, kind):
+    stack, agent_producer, tail, codec, name, value, ctype, kind
+):
     topics = stack.rt.topics
     request_id = rid(name)
     good_id = rid("after-" + name)
@@ -98,10 +121,10 @@ async def test_bad_input_dead_lettered_caller_answered_and_service_goes_on(
         await publish(agent_producer, topics.requests, value, request_id, ctype)
         await publish(agent_producer, topics.requests, good, good_id, JSON)
         dead = await dlq.until(lambda rs: any(r.key == request_id.encode() for r in rs))
-        recs = await results.until(lambda rs: final_for(codec, request_id)(rs)
-                                   and final_for(codec, good_id)(rs))
-    letter = codec.decode_dead_letter(next(r for r in dead if r.key == request_id.encode())
-                                      .value)
+        recs = await results.until(
+            lambda rs: final_for(codec, request_id)(rs) and final_for(codec, good_id)(rs)
+        )
+    letter = codec.decode_dead_letter(next(r for r in dead if r.key == request_id.encode()).value)
     assert letter.error_type == kind
     assert letter.original_value == value  # nothing lost
     assert letter.original_topic == topics.requests and letter.consumer == "router"
@@ -118,8 +141,9 @@ async def test_bad_input_dead_lettered_caller_answered_and_service_goes_on(
 async def test_bad_field_values_listed_per_field(stack, agent_producer, tail, codec):
     topics = stack.rt.topics
     request_id = rid("fields")
-    value = json.dumps({"request_id": request_id, "entity": "cart", "count": "many",
-                        "output_format": "XML"}).encode()
+    value = json.dumps(
+        {"request_id": request_id, "entity": "cart", "count": "many", "output_format": "XML"}
+    ).encode()
     async with tail(topics.results) as results:
         await publish(agent_producer, topics.requests, value, request_id, JSON)
         recs = await results.until(final_for(codec, request_id))
@@ -127,20 +151,19 @@ async def test_bad_field_values_listed_per_field(stack, agent_producer, tail, co
     assert paths == {"count", "output_format"}
 
 
-async def test_bad_routed_message_dead_lettered_by_generator(stack, agent_producer, tail,
-                                                             codec):
+async def test_bad_routed_message_dead_lettered_by_generator(stack, agent_producer, tail, codec):
     topics = stack.rt.topics
     async with tail(topics.deadletter) as dlq:
-        await publish(agent_producer, topics.specs["traditional"].name, b"junk", "x-junk",
-                      AVRO)
+        await publish(agent_producer, topics.specs["traditional"].name, b"junk", "x-junk", AVRO)
         dead = await dlq.until(lambda rs: any(r.key == b"x-junk" for r in rs))
-    letter = codec.decode_dead_letter([r for r in dead if r.key == b"x-junk"][0].value)
+    letter = codec.decode_dead_letter(next(r for r in dead if r.key == b"x-junk").value)
     assert letter.consumer == "generator-traditional" and letter.original_value == b"junk"
 
 
 async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, tail, codec):
-    other = App(settings.model_copy(update={"instance_id": "test-b"}),
-                settings.kafka_bootstrap_servers)
+    other = App(
+        settings.model_copy(update={"instance_id": "test-b"}), settings.kafka_bootstrap_servers
+    )
     await other.start(["bridge"], grpc_port=0)
     try:
         import grpc
@@ -151,13 +174,16 @@ async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, ta
             ids_b = [rid("b") for _ in range(15)]
 
             async def call(s, request_id, n):
-                r = await s.GenerateData(pb.GenerateRequest(
-                    request_id=request_id, entity="cart", count=n, seed=n), timeout=30)
+                r = await s.GenerateData(
+                    pb.GenerateRequest(request_id=request_id, entity="cart", count=n, seed=n),
+                    timeout=30,
+                )
                 return r.request_id, len(json.loads(r.data)), r.success
 
             results = await asyncio.gather(
                 *[call(stub, i, 1 + k) for k, i in enumerate(ids_a)],
-                *[call(stub_b, i, 1 + k) for k, i in enumerate(ids_b)])
+                *[call(stub_b, i, 1 + k) for k, i in enumerate(ids_b)],
+            )
         assert all(ok for _, _, ok in results)
         assert [n for _, n, _ in results] == list(range(1, 16)) * 2
         # each instance's reply topic carried only its own requests
@@ -184,18 +210,27 @@ async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_produ
     twice; the bridge hands the caller each chunk once."""
     inbox = stack.servicer.inbox
     request_id = rid("redeliver")
-    req = GenerateRequest(request_id=request_id, entity="order", count=2500, seed=8,
-                          anchor="2026-01-01T00:00:00Z")
-    routed = RoutedRequest(request=req, routing=RoutingDecision(
-        path="traditional", reason="test", confidence=1.0, requested_path="traditional"),
-        received_at_ms=0)
+    req = GenerateRequest(
+        request_id=request_id, entity="order", count=2500, seed=8, anchor="2026-01-01T00:00:00Z"
+    )
+    routed = RoutedRequest(
+        request=req,
+        routing=RoutingDecision(
+            path="traditional", reason="test", confidence=1.0, requested_path="traditional"
+        ),
+        received_at_ms=0,
+    )
     pending = inbox.open(request_id)
     try:
         value = codec.encode_routed(routed)
         headers = [("content-type", b"application/avro"), ("reply-to", inbox.topic.encode())]
         for _ in range(2):
-            await agent_producer.send_and_wait(stack.rt.topics.specs["traditional"].name,
-                                               value, key=request_id.encode(), headers=headers)
+            await agent_producer.send_and_wait(
+                stack.rt.topics.specs["traditional"].name,
+                value,
+                key=request_id.encode(),
+                headers=headers,
+            )
         chunks = []
         while True:
             c = await asyncio.wait_for(pending.get(), 30)

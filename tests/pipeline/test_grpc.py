@@ -38,8 +38,9 @@ def violations(exc: grpc.aio.AioRpcError) -> dict[str, str]:
 
 @pytest.mark.parametrize("entity", ENTITIES)
 async def test_unary_each_entity(stub, stack, entity):
-    resp = await stub.GenerateData(pb.GenerateRequest(entity=entity, count=25, seed=5,
-                                                      request_id=rid(entity)), timeout=20)
+    resp = await stub.GenerateData(
+        pb.GenerateRequest(entity=entity, count=25, seed=5, request_id=rid(entity)), timeout=20
+    )
     assert resp.success, resp.error
     records = json.loads(resp.data)
     assert resp.record_count == 25 == len(records)
@@ -55,14 +56,19 @@ async def test_unary_each_entity(stub, stack, entity):
 
 
 async def test_unary_matches_in_process_generation(stub, stack):
-    req = pb.GenerateRequest(entity="order", count=40, seed=77, anchor="2026-05-01T00:00:00Z",
-                             output_format=pb.SQL)
+    req = pb.GenerateRequest(
+        entity="order", count=40, seed=77, anchor="2026-05-01T00:00:00Z", output_format=pb.SQL
+    )
     resp = await stub.GenerateData(req, timeout=20)
-    plan = build_plan(GenerateRequest(entity="order", count=40, seed=77,
-                                      anchor="2026-05-01T00:00:00Z", output_format="SQL"),
-                      stack.registry)
+    plan = build_plan(
+        GenerateRequest(
+            entity="order", count=40, seed=77, anchor="2026-05-01T00:00:00Z", output_format="SQL"
+        ),
+        stack.registry,
+    )
     expected = ChunkEncoder(plan.schema, plan.request.output_format).encode(
-        generate_records(plan, 0, 40), last=True)
+        generate_records(plan, 0, 40), last=True
+    )
     assert resp.data == expected
 
 
@@ -70,28 +76,47 @@ async def test_omitted_count_and_seed_get_documented_defaults(stub):
     resp = await stub.GenerateData(pb.GenerateRequest(entity="user"), timeout=20)
     assert resp.record_count == 10  # DEFAULT_COUNT
     assert resp.metadata.seed != 0  # the bridge fixed one and reports it
-    again = await stub.GenerateData(pb.GenerateRequest(
-        entity="user", seed=resp.metadata.seed, anchor=resp.metadata.anchor), timeout=20)
+    again = await stub.GenerateData(
+        pb.GenerateRequest(entity="user", seed=resp.metadata.seed, anchor=resp.metadata.anchor),
+        timeout=20,
+    )
     assert again.data == resp.data  # reproducible from what metadata reports
 
 
 async def test_scenarios_and_csv(stub):
-    resp = await stub.GenerateData(pb.GenerateRequest(
-        entity="cart", output_format=pb.CSV, seed=3, scenarios=[
-            pb.Scenario(name="happy_path", count=7),
-            pb.Scenario(name="high_value", count=2,
-                        overrides={"currency": "CAD"}),
-            pb.Scenario(name="single_item", count=1)]), timeout=20)
+    resp = await stub.GenerateData(
+        pb.GenerateRequest(
+            entity="cart",
+            output_format=pb.CSV,
+            seed=3,
+            scenarios=[
+                pb.Scenario(name="happy_path", count=7),
+                pb.Scenario(name="high_value", count=2, overrides={"currency": "CAD"}),
+                pb.Scenario(name="single_item", count=1),
+            ],
+        ),
+        timeout=20,
+    )
     assert resp.success and resp.record_count == 10
-    assert dict(resp.metadata.scenario_counts) == {"happy_path": 7, "high_value": 2,
-                                                   "single_item": 1}
+    assert dict(resp.metadata.scenario_counts) == {
+        "happy_path": 7,
+        "high_value": 2,
+        "single_item": 1,
+    }
     assert resp.data.startswith("_index,_scenario,_shopping_occasion,cart_id")
 
 
 async def test_invalid_request_gets_field_level_detail(stub):
-    req = pb.GenerateRequest(entity="cart", count=-3, constraints=pb.Constraints(
-        field_constraints={"items.quantity": pb.FieldConstraint(min=9, max=2),
-                           "cart_id": pb.FieldConstraint(regex="([")}))
+    req = pb.GenerateRequest(
+        entity="cart",
+        count=-3,
+        constraints=pb.Constraints(
+            field_constraints={
+                "items.quantity": pb.FieldConstraint(min=9, max=2),
+                "cart_id": pb.FieldConstraint(regex="(["),
+            }
+        ),
+    )
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.GenerateData(req, timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -118,8 +143,9 @@ async def test_count_above_sync_limit_points_to_stream(stub):
 async def test_deadline_exceeded_and_request_forgotten(stub, stack):
     request_id = rid("deadline")
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.GenerateData(pb.GenerateRequest(entity="order", count=1000,
-                                                   request_id=request_id), timeout=0.02)
+        await stub.GenerateData(
+            pb.GenerateRequest(entity="order", count=1000, request_id=request_id), timeout=0.02
+        )
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     for _ in range(50):
         if request_id not in stack.servicer.inbox.pending:
@@ -131,16 +157,19 @@ async def test_deadline_exceeded_and_request_forgotten(stub, stack):
 
 
 async def test_stream_10000_records_in_order_identical_to_in_process(stub, stack):
-    req = pb.GenerateRequest(entity="cart", count=10_000, seed=123,
-                             anchor="2026-02-01T00:00:00Z", request_id=rid("big"))
+    req = pb.GenerateRequest(
+        entity="cart", count=10_000, seed=123, anchor="2026-02-01T00:00:00Z", request_id=rid("big")
+    )
     chunks = [c async for c in stub.GenerateDataStream(req, timeout=120)]
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     assert [c.is_final for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert len(chunks) > 1 and all(c.request_id == req.request_id for c in chunks)
     records = json.loads("".join(c.data for c in chunks))
     assert [r["_index"] for r in records] == list(range(10_000))
-    plan = build_plan(GenerateRequest(entity="cart", count=10_000, seed=123,
-                                      anchor="2026-02-01T00:00:00Z"), stack.registry)
+    plan = build_plan(
+        GenerateRequest(entity="cart", count=10_000, seed=123, anchor="2026-02-01T00:00:00Z"),
+        stack.registry,
+    )
     assert records == generate_records(plan, 0, 10_000)
     assert sum(c.record_count for c in chunks) == 10_000
     assert chunks[-1].metadata.record_count == 10_000
@@ -189,8 +218,12 @@ async def test_http_health_and_metrics(stack, stub):
     assert (await asyncio.to_thread(get, "/health/live"))[0] == 200
     assert (await asyncio.to_thread(get, "/health/ready"))[0] == 200
     _, text = await asyncio.to_thread(get, "/metrics")
-    for name in ("testdata_requests_total", "testdata_generation_duration_seconds_bucket",
-                 "testdata_records_generated_total", "testdata_consumer_lag",
-                 "testdata_coherence_score_bucket"):
+    for name in (
+        "testdata_requests_total",
+        "testdata_generation_duration_seconds_bucket",
+        "testdata_records_generated_total",
+        "testdata_consumer_lag",
+        "testdata_coherence_score_bucket",
+    ):
         assert name in text, name
     assert 'path="traditional"' in text

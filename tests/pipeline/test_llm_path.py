@@ -45,10 +45,18 @@ def model():
 @pytest.fixture(scope="module")
 async def llm_stack(embedded_broker, model):
     settings = make_settings(
-        embedded_broker.bootstrap_servers, topic_prefix="llmpath.", instance_id="llm-a",
-        anthropic_api_key="test-key", anthropic_base_url=model.url, claude_model="claude-fake",
-        llm_batch_size=5, llm_concurrency=2, llm_retry_base_seconds=0.01,
-        llm_retry_max_seconds=0.02, llm_timeout_seconds=5)
+        embedded_broker.bootstrap_servers,
+        topic_prefix="llmpath.",
+        instance_id="llm-a",
+        anthropic_api_key="test-key",
+        anthropic_base_url=model.url,
+        claude_model="claude-fake",
+        llm_batch_size=5,
+        llm_concurrency=2,
+        llm_retry_base_seconds=0.01,
+        llm_retry_max_seconds=0.02,
+        llm_timeout_seconds=5,
+    )
     app = App(settings, embedded_broker.bootstrap_servers)
     await app.start(["router", "traditional", "llm", "bridge"], grpc_port=0)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
@@ -62,10 +70,16 @@ CONTEXT = "Carts for marathon runners preparing for race day"
 async def test_coherent_request_streams_through_the_llm_path(llm_stack, model):
     app, stub = llm_stack
     model.reset()
-    req = pb.GenerateRequest(entity="cart", count=12, context=CONTEXT, hints=["coherent"],
-                             scenarios=[pb.Scenario(name="happy_path", count=9),
-                                        pb.Scenario(name="high_value", count=3,
-                                                    description="total above $500")])
+    req = pb.GenerateRequest(
+        entity="cart",
+        count=12,
+        context=CONTEXT,
+        hints=["coherent"],
+        scenarios=[
+            pb.Scenario(name="happy_path", count=9),
+            pb.Scenario(name="high_value", count=3, description="total above $500"),
+        ],
+    )
     chunks = [c async for c in stub.GenerateDataStream(req, timeout=60)]
     # one chunk per batch of 5, in order, as each batch finished
     assert [c.record_count for c in chunks] == [5, 5, 2]
@@ -84,16 +98,17 @@ async def test_coherent_request_streams_through_the_llm_path(llm_stack, model):
     # the model saw the caller's context only as delimited data
     sent = model.requests[0]
     assert CONTEXT in sent.user_prompt and "untrusted" in sent.user_prompt
-    assert REGISTRY.get_sample_value("testdata_llm_tokens_used_total",
-                                     {"model": "claude-fake"}) > 0
+    assert REGISTRY.get_sample_value("testdata_llm_tokens_used_total", {"model": "claude-fake"}) > 0
 
 
 async def test_backend_refusing_falls_back_to_traditional_and_says_so(llm_stack, model):
     _, stub = llm_stack
     model.reset()
     model.script("anthropic", *[Fail(401)] * 5)
-    resp = await stub.GenerateData(pb.GenerateRequest(
-        entity="cart", count=6, context=CONTEXT, hints=["coherent"], seed=9), timeout=30)
+    resp = await stub.GenerateData(
+        pb.GenerateRequest(entity="cart", count=6, context=CONTEXT, hints=["coherent"], seed=9),
+        timeout=30,
+    )
     assert resp.success and resp.record_count == 6
     md = resp.metadata
     assert md.generation_path == "llm"
@@ -116,8 +131,9 @@ async def test_health_reports_the_llm_backend(llm_stack):
 
 async def test_without_backend_llm_requests_are_served_traditionally_with_reason(stub):
     """The default stack has no LLM configured: the router says why it did not use it."""
-    resp = await stub.GenerateData(pb.GenerateRequest(
-        entity="cart", count=4, context=CONTEXT, hints=["coherent"]), timeout=30)
+    resp = await stub.GenerateData(
+        pb.GenerateRequest(entity="cart", count=4, context=CONTEXT, hints=["coherent"]), timeout=30
+    )
     md = resp.metadata
     assert md.requested_path == "llm" and md.generation_path == "traditional"
     assert "no LLM backend configured" in md.routing_reason

@@ -23,10 +23,22 @@ def free_port() -> int:
 
 def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
     grpc_port, http_port = free_port(), free_port()
-    env = {**os.environ, "GRPC_PORT": str(grpc_port), "HTTP_PORT": str(http_port),
-           "KAFKA_BOOTSTRAP_SERVERS": "", "ANTHROPIC_API_KEY": "", "USE_LOCAL_LLM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = {
+        **os.environ,
+        "GRPC_PORT": str(grpc_port),
+        "HTTP_PORT": str(http_port),
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+        "ANTHROPIC_API_KEY": "",
+        "USE_LOCAL_LLM": "false",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         banner = ""
         deadline = time.monotonic() + 90
@@ -38,10 +50,29 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
         assert "Kafka bootstrap" in banner and f"127.0.0.1:{grpc_port}" in banner, banner
         out = tmp_path / "carts.sql"
         gen = subprocess.run(
-            [sys.executable, "-m", "services.cli", "generate", "--entity", "cart", "--count",
-             "5", "--format", "sql", "--seed", "1", "--out", str(out),
-             "--target", f"127.0.0.1:{grpc_port}"], cwd=ROOT, capture_output=True, text=True,
-            timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "generate",
+                "--entity",
+                "cart",
+                "--count",
+                "5",
+                "--format",
+                "sql",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--target",
+                f"127.0.0.1:{grpc_port}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert gen.returncode == 0, gen.stderr
         assert out.read_text().startswith('CREATE TABLE "cart"')
         assert json.loads(gen.stderr)["generationPath"] == "traditional"
