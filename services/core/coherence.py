@@ -53,11 +53,11 @@ def affinity(items: list[dict[str, Any]]) -> float:
     return best / len(items)
 
 
-def _num(v: Any) -> float | None:
+def num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def _items(rec: dict[str, Any]) -> list[dict[str, Any]]:
+def items_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     items = rec.get("items")
     return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
@@ -65,7 +65,7 @@ def _items(rec: dict[str, Any]) -> list[dict[str, Any]]:
 def quantities(items: list[dict[str, Any]]) -> float:
     if not items:
         return 0.0
-    ok = sum(1 for i in items if (q := _num(i.get("quantity"))) is not None and 1 <= q <= 10)
+    ok = sum(1 for i in items if (q := num(i.get("quantity"))) is not None and 1 <= q <= 10)
     return ok / len(items)
 
 
@@ -73,10 +73,10 @@ def _close(a: float | None, b: float | None) -> float:
     return 1.0 if a is not None and b is not None and abs(a - b) <= TOL else 0.0
 
 
-def _line_sum(items: list[dict[str, Any]]) -> float | None:
+def line_sum(items: list[dict[str, Any]]) -> float | None:
     total = 0.0
     for i in items:
-        q, p = _num(i.get("quantity")), _num(i.get("price"))
+        q, p = num(i.get("quantity")), num(i.get("price"))
         if q is None or p is None:
             return None
         total += q * p
@@ -108,9 +108,9 @@ def chronology(rec: dict[str, Any], keys: tuple[str, ...]) -> float:
 
 
 def score_cart(rec: dict[str, Any]) -> float:
-    items = _items(rec)
-    sub, tax, total = (_num(rec.get(k)) for k in ("subtotal", "tax", "total"))
-    math_ok = 0.5 * _close(_line_sum(items), sub) + 0.5 * _close(
+    items = items_of(rec)
+    sub, tax, total = (num(rec.get(k)) for k in ("subtotal", "tax", "total"))
+    math_ok = 0.5 * _close(line_sum(items), sub) + 0.5 * _close(
         None if sub is None or tax is None else sub + tax, total
     )
     return (
@@ -122,14 +122,14 @@ def score_cart(rec: dict[str, Any]) -> float:
 
 
 def score_order(rec: dict[str, Any]) -> float:
-    items = _items(rec)
-    sub, tax, total = (_num(rec.get(k)) for k in ("subtotal", "tax", "total"))
-    ship, disc = (_num(rec.get(k)) or 0.0 for k in ("shipping", "discount"))
+    items = items_of(rec)
+    sub, tax, total = (num(rec.get(k)) for k in ("subtotal", "tax", "total"))
+    ship, disc = (num(rec.get(k)) or 0.0 for k in ("shipping", "discount"))
     expected = None if sub is None or tax is None else sub + tax + ship - disc
-    checks = [_close(_line_sum(items), sub), _close(expected, total)]
+    checks = [_close(line_sum(items), sub), _close(expected, total)]
     pay = rec.get("payment")
     if isinstance(pay, dict) and "amount" in pay:
-        checks.append(_close(_num(pay.get("amount")), total))
+        checks.append(_close(num(pay.get("amount")), total))
     math_ok = sum(checks) / len(checks)
     return (
         0.25 * affinity(items)
@@ -189,7 +189,7 @@ def sentiment(text: str) -> str:
 
 
 def score_review(rec: dict[str, Any]) -> float:
-    rating = _num(rec.get("rating"))
+    rating = num(rec.get("rating"))
     if rating is None:
         return 0.0
     expected = "positive" if rating >= 4 else "neutral" if rating == 3 else "negative"

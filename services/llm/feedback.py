@@ -13,14 +13,19 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from services.core.coherence import TOL, affinity, chronology, quantities, sentiment
+from services.core.coherence import (
+    TOL,
+    affinity,
+    chronology,
+    items_of,
+    line_sum,
+    num,
+    quantities,
+    sentiment,
+)
 from services.core.models import FieldError
 
 VALUE_LIMIT = 60
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def _short(value: Any) -> str:
@@ -54,32 +59,17 @@ def quote_errors(errors: Mapping[int, Iterable[FieldError]]) -> list[str]:
     return lines
 
 
-def _items(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    items = rec.get("items")
-    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-
-
-def _line_sum(items: list[dict[str, Any]]) -> float | None:
-    total = 0.0
-    for i in items:
-        q, p = _num(i.get("quantity")), _num(i.get("price"))
-        if q is None or p is None:
-            return None
-        total += q * p
-    return total
-
-
 def _money_notes(rec: Mapping[str, Any], entity: str) -> list[str]:
     notes = []
-    items = _items(rec)
-    sub, tax, total = (_num(rec.get(k)) for k in ("subtotal", "tax", "total"))
-    line_sum = _line_sum(items)
-    if line_sum is not None and sub is not None and abs(line_sum - sub) > TOL:
-        notes.append(f"subtotal {sub:.2f} is not sum(quantity x price) = {line_sum:.2f}")
+    items = items_of(rec)
+    sub, tax, total = (num(rec.get(k)) for k in ("subtotal", "tax", "total"))
+    lines = line_sum(items)
+    if lines is not None and sub is not None and abs(lines - sub) > TOL:
+        notes.append(f"subtotal {sub:.2f} is not sum(quantity x price) = {lines:.2f}")
     if sub is not None and tax is not None and total is not None:
         if entity == "order":
-            ship = _num(rec.get("shipping")) or 0.0
-            disc = _num(rec.get("discount")) or 0.0
+            ship = num(rec.get("shipping")) or 0.0
+            disc = num(rec.get("discount")) or 0.0
             expected = sub + tax + ship - disc
             formula = "subtotal + tax + shipping - discount"
         else:
@@ -88,7 +78,7 @@ def _money_notes(rec: Mapping[str, Any], entity: str) -> list[str]:
             notes.append(f"total {total:.2f} is not {formula} = {expected:.2f}")
     pay = rec.get("payment")
     if entity == "order" and isinstance(pay, dict) and total is not None:
-        amount = _num(pay.get("amount"))
+        amount = num(pay.get("amount"))
         if amount is not None and abs(amount - total) > TOL:
             notes.append(f"payment.amount {amount:.2f} is not the total {total:.2f}")
     return notes
@@ -99,7 +89,7 @@ def coherence_notes(entity: str, rec: Mapping[str, Any]) -> list[str]:
     rec = dict(rec)
     if entity in ("cart", "order"):
         notes = _money_notes(rec, entity)
-        items = _items(rec)
+        items = items_of(rec)
         if items and affinity(items) < 1.0:
             notes.append("the items do not all belong to one shopping occasion")
         if items and quantities(items) < 1.0:
@@ -113,7 +103,7 @@ def coherence_notes(entity: str, rec: Mapping[str, Any]) -> list[str]:
             notes.append(f"timestamps must be present and in order: {' <= '.join(keys)}")
         return notes
     if entity == "review":
-        rating = _num(rec.get("rating"))
+        rating = num(rec.get("rating"))
         if rating is None:
             return ["rating is missing or not a number"]
         expected = "positive" if rating >= 4 else "neutral" if rating == 3 else "negative"
