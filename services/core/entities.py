@@ -267,23 +267,33 @@ def _enum_paths(fields: list[FieldSpec], prefix: str = "") -> list[str]:
     return out
 
 
-class CartComposer(Composer):
-    reconcile = staticmethod(reconcile_basket)
+class BasketComposer(Composer):
+    """Entities built around a taxed basket from one occasion: cart, order, payment."""
+
+    total_path = "total"  # the field holding the grand total, whose bounds shape the basket
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
-        self.rules = BasketRules.of(schema, "total")
+        self.rules = BasketRules.of(schema, self.total_path)
 
     def check(self) -> list[FieldError]:
-        return check_basket(self.schema, "total", [(1 + r, 0) for r in TAX_RATES])
+        return check_basket(self.schema, self.total_path, [(1 + r, 0) for r in TAX_RATES])
+
+    def basket(self, ctx: Ctx, add: int = 0) -> tuple[Occasion, float, list[list[Any]], int, int]:
+        """(occasion, tax rate, lines, subtotal cents, tax cents)."""
+        occ = ctx.pick(ctx.pools.occasions)
+        rate = ctx.pick(TAX_RATES)
+        lines = plan_basket(ctx, occ, self.rules, 1 + rate, add)
+        sub = _subtotal(lines)
+        return occ, rate, lines, sub, round(sub * rate)
+
+
+class CartComposer(BasketComposer):
+    reconcile = staticmethod(reconcile_basket)
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        occ = ctx.pick(ctx.pools.occasions)
-        rate = ctx.pick(TAX_RATES)
-        lines = plan_basket(ctx, occ, self.rules, 1 + rate, 0)
-        sub = _subtotal(lines)
-        tax = round(sub * rate)
+        occ, _, lines, sub, tax = self.basket(ctx)
         created = ctx.past(90, min_days=3)
         return {
             "_shopping_occasion": occ.name,
@@ -318,30 +328,22 @@ METHOD_WEIGHTS = {
 }
 
 
-class OrderComposer(Composer):
+class OrderComposer(BasketComposer):
     reconcile = staticmethod(reconcile_basket)
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
-        self.rules = BasketRules.of(schema, "total")
         # A constrained total fixes shipping and discount at 0 so the window is exact.
         self.free_extras = self.rules.total == (0, INF)
         self.status = weighted(ORDER_STATUS, self.enum["status"])
         self.method = weighted(METHOD_WEIGHTS, self.enum["payment.method"])
         self.discount = Weighted(DISCOUNTS, (70, 20, 10))
 
-    def check(self) -> list[FieldError]:
-        return check_basket(self.schema, "total", [(1 + r, 0) for r in TAX_RATES])
-
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        occ = ctx.pick(ctx.pools.occasions)
-        rate = ctx.pick(TAX_RATES)
         ship = ctx.pick(SHIPPING_CENTS) if self.free_extras else 0
         disc_rate = self.discount(rng) if self.free_extras else 0.0
-        lines = plan_basket(ctx, occ, self.rules, 1 + rate, ship)
-        sub = _subtotal(lines)
-        tax = round(sub * rate)
+        occ, _, lines, sub, tax = self.basket(ctx, ship)
         disc = round(sub * disc_rate)
         if sub >= 7500 and ship == 795:
             ship = 0  # free standard shipping over $75
@@ -386,26 +388,21 @@ class OrderComposer(Composer):
         return "US" if "US" in allowed else allowed[0]
 
 
-class PaymentComposer(Composer):
+class PaymentComposer(BasketComposer):
+    total_path = "amount"
+
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
-        self.rules = BasketRules.of(schema, "amount")
         self.method = weighted(METHOD_WEIGHTS, self.enum["method"])
         self.status = weighted(
             {"captured": 60, "authorized": 15, "pending": 8, "declined": 10, "refunded": 7},
             self.enum["status"],
         )
 
-    def check(self) -> list[FieldError]:
-        return check_basket(self.schema, "amount", [(1 + r, 0) for r in TAX_RATES])
-
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        occ = ctx.pick(ctx.pools.occasions)
-        rate = ctx.pick(TAX_RATES)
-        lines = plan_basket(ctx, occ, self.rules, 1 + rate, 0)
-        sub = _subtotal(lines)
-        amount = sub + round(sub * rate)
+        _, _, _, sub, tax = self.basket(ctx)
+        amount = sub + tax
         method = self.method(rng)
         status = self.status(rng)
         created = ctx.past(180, min_days=2)
