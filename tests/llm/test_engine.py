@@ -408,11 +408,14 @@ async def test_every_backend_failing_makes_the_whole_request_traditional(server,
     batches = await collect(run)
 
     assert flat(batches) == generate_records(plan, 0, 60)
-    assert run.summary.fallbacks[0].startswith("claude -> openai_compat: ")
-    assert run.summary.fallbacks[-1] == (
+    # Which batch notes each step depends on timing (concurrency 2), so not their order.
+    fallbacks = run.summary.fallbacks
+    assert len(fallbacks) == 2
+    assert any(f.startswith("claude -> openai_compat: ") for f in fallbacks), fallbacks
+    assert (
         "llm -> traditional: no LLM backend left (openai_compat: 500 server_error after 3 attempts)"
+        in fallbacks
     )
-    assert len(run.summary.fallbacks) == 2
     assert run.summary.traditional_records == 60 and run.summary.tokens == 0
     assert run.summary.backends_used == []
     assert all(b.backend == "traditional" for b in batches)
