@@ -42,11 +42,11 @@ async def ensure_catalog_topics(runtime: Runtime) -> None:
 class LLMAvailability:
     """Whether the LLM path can serve: configured backends, re-probed periodically."""
 
-    def __init__(self, settings: Settings, interval_s: float = 30.0):
+    def __init__(self, settings: Settings):
         from services.llm.clients import build_clients
 
         self.clients = build_clients(settings)
-        self.interval_s = interval_s
+        self.interval_s = settings.llm_health_interval_seconds
         self.status: dict[str, str] = {}
         self.reason: str | None = (
             None
@@ -96,6 +96,7 @@ class App:
         self.http: HealthHTTP | None = None
         self.http_port: int | None = None
         self.instance = settings.instance_id or uuid.uuid4().hex[:12]
+        self._probe: asyncio.Task[None] | None = None
 
     def availability(self) -> Mapping[GenerationPath, str | None]:
         return {
@@ -132,6 +133,8 @@ class App:
             self.subscribers.append(LLMService(self.rt, self.registry, self.llm).subscriber())
         for sub in self.subscribers:
             self.tasks.append(asyncio.create_task(sub.run(), name=sub.name))
+        if "router" in names and self.llm.clients:
+            self._probe = asyncio.create_task(self._probe_llm(), name="llm-probe")
         for sub in self.subscribers:
             await sub.wait_ready()
         components = self._components
@@ -148,6 +151,15 @@ class App:
             self.http_port = await self.http.start(http_port)
         return self
 
+    async def _probe_llm(self) -> None:
+        """The router routes to the LLM path only while a backend answers its probe."""
+        while True:
+            await asyncio.sleep(self.llm.interval_s)
+            try:
+                await self.llm.refresh()
+            except Exception:  # noqa: BLE001 - keep probing; the last answer stands
+                log.warning("LLM health probe failed", exc_info=True)
+
     async def _components(self) -> Mapping[str, str]:
         out = {
             "kafka": "healthy" if self.rt.producer else "unhealthy: not started",
@@ -159,6 +171,8 @@ class App:
         return out
 
     async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=1)
         if self.servicer is not None:

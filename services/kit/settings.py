@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     llm_max_retries: int = 3
     llm_retry_base_seconds: float = 1.0
     llm_retry_max_seconds: float = 30.0
+    llm_health_interval_seconds: float = 30.0  # how often the router re-probes backends
     llm_batch_size: int = 25
     llm_concurrency: int = 8
 

@@ -165,6 +165,7 @@ class FakeLLMServer:
         self._stopping = threading.Event()
         self._in_flight = 0
         self.max_in_flight = 0  # highest number of requests handled at once
+        self.healthy = True  # False: the models listing (health probe) answers 503
         self._httpd = _Server((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
 
@@ -288,7 +289,10 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             rec = self._record(None)
             if path.rstrip("/") in ("/v1/models", "/models"):
-                self._send_json(200, _models_payload(), rec)
+                if server.healthy:
+                    self._send_json(200, _models_payload(), rec)
+                else:
+                    self._send_json(503, {"error": {"message": "overloaded"}}, rec)
             else:
                 self._send_json(404, {"error": {"message": f"no route {path}"}}, rec)
 

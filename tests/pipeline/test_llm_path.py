@@ -3,6 +3,7 @@ with the real Anthropic SDK talking to a local server that speaks the Messages A
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -138,3 +139,39 @@ async def test_without_backend_llm_requests_are_served_traditionally_with_reason
     assert md.requested_path == "llm" and md.generation_path == "traditional"
     assert "no LLM backend configured" in md.routing_reason
     assert any(f.startswith("llm -> traditional") for f in md.fallbacks)
+
+
+async def test_router_stops_choosing_llm_when_the_backend_stops_answering(embedded_broker):
+    server = FakeLLMServer(default=competent_model()).start()
+    settings = make_settings(
+        embedded_broker.bootstrap_servers,
+        topic_prefix="llmdown.",
+        instance_id="llm-down",
+        anthropic_api_key="test-key",
+        anthropic_base_url=server.url,
+        llm_batch_size=5,
+        llm_health_interval_seconds=0.2,
+        llm_timeout_seconds=1,
+        llm_max_retries=0,
+    )
+    app = App(settings, embedded_broker.bootstrap_servers)
+    await app.start(["router", "traditional", "llm", "bridge"], grpc_port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
+            stub = pb_grpc.TestDataServiceStub(ch)
+            req = pb.GenerateRequest(entity="cart", count=3, context=CONTEXT, hints=["coherent"])
+            assert (await stub.GenerateData(req, timeout=30)).metadata.generation_path == "llm"
+            server.healthy = False
+            for _ in range(50):
+                if app.llm.reason:
+                    break
+                await asyncio.sleep(0.1)
+            md = (await stub.GenerateData(req, timeout=30)).metadata
+            assert md.requested_path == "llm" and md.generation_path == "traditional"
+            assert "LLM backends unhealthy" in md.routing_reason
+            health = await stub.HealthCheck(pb.HealthCheckRequest())
+            assert health.components["llm_claude"].startswith("unhealthy")
+            assert health.status == "degraded"
+    finally:
+        await app.stop()
+        server.stop()
