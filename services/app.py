@@ -157,7 +157,7 @@ class App:
             await asyncio.sleep(self.llm.interval_s)
             try:
                 await self.llm.refresh()
-            except Exception:  # noqa: BLE001 - keep probing; the last answer stands
+            except Exception:
                 log.warning("LLM health probe failed", exc_info=True)
 
     async def _components(self) -> Mapping[str, str]:
