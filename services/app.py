@@ -34,8 +34,12 @@ NO_PATTERN_STORE = "no pattern store in this release (RAG paths are not built ye
 
 async def ensure_catalog_topics(runtime: Runtime) -> None:
     """Every fixed topic of the catalogue, with its partition count where we can choose."""
+    fixed = runtime.topics.fixed()
     await ensure_topics_exist(
-        runtime.bootstrap, {t.name: t.partitions for t in runtime.topics.fixed()}
+        runtime.bootstrap,
+        {t.name: t.partitions for t in fixed},
+        replication_factor=max(t.replication for t in fixed),
+        configs={t.name: t.configs() for t in fixed},
     )
 
 
@@ -166,7 +170,12 @@ class App:
             "schema_registry": f"healthy: {len(self.registry.names())} entities",
         }
         for sub, task in zip(self.subscribers, self.tasks, strict=True):
-            out[sub.name] = "unhealthy: stopped" if task.done() else "healthy"
+            if task.done():
+                out[sub.name] = "unhealthy: stopped"
+            elif not sub.healthy:
+                out[sub.name] = f"unhealthy: stalled on {sorted(sub.stalled)}"
+            else:
+                out[sub.name] = "healthy"
         out.update(await self.llm.components())
         return out
 

@@ -4,8 +4,10 @@ Each bridge names `testdata.replies.<instance>` in the `reply-to` header of the 
 it publishes; generators write that request's chunks there. So each instance reads only
 its own replies, however many run, and no consumer group can split them between members.
 Chunks are delivered per request in chunk_index order: duplicates (a redelivered request
-regenerates identical chunks) and chunks for requests this instance no longer waits for
-are dropped; a gap means the broker lost data and fails that request loudly.
+regenerates identical chunks), chunks of an earlier attempt with the same request id (each
+attempt has its own `correlation-id` header) and chunks for requests this instance no
+longer waits for are dropped; a gap means the broker lost data and fails that request
+loudly. The reader never stops: a bad record is counted and skipped, a fetch error retried.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
@@ -24,7 +28,10 @@ from services.kit.stream import Runtime
 
 log = logging.getLogger("testdata.bridge.inbox")
 QUEUE_CHUNKS = 16  # per request: bounds the bridge's memory whatever the stream's size
-SLOW_CLIENT_S = 30.0
+# A caller whose queue stays full this long is failed: its replies share the reader with
+# every other caller's, so it may hold them up only briefly.
+SLOW_CLIENT_S = 5.0
+CORRELATION = "correlation-id"
 
 
 class ChunkGap(Exception):
@@ -34,6 +41,8 @@ class ChunkGap(Exception):
 @dataclass
 class Pending:
     request_id: str
+    correlation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
     queue: asyncio.Queue[ResultChunk | Exception] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_CHUNKS)
     )
@@ -61,7 +70,12 @@ class Inbox:
 
     async def start(self) -> None:
         spec = self.rt.topics.specs["replies"]
-        await ensure_topics_exist(self.rt.bootstrap, {self.topic: spec.partitions})
+        await ensure_topics_exist(
+            self.rt.bootstrap,
+            {self.topic: spec.partitions},
+            replication_factor=spec.replication,
+            configs={self.topic: spec.configs()},
+        )
         s = self.rt.settings
         self.consumer = make_consumer(
             self.rt.bootstrap,
@@ -92,25 +106,42 @@ class Inbox:
         return p
 
     def close(self, request_id: str) -> None:
-        self.pending.pop(request_id, None)
+        p = self.pending.pop(request_id, None)
+        if p is not None:
+            p.closed.set()  # releases a reader waiting on this caller's full queue
 
     async def _run(self) -> None:
         assert self.consumer is not None
         while True:
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=200)
+            try:
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=200)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading %s failed; retrying", self.topic)
+                await asyncio.sleep(1)
+                continue
             for records in batch.values():
                 for r in records:
-                    await self._dispatch(r.value or b"")
+                    try:
+                        await self._dispatch(r.value or b"", r.headers or ())
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self.dropped += 1
+                        log.exception("unusable reply on %s@%d", self.topic, r.offset)
 
-    async def _dispatch(self, value: bytes) -> None:
+    async def _dispatch(self, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
         try:
             chunk = self.rt.codec.decode_chunk(value)
         except DecodeError as exc:
             log.warning("unreadable reply on %s: %s", self.topic, exc)
+            self.dropped += 1
             return
         p = self.pending.get(chunk.request_id)
-        if p is None or p.done or chunk.chunk_index < p.next_index:
-            self.dropped += 1  # late, duplicate, or for a request given up on
+        corr = next((v.decode() for k, v in headers if k == CORRELATION and v), None)
+        if p is None or p.done or corr != p.correlation or chunk.chunk_index < p.next_index:
+            self.dropped += 1  # late, duplicate, an earlier attempt's, or given up on
             return
         if chunk.chunk_index > p.next_index:
             p.done = True
@@ -124,12 +155,21 @@ class Inbox:
             return
         p.next_index += 1
         p.done = chunk.is_final
-        try:
-            await asyncio.wait_for(p.queue.put(chunk), SLOW_CLIENT_S)
-        except TimeoutError:
+        if not p.queue.full():
+            p.queue.put_nowait(chunk)
+            return
+        put = asyncio.ensure_future(p.queue.put(chunk))
+        closed = asyncio.ensure_future(p.closed.wait())
+        done, _ = await asyncio.wait(
+            {put, closed}, timeout=SLOW_CLIENT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        closed.cancel()
+        if put not in done:
+            put.cancel()
             p.done = True
-            log.warning("%s: caller stopped reading; dropping its stream", p.request_id)
-            self._offer(p, TimeoutError("caller did not read its stream"))
+            if not p.closed.is_set():
+                log.warning("%s: caller stopped reading; failing its stream", p.request_id)
+                self._offer(p, TimeoutError("caller did not read its stream"))
 
     @staticmethod
     def _offer(p: Pending, exc: Exception) -> None:

@@ -32,7 +32,7 @@ from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
-from .inbox import ChunkGap, Inbox, Pending
+from .inbox import CORRELATION, ChunkGap, Inbox, Pending
 
 log = logging.getLogger("testdata.bridge")
 SERVICE = "testdata.v1.TestDataService"
@@ -103,12 +103,20 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS, f"request {req.request_id} is already in progress"
             )
-        await self.rt.publish(
-            self.rt.topics.requests,
-            self.rt.codec.encode_request(req),
-            req.request_id,
-            [(CONTENT_TYPE, AVRO.encode()), (REPLY_TO, self.inbox.topic.encode())],
-        )
+        try:
+            await self.rt.publish(
+                self.rt.topics.requests,
+                self.rt.codec.encode_request(req),
+                req.request_id,
+                [
+                    (CONTENT_TYPE, AVRO.encode()),
+                    (REPLY_TO, self.inbox.topic.encode()),
+                    (CORRELATION, pending.correlation.encode()),
+                ],
+            )
+        except BaseException:
+            self.inbox.close(req.request_id)  # not published: nothing will answer it
+            raise
         return pending
 
     async def _next(self, pending: Pending, context: grpc.aio.ServicerContext) -> ResultChunk:
@@ -178,7 +186,12 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             while True:
                 chunk = await self._next(pending, context)
                 if not chunk.success:
-                    await context.abort(grpc.StatusCode.INTERNAL, chunk.error)
+                    code = (
+                        grpc.StatusCode.FAILED_PRECONDITION
+                        if chunk.error.startswith("generation failed")
+                        else grpc.StatusCode.INTERNAL
+                    )
+                    await context.abort(code, chunk.error)
                 yield chunk_to_proto(chunk)
                 if chunk.is_final:
                     return

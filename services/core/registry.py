@@ -19,6 +19,10 @@ from services.core.pools import SCHEMAS_DIR
 from services.core.regexgen import check_regex, length_bounds
 
 NUMERIC = (FieldType.INTEGER, FieldType.FLOAT)
+# Bounds on what one value may be: a test-data request must not be able to ask for a
+# gigabyte string or a million-item array (one record has to fit in a result chunk).
+MAX_TEXT = 10_000
+MAX_ITEMS = 1_000
 CONTAINERS = (FieldType.OBJECT, FieldType.ARRAY)
 
 
@@ -55,8 +59,16 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
         )
     for bound in ("min_length", "max_length"):
         v = getattr(c, bound)
-        if v is not None and v < 0:
-            errs.append(FieldError(path=f"{path}.{bound}", message="must be >= 0", value=v))
+        if v is not None and not 0 <= v <= MAX_TEXT:
+            errs.append(
+                FieldError(path=f"{path}.{bound}", message=f"must be 0..{MAX_TEXT}", value=v)
+            )
+    if ftype == FieldType.ARRAY and c.max is not None and c.max > MAX_ITEMS:
+        errs.append(
+            FieldError(
+                path=f"{path}.max", value=c.max, message=f"an array holds at most {MAX_ITEMS} items"
+            )
+        )
     if c.min_length is not None and c.max_length is not None and c.min_length > c.max_length:
         errs.append(
             FieldError(
@@ -76,7 +88,15 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
             errs.append(FieldError(path=f"{path}.regex", message=reason, value=c.regex))
         else:
             lo, hi = length_bounds(c.regex)
-            if (c.max_length is not None and lo > c.max_length) or (
+            if lo > MAX_TEXT:
+                errs.append(
+                    FieldError(
+                        path=f"{path}.regex",
+                        value=c.regex,
+                        message=f"matches are longer than {MAX_TEXT} characters",
+                    )
+                )
+            elif (c.max_length is not None and lo > c.max_length) or (
                 c.min_length is not None and hi < c.min_length
             ):
                 errs.append(
@@ -124,8 +144,10 @@ def check_fields(
                     "(constraints.field_constraints[...].enum_values)",
                 )
             )
-        if f.min_items > f.max_items or f.min_items < 0:
-            errs.append(FieldError(path=path, message="need 0 <= min_items <= max_items"))
+        if not 0 <= f.min_items <= f.max_items <= MAX_ITEMS:
+            errs.append(
+                FieldError(path=path, message=f"need 0 <= min_items <= max_items <= {MAX_ITEMS}")
+            )
         if path not in skip:
             errs += check_constraint(f.constraint, f.type, path)
         errs += check_fields(f.nested_fields, f"{path}.", skip)

@@ -12,6 +12,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+import orjson
+
 from services.core.coherence import score_records
 from services.core.entities import ConstraintUnsatisfiable
 from services.core.generate import generate_records
@@ -28,6 +30,7 @@ from services.kit.stream import Message, Runtime, Subscriber
 
 log = logging.getLogger("testdata.generator")
 Metadata = Callable[[], GenerationMetadata]
+MAX_CHUNK_BYTES = 2 * 1024 * 1024  # well under the 8 MiB record limit, in any format
 COHERENCE_SAMPLE = 50  # records scored per chunk: scoring everything would cost as much as
 # generating it; a fixed per-chunk sample keeps the score deterministic.
 
@@ -109,11 +112,22 @@ class PathService(ABC):
             )
         except ConstraintUnsatisfiable as exc:
             status = "failed"
-            await self.rt.dead_letter(
-                msg, self.name, "generation", str(exc), request_id=req.request_id
+            await self._failed(
+                msg,
+                emitter,
+                "generation",
+                f"generation failed: {exc}",
+                self.metadata(plan, routed, outcome, t0, emitter),
             )
-            await emitter.fail(
-                f"generation failed: {exc}", self.metadata(plan, routed, outcome, t0, emitter)
+        except Exception as exc:
+            status = "failed"
+            log.exception("%s: generation failed", req.request_id)
+            await self._failed(
+                msg,
+                emitter,
+                "processing",
+                f"internal error: {type(exc).__name__}: {exc}",
+                self.metadata(plan, routed, outcome, t0, emitter),
             )
         await emitter.close()
         elapsed = time.perf_counter() - t0
@@ -129,6 +143,18 @@ class PathService(ABC):
             emitter.index,
             elapsed * 1000,
         )
+
+    async def _failed(
+        self,
+        msg: Message,
+        emitter: ChunkEmitter,
+        kind: str,
+        error: str,
+        metadata: GenerationMetadata,
+    ) -> None:
+        """Park the request and end its stream with a failed final chunk."""
+        await self.rt.dead_letter(msg, self.name, kind, error, request_id=emitter.request_id)
+        await emitter.fail(error, metadata)
 
     def metadata(
         self, plan: Plan, routed: RoutedRequest, outcome: Outcome, t0: float, emitter: ChunkEmitter
@@ -164,6 +190,14 @@ class PathService(ABC):
         """Emit every record of the plan, in index order, the last chunk with metadata."""
 
 
+def records_per_chunk(plan: Plan, limit: int) -> int:
+    """At most `limit` records, and few enough that a chunk stays near MAX_CHUNK_BYTES:
+    sized from the plan's first records (deterministic, and generated anyway)."""
+    sample = generate_records(plan, 0, min(plan.count, 20))
+    per_record = max(1, len(orjson.dumps(sample)) // max(1, len(sample)))
+    return max(1, min(limit, MAX_CHUNK_BYTES // per_record))
+
+
 class TraditionalService(PathService):
     path = GenerationPath.TRADITIONAL
 
@@ -175,8 +209,9 @@ class TraditionalService(PathService):
         outcome: Outcome,
         final_metadata: Metadata,
     ) -> None:
-        for start in range(0, plan.count, self.chunk_size):
-            stop = min(start + self.chunk_size, plan.count)
+        size = records_per_chunk(plan, self.chunk_size)
+        for start in range(0, plan.count, size):
+            stop = min(start + size, plan.count)
             records = generate_records(plan, start, stop)
             sample = records[:COHERENCE_SAMPLE]
             outcome.add_coherence(score_records(plan.schema.name, sample), len(sample))

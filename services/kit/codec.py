@@ -102,6 +102,7 @@ class Codec:
             k: crc64_avro(to_parsing_canonical_form(s).encode()) for k, s in self.current.items()
         }
         self.writers: dict[bytes, tuple[str, Any]] = {}
+        self.history: set[bytes] = set()  # fingerprints of every shipped version
         versions: dict[str, dict[str, Path]] = {}
         for p in sorted((directory / "history").glob("*.avsc")):
             m = re.fullmatch(r"(\w+)\.(v\d+)\.avsc", p.name)
@@ -111,6 +112,7 @@ class Codec:
             for key, schema in _load_set(paths).items():
                 fp = crc64_avro(to_parsing_canonical_form(schema).encode())
                 self.writers[fp] = (key, schema)
+                self.history.add(fp)
         for key, schema in self.current.items():
             self.writers[self.fingerprints[key]] = (key, schema)
 
@@ -147,6 +149,8 @@ class Codec:
 
     def decode_request(self, value: bytes, content_type: str | None) -> GenerateRequest:
         """A request from Avro or JSON bytes; every invalid field is reported."""
+        if content_type:  # "application/json; charset=utf-8" is JSON too
+            content_type = content_type.split(";", 1)[0].strip().lower()
         if content_type == JSON or (content_type is None and value[:1] in (b"{", b" ")):
             try:
                 data = orjson.loads(value)

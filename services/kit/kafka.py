@@ -146,6 +146,7 @@ async def ensure_topics_exist(
     partitions: int = DEFAULT_PARTITIONS,
     replication_factor: int = 1,
     timeout_s: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, int]:
     """Make sure topics exist and their partitions have leaders; return name -> partitions.
 
@@ -167,7 +168,9 @@ async def ensure_topics_exist(
         for name, n in wanted.items():
             embedded.create_topic(name, n, replication_factor)
     else:
-        create_errors = await _create_via_admin(bootstrap, wanted, replication_factor)
+        create_errors = await _create_via_admin(
+            bootstrap, wanted, replication_factor, configs or {}
+        )
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     await client.bootstrap()
@@ -201,15 +204,24 @@ async def ensure_topics_exist(
 
 
 async def _create_via_admin(
-    bootstrap: str, wanted: Mapping[str, int], replication_factor: int
+    bootstrap: str,
+    wanted: Mapping[str, int],
+    replication_factor: int,
+    configs: Mapping[str, Mapping[str, str]],
 ) -> dict[str, str]:
-    """CreateTopics; returns per-topic errors other than 'already exists' (never raises)."""
+    """CreateTopics with each topic's configs and the replication the cluster can hold;
+    returns per-topic errors other than 'already exists' (never raises)."""
     errors: dict[str, str] = {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await admin.start()
+        brokers = len(admin._client.cluster.brokers()) or 1
+        rf = max(1, min(replication_factor, brokers))
         resp = await admin.create_topics(
-            [NewTopic(name, n, replication_factor) for name, n in wanted.items()]
+            [
+                NewTopic(name, n, rf, topic_configs=dict(configs.get(name, {})))
+                for name, n in wanted.items()
+            ]
         )
         for topic, code, *msg in resp.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):

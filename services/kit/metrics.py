@@ -66,7 +66,7 @@ CONSUMER_LAG = Gauge(
     "Records behind the partition end",
     ["group", "topic", "partition"],
     registry=REGISTRY,
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 CHUNKS = Counter(
     "testdata_chunks_published", "Result chunks published", ["path"], registry=REGISTRY

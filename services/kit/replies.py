@@ -15,11 +15,15 @@ def reply_topic(runtime: Runtime, msg: Message) -> str:
     return runtime.topics.results
 
 
+FORWARDED = (REPLY_TO, "correlation-id")  # travel with a request to its result chunks
+
+
 def reply_headers(msg: Message) -> list[tuple[str, bytes]]:
     headers = [(CONTENT_TYPE, b"application/avro")]
-    rt = msg.header(REPLY_TO)
-    if rt:
-        headers.append((REPLY_TO, rt.encode()))
+    for name in FORWARDED:
+        value = msg.header(name)
+        if value:
+            headers.append((name, value.encode()))
     return headers
 
 

@@ -155,6 +155,7 @@ class _Partition:
     task: asyncio.Task[None]
     paused: bool = False
     done: int | None = None  # next offset to commit
+    last_done: int | None = None  # next offset to process, kept after commits
 
 
 @dataclass
@@ -177,6 +178,7 @@ class Subscriber:
     _parts: dict[TopicPartition, _Partition] = field(default_factory=dict)
     _stopping: bool = False
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    stalled: set[tuple[str, int]] = field(default_factory=set)
 
     async def run(self) -> None:
         s = self.runtime.settings
@@ -210,6 +212,7 @@ class Subscriber:
                     if part.queue.qsize() >= self.queue_size and not part.paused:
                         self._consumer.pause(tp)
                         part.paused = True
+                self.update_lag()
         finally:
             committer.cancel()
             for p in self._parts.values():
@@ -244,16 +247,59 @@ class Subscriber:
                 log.exception(
                     "%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset
                 )
-                await self.runtime.dead_letter(
-                    msg, self.name, "processing", f"{type(exc).__name__}: {exc}"
-                )
+                await self._park(msg, f"{type(exc).__name__}: {exc}")
             part = self._parts.get(tp)
             if part is None:
                 return
-            part.done = msg.offset + 1
+            part.done = part.last_done = msg.offset + 1
             if part.paused and q.qsize() < self.queue_size // 2 and self._consumer:
                 self._consumer.resume(tp)
                 part.paused = False
+
+    async def _park(self, msg: Message, reason: str) -> None:
+        """Dead-letter a failed message, retrying until the broker takes it: its offset
+        must not move past a message that is neither processed nor parked."""
+        delay = 0.2
+        while True:
+            try:
+                await self.runtime.dead_letter(msg, self.name, "processing", reason)
+                self.stalled.discard((msg.topic, msg.partition))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stalled.add((msg.topic, msg.partition))
+                log.exception(
+                    "%s: cannot dead-letter %s[%d]@%d; retrying in %.1fs",
+                    self.name,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def update_lag(self) -> None:
+        """Records behind the partition end, from what is processed (not committed), so a
+        stalled partition shows as growing lag."""
+        if self._consumer is None:
+            return
+        for tp in self._consumer.assignment():
+            hw = self._consumer.highwater(tp)
+            if hw is None:
+                continue
+            part = self._parts.get(tp)
+            done = part.last_done if part is not None else None
+            if done is None:
+                continue
+            metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
+                max(0, hw - done)
+            )
+
+    @property
+    def healthy(self) -> bool:
+        return not self.stalled and all(not p.task.done() for p in self._parts.values())
 
     async def _commit_loop(self) -> None:
         while True:
@@ -277,11 +323,6 @@ class Subscriber:
             part = self._parts.get(tp)
             if part is not None and part.done == off:
                 part.done = None
-            hw = self._consumer.highwater(tp)
-            if hw is not None:
-                metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
-                    max(0, hw - off)
-                )
 
     async def revoke(self, tps: set[TopicPartition]) -> None:
         with contextlib.suppress(Exception):

@@ -173,7 +173,7 @@ class LLMRun:
         self._current = 0  # index into _clients of the backend in use
         self._abandoned = [asyncio.Event() for _ in self._clients]
         self._exhausted: str | None = None if self._clients else "no LLM backend configured"
-        self._slots = asyncio.Semaphore(engine.concurrency)
+        self._slots = engine.slots  # shared: the cap is per process, not per request
         entity = plan.schema.name
         self._entity = entity
         # Only predefined schemas: a custom schema merely named "cart" has other fields.
@@ -616,6 +616,9 @@ class LLMEngine:
         self.clients = list(clients)
         self.batch_size = batch_size
         self.concurrency = concurrency
+        # Model calls in flight across every request this engine serves: concurrent
+        # requests (one per partition) share the backend's rate limit.
+        self.slots = asyncio.Semaphore(concurrency)
         self.coherence_threshold = coherence_threshold
         self.max_fix_retries = max_fix_retries
         self.max_tokens = max_tokens  # None: each client's own limit

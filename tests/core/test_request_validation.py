@@ -114,3 +114,28 @@ def test_integer_range_without_integers(registry):
         constraints={"field_constraints": {"rating": {"min": 2.2, "max": 2.8}}},
     )
     assert "no integer" in errs["constraints.field_constraints[rating]"]
+
+
+def test_values_too_large_for_a_record_are_refused_up_front(registry):
+    errs = errors_of(
+        registry,
+        entity="blob",
+        count=1,
+        schema={
+            "fields": [
+                {"name": "text", "type": "STRING"},
+                {"name": "tags", "type": "ARRAY"},
+                {"name": "code", "type": "STRING"},
+            ]
+        },
+        constraints={
+            "field_constraints": {
+                "text": {"min_length": 10**9, "max_length": 10**9},
+                "tags": {"min": 10**9, "max": 10**9},
+                "code": {"regex": "^a{100000000}$"},
+            }
+        },
+    )
+    assert "must be 0..10000" in errs["constraints.field_constraints[text].min_length"]
+    assert "at most 1000 items" in errs["constraints.field_constraints[tags].max"]
+    assert "longer than 10000" in errs["constraints.field_constraints[code].regex"]

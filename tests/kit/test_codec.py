@@ -209,3 +209,10 @@ def test_schema_changes_stay_backward_compatible(old):
 
     framed = MAGIC + crc64_avro(to_parsing_canonical_form(writer).encode()) + buf.getvalue()
     assert codec.decode(key, framed)  # resolves old writer -> current reader
+
+
+def test_every_current_schema_is_in_the_history():
+    """A schema change must ship as a new history version, so readers keep resolving it."""
+    codec = Codec()
+    for key, fp in codec.fingerprints.items():
+        assert fp in codec.history, f"{key}.avsc changed: add schemas/avro/history/{key}.vN.avsc"

@@ -205,9 +205,24 @@ async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, ta
         await other.stop()
 
 
+def routed_value(codec, request_id, count=2500, entity="order"):
+    req = GenerateRequest(
+        request_id=request_id, entity=entity, count=count, seed=8, anchor="2026-01-01T00:00:00Z"
+    )
+    return codec.encode_routed(
+        RoutedRequest(
+            request=req,
+            routing=RoutingDecision(
+                path="traditional", reason="test", confidence=1.0, requested_path="traditional"
+            ),
+            received_at_ms=0,
+        )
+    )
+
+
 async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_producer, codec):
-    """A request processed twice (as after a crash before commit) yields identical chunks
-    twice; the bridge hands the caller each chunk once."""
+    """A request processed twice (what redelivery after a crash before the commit does)
+    yields identical chunks twice; the bridge hands the caller each chunk once."""
     inbox = stack.servicer.inbox
     request_id = rid("redeliver")
     req = GenerateRequest(
@@ -223,7 +238,11 @@ async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_produ
     pending = inbox.open(request_id)
     try:
         value = codec.encode_routed(routed)
-        headers = [("content-type", b"application/avro"), ("reply-to", inbox.topic.encode())]
+        headers = [
+            ("content-type", b"application/avro"),
+            ("reply-to", inbox.topic.encode()),
+            ("correlation-id", pending.correlation.encode()),
+        ]
         for _ in range(2):
             await agent_producer.send_and_wait(
                 stack.rt.topics.specs["traditional"].name,
@@ -250,3 +269,64 @@ async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_produ
     assert [r["_index"] for r in records] == list(range(2500))
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     assert duplicates_dropped >= len(chunks) > 1
+
+
+async def test_chunks_of_an_earlier_attempt_with_the_same_id_are_ignored(
+    stack, agent_producer, codec
+):
+    inbox = stack.servicer.inbox
+    request_id = rid("reused")
+    topic = stack.rt.topics.specs["traditional"].name
+    value = routed_value(codec, request_id, count=10, entity="user")
+    pending = inbox.open(request_id)
+    try:
+        dropped = inbox.dropped
+        old = [("reply-to", inbox.topic.encode()), ("correlation-id", b"an-earlier-attempt")]
+        await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=old)
+        for _ in range(100):
+            if inbox.dropped > dropped:
+                break
+            await asyncio.sleep(0.05)
+        assert inbox.dropped > dropped and pending.queue.empty()
+        new = [("reply-to", inbox.topic.encode()), ("correlation-id", pending.correlation.encode())]
+        await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=new)
+        chunk = await asyncio.wait_for(pending.get(), 20)
+        assert chunk.is_final and chunk.record_count == 10
+    finally:
+        inbox.close(request_id)
+
+
+async def test_unpublished_request_is_not_left_pending(stack, monkeypatch):
+    async def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(stack.rt, "publish", broker_down)
+    req = GenerateRequest(request_id=rid("unpublished"), entity="cart", count=1)
+    with pytest.raises(ConnectionError):
+        await stack.servicer._submit(req, context=None)
+    assert req.request_id not in stack.servicer.inbox.pending
+
+
+async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, agent_producer, codec):
+    """A stream nobody reads fills its bounded queue; once its caller is gone, replies to
+    everyone else flow again at once (not after the slow-client timeout)."""
+    inbox = stack.servicer.inbox
+    stuck = rid("stuck")
+    pending = inbox.open(stuck)
+    headers = [("reply-to", inbox.topic.encode()), ("correlation-id", pending.correlation.encode())]
+    await agent_producer.send_and_wait(
+        stack.rt.topics.specs["traditional"].name,
+        routed_value(codec, stuck, count=60_000, entity="cart"),
+        key=stuck.encode(),
+        headers=headers,
+    )
+    for _ in range(200):
+        if pending.queue.full():
+            break
+        await asyncio.sleep(0.05)
+    assert pending.queue.full()
+    inbox.close(stuck)  # the caller went away
+    t = asyncio.get_running_loop().time()
+    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=2), timeout=30)
+    assert resp.success
+    assert asyncio.get_running_loop().time() - t < 3.0

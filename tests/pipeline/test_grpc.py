@@ -147,11 +147,19 @@ async def test_deadline_exceeded_and_request_forgotten(stub, stack):
             pb.GenerateRequest(entity="order", count=1000, request_id=request_id), timeout=0.02
         )
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    inbox = stack.servicer.inbox
+    dropped = inbox.dropped
     for _ in range(50):
-        if request_id not in stack.servicer.inbox.pending:
+        if request_id not in inbox.pending:
             break
         await asyncio.sleep(0.02)
-    assert request_id not in stack.servicer.inbox.pending
+    assert request_id not in inbox.pending
+    # the request was published all the same: its chunks arrive late and are dropped
+    for _ in range(200):
+        if inbox.dropped > dropped:
+            break
+        await asyncio.sleep(0.05)
+    assert inbox.dropped > dropped
     # the bridge still serves
     assert (await stub.GenerateData(pb.GenerateRequest(entity="cart", count=2))).success
 
@@ -227,3 +235,20 @@ async def test_http_health_and_metrics(stack, stub):
     ):
         assert name in text, name
     assert 'path="traditional"' in text
+
+
+async def test_large_records_are_chunked_under_the_message_limit(stub):
+    """Long values shrink the records per chunk instead of overflowing a Kafka record."""
+    req = pb.GenerateRequest(
+        entity="note",
+        count=1000,
+        seed=1,
+        schema=pb.Schema(fields=[pb.Field(name="body", type=pb.STRING, required=True)]),
+        constraints=pb.Constraints(
+            field_constraints={"body": pb.FieldConstraint(min_length=9000, max_length=10000)}
+        ),
+    )
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=120)]
+    assert sum(c.record_count for c in chunks) == 1000 and len(chunks) > 4
+    assert max(len(c.data) for c in chunks) < 3 * 1024 * 1024
+    assert len(json.loads("".join(c.data for c in chunks))) == 1000
