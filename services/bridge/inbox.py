@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
+from services.kit.broker import EmbeddedBroker
 from services.kit.codec import DecodeError
 from services.kit.kafka import assign_all, ensure_topics_exist, make_consumer
 from services.kit.messages import ResultChunk
@@ -94,6 +96,22 @@ class Inbox:
                 await self.task
         if self.consumer:
             await self.consumer.stop()
+        await self._delete_topic()
+
+    async def _delete_topic(self) -> None:
+        """A stopped instance's reply topic has no reader left: remove it, so restarts do
+        not pile topics up on a real cluster (best effort; retention empties it anyway)."""
+        if EmbeddedBroker.for_bootstrap(self.rt.bootstrap) is not None:
+            return  # in memory, gone with the process
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.rt.bootstrap)
+        try:
+            await asyncio.wait_for(admin.start(), 5)
+            await asyncio.wait_for(admin.delete_topics([self.topic]), 5)
+        except Exception as exc:  # noqa: BLE001 - cleanup must not fail a shutdown
+            log.info("reply topic %s not deleted: %s", self.topic, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
 
     @property
     def healthy(self) -> bool:
