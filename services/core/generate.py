@@ -8,6 +8,7 @@ generation of N records equals one-shot generation of N, in any process.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -26,15 +27,20 @@ def block_seed(plan: Plan, block: int) -> int:
     return (plan.base_seed ^ ((block + 1) * _GOLDEN)) & _MASK
 
 
-def _set_path(obj: Any, path: str, value: Any) -> None:
+def set_path(obj: Any, path: str, value: Any) -> None:
+    """Set a dotted path; through arrays it applies to every element. Values of the wrong
+    shape on the way (model output may have them) are left for the validator to report.
+    Object and array values are copied: records must never share mutable parts."""
     head, _, rest = path.partition(".")
     if isinstance(obj, list):
         for item in obj:
-            _set_path(item, path, value)
+            set_path(item, path, value)
+    elif not isinstance(obj, dict):
+        return
     elif not rest:
-        obj[head] = value
-    elif head in obj and obj[head] is not None:
-        _set_path(obj[head], rest, value)
+        obj[head] = copy.deepcopy(value) if isinstance(value, dict | list) else value
+    elif obj.get(head) is not None:
+        set_path(obj[head], rest, value)
 
 
 def _regen_path(ctx: Ctx, plan: Plan, obj: Any, path: str, full: str) -> None:
@@ -74,7 +80,7 @@ def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
             continue  # replayed only to reach `start` with the block's RNG state
         if slot.overrides:
             for path, value in slot.overrides.items():
-                _set_path(rec, path, value)
+                set_path(rec, path, value)
             if composer is not None:
                 composer.reconcile(rec, slot.overrides)
         out.append(rec)

@@ -32,7 +32,6 @@ started but not yet yielded; each is yielded as soon as it and all earlier ones 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections import deque
@@ -42,7 +41,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.core.coherence import SCORERS, score_records
-from services.core.generate import generate_records
+from services.core.generate import generate_records, set_path
 from services.core.models import FieldError
 from services.core.plan import Plan
 from services.core.validate import validate_record
@@ -113,22 +112,6 @@ def _describe(exc: BaseException) -> str:
 
 def _reason(exc: BaseException) -> str:
     return (exc.reason if isinstance(exc, LLMError) else "") or "unexpected_error"
-
-
-def _set_override(obj: Any, path: str, value: Any) -> None:
-    """Like core's `_set_path` (dotted paths apply to every element of an array), but
-    tolerant of model output of the wrong shape: non-dict values are left alone (the
-    validator reports them)."""
-    head, _, rest = path.partition(".")
-    if isinstance(obj, list):
-        for item in obj:
-            _set_override(item, path, value)
-    elif not isinstance(obj, dict):
-        return
-    elif not rest:
-        obj[head] = copy.deepcopy(value)
-    elif obj.get(head) is not None:
-        _set_override(obj[head], rest, value)
 
 
 class _Work:
@@ -504,7 +487,7 @@ class LLMRun:
         rec: dict[str, Any] = {"_index": index, "_scenario": slot.name}
         rec.update((k, v) for k, v in raw.items() if k not in META_KEYS)
         for path, value in slot.overrides.items():
-            _set_override(rec, path, value)
+            set_path(rec, path, value)
         return rec
 
     async def _complete(self, k: int, system: str, user: str) -> Completion:
