@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 from services.core.models import FieldError, GenerateRequest, RequestInvalid
 from services.core.plan import Limits, build_plan
 from services.core.registry import SchemaRegistry
+from services.kit import metrics
 from services.kit.codec import AVRO
 from services.kit.messages import ResultChunk
 from services.kit.stream import CONTENT_TYPE, REPLY_TO, Runtime
@@ -90,6 +91,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             )
             plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
+            metrics.VALIDATION_ERRORS.labels(message.domain, message.entity).inc()
             await context.abort_with_status(
                 _status(grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {exc}", exc.errors)
             )

@@ -105,7 +105,6 @@ class PathService(ABC):
         try:
             await self.produce(
                 plan,
-                routed,
                 emitter,
                 outcome,
                 lambda: self.metadata(plan, routed, outcome, t0, emitter),
@@ -182,7 +181,6 @@ class PathService(ABC):
     async def produce(
         self,
         plan: Plan,
-        routed: RoutedRequest,
         emitter: ChunkEmitter,
         outcome: Outcome,
         final_metadata: Metadata,
@@ -204,7 +202,6 @@ class TraditionalService(PathService):
     async def produce(
         self,
         plan: Plan,
-        routed: RoutedRequest,
         emitter: ChunkEmitter,
         outcome: Outcome,
         final_metadata: Metadata,

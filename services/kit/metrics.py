@@ -22,7 +22,6 @@ GENERATION_SECONDS = Histogram(
 RECORDS = Counter(
     "testdata_records_generated", "Records generated", ["domain", "entity"], registry=REGISTRY
 )
-CACHE_HITS = Counter("testdata_cache_hits", "Data pool cache hits", registry=REGISTRY)
 COHERENCE = Histogram(
     "testdata_coherence_score",
     "Coherence score per request",

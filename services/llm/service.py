@@ -14,7 +14,6 @@ from services.core.plan import Plan
 from services.core.registry import SchemaRegistry
 from services.generator.service import Metadata, Outcome, PathService
 from services.kit.emit import ChunkEmitter
-from services.kit.messages import RoutedRequest
 from services.kit.stream import Runtime
 from services.llm.engine import LLMBatch, LLMEngine
 
@@ -32,7 +31,6 @@ class LLMService(PathService):
     async def produce(
         self,
         plan: Plan,
-        routed: RoutedRequest,
         emitter: ChunkEmitter,
         outcome: Outcome,
         final_metadata: Metadata,

@@ -114,6 +114,10 @@ class RouterService:
         req: GenerateRequest | None = None,
     ) -> None:
         await self.rt.dead_letter(msg, NAME, kind, reason, errors, request_id)
+        if kind == "invalid_request":
+            metrics.VALIDATION_ERRORS.labels(
+                req.domain if req else "", req.entity if req else ""
+            ).inc()
         if request_id:
             await send_failure(
                 self.rt,

@@ -275,10 +275,21 @@ def test_exact_total_unreachable_raises_instead_of_spinning(registry):
 
 
 def test_object_overrides_are_not_shared_between_records(registry):
-    plan, recs = generate(registry, n=3, entity="order", scenarios=[
-        {"name": "fixed_address", "count": 3, "overrides": {
-            "shipping_address": '{"line1": "1 Main St", "city": "Austin", "state": "TX", '
-                                '"postal_code": "73301", "country": "US"}'}}])
+    _, recs = generate(
+        registry,
+        n=3,
+        entity="order",
+        scenarios=[
+            {
+                "name": "fixed_address",
+                "count": 3,
+                "overrides": {
+                    "shipping_address": '{"line1": "1 Main St", "city": "Austin", "state": "TX", '
+                    '"postal_code": "73301", "country": "US"}'
+                },
+            }
+        ],
+    )
     assert all(r["shipping_address"]["city"] == "Austin" for r in recs)
     recs[0]["shipping_address"]["city"] = "Changed"
     assert [r["shipping_address"]["city"] for r in recs[1:]] == ["Austin", "Austin"]

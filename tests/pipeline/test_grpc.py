@@ -216,6 +216,8 @@ async def test_reflection_lists_the_service(channel):
 
 async def test_http_health_and_metrics(stack, stub):
     await stub.GenerateData(pb.GenerateRequest(entity="cart", count=3))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.GenerateData(pb.GenerateRequest(entity="cart", count=-1))
 
     def get(path):
         with urllib.request.urlopen(f"http://127.0.0.1:{stack.http_port}{path}") as r:
