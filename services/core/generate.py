@@ -58,6 +58,8 @@ def _regen_path(ctx: Ctx, plan: Plan, obj: Any, path: str, full: str) -> None:
 
 def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
     """Records [start, stop) of the plan; identical however the range is split."""
+    if start >= stop:
+        return []
     pools = get_pools()
     rng = random.Random()
     ctx = Ctx(rng, plan.anchor, pools)
@@ -65,9 +67,8 @@ def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
     composer = plan.composer
     fields = plan.schema.fields
     first = start - start % BLOCK
-    slot = plan.slot_for(first) if start < stop else None
+    slot = plan.slot_for(first)
     for i in range(first, stop):
-        assert slot is not None
         if i % BLOCK == 0:
             rng.seed(block_seed(plan, i // BLOCK))
         if i >= slot.stop:

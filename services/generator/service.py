@@ -11,6 +11,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -188,11 +189,13 @@ class PathService(ABC):
         """Emit every record of the plan, in index order, the last chunk with metadata."""
 
 
-def records_per_chunk(plan: Plan, limit: int) -> int:
-    """At most `limit` records, and few enough that a chunk stays near MAX_CHUNK_BYTES:
-    sized from the plan's first records (deterministic, and generated anyway)."""
-    sample = generate_records(plan, 0, min(plan.count, 20))
-    per_record = max(1, len(orjson.dumps(sample)) // max(1, len(sample)))
+SIZING_SAMPLE = 20
+
+
+def records_per_chunk(head: list[dict[str, Any]], limit: int) -> int:
+    """At most `limit` records, and few enough that a chunk stays near MAX_CHUNK_BYTES,
+    judged by the plan's first records (deterministic for a given request)."""
+    per_record = max(1, len(orjson.dumps(head)) // max(1, len(head)))
     return max(1, min(limit, MAX_CHUNK_BYTES // per_record))
 
 
@@ -206,10 +209,12 @@ class TraditionalService(PathService):
         outcome: Outcome,
         final_metadata: Metadata,
     ) -> None:
-        size = records_per_chunk(plan, self.chunk_size)
+        head = generate_records(plan, 0, min(plan.count, SIZING_SAMPLE))
+        size = records_per_chunk(head, self.chunk_size)
         for start in range(0, plan.count, size):
             stop = min(start + size, plan.count)
-            records = generate_records(plan, start, stop)
+            # the sizing sample is the output's start: not generated twice
+            records = head[start:stop] + generate_records(plan, max(start, len(head)), stop)
             sample = records[:COHERENCE_SAMPLE]
             outcome.add_coherence(score_records(plan.schema.name, sample), len(sample))
             last = stop == plan.count

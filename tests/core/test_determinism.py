@@ -66,6 +66,7 @@ def test_records_do_not_depend_on_the_range_asked_for(registry):
     whole = generate_records(plan, 0, 300)
     assert generate_records(plan, 150, 160) == whole[150:160]
     assert generate_records(plan, 199, 201) == whole[199:201]
+    assert generate_records(plan, 10, 10) == [] == generate_records(plan, 300, 300)
 
 
 def test_seed_and_request_change_the_data(registry):
