@@ -24,7 +24,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    NamedTuple,
+    Protocol,
+    Self,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    runtime_checkable,
+)
 
 import anthropic
 import openai
@@ -113,11 +124,10 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        # LLM_RETRY_BASE_SECONDS / LLM_RETRY_MAX_SECONDS are read when Settings grows them.
         return cls(
             max_retries=max(0, settings.llm_max_retries),
-            base_delay=float(getattr(settings, "llm_retry_base_seconds", 1.0)),
-            max_delay=float(getattr(settings, "llm_retry_max_seconds", 30.0)),
+            base_delay=settings.llm_retry_base_seconds,
+            max_delay=settings.llm_retry_max_seconds,
         )
 
 
@@ -225,23 +235,59 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-class _RetryingClient:
-    """Retry loop, timeout, concurrency limit and usage accounting shared by backends."""
+class _AsyncSDK(Protocol):
+    """What the base class needs of an SDK client: a way to release its connections."""
+
+    async def close(self) -> None: ...
+
+
+_SdkT = TypeVar("_SdkT", bound=_AsyncSDK)
+
+
+class ClientOptions(TypedDict, total=False):
+    """Constructor arguments every backend takes with the same meaning and default, so
+    the subclasses name only what differs (`**options: Unpack[ClientOptions]`)."""
+
+    max_tokens: int
+    timeout: float
+    retry: RetryPolicy | None
+    concurrency: int | None
+    sleep: Callable[[float], Awaitable[Any]] | None
+    rng: random.Random | None
+    default_headers: dict[str, str] | None
+
+
+class _RetryingClient(Generic[_SdkT]):
+    """Retry loop, timeout, concurrency limit, usage accounting and the SDK's lifecycle,
+    shared by backends.
+
+    A subclass says which SDK it wraps (`_make_sdk`), how a call and a models listing
+    look in it (`_call`, `_list_models`), when it counts as configured, and which
+    settings it reads (`_settings_kwargs`). The SDK is made on first use, always with
+    `max_retries=0` (the retry policy lives here); `aclose()` releases it.
+    """
 
     backend: ClassVar[str] = "llm"
 
     def __init__(
         self,
         *,
+        api_key: str | None,
+        base_url: str | None,
         model: str,
-        max_tokens: int,
-        timeout: float,
-        retry: RetryPolicy | None,
-        concurrency: int | None,
-        sleep: Callable[[float], Awaitable[Any]] | None,
-        rng: random.Random | None,
+        temperature: float | None,
+        max_tokens: int = 4096,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        sleep: Callable[[float], Awaitable[Any]] | None = None,
+        rng: random.Random | None = None,
+        default_headers: dict[str, str] | None = None,
     ) -> None:
+        self.api_key = api_key
+        self.base_url = base_url
         self.model = model
+        self.temperature = temperature
         self.max_tokens = max_tokens
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -249,6 +295,49 @@ class _RetryingClient:
         self._slots = asyncio.Semaphore(concurrency) if concurrency and concurrency > 0 else None
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
+        self._default_headers = default_headers
+        self._sdk: _SdkT | None = None
+
+    @classmethod
+    def _settings_kwargs(cls, settings: Settings) -> dict[str, Any]:
+        """This backend's own constructor arguments as configured in `settings`."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """A client as configured; `overrides` (e.g. `retry=`, `sleep=`) win over settings."""
+        kwargs: dict[str, Any] = {
+            "timeout": settings.llm_timeout_seconds,
+            "retry": RetryPolicy.from_settings(settings),
+            "concurrency": settings.llm_concurrency,
+            **cls._settings_kwargs(settings),
+            **overrides,
+        }
+        return cls(**kwargs)
+
+    def _make_sdk(self, **options: Any) -> _SdkT:
+        """The SDK client, built from `options` (the same for every SDK)."""
+        raise NotImplementedError
+
+    @property
+    def sdk(self) -> _SdkT:
+        """The SDK client, made on first use so that building a client opens nothing."""
+        if self._sdk is None:
+            self._sdk = self._make_sdk(
+                api_key=self.api_key,
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=self.timeout,
+                default_headers=self._default_headers,
+            )
+        return self._sdk
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP connections (on shutdown). Idempotent, and a no-op when no
+        call ever made the SDK; a later call would make a fresh one."""
+        sdk, self._sdk = self._sdk, None
+        if sdk is not None:
+            await sdk.close()
 
     async def _call(self, system: str, user: str, max_tokens: int) -> _Result:
         raise NotImplementedError
@@ -360,7 +449,7 @@ def _usage_int(usage: Any, name: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-class ClaudeClient(_RetryingClient):
+class ClaudeClient(_RetryingClient[anthropic.AsyncAnthropic]):
     """Anthropic Messages API.
 
     `temperature` is sent only when given (not None): the SDK 2.x default API version
@@ -375,62 +464,36 @@ class ClaudeClient(_RetryingClient):
         *,
         api_key: str | None,
         model: str = "claude-sonnet-4-20250514",
-        max_tokens: int = 4096,
         temperature: float | None = None,
         base_url: str | None = None,
-        timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
-        concurrency: int | None = None,
-        sleep: Callable[[float], Awaitable[Any]] | None = None,
-        rng: random.Random | None = None,
-        default_headers: dict[str, str] | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(
+            api_key=api_key or None,
+            base_url=base_url or None,
             model=model,
-            max_tokens=max_tokens,
-            timeout=timeout,
-            retry=retry,
-            concurrency=concurrency,
-            sleep=sleep,
-            rng=rng,
+            temperature=temperature,
+            **options,
         )
-        self.api_key = api_key or None
-        self.base_url = base_url or None
-        self.temperature = temperature
-        self._sdk: anthropic.AsyncAnthropic | None = None
-        self._default_headers = default_headers
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> ClaudeClient:
-        send_temperature = bool(getattr(settings, "claude_send_temperature", False))
-        kwargs: dict[str, Any] = {
+    def _settings_kwargs(cls, settings: Settings) -> dict[str, Any]:
+        # A temperature goes out only on CLAUDE_SEND_TEMPERATURE (see the class docstring).
+        send = settings.claude_send_temperature
+        return {
             "api_key": settings.anthropic_api_key,
             "base_url": settings.anthropic_base_url,
             "model": settings.claude_model,
             "max_tokens": settings.claude_max_tokens,
-            "temperature": settings.claude_temperature if send_temperature else None,
-            "timeout": settings.llm_timeout_seconds,
-            "retry": RetryPolicy.from_settings(settings),
-            "concurrency": settings.llm_concurrency,
+            "temperature": settings.claude_temperature if send else None,
         }
-        kwargs.update(overrides)
-        return cls(**kwargs)
+
+    def _make_sdk(self, **options: Any) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(**options)
 
     @property
     def is_configured(self) -> bool:
         return bool(self.api_key)
-
-    @property
-    def sdk(self) -> anthropic.AsyncAnthropic:
-        if self._sdk is None:
-            self._sdk = anthropic.AsyncAnthropic(
-                api_key=self.api_key,
-                base_url=self.base_url,
-                max_retries=0,
-                timeout=self.timeout,
-                default_headers=self._default_headers,
-            )
-        return self._sdk
 
     async def _call(self, system: str, user: str, max_tokens: int) -> _Result:
         kwargs: dict[str, Any] = {}
@@ -467,13 +530,8 @@ class ClaudeClient(_RetryingClient):
     async def _list_models(self) -> Any:
         return await self.sdk.models.list(limit=1)
 
-    async def aclose(self) -> None:
-        if self._sdk is not None:
-            await self._sdk.close()
-            self._sdk = None
 
-
-class OpenAICompatClient(_RetryingClient):
+class OpenAICompatClient(_RetryingClient[openai.AsyncOpenAI]):
     """OpenAI Chat Completions API, as served by vLLM and other compatible servers.
 
     `base_url` ends in `/v1` (the SDK appends `/chat/completions`). `enabled=False`
@@ -488,65 +546,38 @@ class OpenAICompatClient(_RetryingClient):
         base_url: str,
         model: str,
         api_key: str = "EMPTY",
-        max_tokens: int = 4096,
         temperature: float | None = 0.7,
-        timeout: float = 60.0,
         enabled: bool = True,
-        retry: RetryPolicy | None = None,
-        concurrency: int | None = None,
-        sleep: Callable[[float], Awaitable[Any]] | None = None,
-        rng: random.Random | None = None,
-        default_headers: dict[str, str] | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(
+            api_key=api_key or "EMPTY",
+            base_url=base_url,
             model=model,
-            max_tokens=max_tokens,
-            timeout=timeout,
-            retry=retry,
-            concurrency=concurrency,
-            sleep=sleep,
-            rng=rng,
+            temperature=temperature,
+            **options,
         )
-        self.base_url = base_url
-        self.api_key = api_key or "EMPTY"
-        self.temperature = temperature
         self.enabled = enabled
-        self._sdk: openai.AsyncOpenAI | None = None
-        self._default_headers = default_headers
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> OpenAICompatClient:
+    def _settings_kwargs(cls, settings: Settings) -> dict[str, Any]:
         # No VLLM_MAX_TOKENS / VLLM_TEMPERATURE settings exist: the CLAUDE_* values are the
         # generation knobs for every backend.
-        kwargs: dict[str, Any] = {
+        return {
             "base_url": settings.vllm_base_url,
             "model": settings.vllm_model,
             "api_key": settings.vllm_api_key,
             "max_tokens": settings.claude_max_tokens,
             "temperature": settings.claude_temperature,
-            "timeout": settings.llm_timeout_seconds,
             "enabled": settings.use_local_llm or settings.llm_enabled_local,
-            "retry": RetryPolicy.from_settings(settings),
-            "concurrency": settings.llm_concurrency,
         }
-        kwargs.update(overrides)
-        return cls(**kwargs)
+
+    def _make_sdk(self, **options: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(**options)
 
     @property
     def is_configured(self) -> bool:
         return self.enabled and bool(self.base_url) and bool(self.model)
-
-    @property
-    def sdk(self) -> openai.AsyncOpenAI:
-        if self._sdk is None:
-            self._sdk = openai.AsyncOpenAI(
-                api_key=self.api_key,
-                base_url=self.base_url,
-                max_retries=0,
-                timeout=self.timeout,
-                default_headers=self._default_headers,
-            )
-        return self._sdk
 
     async def _call(self, system: str, user: str, max_tokens: int) -> _Result:
         kwargs: dict[str, Any] = {}
@@ -576,11 +607,6 @@ class OpenAICompatClient(_RetryingClient):
 
     async def _list_models(self) -> Any:
         return await self.sdk.models.list()
-
-    async def aclose(self) -> None:
-        if self._sdk is not None:
-            await self._sdk.close()
-            self._sdk = None
 
 
 def build_clients(settings: Settings, **overrides: Any) -> list[LLMClient]:

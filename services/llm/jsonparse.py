@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 from services.llm.errors import LLMOutputError
@@ -20,6 +22,7 @@ WRAPPER_KEYS = ("records", "data", "results", "rows", "output", "entries", "obje
 
 _FENCE_RE = re.compile(r"```[ \t]*[A-Za-z0-9_+.-]*[ \t]*\r?\n(.*?)(?:```|\Z)", re.S)
 _OPENERS = re.compile(r"[\[{]")
+_TRAILING_COMMA = re.compile(r",[ \t\r\n]*[\]}]")
 _SEPARATORS = " \t\r\n,"
 _SNIPPET = 160
 
@@ -44,36 +47,10 @@ def _loads(text: str) -> Any:
     return _NOT_JSON
 
 
-def strip_trailing_commas(text: str) -> str:
-    """Drop commas directly before `]` or `}` (outside strings)."""
-    out: list[str] = []
-    in_string = escaped = False
-    n = len(text)
-    for i, ch in enumerate(text):
-        if in_string:
-            out.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch == ",":
-            j = i + 1
-            while j < n and text[j] in " \t\r\n":
-                j += 1
-            if j < n and text[j] in "]}":
-                continue
-        out.append(ch)
-    return "".join(out)
-
-
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index just past the bracket closing the one at `start`; None if it never closes."""
-    depth = 0
+def _outside_strings(text: str, start: int = 0) -> Iterator[int]:
+    """Indices, from `start`, of the characters outside JSON string literals (a literal's
+    quotes count as inside): bracket and comma scans must not see `"a,]"` or an escaped
+    quote as structure."""
     in_string = escaped = False
     for i in range(start, len(text)):
         ch = text[i]
@@ -86,7 +63,22 @@ def _balanced_end(text: str, start: int) -> int | None:
                 in_string = False
         elif ch == '"':
             in_string = True
-        elif ch in "[{":
+        else:
+            yield i
+
+
+def strip_trailing_commas(text: str) -> str:
+    """Drop commas directly before `]` or `}` (outside strings)."""
+    drop = [i for i in _outside_strings(text) if _TRAILING_COMMA.match(text, i)]
+    return "".join(text[a + 1 : b] for a, b in pairwise([-1, *drop, len(text)]))
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """Index just past the bracket closing the one at `start`; None if it never closes."""
+    depth = 0
+    for i in _outside_strings(text, start):
+        ch = text[i]
+        if ch in "[{":
             depth += 1
         elif ch in "]}":
             depth -= 1

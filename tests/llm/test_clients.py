@@ -373,6 +373,25 @@ async def test_health(backend: str, server: FakeLLMServer, settings: Any) -> Non
     await client.aclose()
 
 
+async def test_aclose_closes_the_http_client(
+    backend: str, server: FakeLLMServer, settings: Any
+) -> None:
+    client = client_for(backend, settings)
+    await client.complete("s", "u")  # a pooled keep-alive connection is now open
+    sdk = client.sdk
+    assert not sdk.is_closed()
+    await client.aclose()
+    assert sdk.is_closed()  # the SDK's httpx client
+    await client.aclose()  # idempotent
+
+
+async def test_aclose_before_any_call_makes_no_sdk(backend: str) -> None:
+    client = client_for(backend, make_settings(None))
+    await client.aclose()
+    await client.aclose()
+    assert client._sdk is None
+
+
 # ------------------------------------------------------------------- configuration
 
 
@@ -400,6 +419,18 @@ def test_clients_read_settings() -> None:
     assert not ClaudeClient(api_key=None).is_configured
     o = OpenAICompatClient.from_settings(settings)
     assert (o.model, o.base_url, o.temperature) == ("fake/llama-3-8b", "http://127.0.0.1:9/v1", 0.3)
+
+
+def test_retry_and_temperature_settings_reach_clients() -> None:
+    settings = make_settings(
+        None,
+        llm_retry_base_seconds=0.25,
+        llm_retry_max_seconds=4.0,
+        claude_send_temperature=True,
+    )
+    c = ClaudeClient.from_settings(settings)
+    assert (c.retry.base_delay, c.retry.max_delay) == (0.25, 4.0)
+    assert c.temperature == pytest.approx(0.3)
 
 
 async def test_unconfigured_client_refuses() -> None:
