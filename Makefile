@@ -35,6 +35,7 @@ lint: install
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(VENV)/bin/ruff format --check services tests bench scripts
 	$(VENV)/bin/mypy
+	$(PY) scripts/check_layers.py
 
 format: install
 	$(VENV)/bin/ruff format services tests bench scripts

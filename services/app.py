@@ -1,7 +1,9 @@
-"""Assembles services into a running process: `App(settings, bootstrap).start([...])`.
+"""The deployables and their lifecycle: `App(settings, bootstrap).start(["router", ...])`.
 
-One process may run any subset of: router, traditional, llm, bridge. `testdata run`
-puts each in its own process (both cores work); tests run them in one event loop.
+`SERVICES` names every deployable as the command line does (`testdata service <name>`);
+`PATHS` maps each generation path to its service class. Adding a path is one package with
+a `PathService` subclass and one entry in `PATHS`. `testdata run` puts each service in its
+own process (both cores work); tests run several in one event loop.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import grpc
@@ -19,17 +20,31 @@ import grpc
 from services.core.models import GenerationPath
 from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
+from services.kit.generation import Availability, PathService
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
 from services.kit.settings import Settings
 from services.kit.stream import Runtime, Subscriber
+from services.llm.service import LLMService
+from services.router.service import RouterService
+from services.traditional.service import TraditionalService
 
 if TYPE_CHECKING:
     from services.bridge.server import TestDataServicer
 
 log = logging.getLogger("testdata.app")
-SERVICES = ("router", "traditional", "llm", "bridge")
-NO_PATTERN_STORE = "no pattern store in this release (RAG paths are not built yet)"
+HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
+
+#: Every generation path that has a service, by the path it serves.
+PATHS: dict[GenerationPath, type[PathService]] = {
+    GenerationPath.TRADITIONAL: TraditionalService,
+    GenerationPath.LLM: LLMService,
+}
+BRIDGE = "bridge"
+#: Every deployable, named as on the command line.
+SERVICES: tuple[str, ...] = ("router", *(p.value for p in PATHS), BRIDGE)
+#: The deployables that consume topics (all but the bridge).
+WORKERS: tuple[str, ...] = tuple(s for s in SERVICES if s != BRIDGE)
 
 
 async def ensure_catalog_topics(runtime: Runtime) -> None:
@@ -43,55 +58,13 @@ async def ensure_catalog_topics(runtime: Runtime) -> None:
     )
 
 
-class LLMAvailability:
-    """Whether the LLM path can serve: configured backends, re-probed periodically."""
-
-    def __init__(self, settings: Settings):
-        from services.llm.clients import build_clients
-
-        self.clients = build_clients(settings)
-        self.interval_s = settings.llm_health_interval_seconds
-        self.status: dict[str, str] = {}
-        self.reason: str | None = (
-            None
-            if self.clients
-            else "no LLM backend configured (set ANTHROPIC_API_KEY, or "
-            "USE_LOCAL_LLM with VLLM_BASE_URL)"
-        )
-        self._checked = 0.0
-
-    async def refresh(self) -> None:
-        if not self.clients or time.monotonic() - self._checked < self.interval_s:
-            return
-        self._checked = time.monotonic()
-        results = {}
-        for c in self.clients:
-            try:
-                ok = await asyncio.wait_for(c.health(), 3)
-                results[f"llm_{c.backend}"] = "healthy" if ok else "unhealthy: probe failed"
-            except Exception as exc:  # noqa: BLE001 - unreachable backend is an answer
-                results[f"llm_{c.backend}"] = f"unhealthy: {type(exc).__name__}"
-        self.status = results
-        healthy = [k for k, v in results.items() if v == "healthy"]
-        self.reason = (
-            None
-            if healthy
-            else "LLM backends unhealthy: " + "; ".join(f"{k} {v}" for k, v in results.items())
-        )
-
-    async def components(self) -> Mapping[str, str]:
-        await self.refresh()
-        if not self.clients:
-            return {"llm": f"not configured: {self.reason}"}
-        return self.status
-
-
 class App:
     def __init__(self, settings: Settings, bootstrap: str):
         self.settings = settings
         self.rt = Runtime(settings, bootstrap)
         self.registry = SchemaRegistry.load()
-        self.llm = LLMAvailability(settings)
+        self.probes: dict[GenerationPath, Availability] = {}
+        self.paths: list[PathService] = []
         self.subscribers: list[Subscriber] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.grpc_server: grpc.aio.Server | None = None
@@ -100,52 +73,72 @@ class App:
         self.http: HealthHTTP | None = None
         self.http_port: int | None = None
         self.instance = settings.instance_id or uuid.uuid4().hex[:12]
-        self._probe: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    # ---- availability of the paths (one probe per path per process) --------------------
+    def probe(self, path: GenerationPath) -> Availability:
+        if path not in self.probes:
+            self.probes[path] = PATHS[path].probe(self.settings)
+        return self.probes[path]
 
     def availability(self) -> Mapping[GenerationPath, str | None]:
+        """Per path: None when it can serve, else why not (what the router needs)."""
         return {
-            GenerationPath.TRADITIONAL: None,
-            GenerationPath.LLM: self.llm.reason,
-            GenerationPath.RAG: NO_PATTERN_STORE,
-            GenerationPath.HYBRID: NO_PATTERN_STORE,
+            p: self.probe(p).reason if p in PATHS else f"no {p.value} path service in this release"
+            for p in GenerationPath
         }
+
+    async def _refresh_probes(self) -> None:
+        """The router routes to a path only while its probe says it can serve."""
+        while True:
+            await asyncio.sleep(self.settings.llm_health_interval_seconds)
+            for probe in list(self.probes.values()):
+                try:
+                    await probe.refresh()
+                except Exception:
+                    log.warning("availability probe failed", exc_info=True)
+
+    def _probe_components(self) -> list[HealthProbe]:
+        return [self.probe(p).components for p in PATHS]
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def _build(self, name: str) -> Subscriber:
+        if name == "router":
+            for p in PATHS:
+                self.probe(p)
+            return RouterService(self.rt, self.registry, self.availability).subscriber()
+        path = GenerationPath(name)
+        service = PATHS[path](self.rt, self.registry, self.probe(path))
+        self.paths.append(service)
+        return service.subscriber()
 
     async def start(
         self, services: Iterable[str], *, grpc_port: int | None = None, http_port: int | None = None
     ) -> App:
         from services.bridge.server import overall, serve
-        from services.generator.service import TraditionalService
-        from services.llm.service import LLMService
-        from services.router.service import RouterService
 
         names = list(services)
         unknown = set(names) - set(SERVICES)
         if unknown:
-            raise ValueError(f"unknown services {sorted(unknown)}; known: {SERVICES}")
+            raise ValueError(f"unknown services {sorted(unknown)}; known: {list(SERVICES)}")
         get_pools()  # build value pools before the first request, not during it
-        self.rt.compress = "traditional" in names or "llm" in names
+        self.rt.compress = any(n in names for n in WORKERS if n != "router")
         await self.rt.start()
         await ensure_catalog_topics(self.rt)
-        await self.llm.refresh()
-        if "router" in names:
-            self.subscribers.append(
-                RouterService(self.rt, self.registry, self.availability).subscriber()
-            )
-        if "traditional" in names:
-            self.subscribers.append(TraditionalService(self.rt, self.registry).subscriber())
-        if "llm" in names:
-            self.subscribers.append(LLMService(self.rt, self.registry, self.llm).subscriber())
+        self.subscribers = [self._build(n) for n in names if n != BRIDGE]
+        for probe in self.probes.values():
+            await probe.refresh()
         for sub in self.subscribers:
             self.tasks.append(asyncio.create_task(sub.run(), name=sub.name))
-        if "router" in names and self.llm.clients:
-            self._probe = asyncio.create_task(self._probe_llm(), name="llm-probe")
+        if "router" in names:
+            self._refresher = asyncio.create_task(self._refresh_probes(), name="path-probes")
         for sub in self.subscribers:
             await sub.wait_ready()
         components = self._components
-        if "bridge" in names:
+        if BRIDGE in names:
             port = self.settings.grpc_port if grpc_port is None else grpc_port
             self.grpc_server, self.servicer, self.grpc_port = await serve(
-                self.rt, self.registry, self.instance, port, [self.llm.components]
+                self.rt, self.registry, self.instance, port, self._probe_components()
             )
             components = self.servicer.components
         if http_port is not None:
@@ -154,15 +147,6 @@ class App:
             )
             self.http_port = await self.http.start(http_port)
         return self
-
-    async def _probe_llm(self) -> None:
-        """The router routes to the LLM path only while a backend answers its probe."""
-        while True:
-            await asyncio.sleep(self.llm.interval_s)
-            try:
-                await self.llm.refresh()
-            except Exception:
-                log.warning("LLM health probe failed", exc_info=True)
 
     async def _components(self) -> Mapping[str, str]:
         out = {
@@ -176,12 +160,13 @@ class App:
                 out[sub.name] = f"unhealthy: stalled on {sorted(sub.stalled)}"
             else:
                 out[sub.name] = "healthy"
-        out.update(await self.llm.components())
+        for probe in self.probes.values():
+            out.update(await probe.components())
         return out
 
     async def stop(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=1)
         if self.servicer is not None:
@@ -193,6 +178,9 @@ class App:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)
+        for probe in self.probes.values():
+            with contextlib.suppress(Exception):
+                await probe.aclose()
         await self.rt.stop()
 
     async def wait(self) -> None:
@@ -200,7 +188,7 @@ class App:
         if self.tasks:
             done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                if t.exception():
-                    raise t.exception()  # type: ignore[misc]
+                if exc := t.exception():
+                    raise exc
         else:
             await asyncio.Event().wait()

@@ -266,7 +266,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     """An agent: put a request on the requests topic, read its chunks from results."""
     from services.core.models import GenerateRequest
-    from services.kit.codec import AVRO, JSON, get_codec
+    from services.kit.codec import get_codec
+    from services.kit.headers import AVRO, CONTENT_TYPE, JSON
     from services.kit.kafka import assign_all, make_consumer, make_producer
     from services.kit.topics import Topics
 
@@ -290,7 +291,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
         topics.requests,
         value,
         key=body["request_id"].encode(),
-        headers=[("content-type", ctype.encode())],
+        headers=[(CONTENT_TYPE, ctype.encode())],
     )
     await producer.stop()
     out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
@@ -344,6 +345,8 @@ def _caller_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from services.app import SERVICES
+
     parser = argparse.ArgumentParser(prog="testdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="embedded broker + every service (make run)").set_defaults(
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("broker", help="the embedded broker alone").set_defaults(fn=cmd_broker)
     p = sub.add_parser("service", help="one service alone")
-    p.add_argument("name", choices=["router", "traditional", "llm", "bridge"])
+    p.add_argument("name", choices=SERVICES, help="the deployable to run")
     p.add_argument("--grpc-port", type=int)
     p.add_argument("--http-port", type=int)
     p.set_defaults(fn=cmd_service)

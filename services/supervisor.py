@@ -17,12 +17,12 @@ import tempfile
 import time
 import urllib.request
 
+from services.app import WORKERS
 from services.kit.broker import EmbeddedBroker
 from services.kit.settings import Settings
 from services.kit.topics import Topics
 
 log = logging.getLogger("testdata.supervisor")
-WORKERS = ("router", "traditional", "llm")
 
 
 class Supervisor:

@@ -109,7 +109,7 @@ def metadata_to_proto(md: GenerationMetadata | None) -> pb.GenerationMetadata | 
         routing_reason=md.routing_reason,
         routing_confidence=md.routing_confidence,
         requested_path=md.requested_path,
-        fallbacks=md.fallbacks,
+        fallbacks=[str(f) for f in md.fallbacks],
         generator_version=md.generator_version,
         seed=md.seed,
         anchor=md.anchor,

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.kit.broker import EmbeddedBroker
 from services.kit.codec import DecodeError
+from services.kit.headers import CORRELATION
 from services.kit.kafka import assign_all, ensure_topics_exist, make_consumer
 from services.kit.messages import ResultChunk
 from services.kit.stream import Runtime
@@ -33,7 +34,6 @@ QUEUE_CHUNKS = 16  # per request: bounds the bridge's memory whatever the stream
 # A caller whose queue stays full this long is failed: its replies share the reader with
 # every other caller's, so it may hold them up only briefly.
 SLOW_CLIENT_S = 5.0
-CORRELATION = "correlation-id"
 
 
 class ChunkGap(Exception):

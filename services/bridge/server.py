@@ -25,15 +25,16 @@ from grpc_status import rpc_status
 from services.core.models import FieldError, GenerateRequest, RequestInvalid
 from services.core.plan import Limits, build_plan
 from services.core.registry import SchemaRegistry
+from services.core.report import ErrorKind
 from services.kit import metrics
-from services.kit.codec import AVRO
+from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, REPLY_TO
 from services.kit.messages import ResultChunk
-from services.kit.stream import CONTENT_TYPE, REPLY_TO, Runtime
+from services.kit.stream import Runtime
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
-from .inbox import CORRELATION, ChunkGap, Inbox, Pending
+from .inbox import ChunkGap, Inbox, Pending
 
 log = logging.getLogger("testdata.bridge")
 SERVICE = "testdata.v1.TestDataService"
@@ -58,6 +59,21 @@ def _status(
             code=getattr(code_pb2, code.name), message=message, details=[detail] if errors else []
         )
     )
+
+
+#: The gRPC status of a failed request, by what failed (the same for unary and stream).
+STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.DECODE: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.UNKNOWN_SCHEMA: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.GENERATION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.PROCESSING: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_for(kind: ErrorKind | str) -> grpc.StatusCode:
+    """INTERNAL for a failure that names no kind (an older generator's chunk)."""
+    return STATUS_BY_KIND[ErrorKind(kind)] if kind else grpc.StatusCode.INTERNAL
 
 
 class TestDataServicer(pb_grpc.TestDataServiceServicer):
@@ -188,12 +204,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             while True:
                 chunk = await self._next(pending, context)
                 if not chunk.success:
-                    code = (
-                        grpc.StatusCode.FAILED_PRECONDITION
-                        if chunk.error.startswith("generation failed")
-                        else grpc.StatusCode.INTERNAL
-                    )
-                    await context.abort(code, chunk.error)
+                    await context.abort(status_for(chunk.error_kind), chunk.error)
                 yield chunk_to_proto(chunk)
                 if chunk.is_final:
                     return

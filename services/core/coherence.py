@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -57,7 +58,7 @@ def num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def items_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
+def items_of(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     items = rec.get("items")
     return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 

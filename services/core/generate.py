@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.core.entities import lookup
-from services.core.plan import Plan
+from services.core.plan import Plan, Slot
 from services.core.pools import get_pools
 from services.core.values import Ctx, gen_field, gen_object
 
@@ -56,6 +56,26 @@ def _regen_path(ctx: Ctx, plan: Plan, obj: Any, path: str, full: str) -> None:
         _regen_path(ctx, plan, obj[head], rest, full)
 
 
+META_KEYS = ("_index", "_scenario")
+
+
+def finalize(
+    plan: Plan, index: int, body: dict[str, Any], slot: Slot | None = None
+) -> dict[str, Any]:
+    """The one last step of every record, whichever path produced `body`: our `_index`
+    and `_scenario` (never the producer's), the scenario's overrides, and the money
+    re-derived where overrides touched a basket. `body` holds no meta keys."""
+    slot = slot or plan.slot_for(index)
+    rec: dict[str, Any] = {"_index": index, "_scenario": slot.name}
+    rec.update(body)
+    if slot.overrides:
+        for path, value in slot.overrides.items():
+            set_path(rec, path, value)
+        if plan.composer is not None:
+            plan.composer.reconcile(rec, slot.overrides)
+    return rec
+
+
 def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
     """Records [start, stop) of the plan; identical however the range is split."""
     if start >= stop:
@@ -73,18 +93,12 @@ def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
             rng.seed(block_seed(plan, i // BLOCK))
         if i >= slot.stop:
             slot = plan.slot_for(i)
-        rec: dict[str, Any] = {"_index": i, "_scenario": slot.name}
-        rec.update(composer(ctx) if composer is not None else gen_object(ctx, fields))
+        body = composer(ctx) if composer is not None else gen_object(ctx, fields)
         for path in plan.enforce:
-            _regen_path(ctx, plan, rec, path, path)
+            _regen_path(ctx, plan, body, path, path)
         if i < start:
             continue  # replayed only to reach `start` with the block's RNG state
-        if slot.overrides:
-            for path, value in slot.overrides.items():
-                set_path(rec, path, value)
-            if composer is not None:
-                composer.reconcile(rec, slot.overrides)
-        out.append(rec)
+        out.append(finalize(plan, i, body, slot))
     return out
 
 

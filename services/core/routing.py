@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.models import GenerateRequest, GenerationPath
+from services.core.report import Fallback
 
 TEXT_ENTITIES = frozenset({"review", "comment", "feedback"})
 COHERENT_ENTITIES = frozenset({"cart", "order"})
@@ -21,11 +22,13 @@ HIGH_VOLUME = 500
 
 
 class RoutingDecision(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     path: GenerationPath
     reason: str
     confidence: float
     requested_path: GenerationPath  # what the rules chose before availability
-    fallbacks: list[str] = Field(default_factory=list)
+    fallbacks: list[Fallback] = Field(default_factory=list, alias="fallback_steps")
 
 
 def _rag_reasons(req: GenerateRequest) -> list[str]:
@@ -83,20 +86,32 @@ def choose(req: GenerateRequest) -> tuple[GenerationPath, str, float]:
     return GenerationPath.TRADITIONAL, why, 0.95
 
 
+#: Where a path's requests go when it cannot serve, in order.
+_NEXT: dict[GenerationPath, tuple[GenerationPath, ...]] = {
+    GenerationPath.HYBRID: (GenerationPath.LLM, GenerationPath.TRADITIONAL),
+    GenerationPath.RAG: (GenerationPath.TRADITIONAL,),
+    GenerationPath.LLM: (GenerationPath.TRADITIONAL,),
+}
+
+
 def route(req: GenerateRequest, available: Mapping[GenerationPath, str | None]) -> RoutingDecision:
     """Rules, then availability: `available[path]` is None when the path can serve,
     else the reason it cannot (e.g. "no LLM backend configured")."""
     path, reason, confidence = choose(req)
-    fallbacks: list[str] = []
+    fallbacks: list[Fallback] = []
     chosen = path
-    if path == GenerationPath.HYBRID and available.get(path) is not None:
-        fallbacks.append(f"hybrid -> llm: {available[path]}")
-        chosen = GenerationPath.LLM
-    if chosen != GenerationPath.TRADITIONAL and available.get(chosen) is not None:
-        fallbacks.append(f"{chosen.value} -> traditional: {available[chosen]}")
-        chosen = GenerationPath.TRADITIONAL
+    for nxt in _NEXT.get(path, ()):
+        why = available.get(chosen)
+        if why is None:
+            break
+        fallbacks.append(Fallback(source=chosen.value, target=nxt.value, reason=why))
+        chosen = nxt
     if fallbacks:
-        reason = f"{reason}; served by {chosen.value} because " + "; ".join(fallbacks)
+        reason = f"{reason}; served by {chosen.value} because " + "; ".join(map(str, fallbacks))
     return RoutingDecision(
-        path=chosen, reason=reason, confidence=confidence, requested_path=path, fallbacks=fallbacks
+        path=chosen,
+        reason=reason,
+        confidence=confidence,
+        requested_path=path,
+        fallback_steps=fallbacks,
     )

@@ -27,11 +27,10 @@ from pydantic import BaseModel, ValidationError
 
 from services.core.models import FieldError, GenerateRequest
 from services.core.pools import SCHEMAS_DIR
+from services.core.report import ErrorKind
+from services.kit.headers import AVRO, JSON
 from services.kit.messages import DeadLetter, ResultChunk, RoutedRequest
 
-AVRO = "application/avro"
-JSON = "application/json"
-CONTENT_TYPE = "content-type"
 MAGIC = b"\xc3\x01"
 # Parse order: later files refer to types the earlier ones define.
 SCHEMA_FILES = ("generate_request", "routed_request", "result_chunk", "dead_letter")
@@ -69,13 +68,13 @@ class DecodeError(ValueError):
 
     def __init__(
         self,
-        kind: str,
+        kind: ErrorKind | str,
         reason: str,
         errors: list[FieldError] | None = None,
         request_id: str | None = None,
     ):
         super().__init__(reason)
-        self.kind = kind
+        self.kind = ErrorKind(kind)
         self.reason = reason
         self.errors = errors or []
         self.request_id = request_id

@@ -7,6 +7,7 @@ from typing import Any
 
 from services.core.formats import ChunkEncoder
 from services.core.models import EntitySchema, OutputFormat
+from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.messages import GenerationMetadata, ResultChunk
 from services.kit.replies import reply_headers, reply_topic
@@ -58,7 +59,9 @@ class ChunkEmitter:
         await self._send(chunk)
         self.records += len(records)
 
-    async def fail(self, error: str, metadata: GenerationMetadata | None = None) -> None:
+    async def fail(
+        self, error: str, kind: ErrorKind, metadata: GenerationMetadata | None = None
+    ) -> None:
         """End the request with a failed final chunk (after whatever was already sent)."""
         await self._send(
             ResultChunk(
@@ -67,6 +70,7 @@ class ChunkEmitter:
                 is_final=True,
                 success=False,
                 error=error,
+                error_kind=kind,
                 output_format=self.fmt,
                 metadata=metadata,
             )

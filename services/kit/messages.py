@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.models import FieldError, GenerateRequest, OutputFormat
+from services.core.report import ErrorKind, Fallback
 from services.core.routing import RoutingDecision
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class RoutedRequest(_Msg):
@@ -32,7 +35,7 @@ class GenerationMetadata(_Msg):
     routing_reason: str = ""
     routing_confidence: float = 0.0
     requested_path: str = ""
-    fallbacks: list[str] = Field(default_factory=list)
+    fallbacks: list[Fallback] = Field(default_factory=list, alias="fallback_steps")
     llm_tokens_used: int = 0
     generation_time_ms: float = 0.0
     coherence_score: float | None = None
@@ -51,6 +54,7 @@ class ResultChunk(_Msg):
     is_final: bool
     success: bool = True
     error: str = ""
+    error_kind: ErrorKind | Literal[""] = ""
     error_details: list[ErrorDetail] = Field(default_factory=list)
     data: str = ""
     record_count: int = 0
@@ -65,7 +69,7 @@ class Header(_Msg):
 
 class DeadLetter(_Msg):
     reason: str
-    error_type: str
+    error_type: ErrorKind
     errors: list[ErrorDetail] = Field(default_factory=list)
     request_id: str | None = None
     consumer: str

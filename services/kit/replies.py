@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from services.core.models import FieldError, OutputFormat
+from services.core.report import ErrorKind
+from services.kit.headers import AVRO, CONTENT_TYPE, FORWARDED, REPLY_TO
 from services.kit.messages import ErrorDetail, ResultChunk
-from services.kit.stream import CONTENT_TYPE, REPLY_TO, Message, Runtime
+from services.kit.stream import Message, Runtime
 
 
 def reply_topic(runtime: Runtime, msg: Message) -> str:
@@ -15,11 +17,8 @@ def reply_topic(runtime: Runtime, msg: Message) -> str:
     return runtime.topics.results
 
 
-FORWARDED = (REPLY_TO, "correlation-id")  # travel with a request to its result chunks
-
-
 def reply_headers(msg: Message) -> list[tuple[str, bytes]]:
-    headers = [(CONTENT_TYPE, b"application/avro")]
+    headers = [(CONTENT_TYPE, AVRO.encode())]
     for name in FORWARDED:
         value = msg.header(name)
         if value:
@@ -32,6 +31,7 @@ async def send_failure(
     msg: Message,
     request_id: str,
     error: str,
+    kind: ErrorKind,
     errors: list[FieldError] | None = None,
     chunk_index: int = 0,
     fmt: OutputFormat = OutputFormat.JSON,
@@ -43,6 +43,7 @@ async def send_failure(
         is_final=True,
         success=False,
         error=error,
+        error_kind=kind,
         output_format=fmt,
         error_details=[ErrorDetail.of(e) for e in errors or []],
     )

@@ -53,28 +53,12 @@ class Settings(BaseSettings):
     llm_batch_size: int = 25
     llm_concurrency: int = 8
 
-    # RAG - Weaviate
-    weaviate_url: str = "http://weaviate:8080"
-    weaviate_api_key: str | None = None
-    rag_collection_patterns: str = "testdata_patterns"
-    rag_collection_defects: str = "testdata_defects"
-    rag_collection_prod: str = "testdata_prod_samples"
-    rag_top_k: int = 5
-
-    # Cache - Redis
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    cache_ttl_seconds: int = 86400
-
     # Generation
     max_sync_records: int = 1000
     max_records: int = Field(default=1_000_000, ge=1)
     default_count: int = Field(default=10, ge=1)
-    default_batch_size: int = 50
     chunk_size: int = Field(default=1000, ge=1)
     coherence_threshold: float = 0.85
-
-    # Observability
-    prometheus_enabled: bool = True
 
 
 @lru_cache(maxsize=1)

@@ -9,7 +9,6 @@ typed `async def handle(msg: Message) -> None`, as FastStream's decorated subscr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,17 +19,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import TopicPartition
 
 from services.core.models import FieldError
+from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.codec import Codec, get_codec
+from services.kit.headers import AVRO, CONTENT_TYPE
 from services.kit.kafka import make_consumer, make_producer
 from services.kit.messages import DeadLetter, ErrorDetail, Header
+from services.kit.offsets import Assignment, PartitionState
 from services.kit.settings import Settings
 from services.kit.topics import Topics
 
 log = logging.getLogger("testdata.stream")
-
-REPLY_TO = "reply-to"
-CONTENT_TYPE = "content-type"
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ class Runtime:
         self,
         msg: Message,
         consumer: str,
-        kind: str,
+        kind: ErrorKind,
         reason: str,
         errors: list[FieldError] | None = None,
         request_id: str | None = None,
@@ -133,7 +132,7 @@ class Runtime:
             self.topics.deadletter,
             self.codec.encode_dead_letter(dl),
             key,
-            [(CONTENT_TYPE, b"application/avro")],
+            [(CONTENT_TYPE, AVRO.encode())],
         )
         metrics.DEAD_LETTERS.labels(consumer, kind).inc()
         log.warning(
@@ -150,21 +149,14 @@ Handler = Callable[[Message], Awaitable[None]]
 
 
 @dataclass
-class _Partition:
-    queue: asyncio.Queue[Message]
-    task: asyncio.Task[None]
-    paused: bool = False
-    done: int | None = None  # next offset to commit
-    last_done: int | None = None  # next offset to process, kept after commits
-
-
-@dataclass
 class Subscriber:
-    """A consumer group member: each partition in order, partitions concurrently.
+    """A consumer group member driving the pure bookkeeping in `offsets.Assignment`.
 
-    The offset of a message is committed only after its handler returned, i.e. after the
-    records it published were acknowledged (at-least-once). A handler that raises is
-    dead-lettered, never retried forever, and the partition moves on.
+    Within a partition, messages of one key are handled in order and messages of
+    different keys concurrently (up to `max_in_flight`); partitions run concurrently.
+    An offset is committed only once every message below it was handled, i.e. after the
+    records its handler published were acknowledged (at-least-once). A handler that
+    raises is dead-lettered, never retried forever, and the partition moves on.
     """
 
     runtime: Runtime
@@ -172,13 +164,18 @@ class Subscriber:
     topics: list[str]
     group: str
     handler: Handler
+    max_in_flight: int = 1
     queue_size: int = 64
     commit_interval_s: float = 0.05
     _consumer: AIOKafkaConsumer | None = None
-    _parts: dict[TopicPartition, _Partition] = field(default_factory=dict)
+    _asg: Assignment[TopicPartition, Message] = field(init=False)
+    _tasks: dict[TopicPartition, set[asyncio.Task[None]]] = field(default_factory=dict)
     _stopping: bool = False
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     stalled: set[tuple[str, int]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._asg = Assignment(max_in_flight=self.max_in_flight, max_buffered=self.queue_size)
 
     async def run(self) -> None:
         s = self.runtime.settings
@@ -196,29 +193,21 @@ class Subscriber:
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
                 self._ready.set()
                 for tp, records in batch.items():
-                    part = self._partition(tp)
+                    state = self._asg.state(tp)
                     for r in records:
-                        part.queue.put_nowait(
-                            Message(
-                                r.topic,
-                                r.partition,
-                                r.offset,
-                                r.key,
-                                r.value or b"",
-                                tuple(r.headers or ()),
-                                r.timestamp,
-                            )
-                        )
-                    if part.queue.qsize() >= self.queue_size and not part.paused:
-                        self._consumer.pause(tp)
-                        part.paused = True
+                        state.add(r.offset, r.key, _message(r))
+                    self._start(tp, state)
+                self._apply_pauses()
                 self.update_lag()
         finally:
             committer.cancel()
-            for p in self._parts.values():
-                p.task.cancel()
-            with contextlib.suppress(Exception):
+            for tasks in self._tasks.values():
+                for t in tasks:
+                    t.cancel()
+            try:
                 await self._commit()
+            except Exception:
+                log.warning("%s: final offset commit failed", self.name, exc_info=True)
             await self._consumer.stop()
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
@@ -228,33 +217,34 @@ class Subscriber:
     def stop(self) -> None:
         self._stopping = True
 
-    def _partition(self, tp: TopicPartition) -> _Partition:
-        part = self._parts.get(tp)
-        if part is None:
-            q: asyncio.Queue[Message] = asyncio.Queue()
-            part = _Partition(q, asyncio.create_task(self._work(tp, q)))
-            self._parts[tp] = part
-        return part
+    def _start(self, tp: TopicPartition, state: PartitionState[Message]) -> None:
+        tasks = self._tasks.setdefault(tp, set())
+        for _, msg in state.take_ready():
+            task = asyncio.create_task(self._work(tp, state, msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
-    async def _work(self, tp: TopicPartition, q: asyncio.Queue[Message]) -> None:
-        while True:
-            msg = await q.get()
-            try:
-                await self.handler(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception(
-                    "%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset
-                )
-                await self._park(msg, f"{type(exc).__name__}: {exc}")
-            part = self._parts.get(tp)
-            if part is None:
-                return
-            part.done = part.last_done = msg.offset + 1
-            if part.paused and q.qsize() < self.queue_size // 2 and self._consumer:
-                self._consumer.resume(tp)
-                part.paused = False
+    def _apply_pauses(self) -> None:
+        """Pause partitions with a full buffer, resume those drained to half."""
+        if self._consumer is None:
+            return
+        want, have = self._asg.paused(), self._consumer.paused()
+        if want - have:
+            self._consumer.pause(*(want - have))
+        if have - want:
+            self._consumer.resume(*(have - want))
+
+    async def _work(self, tp: TopicPartition, state: PartitionState[Message], msg: Message) -> None:
+        try:
+            await self.handler(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset)
+            await self._park(msg, f"{type(exc).__name__}: {exc}")
+        state.finish(msg.offset)
+        self._start(tp, state)
+        self._apply_pauses()
 
     async def _park(self, msg: Message, reason: str) -> None:
         """Dead-letter a failed message, retrying until the broker takes it: its offset
@@ -262,7 +252,7 @@ class Subscriber:
         delay = 0.2
         while True:
             try:
-                await self.runtime.dead_letter(msg, self.name, "processing", reason)
+                await self.runtime.dead_letter(msg, self.name, ErrorKind.PROCESSING, reason)
                 self.stalled.discard((msg.topic, msg.partition))
                 return
             except asyncio.CancelledError:
@@ -285,21 +275,15 @@ class Subscriber:
         stalled partition shows as growing lag."""
         if self._consumer is None:
             return
-        for tp in self._consumer.assignment():
+        for tp, state in self._asg.items():
             hw = self._consumer.highwater(tp)
-            if hw is None:
-                continue
-            part = self._parts.get(tp)
-            done = part.last_done if part is not None else None
-            if done is None:
-                continue
-            metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
-                max(0, hw - done)
-            )
+            lag = state.lag(hw) if hw is not None else None
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
 
     @property
     def healthy(self) -> bool:
-        return not self.stalled and all(not p.task.done() for p in self._parts.values())
+        return not self.stalled
 
     async def _commit_loop(self) -> None:
         while True:
@@ -309,31 +293,40 @@ class Subscriber:
             except Exception:
                 log.warning("%s: offset commit failed; will retry", self.name, exc_info=True)
 
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+    async def _commit(self) -> None:
         assert self._consumer is not None
-        offsets = {
-            tp: p.done
-            for tp, p in self._parts.items()
-            if p.done is not None and (only is None or tp in only)
-        }
-        if not offsets:
-            return
-        await self._consumer.commit(offsets)  # type: ignore[arg-type]
-        for tp, off in offsets.items():
-            part = self._parts.get(tp)
-            if part is not None and part.done == off:
-                part.done = None
+        offsets = self._asg.committable()
+        if offsets:
+            await self._consumer.commit(offsets)
+            self._asg.committed(offsets)
 
     async def revoke(self, tps: set[TopicPartition]) -> None:
-        with contextlib.suppress(Exception):
-            await self._commit(tps)
+        """Commit what is finished of the revoked partitions, then stop their work: the
+        next owner resumes from there."""
+        positions = self._asg.revoke(tps)
+        if positions and self._consumer is not None:
+            try:
+                await self._consumer.commit(positions)
+            except Exception:
+                log.warning("%s: commit on revoke failed", self.name, exc_info=True)
         for tp in tps:
-            part = self._parts.pop(tp, None)
-            if part is not None:
-                part.task.cancel()
+            for t in self._tasks.pop(tp, set()):
+                t.cancel()
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+def _message(r: Any) -> Message:
+    return Message(
+        r.topic,
+        r.partition,
+        r.offset,
+        r.key,
+        r.value or b"",
+        tuple(r.headers or ()),
+        r.timestamp,
+    )
+
+
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, sub: Subscriber):
         self.sub = sub
 

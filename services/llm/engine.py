@@ -6,7 +6,7 @@ Free of Kafka and gRPC; a service wrapper feeds it plans and publishes what it y
     run = engine.run(plan, rag_examples=..., defect_patterns=...)
     async for batch in run:          # LLMBatch, strictly in index order
         publish(batch)
-    run.summary                      # LLMRunSummary (also engine.summary: the last run's)
+    run.summary                      # RunReport (also engine.summary: the last run's)
 
 Per batch of `batch_size` indexes: one model call with the batch's prompt; the answer is
 parsed, cut to the wanted count (a short or cut-off answer gets a follow-up call for the
@@ -35,15 +35,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from services.core.coherence import SCORERS, score_records
-from services.core.generate import generate_records, set_path
+from services.core.generate import META_KEYS, finalize, generate_records
 from services.core.models import FieldError
 from services.core.plan import Plan
+from services.core.report import TRADITIONAL_BACKEND, Batch, Fallback, RunReport
 from services.core.validate import validate_record
 from services.kit.metrics import FALLBACKS, LLM_CALL_SECONDS, LLM_RETRIES, LLM_TOKENS
 from services.kit.settings import Settings
@@ -55,8 +54,7 @@ from services.llm.prompts import COHERENT_ENTITIES, Template, build_prompt
 
 log = logging.getLogger("testdata.llm")
 
-TRADITIONAL = "traditional"
-META_KEYS = ("_index", "_scenario")
+TRADITIONAL = TRADITIONAL_BACKEND
 
 # LLM_RETRIES reasons
 INVALID = "invalid_records"
@@ -65,35 +63,16 @@ TOO_FEW = "too_few_records"
 LOW_COHERENCE = "low_coherence"
 
 
-class LLMBatch(BaseModel):
-    """One finished batch: `records[k]["_index"] == start + k`, every record valid."""
+class LLMBatch(Batch):
+    """One finished batch: `records[k]["_index"] == start + k`, every record valid.
+    `backend`/`model`: of the batch's last successful model call; "traditional" if none."""
 
     start: int
-    records: list[dict[str, Any]]
-    backend: str  # of the batch's last successful model call; "traditional" if none
-    model: str = ""
-    tokens: int = 0  # input + output, every call of the batch
-    retries: int = 0  # follow-up calls: fixes, missing records, coherence
-    fallbacks: list[str] = Field(default_factory=list)
-    coherence: float | None = None
     traditional_records: int = 0  # records that came from the traditional generator
 
     @property
     def stop(self) -> int:
         return self.start + len(self.records)
-
-
-class LLMRunSummary(BaseModel):
-    """Totals over the batches yielded so far (final once the run is exhausted)."""
-
-    records: int = 0
-    batches: int = 0
-    tokens: int = 0
-    retries: int = 0
-    fallbacks: list[str] = Field(default_factory=list)
-    backends_used: list[str] = Field(default_factory=list)  # LLM backends, first use order
-    coherence: float | None = None  # record-weighted mean over scored batches
-    traditional_records: int = 0
 
 
 class _Abandoned(Exception):
@@ -124,7 +103,7 @@ class _Work:
         self.traditional: set[int] = set()
         self.tokens = 0
         self.retries = 0
-        self.fallbacks: list[str] = []
+        self.fallbacks: list[Fallback] = []
         self.backend = TRADITIONAL
         self.model = ""
         self.backends: list[str] = []
@@ -149,7 +128,8 @@ class LLMRun:
     ) -> None:
         self.engine = engine
         self.plan = plan
-        self.summary = LLMRunSummary()
+        self.summary = RunReport()
+        self.traditional_records = 0
         self._rag = list(rag_examples) if rag_examples else None
         self._defects = list(defect_patterns) if defect_patterns else None
         self._clients = [c for c in engine.clients if c.is_configured]
@@ -168,7 +148,7 @@ class LLMRun:
         )
         self._coherence_sum = 0.0
         self._coherence_n = 0
-        self._agen = self._iterate()
+        self._agen: AsyncGenerator[LLMBatch, None] = self._iterate()
 
     # -------------------------------------------------------------- iterator protocol
 
@@ -189,7 +169,7 @@ class LLMRun:
 
     # ------------------------------------------------------------------- scheduling
 
-    async def _iterate(self) -> AsyncIterator[LLMBatch]:
+    async def _iterate(self) -> AsyncGenerator[LLMBatch, None]:
         plan, size = self.plan, self.engine.batch_size
         starts = iter(range(0, plan.count, size))
         window = 2 * self.engine.concurrency
@@ -225,28 +205,15 @@ class LLMRun:
         )
 
     def _account(self, batch: LLMBatch) -> None:
-        s = self.summary
-        s.records += len(batch.records)
-        s.batches += 1
-        s.tokens += batch.tokens
-        s.retries += batch.retries
-        s.fallbacks.extend(batch.fallbacks)
-        s.traditional_records += batch.traditional_records
-        if batch.backend != TRADITIONAL and batch.backend not in s.backends_used:
-            s.backends_used.append(batch.backend)
-        if batch.coherence is not None:
-            self._coherence_sum += batch.coherence * len(batch.records)
-            self._coherence_n += len(batch.records)
-            s.coherence = self._coherence_sum / self._coherence_n
+        self.summary.add(batch)
+        self.traditional_records += batch.traditional_records
 
     # ---------------------------------------------------------------------- a batch
 
     async def _batch(self, start: int, stop: int) -> LLMBatch:
         work = _Work(start, stop)
         if not self._clients and start == 0:
-            self._note(
-                work, f"llm -> traditional: {self._exhausted}", "llm", TRADITIONAL, "not_configured"
-            )
+            self._note(work, "llm", TRADITIONAL, str(self._exhausted), "not_configured")
         if self._exhausted is None:
             try:
                 async with self._slots:
@@ -257,13 +224,7 @@ class LLMRun:
                 log.exception("llm batch failed; using the traditional generator")
                 why = f"{type(exc).__name__}: {exc}"
                 why = why if len(why) <= 160 else why[:157] + "..."
-                self._note(
-                    work,
-                    f"llm -> traditional: internal error ({why})",
-                    "llm",
-                    TRADITIONAL,
-                    "internal_error",
-                )
+                self._note(work, "llm", TRADITIONAL, f"internal error ({why})", "internal_error")
         if missing := work.missing():
             self._fill_traditional(work, missing)
         records = [work.accepted[i] for i in range(start, stop)]
@@ -276,6 +237,7 @@ class LLMRun:
             retries=work.retries,
             fallbacks=work.fallbacks,
             coherence=score_records(self._entity, records) if self._scored else None,
+            scored=len(records) if self._scored else 0,
             traditional_records=len(work.traditional),
         )
         log.debug(
@@ -372,11 +334,8 @@ class LLMRun:
                 PARSE: "unreadable (parse errors)",
             }.get(reason, "still invalid")
             n = len(still)
-            note = (
-                f"llm -> traditional: {n} record{'s' if n != 1 else ''} {what} "
-                f"after {budget} retries"
-            )
-            self._note(work, note, "llm", TRADITIONAL, reason or INVALID)
+            note = f"{n} record{'s' if n != 1 else ''} {what} after {budget} retries"
+            self._note(work, "llm", TRADITIONAL, note, reason or INVALID)
 
     async def _improve_coherence(self, work: _Work) -> None:
         """One extra call for the LLM records scoring below the threshold, if the batch
@@ -483,12 +442,9 @@ class LLMRun:
         return list(zip(indices, records, strict=False))
 
     def _finalize(self, index: int, raw: dict[str, Any]) -> dict[str, Any]:
-        slot = self.plan.slot_for(index)
-        rec: dict[str, Any] = {"_index": index, "_scenario": slot.name}
-        rec.update((k, v) for k, v in raw.items() if k not in META_KEYS)
-        for path, value in slot.overrides.items():
-            set_path(rec, path, value)
-        return rec
+        """The model's record through the one finalisation step every path uses."""
+        body = {k: v for k, v in raw.items() if k not in META_KEYS}
+        return finalize(self.plan, index, body)
 
     async def _complete(self, k: int, system: str, user: str) -> Completion:
         """One `complete()` on backend `k`, cancelled if the run abandons that backend."""
@@ -531,7 +487,9 @@ class LLMRun:
         work.retries += 1
         LLM_RETRIES.labels(client.backend, reason).inc()
 
-    def _note(self, work: _Work, note: str, source: str, target: str, reason: str) -> None:
+    def _note(self, work: _Work, source: str, target: str, why: str, reason: str) -> None:
+        """Record a fallback step; `reason` is the metric label, `why` the caller's text."""
+        note = Fallback(source=source, target=target, reason=why)
         work.fallbacks.append(note)
         FALLBACKS.labels(source, target, reason).inc()
         log.warning(
@@ -539,7 +497,7 @@ class LLMRun:
             extra={
                 "request_id": self.plan.request.request_id,
                 "start": work.start,
-                "fallback": note,
+                "fallback": str(note),
                 "source": source,
                 "target": target,
                 "reason": reason,
@@ -562,12 +520,10 @@ class LLMRun:
         why = _describe(exc)
         if k + 1 < len(self._clients):
             target = self._clients[k + 1].backend
-            self._note(work, f"{source} -> {target}: {why}", source, target, _reason(exc))
+            self._note(work, source, target, why, _reason(exc))
         else:
             self._exhausted = f"no LLM backend left ({source}: {why})"
-            self._note(
-                work, f"llm -> traditional: {self._exhausted}", "llm", TRADITIONAL, _reason(exc)
-            )
+            self._note(work, "llm", TRADITIONAL, self._exhausted, _reason(exc))
 
     def _fill_traditional(self, work: _Work, indices: list[int]) -> None:
         for i in indices:
@@ -588,7 +544,6 @@ class LLMEngine:
         coherence_threshold: float = 0.85,
         max_fix_retries: int = 2,
         max_tokens: int | None = None,
-        health_timeout: float = 5.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -605,7 +560,6 @@ class LLMEngine:
         self.coherence_threshold = coherence_threshold
         self.max_fix_retries = max_fix_retries
         self.max_tokens = max_tokens  # None: each client's own limit
-        self.health_timeout = health_timeout
         self._last: LLMRun | None = None
 
     @classmethod
@@ -634,35 +588,10 @@ class LLMEngine:
         return run
 
     @property
-    def summary(self) -> LLMRunSummary | None:
+    def summary(self) -> RunReport | None:
         """The most recently started run's summary. With concurrent runs on one engine,
         use each run's own `summary` instead."""
         return self._last.summary if self._last is not None else None
-
-    async def health(self) -> dict[str, str]:
-        """Per backend: "healthy", "unhealthy: <reason>" or "not configured"."""
-
-        async def one(client: LLMClient) -> str:
-            if not client.is_configured:
-                return "not configured"
-            try:
-                async with asyncio.timeout(self.health_timeout):
-                    ok = await client.health()
-            except TimeoutError:
-                return f"unhealthy: no answer within {self.health_timeout:g}s"
-            except Exception as exc:  # noqa: BLE001 - a probe failure is a health answer
-                return f"unhealthy: {type(exc).__name__}: {str(exc)[:200]}"
-            return "healthy" if ok else "unhealthy: models listing failed"
-
-        states = await asyncio.gather(*(one(c) for c in self.clients))
-        out: dict[str, str] = {}
-        for client, state in zip(self.clients, states, strict=True):
-            name = client.backend
-            n = 2
-            while name in out:
-                name, n = f"{client.backend}#{n}", n + 1
-            out[name] = state
-        return out
 
     async def aclose(self) -> None:
         for client in self.clients:

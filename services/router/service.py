@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
 from services.core.plan import Limits, build_plan
 from services.core.registry import SchemaRegistry
+from services.core.report import ErrorKind
 from services.core.routing import route
 from services.kit import metrics
 from services.kit.codec import DecodeError
+from services.kit.headers import CONTENT_TYPE
 from services.kit.messages import RoutedRequest
 from services.kit.replies import reply_headers, send_failure
 from services.kit.stream import Message, Runtime, Subscriber
@@ -72,7 +74,7 @@ class RouterService:
 
     async def handle(self, msg: Message) -> None:
         try:
-            req = self.rt.codec.decode_request(msg.value, msg.header("content-type"))
+            req = self.rt.codec.decode_request(msg.value, msg.header(CONTENT_TYPE))
         except DecodeError as exc:
             rid = exc.request_id or (msg.key.decode("utf-8", "replace") if msg.key else None)
             await self.reject(msg, exc.kind, exc.reason, exc.errors, rid)
@@ -82,13 +84,17 @@ class RouterService:
             build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
             await self.reject(
-                msg, "invalid_request", f"invalid request: {exc}", exc.errors, req.request_id, req
+                msg,
+                ErrorKind.INVALID_REQUEST,
+                f"invalid request: {exc}",
+                exc.errors,
+                req.request_id,
+                req,
             )
             return
         decision = route(req, self.availability())
         for fb in decision.fallbacks:
-            src, _, rest = fb.partition(" -> ")
-            metrics.FALLBACKS.labels(src, rest.split(":")[0], "unavailable").inc()
+            metrics.FALLBACKS.labels(fb.source, fb.target, "unavailable").inc()
         routed = RoutedRequest(request=req, routing=decision, received_at_ms=msg.timestamp_ms)
         await self.rt.publish(
             self.rt.topics.path(decision.path),
@@ -107,14 +113,14 @@ class RouterService:
     async def reject(
         self,
         msg: Message,
-        kind: str,
+        kind: ErrorKind,
         reason: str,
         errors: list | None,
         request_id: str | None,
         req: GenerateRequest | None = None,
     ) -> None:
         await self.rt.dead_letter(msg, NAME, kind, reason, errors, request_id)
-        if kind == "invalid_request":
+        if kind == ErrorKind.INVALID_REQUEST:
             metrics.VALIDATION_ERRORS.labels(
                 req.domain if req else "", req.entity if req else ""
             ).inc()
@@ -124,6 +130,7 @@ class RouterService:
                 msg,
                 request_id,
                 reason,
+                kind,
                 errors,
                 fmt=req.output_format if req else OutputFormat.JSON,
             )

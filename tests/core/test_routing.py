@@ -1,6 +1,7 @@
 import pytest
 
 from services.core.models import GenerateRequest, GenerationPath
+from services.core.report import Fallback
 from services.core.routing import choose, route
 
 T, L, R, H = (
@@ -49,7 +50,9 @@ def test_unavailable_path_falls_back_to_traditional_and_says_why():
         {**ALL_UP, L: "no LLM backend configured"},
     )
     assert d.path == T and d.requested_path == L
-    assert d.fallbacks == ["llm -> traditional: no LLM backend configured"]
+    assert d.fallbacks == [
+        Fallback(source="llm", target="traditional", reason="no LLM backend configured")
+    ]
     assert "served by traditional because llm -> traditional" in d.reason
 
 

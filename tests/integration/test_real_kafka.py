@@ -21,7 +21,7 @@ from services.cli import _topics_create
 from services.kit.topics import Topics
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.conftest import make_settings
+from tests.support import make_settings
 
 
 def _docker_reason() -> str | None:

@@ -8,6 +8,7 @@ import fastavro
 import pytest
 
 from services.core.models import GenerateRequest
+from services.core.report import ErrorKind, Fallback
 from services.core.routing import RoutingDecision
 from services.kit.codec import AVRO, JSON, MAGIC, Codec, DecodeError, crc64_avro
 from services.kit.messages import (
@@ -98,7 +99,7 @@ def test_all_messages_round_trip(codec):
             reason="r",
             confidence=0.9,
             requested_path="llm",
-            fallbacks=["llm -> traditional: x"],
+            fallbacks=[Fallback(source="llm", target="traditional", reason="x")],
         ),
         received_at_ms=123,
     )
@@ -109,11 +110,16 @@ def test_all_messages_round_trip(codec):
         is_final=True,
         success=False,
         error="e",
+        error_kind=ErrorKind.GENERATION,
         error_details=[ErrorDetail(path="count", message="m")],
         data="[]",
         output_format="CSV",
         metadata=GenerationMetadata(
-            generation_path="llm", coherence_score=0.93, scenario_counts={"a": 2}, seed=-5
+            generation_path="llm",
+            coherence_score=0.93,
+            scenario_counts={"a": 2},
+            seed=-5,
+            fallbacks=[Fallback(source="claude", target="openai_compat", reason="401")],
         ),
     )
     assert codec.decode_chunk(codec.encode_chunk(chunk)) == chunk

@@ -9,7 +9,7 @@ from aiokafka.structs import TopicPartition
 
 from services.kit.kafka import ensure_topics_exist, make_consumer, make_producer
 from services.kit.stream import Runtime, Subscriber
-from tests.conftest import make_settings
+from tests.support import make_settings
 
 
 async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:

@@ -27,7 +27,7 @@ from services.llm.clients import (
 from services.llm.errors import LLMPermanentError, LLMUnavailable
 from services.llm.jsonparse import parse_records
 from tests.fakes.llm_server import Fail, FakeLLMServer, Hang, Reply
-from tests.llm.conftest import make_settings
+from tests.support import llm_settings as make_settings
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05)
 RECORDS = [{"_index": 0, "_scenario": "default", "sku": "ABC-TOP-BLK-M"}]

@@ -25,6 +25,7 @@ from services.core.plan import Plan, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.validate import validate_record
 from services.kit.metrics import REGISTRY
+from services.llm.availability import probe_backends
 from services.llm.clients import ClaudeClient, LLMClient, OpenAICompatClient, RetryPolicy
 from services.llm.engine import LLMBatch, LLMEngine, LLMRun
 from services.llm.feedback import coherence_notes, quote_errors, salvage_records
@@ -194,9 +195,9 @@ async def test_three_scenarios_in_order_with_exact_counts(server, make_engine):
     assert run.summary.tokens == sum(b.tokens for b in batches) == reported
     assert engine.summary == run.summary
     assert run.summary.records == 60 and run.summary.batches == 3
-    assert run.summary.retries == 0 and run.summary.fallbacks == []
-    assert run.summary.backends_used == ["claude"]
-    assert run.summary.traditional_records == 0
+    assert run.summary.retries == 0 and [str(f) for f in run.summary.fallbacks] == []
+    assert run.summary.backends == ["claude:claude-engine-test"]
+    assert run.traditional_records == 0
     assert run.summary.coherence is not None and run.summary.coherence >= 0.85
     assert all(b.backend == "claude" and b.model == "claude-engine-test" for b in batches)
     assert server.calls("anthropic") == 3
@@ -283,7 +284,7 @@ async def test_invalid_records_are_asked_for_again_with_the_errors_quoted(server
 
     assert_valid(plan, batch.records)
     assert batch.retries == 1 and run.summary.retries == 1
-    assert batch.fallbacks == [] and batch.traditional_records == 0
+    assert [str(f) for f in batch.fallbacks] == [] and batch.traditional_records == 0
     retry = user_prompt(server.requests_for("anthropic")[1].body)
     assert "PREVIOUS ATTEMPT REJECTED" in retry
     # Three gappy indexes (2, 5, 7) are asked for as 2..4; errors quote those numbers.
@@ -351,8 +352,10 @@ async def test_persistently_invalid_records_come_from_the_traditional_generator(
     ]
     assert server.calls("anthropic") == 3
     assert batch.retries == 2
-    assert batch.fallbacks == ["llm -> traditional: 1 record still invalid after 2 retries"]
-    assert batch.traditional_records == 1 and run.summary.traditional_records == 1
+    assert [str(f) for f in batch.fallbacks] == [
+        "llm -> traditional: 1 record still invalid after 2 retries"
+    ]
+    assert batch.traditional_records == 1 and run.traditional_records == 1
     assert batch.backend == "claude"
     after = metric(
         "testdata_fallbacks_total", source="llm", target="traditional", reason="invalid_records"
@@ -377,9 +380,11 @@ async def test_401_on_the_first_backend_moves_the_request_to_the_second(server, 
     assert server.calls("anthropic") == 1
     assert server.calls("openai") == 3
     assert all(b.backend == "openai_compat" for b in batches)
-    assert run.summary.fallbacks == ["claude -> openai_compat: 401 authentication"]
+    assert [str(f) for f in run.summary.fallbacks] == [
+        "claude -> openai_compat: 401 authentication"
+    ]
     assert batches[0].fallbacks == run.summary.fallbacks
-    assert run.summary.backends_used == ["openai_compat"]
+    assert run.summary.backends == [f"openai_compat:{batches[0].model}"]
     after = metric(
         "testdata_fallbacks_total", source="claude", target="openai_compat", reason="authentication"
     )
@@ -397,7 +402,9 @@ async def test_calls_in_flight_on_an_abandoned_backend_are_redone_elsewhere(serv
     assert time.monotonic() - t0 < 5
     assert_valid(plan, flat(batches))
     assert server.calls("anthropic") == 2 and server.calls("openai") == 2
-    assert run.summary.fallbacks == ["claude -> openai_compat: 401 authentication"]
+    assert [str(f) for f in run.summary.fallbacks] == [
+        "claude -> openai_compat: 401 authentication"
+    ]
 
 
 async def test_every_backend_failing_makes_the_whole_request_traditional(server, make_engine):
@@ -409,15 +416,15 @@ async def test_every_backend_failing_makes_the_whole_request_traditional(server,
 
     assert flat(batches) == generate_records(plan, 0, 60)
     # Which batch notes each step depends on timing (concurrency 2), so not their order.
-    fallbacks = run.summary.fallbacks
+    fallbacks = [str(f) for f in run.summary.fallbacks]
     assert len(fallbacks) == 2
     assert any(f.startswith("claude -> openai_compat: ") for f in fallbacks), fallbacks
     assert (
         "llm -> traditional: no LLM backend left (openai_compat: 500 server_error after 3 attempts)"
         in fallbacks
     )
-    assert run.summary.traditional_records == 60 and run.summary.tokens == 0
-    assert run.summary.backends_used == []
+    assert run.traditional_records == 60 and run.summary.tokens == 0
+    assert run.summary.backends == ["traditional"]
     assert all(b.backend == "traditional" for b in batches)
 
 
@@ -426,7 +433,9 @@ async def test_no_configured_backend_is_traditional_with_a_note(server, make_eng
     engine = make_engine(clients=[ClaudeClient(api_key=None)])
     run = engine.run(plan)
     assert flat(await collect(run)) == generate_records(plan, 0, 30)
-    assert run.summary.fallbacks == ["llm -> traditional: no LLM backend configured"]
+    assert [str(f) for f in run.summary.fallbacks] == [
+        "llm -> traditional: no LLM backend configured"
+    ]
     assert server.requests == []
 
 
@@ -443,11 +452,11 @@ async def test_an_internal_error_in_a_batch_falls_back_instead_of_failing(
 
     monkeypatch.setattr(engine_module, "build_prompt", broken)
     run = make_engine("claude", batch_size=5).run(plan)
-    assert flat(await collect(run)) == generate_records(plan, 0, 10)
-    assert (
-        run.summary.fallbacks
-        == ["llm -> traditional: internal error (ValueError: template exploded)"] * 2
-    )
+    batches = await collect(run)
+    assert flat(batches) == generate_records(plan, 0, 10)
+    note = "llm -> traditional: internal error (ValueError: template exploded)"
+    assert [[str(f) for f in b.fallbacks] for b in batches] == [[note]] * 2
+    assert [str(f) for f in run.summary.fallbacks] == [note]  # the run reports it once
 
 
 # ----------------------------------------------------------------------------- coherence
@@ -551,16 +560,15 @@ async def test_leaving_early_cancels_the_running_batches(server, make_engine):
 # -------------------------------------------------------------------------------- health
 
 
-async def test_health_reports_each_backend(server, make_engine):
-    engine = make_engine(
-        clients=[
+async def test_health_reports_each_backend(server):
+    states = await probe_backends(
+        [
             claude_client(server),
             local_client(server, base_url=f"http://127.0.0.1:{closed_port()}/v1"),
             ClaudeClient(api_key=None),
         ],
-        health_timeout=2.0,
+        timeout=2.0,
     )
-    states = await engine.health()
     assert states["claude"] == "healthy"
     assert states["openai_compat"].startswith("unhealthy")
     assert states["claude#2"] == "not configured"
@@ -599,3 +607,20 @@ def test_salvage_reads_only_complete_objects():
     assert salvage_records('[{"a": 1}, {"b": [1, 2]}, {"c": "unfini') == [{"a": 1}, {"b": [1, 2]}]
     assert salvage_records('[{"a": 1') == []
     assert salvage_records("nothing here") == []
+
+
+async def test_overrides_rederive_money_on_both_paths(server, make_engine):
+    """One finalisation step: an override of line items re-derives the totals whichever
+    path produced the record (the LLM copy once skipped it)."""
+    plan = make_plan(
+        count=6,
+        scenarios=[Scenario(name="bulk", count=6, overrides={"items.quantity": "3"})],
+    )
+    server.default = competent(plan)
+    llm_records = flat(await collect(make_engine("claude", coherence_threshold=0.0).run(plan)))
+    for records in (llm_records, generate_records(plan, 0, 6)):
+        for r in records:
+            assert all(it["quantity"] == 3 for it in r["items"])
+            lines = sum(round(it["price"] * 100) * 3 for it in r["items"])
+            assert round(r["subtotal"] * 100) == lines, r
+            assert round(r["total"] * 100) == round((r["subtotal"] + r["tax"]) * 100), r

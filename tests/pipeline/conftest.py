@@ -6,13 +6,13 @@ import uuid
 import grpc
 import pytest
 
-from services.app import App
+from services.app import SERVICES, App
 from services.kit.codec import get_codec
 from services.kit.kafka import assign_all, make_consumer, make_producer
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.conftest import make_settings
+from tests.support import make_settings
 
-ALL = ["router", "traditional", "llm", "bridge"]
+ALL = list(SERVICES)
 
 
 @pytest.fixture(scope="session")

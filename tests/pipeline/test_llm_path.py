@@ -10,16 +10,16 @@ import re
 import grpc
 import pytest
 
-from services.app import App
+from services.app import SERVICES, App
 from services.core.generate import generate_records
-from services.core.models import GenerateRequest
+from services.core.models import GenerateRequest, GenerationPath
 from services.core.plan import build_plan
 from services.core.validate import validate_record
 from services.kit.metrics import REGISTRY
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.conftest import make_settings
 from tests.fakes.llm_server import Fail, FakeLLMServer
+from tests.support import make_settings
 
 TASK_RE = re.compile(r"with _index (\d+) to (\d+)\.")
 
@@ -59,7 +59,7 @@ async def llm_stack(embedded_broker, model):
         llm_timeout_seconds=5,
     )
     app = App(settings, embedded_broker.bootstrap_servers)
-    await app.start(["router", "traditional", "llm", "bridge"], grpc_port=0)
+    await app.start(SERVICES, grpc_port=0)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         yield app, pb_grpc.TestDataServiceStub(ch)
     await app.stop()
@@ -155,7 +155,7 @@ async def test_router_stops_choosing_llm_when_the_backend_stops_answering(embedd
         llm_max_retries=0,
     )
     app = App(settings, embedded_broker.bootstrap_servers)
-    await app.start(["router", "traditional", "llm", "bridge"], grpc_port=0)
+    await app.start(SERVICES, grpc_port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
             stub = pb_grpc.TestDataServiceStub(ch)
@@ -163,7 +163,7 @@ async def test_router_stops_choosing_llm_when_the_backend_stops_answering(embedd
             assert (await stub.GenerateData(req, timeout=30)).metadata.generation_path == "llm"
             server.healthy = False
             for _ in range(50):
-                if app.llm.reason:
+                if app.probe(GenerationPath.LLM).reason:
                     break
                 await asyncio.sleep(0.1)
             md = (await stub.GenerateData(req, timeout=30)).metadata

@@ -1,0 +1,253 @@
+"""The base of every generation path: a path topic in, ordered result chunks out.
+
+A path implements one async generator, `generate(plan)`, yielding `Batch`es of records in
+index order. Everything else is here, the same for every path: decoding and planning the
+routed request, chunking by records and bytes, the final chunk and its metadata (from one
+`RunReport`), metrics, and failure handling. A path that stops before producing every
+planned record, or produces more, fails the request and the caller is told why; nobody
+waits for a final chunk that will never come.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from services.core.entities import ConstraintUnsatisfiable
+from services.core.models import GenerationPath, RequestInvalid
+from services.core.plan import Limits, Plan, build_plan
+from services.core.pools import GENERATOR_VERSION
+from services.core.registry import SchemaRegistry
+from services.core.report import Batch, ErrorKind, RunReport
+from services.kit import metrics
+from services.kit.codec import DecodeError
+from services.kit.emit import ChunkEmitter
+from services.kit.messages import GenerationMetadata, RoutedRequest
+from services.kit.replies import send_failure
+from services.kit.settings import Settings
+from services.kit.stream import Message, Runtime, Subscriber
+
+log = logging.getLogger("testdata.generation")
+MAX_CHUNK_BYTES = 2 * 1024 * 1024  # well under the 8 MiB record limit, in any format
+SIZING_SAMPLE = 20  # records whose encoded size decides how many fit in a chunk
+
+
+class Availability(Protocol):
+    """Whether a path can serve now: `reason` is None when it can, else why not.
+    The router asks it before choosing the path; HealthCheck shows `components()`."""
+
+    reason: str | None
+
+    async def refresh(self) -> None: ...
+
+    async def components(self) -> Mapping[str, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AlwaysAvailable:
+    """A path that needs nothing outside its process."""
+
+    reason: str | None = None
+
+    async def refresh(self) -> None:
+        return None
+
+    async def components(self) -> Mapping[str, str]:
+        return {}
+
+    async def aclose(self) -> None:
+        return None
+
+
+def records_per_chunk(head: list[dict[str, Any]], limit: int) -> int:
+    """At most `limit` records, and few enough that a chunk stays near MAX_CHUNK_BYTES,
+    judged by a run's first records (so deterministic for a given request)."""
+    head = head[:SIZING_SAMPLE]
+    per_record = max(1, len(orjson.dumps(head)) // max(1, len(head)))
+    return max(1, min(limit, MAX_CHUNK_BYTES // per_record))
+
+
+class PathIncomplete(RuntimeError):
+    """A path's generator ended with more or fewer records than the plan has."""
+
+
+class PathService(ABC):
+    """One generation path as a consumer of its path topic."""
+
+    path: ClassVar[GenerationPath]
+
+    def __init__(
+        self, runtime: Runtime, registry: SchemaRegistry, availability: Availability | None = None
+    ):
+        self.rt = runtime
+        self.registry = registry
+        self.availability = availability or AlwaysAvailable()
+        s = runtime.settings
+        self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+        self.chunk_size = s.chunk_size
+
+    @classmethod
+    def probe(cls, settings: Settings) -> Availability:
+        """The path's availability probe; a path with outside dependencies overrides it."""
+        return AlwaysAvailable()
+
+    @property
+    def name(self) -> str:
+        return f"generator-{self.path.value}"
+
+    @abstractmethod
+    def generate(self, plan: Plan) -> AsyncIterator[Batch]:
+        """Every record of the plan, in index order, in batches (each batch becomes one
+        or more chunks at once, so yield early for a fast first chunk)."""
+
+    def subscriber(self) -> Subscriber:
+        topic = self.rt.topics.path(self.path)
+        return Subscriber(self.rt, self.name, [topic], f"{topic}.{self.name}", self.handle)
+
+    async def handle(self, msg: Message) -> None:
+        try:
+            routed = self.rt.codec.decode_routed(msg.value)
+        except DecodeError as exc:
+            await self.rt.dead_letter(msg, self.name, exc.kind, exc.reason)
+            return
+        req = routed.request
+        try:
+            plan = build_plan(req, self.registry, self.limits)
+        except RequestInvalid as exc:
+            await self.rt.dead_letter(
+                msg, self.name, ErrorKind.INVALID_REQUEST, str(exc), exc.errors, req.request_id
+            )
+            await send_failure(
+                self.rt,
+                msg,
+                req.request_id,
+                f"invalid request: {exc}",
+                ErrorKind.INVALID_REQUEST,
+                exc.errors,
+                fmt=req.output_format,
+            )
+            return
+        await self._run(msg, routed, plan)
+
+    async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan) -> None:
+        req = routed.request
+        t0 = time.perf_counter()
+        emitter = ChunkEmitter(
+            self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
+        )
+        report = RunReport()
+
+        def final() -> GenerationMetadata:
+            return self.metadata(plan, routed, report, t0)
+
+        failure: tuple[ErrorKind, str] | None = None
+        try:
+            await self._emit_all(plan, emitter, report, final)
+        except ConstraintUnsatisfiable as exc:
+            failure = ErrorKind.GENERATION, f"generation failed: {exc}"
+        except Exception as exc:
+            log.exception("%s: generation failed", req.request_id)
+            failure = ErrorKind.PROCESSING, f"internal error: {type(exc).__name__}: {exc}"
+        if failure is not None:
+            await self._failed(msg, emitter, *failure, final())
+        status = "failed" if failure else "success"
+        await emitter.close()
+        elapsed = time.perf_counter() - t0
+        metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
+        metrics.GENERATION_SECONDS.labels(self.path.value).observe(elapsed)
+        metrics.RECORDS.labels(req.domain, plan.schema.name).inc(emitter.records)
+        if report.coherence is not None:
+            metrics.COHERENCE.labels(req.domain or "none").observe(report.coherence)
+        log.info(
+            "%s: %d records in %d chunks, %.1f ms",
+            req.request_id,
+            emitter.records,
+            emitter.index,
+            elapsed * 1000,
+        )
+
+    async def _emit_all(
+        self,
+        plan: Plan,
+        emitter: ChunkEmitter,
+        report: RunReport,
+        final: Callable[[], GenerationMetadata],
+    ) -> None:
+        """Chunks of every batch the path yields; the last one carries the metadata."""
+        if plan.count == 0:
+            await emitter.emit([], True, final())
+            return
+        per_chunk: int | None = None
+        batches = self.generate(plan)
+        try:
+            async for batch in batches:
+                report.add(batch)
+                if not batch.records:
+                    continue
+                if per_chunk is None:
+                    per_chunk = records_per_chunk(batch.records, self.chunk_size)
+                for piece in _pieces(batch.records, per_chunk):
+                    done = emitter.records + len(piece)
+                    if done > plan.count:
+                        raise PathIncomplete(
+                            f"the {self.path.value} path produced more than the "
+                            f"{plan.count} planned records"
+                        )
+                    last = done == plan.count
+                    await emitter.emit(piece, last, final() if last else None)
+        finally:
+            with contextlib.suppress(Exception):
+                await batches.aclose()  # type: ignore[attr-defined]
+        if emitter.records != plan.count:
+            raise PathIncomplete(
+                f"the {self.path.value} path ended after {emitter.records} of {plan.count} records"
+            )
+
+    async def _failed(
+        self,
+        msg: Message,
+        emitter: ChunkEmitter,
+        kind: ErrorKind,
+        error: str,
+        metadata: GenerationMetadata,
+    ) -> None:
+        """Park the request and end its stream with a failed final chunk."""
+        await self.rt.dead_letter(msg, self.name, kind, error, request_id=emitter.request_id)
+        await emitter.fail(error, kind, metadata)
+
+    def metadata(
+        self, plan: Plan, routed: RoutedRequest, report: RunReport, t0: float
+    ) -> GenerationMetadata:
+        r = routed.routing
+        return GenerationMetadata(
+            generation_path=self.path.value,
+            routing_reason=r.reason,
+            routing_confidence=r.confidence,
+            requested_path=r.requested_path.value,
+            fallback_steps=[*r.fallbacks, *report.fallbacks],
+            llm_tokens_used=report.tokens,
+            generation_time_ms=(time.perf_counter() - t0) * 1000,
+            coherence_score=report.coherence,
+            scenario_counts=plan.scenario_counts(),
+            generator_version=GENERATOR_VERSION,
+            seed=plan.seed,
+            anchor=plan.anchor.isoformat().replace("+00:00", "Z"),
+            record_count=plan.count,
+            backend=report.backend,
+            retries=report.retries,
+        )
+
+
+def _pieces(records: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    if len(records) <= size:
+        yield records
+        return
+    for lo in range(0, len(records), size):
+        yield records[lo : lo + size]

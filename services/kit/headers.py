@@ -1,0 +1,19 @@
+"""Kafka header names every service and agent shares, declared once.
+
+- `content-type`: `application/avro` (single-object encoding) or `application/json`;
+- `reply-to`: the results-family topic a request's chunks go to (a bridge's own topic);
+- `correlation-id`: one attempt of a request; echoed on its chunks so a retry with the
+  same request id never receives an earlier attempt's chunks.
+"""
+
+from __future__ import annotations
+
+CONTENT_TYPE = "content-type"
+REPLY_TO = "reply-to"
+CORRELATION = "correlation-id"
+
+AVRO = "application/avro"
+JSON = "application/json"
+
+#: Headers that travel with a request to its result chunks.
+FORWARDED = (REPLY_TO, CORRELATION)

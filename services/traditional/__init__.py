@@ -1,0 +1,1 @@
+"""The traditional generation path (its own deployable: `testdata service traditional`)."""

@@ -1,0 +1,239 @@
+"""Handler-level tests: router, path base and bridge inbox against a runtime test double.
+
+No broker: `FakeRuntime` records what a handler publishes and dead-letters, so each
+rule of a handler is checked directly (the end-to-end tests cover the wiring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from services.core.entities import ConstraintUnsatisfiable
+from services.core.generate import generate_records
+from services.core.models import GenerateRequest, GenerationPath
+from services.core.plan import Plan
+from services.core.registry import SchemaRegistry
+from services.core.report import Batch, ErrorKind, Fallback
+from services.core.routing import RoutingDecision
+from services.kit.codec import get_codec
+from services.kit.generation import PathService
+from services.kit.headers import CORRELATION, REPLY_TO
+from services.kit.messages import ResultChunk, RoutedRequest
+from services.kit.stream import Message
+from services.kit.topics import Topics
+from services.router.service import RouterService
+from tests.support import make_settings
+
+REGISTRY = SchemaRegistry.load()
+REPLIES = "testdata.replies.unit"
+
+
+class FakeRuntime:
+    """The part of `Runtime` handlers use, recording instead of producing."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = make_settings("unused:9092", **settings)
+        self.topics = Topics()
+        self.codec = get_codec()
+        self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+        self.dead: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None):
+        k = key.encode() if isinstance(key, str) else key
+        self.sent.append((topic, value, k, list(headers or [])))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def publish(self, topic: str, value: bytes, key: Any = None, headers: Any = None):
+        await self.send(topic, value, key, headers)
+
+    async def dead_letter(self, msg, consumer, kind, reason, errors=None, request_id=None):
+        self.dead.append(
+            {"consumer": consumer, "kind": kind, "reason": reason, "request_id": request_id}
+        )
+
+    def chunks(self, topic: str = REPLIES) -> list[ResultChunk]:
+        return [self.codec.decode_chunk(v) for t, v, _, _ in self.sent if t == topic]
+
+
+def message(value: bytes, key: bytes | None = b"r-1", topic: str = "t") -> Message:
+    headers = ((REPLY_TO, REPLIES.encode()), (CORRELATION, b"c-1"))
+    return Message(topic, 0, 5, key, value, headers, 1_700_000_000_000)
+
+
+def routed(request: GenerateRequest) -> bytes:
+    decision = RoutingDecision(
+        path=GenerationPath.TRADITIONAL,
+        reason="unit",
+        confidence=1.0,
+        requested_path=GenerationPath.LLM,
+        fallbacks=[Fallback(source="llm", target="traditional", reason="down")],
+    )
+    return get_codec().encode_routed(
+        RoutedRequest(request=request, routing=decision, received_at_ms=1)
+    )
+
+
+def request(count: int = 10, **kw: Any) -> GenerateRequest:
+    return GenerateRequest(request_id="r-1", entity="cart", count=count, seed=3, **kw)
+
+
+class ScriptedPath(PathService):
+    """A path whose batches the test decides."""
+
+    path = GenerationPath.TRADITIONAL
+    script: list[Any]
+
+    async def generate(self, plan: Plan) -> AsyncIterator[Batch]:
+        for step in self.script:
+            if isinstance(step, Exception):
+                raise step
+            lo, hi = step
+            yield Batch(
+                records=generate_records(plan, lo, hi),
+                backend="claude",
+                model="m",
+                tokens=10,
+                fallbacks=[Fallback(source="claude", target="traditional", reason="x")],
+            )
+
+
+def scripted(rt: FakeRuntime, *script: Any) -> ScriptedPath:
+    svc = ScriptedPath(rt, REGISTRY)  # type: ignore[arg-type]
+    svc.script = list(script)
+    return svc
+
+
+# ---- path base -----------------------------------------------------------------------
+async def test_batches_become_ordered_chunks_with_one_final_and_the_report():
+    rt = FakeRuntime(chunk_size=4)
+    await scripted(rt, (0, 3), (3, 10)).handle(message(routed(request())))
+    chunks = rt.chunks()
+    assert [c.chunk_index for c in chunks] == [0, 1, 2]
+    assert [c.record_count for c in chunks] == [3, 4, 3]  # batches split at chunk_size
+    assert [c.is_final for c in chunks] == [False, False, True]
+    assert chunks[-1].success and chunks[-1].metadata is not None
+    md = chunks[-1].metadata
+    assert md.llm_tokens_used == 20 and md.backend == "claude:m" and md.record_count == 10
+    assert [str(f) for f in md.fallbacks] == [
+        "llm -> traditional: down",
+        "claude -> traditional: x",
+    ]
+    assert rt.dead == []
+
+
+async def test_a_path_that_stops_early_fails_the_request_loudly():
+    rt = FakeRuntime()
+    await scripted(rt, (0, 4)).handle(message(routed(request())))
+    last = rt.chunks()[-1]
+    assert last.is_final and not last.success
+    assert last.error_kind == ErrorKind.PROCESSING
+    assert "ended after 4 of 10 records" in last.error
+    assert rt.dead[0]["kind"] == ErrorKind.PROCESSING
+
+
+async def test_a_path_that_produces_too_much_fails_the_request():
+    rt = FakeRuntime()
+    await scripted(rt, (0, 10), (0, 1)).handle(message(routed(request())))
+    last = rt.chunks()[-1]
+    assert not last.success and "more than the 10 planned" in last.error
+
+
+async def test_unsatisfiable_constraints_are_a_generation_failure():
+    rt = FakeRuntime()
+    await scripted(rt, ConstraintUnsatisfiable("no total fits")).handle(message(routed(request())))
+    (chunk,) = rt.chunks()
+    assert chunk.error_kind == ErrorKind.GENERATION and "no total fits" in chunk.error
+
+
+async def test_undecodable_path_message_is_dead_lettered_without_a_reply():
+    rt = FakeRuntime()
+    await scripted(rt, (0, 10)).handle(message(b"garbage"))
+    assert rt.chunks() == [] and rt.dead[0]["kind"] == ErrorKind.DECODE
+
+
+# ---- router --------------------------------------------------------------------------
+def router(rt: FakeRuntime, llm_down: str | None = "no backend") -> RouterService:
+    def availability():
+        return {p: (llm_down if p == GenerationPath.LLM else None) for p in GenerationPath}
+
+    return RouterService(rt, REGISTRY, availability)  # type: ignore[arg-type]
+
+
+async def test_router_forwards_with_typed_fallbacks_and_reply_headers():
+    rt = FakeRuntime()
+    value = rt.codec.encode_request(request(hints=["coherent"]))
+    await router(rt).handle(message(value, topic=rt.topics.requests))
+    ((topic, out, key, headers),) = rt.sent
+    assert topic == rt.topics.path(GenerationPath.TRADITIONAL) and key == b"r-1"
+    assert (REPLY_TO, REPLIES.encode()) in headers and (CORRELATION, b"c-1") in headers
+    decision = rt.codec.decode_routed(out).routing
+    assert decision.requested_path == GenerationPath.LLM
+    assert decision.fallbacks == [Fallback(source="llm", target="traditional", reason="no backend")]
+
+
+async def test_router_answers_an_invalid_request_and_dead_letters_it():
+    rt = FakeRuntime()
+    value = rt.codec.encode_request(GenerateRequest(request_id="r-1", entity="spaceship"))
+    await router(rt).handle(message(value, topic=rt.topics.requests))
+    (chunk,) = rt.chunks()
+    assert chunk.error_kind == ErrorKind.INVALID_REQUEST and chunk.error_details
+    assert rt.dead[0]["kind"] == ErrorKind.INVALID_REQUEST
+
+
+async def test_router_dead_letters_garbage_and_answers_by_key():
+    rt = FakeRuntime()
+    await router(rt).handle(message(b"\x00\x01 not a request", topic=rt.topics.requests))
+    (chunk,) = rt.chunks()
+    assert chunk.request_id == "r-1" and chunk.error_kind == ErrorKind.DECODE
+    assert rt.dead[0]["kind"] == ErrorKind.DECODE
+
+
+# ---- bridge inbox ----------------------------------------------------------------------
+@pytest.fixture
+def inbox():
+    from services.bridge.inbox import Inbox
+
+    return Inbox(FakeRuntime(), "unit")  # type: ignore[arg-type]
+
+
+def chunk_bytes(index: int, final: bool = False, rid: str = "r-1") -> bytes:
+    return get_codec().encode_chunk(
+        ResultChunk(request_id=rid, chunk_index=index, is_final=final, data="[]")
+    )
+
+
+async def test_inbox_delivers_in_order_and_drops_duplicates_and_other_attempts(inbox):
+    p = inbox.open("r-1")
+    mine = [(CORRELATION, p.correlation.encode())]
+    await inbox._dispatch(chunk_bytes(0), mine)
+    await inbox._dispatch(chunk_bytes(0), mine)  # redelivered duplicate
+    await inbox._dispatch(chunk_bytes(1), [(CORRELATION, b"an-earlier-attempt")])
+    await inbox._dispatch(chunk_bytes(1, final=True), mine)
+    assert [(await p.get()).chunk_index for _ in range(2)] == [0, 1]
+    assert inbox.dropped == 2
+
+
+async def test_inbox_fails_a_request_whose_chunks_have_a_gap(inbox):
+    from services.bridge.inbox import ChunkGap
+
+    p = inbox.open("r-1")
+    await inbox._dispatch(chunk_bytes(1), [(CORRELATION, p.correlation.encode())])
+    with pytest.raises(ChunkGap):
+        await p.get()
+
+
+def test_failed_chunks_map_to_status_codes_by_kind():
+    import grpc
+
+    from services.bridge.server import status_for
+
+    assert status_for(ErrorKind.GENERATION) == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(ErrorKind.INVALID_REQUEST) == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(ErrorKind.PROCESSING) == grpc.StatusCode.INTERNAL
+    assert status_for("") == grpc.StatusCode.INTERNAL

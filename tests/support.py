@@ -1,0 +1,44 @@
+"""Helpers tests import (conftest files hold fixtures only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.kit.settings import Settings
+
+
+def make_settings(bootstrap: str = "", **over: Any) -> Settings:
+    """Settings isolated from the machine's env and .env (no stray API keys)."""
+    base: dict[str, Any] = dict(
+        kafka_bootstrap_servers=bootstrap,
+        grpc_port=0,
+        http_port=0,
+        anthropic_api_key=None,
+        use_local_llm=False,
+        llm_enabled_local=False,
+        instance_id="test-a",
+        kafka_fetch_max_wait_ms=10,
+    )
+    base.update(over)
+    return Settings(_env_file=None, **base)
+
+
+def llm_settings(server: Any = None, **overrides: Any) -> Settings:
+    """Settings with both LLM backends aimed at a fake server, short timeouts."""
+    values: dict[str, Any] = {
+        "anthropic_api_key": "test",
+        "anthropic_base_url": server.url if server else None,
+        "vllm_base_url": server.openai_base_url if server else "http://127.0.0.1:9/v1",
+        "vllm_api_key": "local-key",
+        "vllm_model": "fake/llama-3-8b",
+        "claude_model": "claude-test-model",
+        "claude_max_tokens": 1234,
+        "claude_temperature": 0.3,
+        "llm_timeout_seconds": 5.0,
+        "llm_max_retries": 3,
+        "llm_enabled_local": True,
+        "use_local_llm": False,
+        "llm_concurrency": 8,
+    }
+    values.update(overrides)
+    return make_settings(**values)
