@@ -11,8 +11,9 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from services.kit.settings import Settings, get_settings
 
@@ -221,28 +222,68 @@ class _Progress:
             print(file=sys.stderr)
 
 
+class _Output:
+    """stdout, or the file `path` written atomically: into a temporary file beside it that
+    `commit()` renames into place. A call that fails or is interrupted leaves no partial or
+    empty file behind, and an earlier file of that name stays as it was."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.tmp: Path | None = None
+        self.file: TextIO = sys.stdout
+        if path:
+            target = Path(path)
+            self.tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+            self.file = self.tmp.open("x", encoding="utf-8", newline="")
+
+    def commit(self) -> None:
+        if self.tmp is not None and self.path:
+            self.file.close()
+            self.tmp.replace(self.path)
+            self.tmp = None
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp is not None:
+            self.file.close()
+            self.tmp.unlink(missing_ok=True)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """A gRPC caller: unary GenerateData, or --stream for GenerateDataStream."""
     import grpc
     from google.protobuf import json_format
 
+    from services.core.formats import iter_joined
+    from services.core.models import OutputFormat
     from services.proto.testdata.v1 import test_data_pb2 as pb
     from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
     msg = json_format.ParseDict(_request_dict(args), pb.GenerateRequest())
-    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    with grpc.insecure_channel(
-        args.target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-    ) as ch:
+    fmt = OutputFormat(pb.OutputFormat.Name(msg.output_format))
+    with (
+        _Output(args.out) as out,
+        grpc.insecure_channel(
+            args.target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+        ) as ch,
+    ):
         stub = pb_grpc.TestDataServiceStub(ch)
         try:
             if args.stream:
                 progress = _Progress(msg.count, sys.stderr.isatty() or bool(args.out))
                 md = None
-                for chunk in stub.GenerateDataStream(msg, timeout=args.timeout):
-                    out.write(chunk.data)
-                    progress.add(chunk.record_count)
-                    md = chunk.metadata if chunk.is_final else md
+
+                def datas() -> Iterator[str]:
+                    nonlocal md
+                    for chunk in stub.GenerateDataStream(msg, timeout=args.timeout):
+                        progress.add(chunk.record_count)
+                        md = chunk.metadata if chunk.is_final else md
+                        yield chunk.data
+
+                # JSON chunks are arrays each: written as one array, chunk by chunk
+                out.file.writelines(iter_joined(fmt, datas()))
                 progress.done()
                 meta = json_format.MessageToDict(md) if md is not None else {}
             else:
@@ -250,14 +291,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 if not resp.success:
                     print(f"error: {resp.error}", file=sys.stderr)
                     return 1
-                out.write(resp.data)
+                out.file.write(resp.data)
                 meta = json_format.MessageToDict(resp.metadata)
         except grpc.RpcError as exc:
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
-    if out is not sys.stdout:
-        out.close()
-    else:
+        out.commit()
+    if not args.out:
         print()
     print(json.dumps(meta, indent=2), file=sys.stderr)
     return 0

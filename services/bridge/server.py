@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from services.core.formats import join_chunks
 from services.core.models import FieldError, GenerateRequest, RequestInvalid
 from services.core.plan import Limits, build_plan
 from services.core.registry import SchemaRegistry
@@ -189,7 +190,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         return pb.GenerateResponse(
             request_id=req.request_id,
             success=chunk.success,
-            data="".join(parts),
+            data=join_chunks(req.output_format, parts),
             record_count=records,
             metadata=metadata_to_proto(chunk.metadata),
             error=chunk.error,

@@ -1,7 +1,9 @@
 """JSON, CSV and SQL output, written chunk by chunk.
 
-A stream's chunks concatenate into one valid file:
-- JSON: one array; the first chunk opens it, the last closes it.
+The shape of a stream's chunks (`DataChunk.data`):
+- JSON: each chunk is a complete array of its own records (`[]` when it has none), so a
+  caller can parse every chunk on its own. `join_chunks` merges them into one array.
+- CSV and SQL: chunks concatenate into one valid file.
 - CSV (RFC 4180, CRLF): header row in the first chunk. Nested objects and arrays are
   JSON-encoded into one cell; null is an empty cell; booleans are true/false.
 - SQL: CREATE TABLE in the first chunk, then multi-row INSERTs (at most 500 rows each).
@@ -15,6 +17,7 @@ import csv
 import io
 import math
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -36,7 +39,8 @@ def columns(schema: EntitySchema) -> list[str]:
 
 
 class ChunkEncoder:
-    """Encodes successive chunks of one dataset; remembers only whether it has begun."""
+    """Encodes successive chunks of one dataset; remembers only whether it has begun
+    (the CSV header and the SQL CREATE TABLE go in the first chunk only)."""
 
     def __init__(self, schema: EntitySchema, fmt: OutputFormat, table: str | None = None):
         self.schema = schema
@@ -45,13 +49,11 @@ class ChunkEncoder:
         self.table = table or schema.name
         self.started = False
 
-    def encode(self, records: list[dict[str, Any]], last: bool) -> str:
+    def encode(self, records: list[dict[str, Any]]) -> str:
         first = not self.started
         self.started = True
         if self.fmt == OutputFormat.JSON:
-            body = orjson.dumps(records).decode()[1:-1]
-            sep = "" if first or not body else ","
-            return ("[" if first else "") + sep + body + ("]" if last else "")
+            return orjson.dumps(records).decode()
         if self.fmt == OutputFormat.CSV:
             return self._csv(records, first)
         return self._sql(records, first)
@@ -87,7 +89,35 @@ class ChunkEncoder:
 
 
 def encode_all(schema: EntitySchema, fmt: OutputFormat, records: list[dict[str, Any]]) -> str:
-    return ChunkEncoder(schema, fmt).encode(records, last=True)
+    return ChunkEncoder(schema, fmt).encode(records)
+
+
+def iter_joined(fmt: OutputFormat, parts: Iterable[str]) -> Iterator[str]:
+    """The pieces of the one document a stream's chunks make, in order, one chunk at a time
+    (a caller can write a file of any size without holding it).
+
+    CSV and SQL chunks already concatenate. Each JSON chunk is a whole array: its brackets
+    are dropped and the contents joined with commas, which is cheap (no parse and re-dump).
+    Empty arrays, and the empty data of a failed chunk, add nothing.
+    """
+    if fmt != OutputFormat.JSON:
+        yield from parts
+        return
+    yield "["
+    first = True
+    for part in parts:
+        inner = part.strip()[1:-1]
+        if inner.strip():
+            if not first:
+                yield ","
+            yield inner
+            first = False
+    yield "]"
+
+
+def join_chunks(fmt: OutputFormat, parts: list[str]) -> str:
+    """One valid document from a request's chunk data: what unary `GenerateData` returns."""
+    return "".join(iter_joined(fmt, parts))
 
 
 def _csv_cell(v: Any) -> Any:

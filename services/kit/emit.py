@@ -51,7 +51,7 @@ class ChunkEmitter:
             request_id=self.request_id,
             chunk_index=self.index,
             is_final=last,
-            data=self.encoder.encode(records, last),
+            data=self.encoder.encode(records),
             record_count=len(records),
             output_format=self.fmt,
             metadata=metadata,

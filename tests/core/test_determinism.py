@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services.core.formats import ChunkEncoder, encode_all
+from services.core.formats import ChunkEncoder, encode_all, join_chunks
 from services.core.generate import generate_records, iter_batches
-from services.core.models import GenerateRequest
+from services.core.models import GenerateRequest, OutputFormat
 from services.core.plan import build_plan
 from services.core.pools import GENERATOR_VERSION
 
@@ -26,16 +27,24 @@ REQ = {
 
 
 def dataset(registry, fmt, chunk=None, **over):
-    plan = build_plan(
-        GenerateRequest.model_validate({**REQ, **over, "output_format": fmt}), registry
-    )
+    """The one-shot document, or (with `chunk`) the chunks joined as the bridge joins them."""
     if chunk is None:
+        plan = build_plan(
+            GenerateRequest.model_validate({**REQ, **over, "output_format": fmt}), registry
+        )
         return encode_all(
             plan.schema, plan.request.output_format, generate_records(plan, 0, plan.count)
         )
+    return join_chunks(OutputFormat(fmt), chunks(registry, fmt, chunk, **over))
+
+
+def chunks(registry, fmt, chunk, **over):
+    """Each chunk's data, as the generator emits them."""
+    plan = build_plan(
+        GenerateRequest.model_validate({**REQ, **over, "output_format": fmt}), registry
+    )
     enc = ChunkEncoder(plan.schema, plan.request.output_format)
-    batches = list(iter_batches(plan, chunk))
-    return "".join(enc.encode(b, last=i == len(batches) - 1) for i, b in enumerate(batches))
+    return [enc.encode(b) for b in iter_batches(plan, chunk)]
 
 
 @pytest.mark.parametrize("fmt", ["JSON", "CSV", "SQL"])
@@ -48,6 +57,35 @@ def test_chunked_equals_one_shot(registry, fmt):
     one = dataset(registry, fmt)
     assert dataset(registry, fmt, chunk=7) == one
     assert dataset(registry, fmt, chunk=128) == one
+
+
+def byte_sized(registry, budget, monkeypatch):
+    """Records per chunk as the generator picks them for a byte budget (MAX_CHUNK_BYTES)."""
+    from services.generator import service
+
+    monkeypatch.setattr(service, "MAX_CHUNK_BYTES", budget)
+    plan = build_plan(GenerateRequest.model_validate(REQ), registry)
+    return service.records_per_chunk(generate_records(plan, 0, service.SIZING_SAMPLE), 1000)
+
+
+@pytest.mark.parametrize("size", [1, 7, 128, 299, 300, 1000, "4KiB", "50KiB"])
+def test_every_json_chunk_parses_on_its_own(registry, monkeypatch, size):
+    if isinstance(size, str):
+        size = byte_sized(registry, int(size[:-3]) * 1024, monkeypatch)
+        assert 1 < size < 300  # the budget, not the record limit, splits the output
+    parts = chunks(registry, "JSON", size)
+    assert len(parts) == -(-300 // size)
+    parsed = [json.loads(p) for p in parts]
+    assert all(isinstance(p, list) and 0 < len(p) <= size for p in parsed)
+    assert [r["_index"] for p in parsed for r in p] == list(range(300))
+    assert join_chunks(OutputFormat.JSON, parts) == dataset(registry, "JSON")
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "CSV", "SQL"])
+def test_only_the_first_chunk_carries_the_header(registry, fmt):
+    parts = chunks(registry, fmt, 50)
+    head = {"JSON": "[{", "CSV": "_index,", "SQL": "CREATE TABLE"}[fmt]
+    assert [p.startswith(head) for p in parts] == [True] + [fmt == "JSON"] * (len(parts) - 1)
 
 
 def test_chunked_sql_holds_the_same_rows(registry):

@@ -3,7 +3,9 @@ import io
 import json
 import sqlite3
 
-from services.core.formats import ChunkEncoder, encode_all, sql_literal
+import pytest
+
+from services.core.formats import ChunkEncoder, encode_all, join_chunks, sql_literal
 from services.core.generate import generate_records
 from services.core.models import EntitySchema, FieldSpec, GenerateRequest, OutputFormat
 from services.core.plan import build_plan
@@ -53,7 +55,7 @@ def nasty_records():
 def test_sql_escaping_round_trips_through_sqlite():
     recs = nasty_records()
     enc = ChunkEncoder(SCHEMA, OutputFormat.SQL)
-    sql = enc.encode(recs[:4], last=False) + enc.encode(recs[4:], last=True)
+    sql = enc.encode(recs[:4]) + enc.encode(recs[4:])
     db = sqlite3.connect(":memory:")
     db.executescript(sql)
     got = db.execute('SELECT * FROM "weird table" ORDER BY "_index"').fetchall()
@@ -78,7 +80,7 @@ def test_sql_literals():
 def test_csv_parses_and_round_trips():
     recs = nasty_records()
     enc = ChunkEncoder(SCHEMA, OutputFormat.CSV)
-    text = enc.encode(recs[:3], last=False) + enc.encode(recs[3:], last=True)
+    text = enc.encode(recs[:3]) + enc.encode(recs[3:])
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert len(rows) == len(recs)
     for row, r in zip(rows, recs, strict=True):
@@ -89,11 +91,31 @@ def test_csv_parses_and_round_trips():
         assert json.loads(row["obj"]) == {"k": r["text"]}
 
 
-def test_json_chunks_concatenate_to_one_array():
+def test_each_json_chunk_is_an_array_and_they_join_into_one():
     recs = nasty_records()
     enc = ChunkEncoder(SCHEMA, OutputFormat.JSON)
-    parts = [enc.encode(recs[:1], False), enc.encode([], False), enc.encode(recs[1:], True)]
-    assert json.loads("".join(parts)) == recs
+    parts = [enc.encode(recs[:1]), enc.encode([]), enc.encode(recs[1:]), enc.encode([])]
+    assert [json.loads(p) for p in parts] == [recs[:1], [], recs[1:], []]
+    assert parts[1] == "[]"
+    assert join_chunks(OutputFormat.JSON, parts) == encode_all(SCHEMA, OutputFormat.JSON, recs)
+    assert json.loads(join_chunks(OutputFormat.JSON, parts)) == recs
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [[], ["[]"], ["[]", "[]"], [""], ["[]", '[{"a":1}]', "[]"], ['[{"a":1}]', "", '[{"b":[]}]']],
+)
+def test_join_chunks_handles_empty_json_arrays(parts):
+    """An empty array (or a failed chunk's empty data) adds no record and no comma."""
+    joined = join_chunks(OutputFormat.JSON, parts)
+    assert json.loads(joined) == [r for p in parts if p for r in json.loads(p)]
+
+
+def test_join_chunks_concatenates_csv_and_sql():
+    assert join_chunks(OutputFormat.CSV, ["a\r\n1\r\n", "2\r\n"]) == "a\r\n1\r\n2\r\n"
+    assert join_chunks(OutputFormat.SQL, ["CREATE ...;\n", "INSERT ...;\n"]) == (
+        "CREATE ...;\nINSERT ...;\n"
+    )
 
 
 def test_generated_carts_as_sql_load_into_sqlite(registry):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
+import sqlite3
 import urllib.request
 
 import grpc
@@ -13,9 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from services.core.formats import ChunkEncoder
+from services.cli import _Output
+from services.cli import main as cli_main
+from services.core.formats import encode_all, join_chunks
 from services.core.generate import generate_records
-from services.core.models import GenerateRequest
+from services.core.models import GenerateRequest, OutputFormat
 from services.core.plan import build_plan
 from services.core.validate import validate_record
 from services.proto.testdata.v1 import test_data_pb2 as pb
@@ -66,9 +71,7 @@ async def test_unary_matches_in_process_generation(stub, stack):
         ),
         stack.registry,
     )
-    expected = ChunkEncoder(plan.schema, plan.request.output_format).encode(
-        generate_records(plan, 0, 40), last=True
-    )
+    expected = encode_all(plan.schema, plan.request.output_format, generate_records(plan, 0, 40))
     assert resp.data == expected
 
 
@@ -172,13 +175,15 @@ async def test_stream_10000_records_in_order_identical_to_in_process(stub, stack
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     assert [c.is_final for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert len(chunks) > 1 and all(c.request_id == req.request_id for c in chunks)
-    records = json.loads("".join(c.data for c in chunks))
+    records = [r for c in chunks for r in json.loads(c.data)]
     assert [r["_index"] for r in records] == list(range(10_000))
     plan = build_plan(
         GenerateRequest(entity="cart", count=10_000, seed=123, anchor="2026-02-01T00:00:00Z"),
         stack.registry,
     )
     assert records == generate_records(plan, 0, 10_000)
+    one_shot = encode_all(plan.schema, OutputFormat.JSON, records)
+    assert join_chunks(OutputFormat.JSON, [c.data for c in chunks]) == one_shot
     assert sum(c.record_count for c in chunks) == 10_000
     assert chunks[-1].metadata.record_count == 10_000
 
@@ -253,4 +258,86 @@ async def test_large_records_are_chunked_under_the_message_limit(stub):
     chunks = [c async for c in stub.GenerateDataStream(req, timeout=120)]
     assert sum(c.record_count for c in chunks) == 1000 and len(chunks) > 4
     assert max(len(c.data) for c in chunks) < 3 * 1024 * 1024
-    assert len(json.loads("".join(c.data for c in chunks))) == 1000
+    assert [len(json.loads(c.data)) for c in chunks] == [c.record_count for c in chunks]
+
+
+async def test_every_streamed_json_chunk_is_an_array_of_its_records(stub):
+    """A caller can parse each chunk on its own (the spec of DataChunk.data)."""
+    req = pb.GenerateRequest(entity="cart", count=2500, seed=8, request_id=rid("arrays"))
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=60)]
+    assert [c.record_count for c in chunks] == [1000, 1000, 500]  # CHUNK_SIZE 1000
+    lists = [json.loads(c.data) for c in chunks]
+    assert all(isinstance(x, list) for x in lists)
+    assert [len(x) for x in lists] == [c.record_count for c in chunks]
+    records = [r for x in lists for r in x]
+    assert len(records) == 2500
+    assert [r["_index"] for r in records] == list(range(2500))
+
+
+async def test_unary_joins_several_chunks_into_one_document(stub, stack):
+    """Long records split a unary answer into several chunks; it is still one array."""
+    fields = [pb.Field(name="body", type=pb.STRING, required=True)]
+    limits = {"body": pb.FieldConstraint(min_length=9000, max_length=10000)}
+    req = pb.GenerateRequest(
+        entity="note",
+        count=300,
+        seed=2,
+        anchor="2026-05-01T00:00:00Z",
+        schema=pb.Schema(fields=fields),
+        constraints=pb.Constraints(field_constraints=limits),
+    )
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=60)]
+    resp = await stub.GenerateData(req, timeout=60)
+    assert len(chunks) > 1 and resp.success and resp.record_count == 300
+    assert resp.data == join_chunks(OutputFormat.JSON, [c.data for c in chunks])
+    assert [r["_index"] for r in json.loads(resp.data)] == list(range(300))
+
+
+def read_csv(text):
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def read_sql(text):
+    db = sqlite3.connect(":memory:")
+    db.executescript(text)
+    return db.execute('SELECT "_index" FROM "cart" ORDER BY rowid').fetchall()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "sql"])
+async def test_cli_stream_out_writes_one_valid_file(stack, tmp_path, fmt):
+    out = tmp_path / f"carts.{fmt}"
+    argv = ["generate", "--stream", "--entity", "cart", "--count", "2500", "--seed", "4"]
+    argv += ["--format", fmt, "--out", str(out), "--target", f"127.0.0.1:{stack.grpc_port}"]
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    text = out.read_text()
+    if fmt == "json":
+        assert [r["_index"] for r in json.loads(text)] == list(range(2500))
+    elif fmt == "csv":
+        rows = read_csv(text)
+        assert rows[0][0] == "_index" and [int(r[0]) for r in rows[1:]] == list(range(2500))
+    else:
+        assert text.count("CREATE TABLE") == 1
+        assert read_sql(text) == [(i,) for i in range(2500)]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+
+
+async def test_cli_failed_call_leaves_no_file(stack, tmp_path):
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    old.write_text("earlier")
+    target = ["--target", f"127.0.0.1:{stack.grpc_port}"]
+    for path, argv in [
+        (new, ["--entity", "cart", "--count", "-1", "--stream"]),  # refused before any data
+        (old, ["--entity", "spaceship"]),
+    ]:
+        assert (
+            await asyncio.to_thread(cli_main, ["generate", *argv, "--out", str(path), *target]) == 1
+        )
+    assert not new.exists() and old.read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+
+
+def test_cli_output_interrupted_mid_write_leaves_nothing(tmp_path):
+    with pytest.raises(KeyboardInterrupt), _Output(str(tmp_path / "part.json")) as out:
+        out.file.write('[{"_index": 0}')
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

@@ -85,7 +85,8 @@ async def test_coherent_request_streams_through_the_llm_path(llm_stack, model):
     # one chunk per batch of 5, in order, as each batch finished
     assert [c.record_count for c in chunks] == [5, 5, 2]
     assert [c.chunk_index for c in chunks] == [0, 1, 2] and chunks[-1].is_final
-    records = json.loads("".join(c.data for c in chunks))
+    assert [len(json.loads(c.data)) for c in chunks] == [5, 5, 2]  # each chunk is an array
+    records = [r for c in chunks for r in json.loads(c.data)]
     assert [r["_index"] for r in records] == list(range(12))
     assert [r["_scenario"] for r in records] == ["happy_path"] * 9 + ["high_value"] * 3
     schema = app.registry.get("cart")
