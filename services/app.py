@@ -20,6 +20,7 @@ import grpc
 from services.core.models import GenerationPath
 from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
+from services.kit.control import ControlListener
 from services.kit.generation import Availability, PathService
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
@@ -74,6 +75,7 @@ class App:
         self.http_port: int | None = None
         self.instance = settings.instance_id or uuid.uuid4().hex[:12]
         self._refresher: asyncio.Task[None] | None = None
+        self.control: ControlListener | None = None  # in processes running a path
 
     # ---- availability of the paths (one probe per path per process) --------------------
     def probe(self, path: GenerationPath) -> Availability:
@@ -108,7 +110,9 @@ class App:
                 self.probe(p)
             return RouterService(self.rt, self.registry, self.availability).subscriber()
         path = GenerationPath(name)
-        service = PATHS[path](self.rt, self.registry, self.probe(path))
+        if self.control is None:
+            self.control = ControlListener(self.rt)
+        service = PATHS[path](self.rt, self.registry, self.probe(path), self.control.cancellations)
         self.paths.append(service)
         return service.subscriber()
 
@@ -126,6 +130,8 @@ class App:
         await self.rt.start()
         await ensure_catalog_topics(self.rt)
         self.subscribers = [self._build(n) for n in names if n != BRIDGE]
+        if self.control is not None:
+            await self.control.start()
         for probe in self.probes.values():
             await probe.refresh()
         for sub in self.subscribers:
@@ -160,6 +166,8 @@ class App:
                 out[sub.name] = f"unhealthy: stalled on {sorted(sub.stalled)}"
             else:
                 out[sub.name] = "healthy"
+        if self.control is not None:
+            out["control"] = "healthy" if self.control.healthy else "unhealthy: not reading"
         for probe in self.probes.values():
             out.update(await probe.components())
         return out
@@ -178,6 +186,8 @@ class App:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)
+        if self.control is not None:
+            await self.control.stop()
         for probe in self.probes.values():
             with contextlib.suppress(Exception):
                 await probe.aclose()

@@ -305,7 +305,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     """An agent: put a request on the requests topic, read its chunks from results."""
-    from services.core.models import GenerateRequest
+    from services.core.formats import Joiner
+    from services.core.models import GenerateRequest, OutputFormat
     from services.kit.codec import get_codec
     from services.kit.headers import AVRO, CONTENT_TYPE, JSON
     from services.kit.kafka import assign_all, make_consumer, make_producer
@@ -334,37 +335,34 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
         headers=[(CONTENT_TYPE, ctype.encode())],
     )
     await producer.stop()
-    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
-    code, seen = 0, -1
+    joiner = Joiner(OutputFormat(body.get("output_format") or "JSON"))
+    seen = -1
     deadline = time.monotonic() + args.timeout
     try:
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    chunk = codec.decode_chunk(r.value or b"")
-                    if chunk.request_id != body["request_id"] or chunk.chunk_index <= seen:
-                        continue
-                    seen = chunk.chunk_index
-                    if not chunk.success:
-                        print(f"error: {chunk.error}", file=sys.stderr)
-                        return 1
-                    out.write(chunk.data)
-                    if chunk.is_final:
-                        print(
-                            json.dumps(
-                                chunk.metadata.model_dump() if chunk.metadata else {}, indent=2
-                            ),
-                            file=sys.stderr,
-                        )
-                        return 0
-        print("error: timed out waiting for results", file=sys.stderr)
-        code = 1
+        with _Output(args.out) as out:
+            out.file.write(joiner.opening())
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for r in records:
+                        chunk = codec.decode_chunk(r.value or b"")
+                        if chunk.request_id != body["request_id"] or chunk.chunk_index <= seen:
+                            continue
+                        seen = chunk.chunk_index
+                        if not chunk.success:
+                            print(f"error: {chunk.error}", file=sys.stderr)
+                            return 1
+                        out.file.write(joiner.part(chunk.data))
+                        if chunk.is_final:
+                            out.file.write(joiner.closing())
+                            out.commit()
+                            md = chunk.metadata.model_dump(mode="json") if chunk.metadata else {}
+                            print(json.dumps(md, indent=2), file=sys.stderr)
+                            return 0
+            print("error: timed out waiting for results", file=sys.stderr)
+            return 1
     finally:
         await consumer.stop()
-        if out is not sys.stdout:
-            out.close()
-    return code
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

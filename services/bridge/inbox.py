@@ -8,6 +8,11 @@ regenerates identical chunks), chunks of an earlier attempt with the same reques
 attempt has its own `correlation-id` header) and chunks for requests this instance no
 longer waits for are dropped; a gap means the broker lost data and fails that request
 loudly. The reader never stops: a bad record is counted and skipped, a fetch error retried.
+
+The shared reader never waits for a caller. A caller whose queue is full is served from
+the log instead: the reader notes where its next chunk is (partition, offset) and passes
+its later chunks by; once the caller has drained its queue, a reader of its own reads the
+reply topic from there at the caller's pace (the log is the buffer, not bridge memory).
 """
 
 from __future__ import annotations
@@ -19,46 +24,125 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.kit.broker import EmbeddedBroker
 from services.kit.codec import DecodeError
 from services.kit.headers import CORRELATION
-from services.kit.kafka import assign_all, ensure_topics_exist, make_consumer
+from services.kit.kafka import MAX_MESSAGE_BYTES, assign_all, ensure_topics_exist, make_consumer
 from services.kit.messages import ResultChunk
 from services.kit.stream import Runtime
 
 log = logging.getLogger("testdata.bridge.inbox")
-QUEUE_CHUNKS = 16  # per request: bounds the bridge's memory whatever the stream's size
-# A caller whose queue stays full this long is failed: its replies share the reader with
-# every other caller's, so it may hold them up only briefly.
-SLOW_CLIENT_S = 5.0
+QUEUE_CHUNKS = 16  # per request, in memory; a slower caller reads the rest from the log
 
 
 class ChunkGap(Exception):
     """Chunks went missing between generator and bridge."""
 
 
+def correlation_of(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    return next((v.decode() for k, v in headers if k == CORRELATION and v), None)
+
+
 @dataclass
 class Pending:
+    """One caller's request: chunks in memory, then (if it fell behind) from the log."""
+
     request_id: str
     correlation: str = field(default_factory=lambda: uuid.uuid4().hex)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
     queue: asyncio.Queue[ResultChunk | Exception] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_CHUNKS)
     )
-    next_index: int = 0
-    done: bool = False
+    next_index: int = 0  # the next chunk index the shared reader expects
+    done: bool = False  # the shared reader delivers nothing more
     error: Exception | None = None
+    spill: tuple[int, int] | None = None  # (partition, offset) of the first chunk not queued
+    log: LogReader | None = None
+
+    def accepts(self, chunk: ResultChunk, correlation: str | None) -> bool:
+        """Whether a chunk continues this attempt (not a duplicate or another attempt's)."""
+        return correlation == self.correlation and chunk.chunk_index >= self.next_index
+
+    def take(self, chunk: ResultChunk) -> None:
+        """`chunk` is the next one in order: it is delivered (or read from the log)."""
+        self.next_index += 1
+        self.done = chunk.is_final
+
+    def gap(self, chunk: ResultChunk) -> ChunkGap:
+        self.done = True
+        return ChunkGap(
+            f"expected chunk {self.next_index}, got {chunk.chunk_index}: "
+            "result chunks were lost in the broker"
+        )
 
     async def get(self) -> ResultChunk:
-        if self.error is not None and self.queue.empty():
-            raise self.error
-        item = await self.queue.get()
-        if isinstance(item, Exception):
-            raise item
-        return item
+        if not self.queue.empty() or self.spill is None:
+            if self.error is not None and self.queue.empty():
+                raise self.error
+            item = await self.queue.get()
+            if isinstance(item, Exception):
+                raise item
+            return item
+        if self.log is None:
+            raise RuntimeError("spilled request without a log reader")
+        return await self.log.next(self)
+
+
+class LogReader:
+    """One slow caller's chunks, read from its reply topic partition from a known offset."""
+
+    def __init__(self, runtime: Runtime, topic: str, partition: int, offset: int):
+        self.rt = runtime
+        self.tp = TopicPartition(topic, partition)
+        self.offset = offset
+        self.consumer: AIOKafkaConsumer | None = None
+        self.buffered: list[tuple[ResultChunk, str | None]] = []
+
+    async def next(self, p: Pending) -> ResultChunk:
+        """The chunk after the last one the caller got, waiting for it if need be."""
+        if self.consumer is None:
+            await self._start()
+        while True:
+            while self.buffered:
+                chunk, corr = self.buffered.pop(0)
+                if chunk.request_id != p.request_id or not p.accepts(chunk, corr):
+                    continue
+                if chunk.chunk_index > p.next_index:
+                    raise p.gap(chunk)
+                p.take(chunk)
+                return chunk
+            await self._fetch()
+
+    async def _start(self) -> None:
+        s = self.rt.settings
+        self.consumer = make_consumer(
+            self.rt.bootstrap,
+            None,
+            client_id=f"{s.kafka_client_id}-bridge-log",
+            fetch_max_wait_ms=max(s.kafka_fetch_max_wait_ms, 100),
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=MAX_MESSAGE_BYTES,
+        )
+        await self.consumer.start()
+        self.consumer.assign([self.tp])
+        self.consumer.seek(self.tp, self.offset)
+
+    async def _fetch(self) -> None:
+        assert self.consumer is not None
+        batch = await self.consumer.getmany(self.tp, timeout_ms=500, max_records=32)
+        for r in batch.get(self.tp, []):
+            try:
+                chunk = self.rt.codec.decode_chunk(r.value or b"")
+            except DecodeError:
+                continue
+            self.buffered.append((chunk, correlation_of(r.headers or ())))
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
 
 
 class Inbox:
@@ -68,6 +152,7 @@ class Inbox:
         self.pending: dict[str, Pending] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Future[None]] = set()
         self.dropped = 0
 
     async def start(self) -> None:
@@ -125,8 +210,10 @@ class Inbox:
 
     def close(self, request_id: str) -> None:
         p = self.pending.pop(request_id, None)
-        if p is not None:
-            p.closed.set()  # releases a reader waiting on this caller's full queue
+        if p is not None and p.log is not None:
+            task = asyncio.ensure_future(p.log.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _run(self) -> None:
         assert self.consumer is not None
@@ -142,14 +229,15 @@ class Inbox:
             for records in batch.values():
                 for r in records:
                     try:
-                        await self._dispatch(r.value or b"", r.headers or ())
-                    except asyncio.CancelledError:
-                        raise
+                        self._dispatch(r.value or b"", r.headers or (), r.partition, r.offset)
                     except Exception:
                         self.dropped += 1
                         log.exception("unusable reply on %s@%d", self.topic, r.offset)
 
-    async def _dispatch(self, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+    def _dispatch(
+        self, value: bytes, headers: Sequence[tuple[str, bytes]], partition: int, offset: int
+    ) -> None:
+        """Route one reply record to its caller; never waits (see the module docstring)."""
         try:
             chunk = self.rt.codec.decode_chunk(value)
         except DecodeError as exc:
@@ -157,37 +245,23 @@ class Inbox:
             self.dropped += 1
             return
         p = self.pending.get(chunk.request_id)
-        corr = next((v.decode() for k, v in headers if k == CORRELATION and v), None)
-        if p is None or p.done or corr != p.correlation or chunk.chunk_index < p.next_index:
-            self.dropped += 1  # late, duplicate, an earlier attempt's, or given up on
+        if p is None or p.done or p.spill is not None:
+            if p is None or p.done:
+                self.dropped += 1  # late, or given up on; a spilled caller reads the log
+            return
+        if not p.accepts(chunk, correlation_of(headers)):
+            self.dropped += 1  # a duplicate, or an earlier attempt's
             return
         if chunk.chunk_index > p.next_index:
-            p.done = True
-            self._offer(
-                p,
-                ChunkGap(
-                    f"expected chunk {p.next_index}, got {chunk.chunk_index}: "
-                    "result chunks were lost in the broker"
-                ),
-            )
+            self._offer(p, p.gap(chunk))
             return
-        p.next_index += 1
-        p.done = chunk.is_final
-        if not p.queue.full():
-            p.queue.put_nowait(chunk)
+        if p.queue.full():
+            p.spill = (partition, offset)
+            p.log = LogReader(self.rt, self.topic, partition, offset)
+            log.info("%s: caller behind; serving it from the log at %d", p.request_id, offset)
             return
-        put = asyncio.ensure_future(p.queue.put(chunk))
-        closed = asyncio.ensure_future(p.closed.wait())
-        done, _ = await asyncio.wait(
-            {put, closed}, timeout=SLOW_CLIENT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        closed.cancel()
-        if put not in done:
-            put.cancel()
-            p.done = True
-            if not p.closed.is_set():
-                log.warning("%s: caller stopped reading; failing its stream", p.request_id)
-                self._offer(p, TimeoutError("caller did not read its stream"))
+        p.take(chunk)
+        p.queue.put_nowait(chunk)
 
     @staticmethod
     def _offer(p: Pending, exc: Exception) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import grpc
@@ -28,7 +29,8 @@ from services.core.plan import Limits, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.kit import metrics
-from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, REPLY_TO
+from services.kit.control import publish_cancel
+from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
 from services.kit.messages import ResultChunk
 from services.kit.stream import Runtime
 from services.proto.testdata.v1 import test_data_pb2 as pb
@@ -69,6 +71,8 @@ STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorKind.GENERATION: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorKind.PROCESSING: grpc.StatusCode.INTERNAL,
+    ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
+    ErrorKind.EXPIRED: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -92,6 +96,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         s = runtime.settings
         self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
         self.max_sync = s.max_sync_records
+        self.idle_timeout = s.stream_idle_timeout_seconds
+        self._background: set[asyncio.Future[None]] = set()
 
     # ---- ingress ---------------------------------------------------------------------
     async def _accept(
@@ -127,24 +133,46 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 self.rt.topics.requests,
                 self.rt.codec.encode_request(req),
                 req.request_id,
-                [
-                    (CONTENT_TYPE, AVRO.encode()),
-                    (REPLY_TO, self.inbox.topic.encode()),
-                    (CORRELATION, pending.correlation.encode()),
-                ],
+                self._headers(pending, context),
             )
         except BaseException:
             self.inbox.close(req.request_id)  # not published: nothing will answer it
             raise
         return pending
 
+    def _headers(
+        self, pending: Pending, context: grpc.aio.ServicerContext
+    ) -> list[tuple[str, bytes]]:
+        headers = [
+            (CONTENT_TYPE, AVRO.encode()),
+            (REPLY_TO, self.inbox.topic.encode()),
+            (CORRELATION, pending.correlation.encode()),
+        ]
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < 10 * 365 * 86400:  # "no deadline" is huge
+            deadline_ms = int((time.time() + remaining) * 1000)
+            headers.append((DEADLINE, str(deadline_ms).encode()))
+        return headers
+
+    def _finished(self, req: GenerateRequest, pending: Pending, got_final: bool) -> None:
+        """The RPC ended: forget the request, and if the caller left before the final
+        chunk, tell the generators to stop (through the control topic)."""
+        self.inbox.close(req.request_id)
+        if got_final:
+            return
+        task = asyncio.ensure_future(
+            publish_cancel(
+                self.rt, req.request_id, pending.correlation, "the caller cancelled or timed out"
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _next(self, pending: Pending, context: grpc.aio.ServicerContext) -> ResultChunk:
         try:
             chunk = await pending.get()
         except ChunkGap as exc:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
-        except TimeoutError as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if not chunk.success and chunk.error_details:
             await context.abort_with_status(
                 _status(
@@ -176,17 +204,17 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
         pending = await self._submit(req, context)
+        got_final = False
         try:
             parts: list[str] = []
             records = 0
-            while True:
+            while not got_final:
                 chunk = await self._next(pending, context)
                 parts.append(chunk.data)
                 records += chunk.record_count
-                if chunk.is_final:
-                    break
+                got_final = chunk.is_final
         finally:
-            self.inbox.close(req.request_id)  # also on cancellation / deadline
+            self._finished(req, pending, got_final)  # also on cancellation / deadline
         return pb.GenerateResponse(
             request_id=req.request_id,
             success=chunk.success,
@@ -198,19 +226,36 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
 
     async def GenerateDataStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.DataChunk]:
+    ) -> None:
+        """Written with `context.write`, so a caller that reads nothing for
+        STREAM_IDLE_TIMEOUT_SECONDS is told so; a slower one is served at its pace."""
         req, _ = await self._accept(request, context)
         pending = await self._submit(req, context)
+        got_final = released = False
         try:
-            while True:
+            while not got_final:
                 chunk = await self._next(pending, context)
                 if not chunk.success:
+                    got_final = True
                     await context.abort(status_for(chunk.error_kind), chunk.error)
-                yield chunk_to_proto(chunk)
-                if chunk.is_final:
-                    return
+                write = asyncio.ensure_future(context.write(chunk_to_proto(chunk)))
+                done, _ = await asyncio.wait({write}, timeout=self.idle_timeout)
+                if not done:
+                    # Idle: stop generating and reading for it now. The write stays queued
+                    # (a gRPC write cannot be withdrawn); the status follows it, so the
+                    # caller learns why as soon as it reads again.
+                    self._finished(req, pending, got_final=False)
+                    released = True
+                    await write
+                    await context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"stream idle: the caller read nothing for {self.idle_timeout:g} s "
+                        "(STREAM_IDLE_TIMEOUT_SECONDS); generation stopped",
+                    )
+                got_final = chunk.is_final
         finally:
-            self.inbox.close(req.request_id)
+            if not released:
+                self._finished(req, pending, got_final)
 
     async def GetSchemas(
         self, request: pb.GetSchemasRequest, context: grpc.aio.ServicerContext

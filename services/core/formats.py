@@ -92,27 +92,41 @@ def encode_all(schema: EntitySchema, fmt: OutputFormat, records: list[dict[str, 
     return ChunkEncoder(schema, fmt).encode(records)
 
 
+class Joiner:
+    """Turns a stream's chunk data into the pieces of one document, one chunk at a time,
+    for callers that receive chunks as they come (sync or async)."""
+
+    def __init__(self, fmt: OutputFormat):
+        self.json = fmt == OutputFormat.JSON
+        self.first = True
+
+    def opening(self) -> str:
+        return "[" if self.json else ""
+
+    def part(self, data: str) -> str:
+        """CSV and SQL chunks already concatenate. Each JSON chunk is a whole array: its
+        brackets are dropped and the contents joined with commas (no parse and re-dump).
+        Empty arrays, and the empty data of a failed chunk, add nothing."""
+        if not self.json:
+            return data
+        inner = data.strip()[1:-1]
+        if not inner.strip():
+            return ""
+        sep, self.first = ("" if self.first else ","), False
+        return sep + inner
+
+    def closing(self) -> str:
+        return "]" if self.json else ""
+
+
 def iter_joined(fmt: OutputFormat, parts: Iterable[str]) -> Iterator[str]:
     """The pieces of the one document a stream's chunks make, in order, one chunk at a time
-    (a caller can write a file of any size without holding it).
-
-    CSV and SQL chunks already concatenate. Each JSON chunk is a whole array: its brackets
-    are dropped and the contents joined with commas, which is cheap (no parse and re-dump).
-    Empty arrays, and the empty data of a failed chunk, add nothing.
-    """
-    if fmt != OutputFormat.JSON:
-        yield from parts
-        return
-    yield "["
-    first = True
+    (a caller can write a file of any size without holding it)."""
+    joiner = Joiner(fmt)
+    yield joiner.opening()
     for part in parts:
-        inner = part.strip()[1:-1]
-        if inner.strip():
-            if not first:
-                yield ","
-            yield inner
-            first = False
-    yield "]"
+        yield joiner.part(part)
+    yield joiner.closing()
 
 
 def join_chunks(fmt: OutputFormat, parts: list[str]) -> str:

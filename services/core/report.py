@@ -24,6 +24,8 @@ class ErrorKind(StrEnum):
     INVALID_REQUEST = "invalid_request"  # a message, but a request that cannot be served
     GENERATION = "generation"  # constraints that no record can satisfy
     PROCESSING = "processing"  # our failure: a bug or a lost dependency
+    CANCELLED = "cancelled"  # the caller (or an agent on the control topic) cancelled it
+    EXPIRED = "expired"  # its deadline passed before it was done
 
 
 class Fallback(BaseModel):

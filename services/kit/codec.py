@@ -29,16 +29,17 @@ from services.core.models import FieldError, GenerateRequest
 from services.core.pools import SCHEMAS_DIR
 from services.core.report import ErrorKind
 from services.kit.headers import AVRO, JSON
-from services.kit.messages import DeadLetter, ResultChunk, RoutedRequest
+from services.kit.messages import Control, DeadLetter, ResultChunk, RoutedRequest
 
 MAGIC = b"\xc3\x01"
 # Parse order: later files refer to types the earlier ones define.
-SCHEMA_FILES = ("generate_request", "routed_request", "result_chunk", "dead_letter")
+SCHEMA_FILES = ("generate_request", "routed_request", "result_chunk", "dead_letter", "control")
 NAMES = {
     "generate_request": "testdata.v1.GenerateRequest",
     "routed_request": "testdata.v1.RoutedRequest",
     "result_chunk": "testdata.v1.ResultChunk",
     "dead_letter": "testdata.v1.DeadLetter",
+    "control": "testdata.v1.Control",
 }
 
 
@@ -193,6 +194,12 @@ class Codec:
 
     def decode_dead_letter(self, value: bytes) -> DeadLetter:
         return DeadLetter.model_validate(self.decode("dead_letter", value))
+
+    def encode_control(self, msg: Control) -> bytes:
+        return self.encode_model("control", msg)
+
+    def decode_control(self, value: bytes) -> Control:
+        return Control.model_validate(self.decode("control", value))
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ waits for a final chunk that will never come.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -27,7 +28,9 @@ from services.core.registry import SchemaRegistry
 from services.core.report import Batch, ErrorKind, RunReport
 from services.kit import metrics
 from services.kit.codec import DecodeError
+from services.kit.control import Cancellations, deadline_passed
 from services.kit.emit import ChunkEmitter
+from services.kit.headers import CORRELATION
 from services.kit.messages import GenerationMetadata, RoutedRequest
 from services.kit.replies import send_failure
 from services.kit.settings import Settings
@@ -78,17 +81,30 @@ class PathIncomplete(RuntimeError):
     """A path's generator ended with more or fewer records than the plan has."""
 
 
+class Abandoned(Exception):
+    """Nobody waits for the rest: the caller cancelled, or the deadline passed."""
+
+    def __init__(self, kind: ErrorKind, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
 class PathService(ABC):
     """One generation path as a consumer of its path topic."""
 
     path: ClassVar[GenerationPath]
 
     def __init__(
-        self, runtime: Runtime, registry: SchemaRegistry, availability: Availability | None = None
+        self,
+        runtime: Runtime,
+        registry: SchemaRegistry,
+        availability: Availability | None = None,
+        cancellations: Cancellations | None = None,
     ):
         self.rt = runtime
         self.registry = registry
         self.availability = availability or AlwaysAvailable()
+        self.cancellations = cancellations if cancellations is not None else Cancellations()
         s = runtime.settings
         self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
         self.chunk_size = s.chunk_size
@@ -134,7 +150,21 @@ class PathService(ABC):
                 fmt=req.output_format,
             )
             return
+        if (abandoned := self._abandoned(msg, req.request_id)) is not None:
+            metrics.ABANDONED.labels(self.name, abandoned.kind.value).inc()
+            await send_failure(
+                self.rt, msg, req.request_id, str(abandoned), abandoned.kind, fmt=req.output_format
+            )
+            return
         await self._run(msg, routed, plan)
+
+    def _abandoned(self, msg: Message, request_id: str) -> Abandoned | None:
+        """Why nobody waits for this request any more, if so."""
+        if (deadline := deadline_passed(msg)) is not None:
+            return Abandoned(ErrorKind.EXPIRED, f"deadline passed ({deadline} ms since epoch)")
+        if (why := self.cancellations.reason(request_id, msg.header(CORRELATION))) is not None:
+            return Abandoned(ErrorKind.CANCELLED, f"cancelled: {why}")
+        return None
 
     async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan) -> None:
         req = routed.request
@@ -148,16 +178,22 @@ class PathService(ABC):
             return self.metadata(plan, routed, report, t0)
 
         failure: tuple[ErrorKind, str] | None = None
+        status = "success"
         try:
-            await self._emit_all(plan, emitter, report, final)
+            await self._emit_all(msg, plan, emitter, report, final)
+        except Abandoned as exc:
+            metrics.ABANDONED.labels(self.name, exc.kind.value).inc()
+            log.info("%s: stopped after %d records: %s", req.request_id, emitter.records, exc)
+            await emitter.fail(str(exc), exc.kind, final())
+            status = "abandoned"
         except ConstraintUnsatisfiable as exc:
             failure = ErrorKind.GENERATION, f"generation failed: {exc}"
         except Exception as exc:
             log.exception("%s: generation failed", req.request_id)
             failure = ErrorKind.PROCESSING, f"internal error: {type(exc).__name__}: {exc}"
         if failure is not None:
+            status = "failed"
             await self._failed(msg, emitter, *failure, final())
-        status = "failed" if failure else "success"
         await emitter.close()
         elapsed = time.perf_counter() - t0
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
@@ -175,6 +211,7 @@ class PathService(ABC):
 
     async def _emit_all(
         self,
+        msg: Message,
         plan: Plan,
         emitter: ChunkEmitter,
         report: RunReport,
@@ -202,6 +239,10 @@ class PathService(ABC):
                         )
                     last = done == plan.count
                     await emitter.emit(piece, last, final() if last else None)
+                    if not last:
+                        if (abandoned := self._abandoned(msg, plan.request.request_id)) is not None:
+                            raise abandoned
+                        await asyncio.sleep(0)  # other requests' turn: no one waits on a big one
         finally:
             with contextlib.suppress(Exception):
                 await batches.aclose()  # type: ignore[attr-defined]

@@ -3,7 +3,9 @@
 - `content-type`: `application/avro` (single-object encoding) or `application/json`;
 - `reply-to`: the results-family topic a request's chunks go to (a bridge's own topic);
 - `correlation-id`: one attempt of a request; echoed on its chunks so a retry with the
-  same request id never receives an earlier attempt's chunks.
+  same request id never receives an earlier attempt's chunks;
+- `deadline-ms`: when the caller stops waiting (Unix epoch milliseconds); a router or
+  generator that gets the request later skips it, and generation stops when it passes.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 CONTENT_TYPE = "content-type"
 REPLY_TO = "reply-to"
 CORRELATION = "correlation-id"
+DEADLINE = "deadline-ms"
 
 AVRO = "application/avro"
 JSON = "application/json"
 
 #: Headers that travel with a request to its result chunks.
 FORWARDED = (REPLY_TO, CORRELATION)
+#: Headers the router passes on with a request to its path topic.
+ROUTED = (*FORWARDED, DEADLINE)

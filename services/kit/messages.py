@@ -62,6 +62,14 @@ class ResultChunk(_Msg):
     metadata: GenerationMetadata | None = None
 
 
+class Control(_Msg):
+    request_id: str
+    action: Literal["cancel"] = "cancel"
+    correlation_id: str = ""
+    reason: str = ""
+    at_ms: int
+
+
 class Header(_Msg):
     key: str
     value: bytes | None = None

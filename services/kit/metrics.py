@@ -70,3 +70,9 @@ CONSUMER_LAG = Gauge(
 CHUNKS = Counter(
     "testdata_chunks_published", "Result chunks published", ["path"], registry=REGISTRY
 )
+ABANDONED = Counter(
+    "testdata_abandoned",
+    "Requests stopped or skipped because their caller cancelled or their deadline passed",
+    ["stage", "why"],
+    registry=REGISTRY,
+)

@@ -17,9 +17,10 @@ def reply_topic(runtime: Runtime, msg: Message) -> str:
     return runtime.topics.results
 
 
-def reply_headers(msg: Message) -> list[tuple[str, bytes]]:
+def reply_headers(msg: Message, names: tuple[str, ...] = FORWARDED) -> list[tuple[str, bytes]]:
+    """Avro content type plus the request's headers that travel on (`names`)."""
     headers = [(CONTENT_TYPE, AVRO.encode())]
-    for name in FORWARDED:
+    for name in names:
         value = msg.header(name)
         if value:
             headers.append((name, value.encode()))

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     max_records: int = Field(default=1_000_000, ge=1)
     default_count: int = Field(default=10, ge=1)
     chunk_size: int = Field(default=1000, ge=1)
+    # Requests of one partition handled at once (one at a time per request id), so a small
+    # request never waits behind a large one that shares its partition.
+    partition_concurrency: int = Field(default=16, ge=1)
+    # A streaming caller that reads nothing for this long is failed (its chunks wait in
+    # the reply topic meanwhile, not in bridge memory).
+    stream_idle_timeout_seconds: float = Field(default=120.0, gt=0)
     coherence_threshold: float = 0.85
 
 

@@ -164,7 +164,7 @@ class Subscriber:
     topics: list[str]
     group: str
     handler: Handler
-    max_in_flight: int = 1
+    max_in_flight: int | None = None  # default: settings.partition_concurrency
     queue_size: int = 64
     commit_interval_s: float = 0.05
     _consumer: AIOKafkaConsumer | None = None
@@ -175,6 +175,8 @@ class Subscriber:
     stalled: set[tuple[str, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        if self.max_in_flight is None:
+            self.max_in_flight = self.runtime.settings.partition_concurrency
         self._asg = Assignment(max_in_flight=self.max_in_flight, max_buffered=self.queue_size)
 
     async def run(self) -> None:

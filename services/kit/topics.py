@@ -52,6 +52,7 @@ class Topics:
         self.requests = self.specs["requests"].name
         self.results = self.specs["results"].name
         self.deadletter = self.specs["deadletter"].name
+        self.control = self.specs["control"].name
         self._replies = self.specs["replies"].name
 
     def path(self, path: GenerationPath) -> str:

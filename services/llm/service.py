@@ -13,6 +13,7 @@ from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.registry import SchemaRegistry
 from services.core.report import Batch
+from services.kit.control import Cancellations
 from services.kit.generation import Availability, PathService
 from services.kit.settings import Settings
 from services.kit.stream import Runtime
@@ -24,11 +25,15 @@ class LLMService(PathService):
     path = GenerationPath.LLM
 
     def __init__(
-        self, runtime: Runtime, registry: SchemaRegistry, availability: Availability | None = None
+        self,
+        runtime: Runtime,
+        registry: SchemaRegistry,
+        availability: Availability | None = None,
+        cancellations: Cancellations | None = None,
     ):
         llm = availability if isinstance(availability, LLMAvailability) else None
         llm = llm or LLMAvailability(runtime.settings)
-        super().__init__(runtime, registry, llm)
+        super().__init__(runtime, registry, llm, cancellations)
         self.engine = LLMEngine.from_settings(runtime.settings, clients=llm.clients)
 
     @classmethod

@@ -19,7 +19,8 @@ from services.core.report import ErrorKind
 from services.core.routing import route
 from services.kit import metrics
 from services.kit.codec import DecodeError
-from services.kit.headers import CONTENT_TYPE
+from services.kit.control import deadline_passed
+from services.kit.headers import CONTENT_TYPE, ROUTED
 from services.kit.messages import RoutedRequest
 from services.kit.replies import reply_headers, send_failure
 from services.kit.stream import Message, Runtime, Subscriber
@@ -80,6 +81,17 @@ class RouterService:
             await self.reject(msg, exc.kind, exc.reason, exc.errors, rid)
             return
         req = stamp(req, msg)
+        if (deadline := deadline_passed(msg)) is not None:
+            metrics.ABANDONED.labels(NAME, ErrorKind.EXPIRED.value).inc()
+            await send_failure(
+                self.rt,
+                msg,
+                req.request_id,
+                f"deadline passed ({deadline} ms since epoch) before routing",
+                ErrorKind.EXPIRED,
+                fmt=req.output_format,
+            )
+            return
         try:
             build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
@@ -100,7 +112,7 @@ class RouterService:
             self.rt.topics.path(decision.path),
             self.rt.codec.encode_routed(routed),
             req.request_id,
-            reply_headers(msg),
+            reply_headers(msg, ROUTED),
         )
         log.info(
             "routed %s -> %s (%.2f): %s",

@@ -170,7 +170,7 @@ def test_schema_changes_stay_backward_compatible(old):
     codec = Codec()
     key = old.name.split(".")[0]
     named: dict = {}
-    for dep in ("generate_request", "routed_request", "result_chunk", "dead_letter"):
+    for dep in ("generate_request", "routed_request", "result_chunk", "dead_letter", "control"):
         p = old.parent / f"{dep}.{old.name.split('.')[1]}.avsc"
         if p.exists():
             parsed = fastavro.parse_schema(json.loads(p.read_text()), named_schemas=named)
@@ -208,6 +208,7 @@ def test_schema_changes_stay_backward_compatible(old):
             "original_value": b"x",
             "failed_at_ms": 0,
         },
+        "control": {"request_id": "r", "action": "cancel", "at_ms": 1},
     }
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, writer, samples[key])

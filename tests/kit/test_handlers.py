@@ -211,10 +211,10 @@ def chunk_bytes(index: int, final: bool = False, rid: str = "r-1") -> bytes:
 async def test_inbox_delivers_in_order_and_drops_duplicates_and_other_attempts(inbox):
     p = inbox.open("r-1")
     mine = [(CORRELATION, p.correlation.encode())]
-    await inbox._dispatch(chunk_bytes(0), mine)
-    await inbox._dispatch(chunk_bytes(0), mine)  # redelivered duplicate
-    await inbox._dispatch(chunk_bytes(1), [(CORRELATION, b"an-earlier-attempt")])
-    await inbox._dispatch(chunk_bytes(1, final=True), mine)
+    inbox._dispatch(chunk_bytes(0), mine, 0, 10)
+    inbox._dispatch(chunk_bytes(0), mine, 0, 11)  # redelivered duplicate
+    inbox._dispatch(chunk_bytes(1), [(CORRELATION, b"an-earlier-attempt")], 0, 12)
+    inbox._dispatch(chunk_bytes(1, final=True), mine, 0, 13)
     assert [(await p.get()).chunk_index for _ in range(2)] == [0, 1]
     assert inbox.dropped == 2
 
@@ -223,9 +223,25 @@ async def test_inbox_fails_a_request_whose_chunks_have_a_gap(inbox):
     from services.bridge.inbox import ChunkGap
 
     p = inbox.open("r-1")
-    await inbox._dispatch(chunk_bytes(1), [(CORRELATION, p.correlation.encode())])
+    inbox._dispatch(chunk_bytes(1), [(CORRELATION, p.correlation.encode())], 0, 10)
     with pytest.raises(ChunkGap):
         await p.get()
+
+
+async def test_a_full_caller_is_passed_by_and_served_from_the_log(inbox):
+    """The shared reader never waits: past QUEUE_CHUNKS it notes where the caller's next
+    chunk is and delivers nothing more to it; other callers are not held up."""
+    from services.bridge.inbox import QUEUE_CHUNKS
+
+    slow, other = inbox.open("r-1"), inbox.open("r-2")
+    mine = [(CORRELATION, slow.correlation.encode())]
+    for i in range(QUEUE_CHUNKS + 5):
+        inbox._dispatch(chunk_bytes(i), mine, 2, 100 + i)
+    inbox._dispatch(chunk_bytes(0, True, "r-2"), [(CORRELATION, other.correlation.encode())], 1, 7)
+    assert (await other.get()).is_final  # not stuck behind the full queue
+    assert slow.spill == (2, 100 + QUEUE_CHUNKS) and slow.log is not None
+    assert slow.next_index == QUEUE_CHUNKS and slow.queue.full()
+    assert inbox.dropped == 0  # passed by, not lost: the log reader reads them
 
 
 def test_failed_chunks_map_to_status_codes_by_kind():

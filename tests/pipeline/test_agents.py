@@ -302,8 +302,13 @@ async def test_unpublished_request_is_not_left_pending(stack, monkeypatch):
 
     monkeypatch.setattr(stack.rt, "publish", broker_down)
     req = GenerateRequest(request_id=rid("unpublished"), entity="cart", count=1)
+
+    class NoDeadline:
+        def time_remaining(self):
+            return None
+
     with pytest.raises(ConnectionError):
-        await stack.servicer._submit(req, context=None)
+        await stack.servicer._submit(req, context=NoDeadline())
     assert req.request_id not in stack.servicer.inbox.pending
 
 
