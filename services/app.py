@@ -21,6 +21,7 @@ from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
+from services.kit.procstate import supervisor_probes
 from services.kit.settings import Settings
 from services.kit.stream import Runtime, Subscriber
 
@@ -144,13 +145,14 @@ class App:
         components = self._components
         if "bridge" in names:
             port = self.settings.grpc_port if grpc_port is None else grpc_port
+            probes = [self.llm.components, *supervisor_probes()]
             self.grpc_server, self.servicer, self.grpc_port = await serve(
-                self.rt, self.registry, self.instance, port, [self.llm.components]
+                self.rt, self.registry, self.instance, port, probes
             )
             components = self.servicer.components
         if http_port is not None:
             self.http = HealthHTTP(
-                components, overall, self.settings.service_name, GENERATOR_VERSION
+                components, overall, self.settings.service_name, GENERATOR_VERSION, self.instance
             )
             self.http_port = await self.http.start(http_port)
         return self
