@@ -102,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     sup = Supervisor(settings)
     try:
-        sup.start()
-    except RuntimeError as exc:
+        sup.start(cancelled=lambda: stopping)
+    except RuntimeError as exc:  # StartupFailed says which service and why
         log.error("%s", exc)
         return 1
     embedded = "   (embedded broker, in memory)" if sup.broker else ""
@@ -119,17 +119,11 @@ Ctrl-C stops everything.
 """,
         flush=True,
     )
-    code = 0
     try:
-        while not stopping:
-            if (name := sup.exited()) is not None:
-                log.error("service %s exited; stopping the others", name)
-                code = 1
-                break
-            time.sleep(0.5)
+        sup.watch(lambda: stopping)  # restarts a service that dies; the rest keep serving
     finally:
         sup.stop()
-    return code
+    return 0
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
