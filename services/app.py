@@ -24,6 +24,7 @@ from services.kit.control import ControlListener
 from services.kit.generation import Availability, PathService
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
+from services.kit.procstate import supervisor_probes
 from services.kit.settings import Settings
 from services.kit.stream import Runtime, Subscriber
 from services.llm.service import LLMService
@@ -144,12 +145,16 @@ class App:
         if BRIDGE in names:
             port = self.settings.grpc_port if grpc_port is None else grpc_port
             self.grpc_server, self.servicer, self.grpc_port = await serve(
-                self.rt, self.registry, self.instance, port, self._probe_components()
+                self.rt,
+                self.registry,
+                self.instance,
+                port,
+                [*self._probe_components(), *supervisor_probes()],
             )
             components = self.servicer.components
         if http_port is not None:
             self.http = HealthHTTP(
-                components, overall, self.settings.service_name, GENERATOR_VERSION
+                components, overall, self.settings.service_name, GENERATOR_VERSION, self.instance
             )
             self.http_port = await self.http.start(http_port)
         return self

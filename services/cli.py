@@ -45,7 +45,11 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start(names, grpc_port=grpc_port, http_port=http_port)
+    try:
+        await app.start(names, grpc_port=grpc_port, http_port=http_port)
+    except BaseException:
+        await app.stop()  # release what did start (clients, reply topic) before exiting
+        raise
     # Start-up objects (pools, schemas, clients) never become garbage: keep them out of
     # the collector's scans, and collect young objects less often (shorter pauses).
     gc.freeze()
@@ -69,9 +73,16 @@ def _event_loop_runner() -> Any:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
+    from services.kit.procstate import EXIT_STARTUP, StartupError, report_startup_error
+
     settings = get_settings()
     _setup_logging(settings.log_level, args.name)
-    _event_loop_runner()(_serve([args.name], settings, args.grpc_port, args.http_port))
+    try:
+        _event_loop_runner()(_serve([args.name], settings, args.grpc_port, args.http_port))
+    except StartupError as exc:  # a restart would not help: say why and exit for good
+        log.error("%s cannot start: %s", args.name, exc)
+        report_startup_error(args.name, str(exc))
+        return EXIT_STARTUP
     return 0
 
 
@@ -92,8 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     sup = Supervisor(settings)
     try:
-        sup.start()
-    except RuntimeError as exc:
+        sup.start(cancelled=lambda: stopping)
+    except RuntimeError as exc:  # StartupFailed says which service and why
         log.error("%s", exc)
         return 1
     embedded = "   (embedded broker, in memory)" if sup.broker else ""
@@ -109,17 +120,11 @@ Ctrl-C stops everything.
 """,
         flush=True,
     )
-    code = 0
     try:
-        while not stopping:
-            if (name := sup.exited()) is not None:
-                log.error("service %s exited; stopping the others", name)
-                code = 1
-                break
-            time.sleep(0.5)
+        sup.watch(lambda: stopping)  # restarts a service that dies; the rest keep serving
     finally:
         sup.stop()
-    return code
+    return 0
 
 
 def cmd_broker(args: argparse.Namespace) -> int:

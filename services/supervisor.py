@@ -1,13 +1,19 @@
-"""Runs every service in its own process against one broker: what `make run` does.
+"""Runs every service in its own process against one broker, and keeps them running.
 
 The embedded broker lives in the supervisor's process (librdkafka's mock cluster is
 in-process), the services reach it over TCP like any client, and their Prometheus
 metrics are aggregated through PROMETHEUS_MULTIPROC_DIR for the bridge's /metrics.
+
+A service process that dies is restarted (RestartPolicy's backoff); the broker and the
+other services are left alone, because the services are at-least-once consumers that
+resume from committed offsets: a restarted generator finishes the streams the dead one
+left. What the supervisor sees goes to a state file that the bridge reports in /health.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -16,92 +22,283 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from services.app import WORKERS
+from services.app import SERVICES
 from services.kit.broker import EmbeddedBroker
+from services.kit.procstate import (
+    CRASH_LOOPING,
+    EXIT_STARTUP,
+    RESTARTING,
+    RUNNING,
+    STATE_ENV,
+    ProcState,
+    startup_error_path,
+    write_states,
+)
+from services.kit.restart import RestartPolicy
 from services.kit.settings import Settings
 from services.kit.topics import Topics
 
 log = logging.getLogger("testdata.supervisor")
 
 
+class StartupFailed(RuntimeError):
+    """`testdata run` cannot come up; the message says why."""
+
+
+@dataclass
+class Service:
+    """One supervised service: its command, its current process, its restart history."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    policy: RestartPolicy
+    proc: subprocess.Popen[bytes] | None = None
+    restart_at: float | None = None  # monotonic time of the pending restart
+    restarts: int = 0
+    last_exit: int | None = None
+    since: float = field(default_factory=time.time)
+
+    def spawn(self, now: float) -> int:
+        self.proc = subprocess.Popen(self.argv, env=self.env)
+        self.policy.started(now)
+        self.restart_at = None
+        self.since = time.time()
+        return self.proc.pid
+
+    def state(self) -> ProcState:
+        if self.policy.crash_looping:
+            state = CRASH_LOOPING
+        else:
+            state = RESTARTING if self.proc is None else RUNNING
+        return ProcState(
+            state=state,
+            pid=self.proc.pid if self.proc is not None else None,
+            restarts=self.restarts,
+            last_exit=self.last_exit,
+            since=self.since,
+            exits=self.policy.exits,
+            stable_s=self.policy.stable_after_s,
+        )
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None):
+    """Embedded broker (unless a bootstrap is configured) plus one process per service.
+
+    `start()` returns once *this* supervisor's bridge answers /health/ready; `watch()`
+    (or `step()` called periodically) restarts what dies; `stop()` ends the services,
+    then the broker.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        policy: Callable[[], RestartPolicy] = RestartPolicy,
+    ):
         self.settings = settings
-        self.extra_env = extra_env or {}
+        self.extra_env = dict(extra_env or {})
+        self.service_env = service_env or {}
+        self.policy = policy
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = settings.kafka_bootstrap_servers
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.metrics_dir = ""
+        # Names this run's bridge, so readiness cannot be confused with another instance.
+        self.instance = settings.instance_id or f"run-{uuid.uuid4().hex[:12]}"
+        self.services: dict[str, Service] = {}
+        self.run_dir: Path | None = None
+        self._starting = False
+        self._stopped = False
 
-    def start(self, ready_timeout: float = 90) -> Supervisor:
-        if not self.bootstrap:
-            topics = {t.name: t.partitions for t in Topics(self.settings.topic_prefix).fixed()}
-            self.broker = EmbeddedBroker(topics=topics).start()
-            self.bootstrap = self.broker.bootstrap_servers
-        self.metrics_dir = tempfile.mkdtemp(prefix="testdata-metrics-")
-        env = {
-            **os.environ,
-            **self.extra_env,
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
-        }
-        cmd = [sys.executable, "-m", "services.cli", "service"]
-        for name in WORKERS:
-            self.procs[name] = subprocess.Popen([*cmd, name], env=env)
-        self.procs["bridge"] = subprocess.Popen(
-            [
-                *cmd,
-                "bridge",
-                "--grpc-port",
-                str(self.settings.grpc_port),
-                "--http-port",
-                str(self.settings.http_port),
-            ],
-            env=env,
-        )
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(
+        self, ready_timeout: float = 90, cancelled: Callable[[], bool] = lambda: False
+    ) -> Supervisor:
         try:
-            self._wait_ready(ready_timeout)
+            if not self.bootstrap:
+                topics = {t.name: t.partitions for t in Topics(self.settings.topic_prefix).fixed()}
+                self.broker = EmbeddedBroker(topics=topics).start()
+                self.bootstrap = self.broker.bootstrap_servers
+            self.run_dir = Path(tempfile.mkdtemp(prefix="testdata-run-"))
+            self.metrics_dir.mkdir()
+            env = self._env()
+            now = time.monotonic()
+            for name in SERVICES:
+                own = {**env, **self.service_env.get(name, {})}
+                self.services[name] = Service(name, self._argv(name), own, self.policy())
+                self.services[name].spawn(now)
+            self._write_state()
+            self._wait_ready(ready_timeout, cancelled)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
-        url = f"http://127.0.0.1:{self.settings.http_port}/health/ready"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (failed := self.exited()) is not None:
-                raise RuntimeError(f"service {failed} exited during start-up")
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"services not ready after {timeout:.0f}s ({url})")
+    def watch(self, should_stop: Callable[[], bool], interval_s: float = 0.2) -> None:
+        """The supervisor's main loop: restart what dies until asked to stop."""
+        while not should_stop():
+            self.step()
+            time.sleep(interval_s)
 
-    def exited(self) -> str | None:
-        """Name of a service process that has ended, if any."""
-        return next((n for n, p in self.procs.items() if p.poll() is not None), None)
-
-    def pid(self, name: str) -> int:
-        return self.procs[name].pid
+    def step(self) -> None:
+        """One round: note exited processes, start the restarts that are due, publish."""
+        if self._stopped:
+            return
+        now = time.monotonic()
+        changed = [self._check(svc, now) for svc in self.services.values()]
+        if any(changed):
+            self._write_state()
 
     def stop(self) -> None:
-        for p in self.procs.values():
+        """Services first (they stop consuming and flush through the broker), then it."""
+        if self._stopped:
+            return
+        self._stopped = True
+        procs = [s.proc for s in self.services.values() if s.proc is not None]
+        for p in procs:
             if p.poll() is None:
                 p.terminate()
-        for p in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
+        for p in procs:
+            try:
                 p.wait(10)
-            if p.poll() is None:
+            except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
         if self.broker is not None:
             self.broker.stop()
-        if self.metrics_dir:
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def __enter__(self) -> Supervisor:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # ---- views -------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        assert self.run_dir is not None, "not started"
+        return self.run_dir / "state.json"
+
+    @property
+    def metrics_dir(self) -> Path:
+        assert self.run_dir is not None, "not started"
+        return self.run_dir / "metrics"
+
+    def pid(self, name: str) -> int | None:
+        """The service's current process id; None while it waits for a restart."""
+        proc = self.services[name].proc
+        return proc.pid if proc is not None else None
+
+    def states(self) -> dict[str, ProcState]:
+        return {name: svc.state() for name, svc in self.services.items()}
+
+    # ---- internals ---------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.extra_env,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            STATE_ENV: str(self.state_path),
+            "INSTANCE_ID": self.instance,
+        }
+
+    def _argv(self, name: str) -> list[str]:
+        argv = [sys.executable, "-m", "services.cli", "service", name]
+        if name == "bridge":
+            ports = ["--grpc-port", str(self.settings.grpc_port)]
+            argv += [*ports, "--http-port", str(self.settings.http_port)]
+        return argv
+
+    def _check(self, svc: Service, now: float) -> bool:
+        """Advance one service; True when its reported state changed."""
+        if svc.proc is not None:
+            code = svc.proc.poll()
+            if code is None:
+                return svc.policy.settle(now)  # a long run ends a crash-looping state
+            self._exited(svc, code, now)
+            return True
+        if svc.restart_at is not None and now >= svc.restart_at:
+            pid = svc.spawn(now)
+            svc.restarts += 1
+            log.info("service %s restarted (pid %d)", svc.name, pid)
+            return True
+        return False
+
+    def _exited(self, svc: Service, code: int, now: float) -> None:
+        assert svc.proc is not None
+        pid, svc.proc = svc.proc.pid, None
+        svc.last_exit, svc.since = code, time.time()
+        self._forget_metrics(pid)
+        if code == EXIT_STARTUP and self._starting:
+            raise StartupFailed(self._startup_message(svc, code))
+        delay = svc.policy.exited(now)
+        svc.restart_at = now + delay
+        looping = " (crash-looping)" if svc.policy.crash_looping else ""
+        log.log(
+            logging.ERROR if looping else logging.WARNING,
+            "service %s (pid %d) exited with code %d%s; restarting in %.1f s",
+            svc.name,
+            pid,
+            code,
+            looping,
+            delay,
+        )
+
+    def _startup_message(self, svc: Service, code: int) -> str:
+        with contextlib.suppress(OSError):
+            text = startup_error_path(self.state_path, svc.name).read_text().strip()
+            if text:
+                return f"service {svc.name} cannot start: {text}"
+        return f"service {svc.name} cannot start (exit code {code}; see its log above)"
+
+    def _forget_metrics(self, pid: int) -> None:
+        """Drop a dead process's live gauges from the aggregated /metrics."""
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(pid, str(self.metrics_dir))
+
+    def _write_state(self) -> None:
+        write_states(self.state_path, self.states())
+
+    def _wait_ready(self, timeout: float, cancelled: Callable[[], bool]) -> None:
+        url = f"http://127.0.0.1:{self.settings.http_port}/health/ready"
+        deadline = time.monotonic() + timeout
+        self._starting = True
+        try:
+            while True:
+                if cancelled():
+                    raise StartupFailed("interrupted during start-up")
+                self.step()  # raises StartupFailed for a start-up error
+                if self._ready(url):
+                    return
+                if time.monotonic() > deadline:
+                    raise StartupFailed(f"services not ready after {timeout:.0f}s ({url})")
+                time.sleep(0.2)
+        finally:
+            self._starting = False
+
+    def _ready(self, url: str) -> bool:
+        """Ready means OUR bridge answers: its instance and pid, not whoever has the port."""
+        bridge = self.services["bridge"].proc
+        if bridge is None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                body = json.loads(resp.read())
+        except (OSError, ValueError):
+            return False
+        return (
+            isinstance(body, dict)
+            and body.get("instance") == self.instance
+            and body.get("pid") == bridge.pid
+        )

@@ -9,8 +9,10 @@ and answers from that topic (see inbox.py).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +34,7 @@ from services.kit import metrics
 from services.kit.control import publish_cancel
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
 from services.kit.messages import ResultChunk
+from services.kit.procstate import StartupError
 from services.kit.stream import Runtime
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
@@ -307,6 +310,15 @@ def overall(components: Mapping[str, str]) -> str:
     return "degraded" if bad else "healthy"
 
 
+def _bind_problem(host: str, port: int) -> str:
+    """Why a port cannot be bound: grpc's own error only says that it could not."""
+    try:
+        with socket.create_server((host, port)):
+            return "grpc could not bind it"
+    except OSError as exc:
+        return "already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+
+
 async def serve(
     runtime: Runtime,
     registry: SchemaRegistry,
@@ -323,6 +335,9 @@ async def serve(
         options=[
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            # grpc binds with SO_REUSEPORT by default: a second instance would then share
+            # the port silently instead of failing to start.
+            ("grpc.so_reuseport", 0),
         ]
     )
     pb_grpc.add_TestDataServiceServicer_to_server(servicer, server)
@@ -336,7 +351,12 @@ async def serve(
         ],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        await inbox.stop()
+        reason = _bind_problem(host, port)
+        raise StartupError(f"gRPC port {port} on {host} is unavailable: {reason}") from exc
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -7,6 +7,7 @@ processes (`testdata run`), PROMETHEUS_MULTIPROC_DIR makes /metrics aggregate th
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from services.kit.metrics import REGISTRY
+from services.kit.procstate import StartupError
 
 Components = Callable[[], Awaitable[Mapping[str, str]]]
 Overall = Callable[[Mapping[str, str]], str]
@@ -29,15 +31,30 @@ def metrics_payload() -> bytes:
 
 
 class HealthHTTP:
-    def __init__(self, components: Components, overall: Overall, service: str, version: str):
+    """/health reports `instance` and `pid` so a supervisor polling a port can tell its own
+    bridge from another instance that holds that port."""
+
+    def __init__(
+        self,
+        components: Components,
+        overall: Overall,
+        service: str,
+        version: str,
+        instance: str = "",
+    ):
         self.components = components
         self.overall = overall
         self.service = service
         self.version = version
+        self.instance = instance
         self.server: asyncio.Server | None = None
 
     async def start(self, port: int, host: str = "0.0.0.0") -> int:
-        self.server = await asyncio.start_server(self._handle, host, port)
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port)
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+            raise StartupError(f"HTTP port {port} on {host} is unavailable: {reason}") from exc
         return int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
@@ -77,6 +94,8 @@ class HealthHTTP:
                     "status": status,
                     "service": self.service,
                     "version": self.version,
+                    "instance": self.instance,
+                    "pid": os.getpid(),
                     "components": comps,
                 }
             ).encode()

@@ -1,0 +1,110 @@
+"""What the supervisor knows about its service processes, shared through one JSON file.
+
+`testdata run` restarts service processes that die; only the supervisor sees that, but
+callers ask the bridge (/health, HealthCheck). So the supervisor writes a small state
+file (atomically: temp file + rename, so a reader never sees half of it) in its run
+directory and names it to every child in TESTDATA_SUPERVISOR_STATE; the bridge turns it
+into `process_<name>` health components. A child that cannot start for a reason a
+restart will not fix (a port in use) exits with EXIT_STARTUP and leaves its message
+next to that file, so the supervisor fails `testdata run` with it instead of looping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_ENV = "TESTDATA_SUPERVISOR_STATE"
+#: sysexits' EX_CONFIG: the process cannot start as configured; do not retry it.
+EXIT_STARTUP = 78
+
+RUNNING = "running"
+RESTARTING = "restarting"
+CRASH_LOOPING = "crash-looping"
+
+Probe = Callable[[], Awaitable[Mapping[str, str]]]
+
+
+class StartupError(RuntimeError):
+    """A service cannot start as configured (e.g. its port is taken): exit, don't retry."""
+
+
+@dataclass(frozen=True)
+class ProcState:
+    """One service process as its supervisor last saw it."""
+
+    state: str  # RUNNING | RESTARTING | CRASH_LOOPING
+    pid: int | None
+    restarts: int
+    last_exit: int | None
+    since: float  # wall-clock time of the last state change
+    exits: int = 0  # exits since it last stayed up `stable_s`
+    stable_s: float = 60.0
+
+    def health(self) -> str:
+        """A health component value: "healthy..." or "unhealthy: ..."."""
+        if self.state == CRASH_LOOPING:
+            return (
+                f"unhealthy: crash-looping ({self.exits} exits without staying up "
+                f"{self.stable_s:g} s, last exit code {self.last_exit})"
+            )
+        if self.state == RESTARTING:
+            return f"unhealthy: restarting (last exit code {self.last_exit}, {_n(self.restarts)})"
+        return f"healthy: pid {self.pid}, {_n(self.restarts)}"
+
+
+def _n(restarts: int) -> str:
+    return f"{restarts} restart" + ("" if restarts == 1 else "s")
+
+
+def write_states(path: Path, states: Mapping[str, ProcState]) -> None:
+    """Replace the state file in one rename, so readers see the old or the new one."""
+    body = json.dumps({"services": {name: asdict(s) for name, s in states.items()}})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_states(path: Path) -> dict[str, ProcState]:
+    services = json.loads(path.read_text())["services"]
+    return {name: ProcState(**fields) for name, fields in services.items()}
+
+
+def state_probe(path: Path) -> Probe:
+    """Health probe: one `process_<name>` component per supervised process."""
+
+    async def supervisor() -> Mapping[str, str]:
+        try:
+            states = read_states(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return {"supervisor": f"unhealthy: state unreadable ({type(exc).__name__})"}
+        return {f"process_{name}": s.health() for name, s in states.items()}
+
+    return supervisor
+
+
+def supervisor_probes() -> list[Probe]:
+    """The state probe when this process runs under `testdata run`, else nothing."""
+    path = os.environ.get(STATE_ENV)
+    return [state_probe(Path(path))] if path else []
+
+
+def startup_error_path(state_path: Path, name: str) -> Path:
+    return state_path.with_name(f"{name}.startup-error")
+
+
+def report_startup_error(name: str, message: str) -> None:
+    """Leave the message for the supervisor (if any) to fail `testdata run` with."""
+    if path := os.environ.get(STATE_ENV):
+        with contextlib.suppress(OSError):  # the message is also on stderr
+            startup_error_path(Path(path), name).write_text(message)

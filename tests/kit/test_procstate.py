@@ -1,0 +1,74 @@
+"""The supervisor's state file and what the bridge makes of it."""
+
+from __future__ import annotations
+
+from services.bridge.server import overall
+from services.kit import procstate
+from services.kit.procstate import (
+    CRASH_LOOPING,
+    RESTARTING,
+    RUNNING,
+    ProcState,
+    read_states,
+    state_probe,
+    supervisor_probes,
+    write_states,
+)
+
+
+def test_state_file_round_trip_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "state.json"
+    states = {
+        "router": ProcState(RUNNING, 10, 0, None, 1.0),
+        "llm": ProcState(CRASH_LOOPING, None, 6, -9, 2.0, exits=6),
+    }
+    write_states(path, states)
+    write_states(path, states)  # replacing an existing file
+    assert read_states(path) == states
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_health_values():
+    assert ProcState(RUNNING, 123, 2, -9, 0.0).health() == "healthy: pid 123, 2 restarts"
+    assert ProcState(RUNNING, 123, 1, -9, 0.0).health() == "healthy: pid 123, 1 restart"
+    assert (
+        ProcState(RESTARTING, None, 1, -9, 0.0).health()
+        == "unhealthy: restarting (last exit code -9, 1 restart)"
+    )
+    assert (
+        ProcState(CRASH_LOOPING, 7, 5, 1, 0.0, exits=5).health()
+        == "unhealthy: crash-looping (5 exits without staying up 60 s, last exit code 1)"
+    )
+
+
+async def test_probe_reports_each_process_and_a_missing_file(tmp_path):
+    path = tmp_path / "state.json"
+    probe = state_probe(path)
+    assert (await probe()) == {"supervisor": "unhealthy: state unreadable (FileNotFoundError)"}
+    write_states(
+        path,
+        {
+            "router": ProcState(RUNNING, 10, 0, None, 1.0),
+            "traditional": ProcState(CRASH_LOOPING, 11, 5, -9, 1.0, exits=5),
+        },
+    )
+    comps = dict(await probe())
+    assert comps["process_router"] == "healthy: pid 10, 0 restarts"
+    assert comps["process_traditional"].startswith("unhealthy: crash-looping")
+    # a crash-looping worker degrades the service; it does not make it unhealthy
+    assert overall({"kafka": "healthy", **comps}) == "degraded"
+    assert overall({"kafka": "unhealthy: down", **comps}) == "unhealthy"
+
+
+def test_probes_only_under_a_supervisor(monkeypatch, tmp_path):
+    monkeypatch.delenv(procstate.STATE_ENV, raising=False)
+    assert supervisor_probes() == []
+    monkeypatch.setenv(procstate.STATE_ENV, str(tmp_path / "state.json"))
+    assert len(supervisor_probes()) == 1
+
+
+def test_startup_error_is_left_next_to_the_state_file(monkeypatch, tmp_path):
+    state = tmp_path / "state.json"
+    monkeypatch.setenv(procstate.STATE_ENV, str(state))
+    procstate.report_startup_error("bridge", "gRPC port 9001 on 0.0.0.0 is unavailable")
+    assert procstate.startup_error_path(state, "bridge").read_text().startswith("gRPC port 9001")

@@ -1,0 +1,145 @@
+"""The supervisor as `make run` uses it: real processes, its own embedded broker.
+
+One supervisor serves the module. Its llm process gets a setting that does not parse, so
+that one service (and only it) exits at every start: the crash-looping case, while the
+others show that a killed process comes back and the rest never stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+import pytest
+
+from services.kit.procstate import CRASH_LOOPING
+from services.kit.restart import RestartPolicy
+from services.kit.settings import Settings
+from services.proto.testdata.v1 import test_data_pb2 as pb
+from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
+from services.supervisor import Supervisor
+
+from .test_run import ROOT, free_port
+
+T = TypeVar("T")
+QUIET = {
+    "KAFKA_BOOTSTRAP_SERVERS": "",
+    "ANTHROPIC_API_KEY": "",
+    "USE_LOCAL_LLM": "false",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := check()) is not None:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def sup() -> Iterator[Supervisor]:
+    settings = Settings(
+        _env_file=None,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        kafka_bootstrap_servers="",
+        anthropic_api_key=None,
+        use_local_llm=False,
+    )
+    supervisor = Supervisor(
+        settings,
+        QUIET,
+        service_env={"llm": {"LLM_BATCH_SIZE": "not-a-number"}},
+        # fast enough that five exits happen within seconds
+        policy=lambda: RestartPolicy(initial_delay_s=0.05, max_delay_s=1.0),
+    ).start(ready_timeout=60)
+    stop = threading.Event()
+    watcher = threading.Thread(target=supervisor.watch, args=(stop.is_set, 0.05), daemon=True)
+    watcher.start()
+    try:
+        yield supervisor
+    finally:
+        stop.set()
+        watcher.join(5)
+        supervisor.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(sup: Supervisor) -> Iterator[pb_grpc.TestDataServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{sup.settings.grpc_port}") as ch:
+        yield pb_grpc.TestDataServiceStub(ch)
+
+
+def health(sup: Supervisor) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sup.settings.http_port}/health") as r:
+        return json.loads(r.read())
+
+
+def generate(stub: pb_grpc.TestDataServiceStub, timeout: float = 40) -> pb.GenerateResponse:
+    resp = stub.GenerateData(pb.GenerateRequest(entity="cart", count=5, seed=1), timeout=timeout)
+    assert resp.success and resp.record_count == 5, resp.error
+    return resp
+
+
+def test_a_killed_service_is_restarted_and_nothing_else_stops(sup, stub):
+    others = {name: sup.pid(name) for name in ("router", "bridge")}
+    old = sup.pid("traditional")
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    new = eventually(lambda: sup.pid("traditional") if sup.pid("traditional") != old else None)
+    assert new is not None
+    assert {name: sup.pid(name) for name in others} == others
+    assert sup.broker is not None and sup.broker.bootstrap_servers == sup.bootstrap
+    # the new process joins the consumer group once the dead member's session expires
+    generate(stub)
+    check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
+    assert check.components["process_traditional"] == f"healthy: pid {new}, 1 restart"
+    assert check.components["process_router"] == f"healthy: pid {others['router']}, 0 restarts"
+
+
+def test_a_crash_looping_service_is_reported_while_the_rest_serve(sup, stub):
+    eventually(lambda: sup.states()["llm"].state == CRASH_LOOPING or None)
+    comps = health(sup)["components"]
+    assert comps["process_llm"].startswith("unhealthy: crash-looping ("), comps
+    assert "last exit code 1)" in comps["process_llm"]
+    generate(stub)
+    check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
+    assert check.status == "degraded"
+    assert check.components["process_llm"].startswith("unhealthy: crash-looping")
+
+
+def test_a_second_run_on_taken_ports_fails_naming_the_port(sup):
+    bridge = sup.pid("bridge")
+    env = {
+        **os.environ,
+        **QUIET,
+        "GRPC_PORT": str(sup.settings.grpc_port),
+        "HTTP_PORT": str(sup.settings.http_port),
+    }
+    second = subprocess.run(
+        [sys.executable, "-m", "services.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert second.returncode == 1, second.stderr
+    # it saw the first instance's /health/ready answer 200 all along: not its own bridge
+    assert "running" not in second.stdout
+    assert f"service bridge cannot start: gRPC port {sup.settings.grpc_port}" in second.stderr
+    assert "already in use" in second.stderr
+    assert sup.pid("bridge") == bridge
+    assert health(sup)["instance"] == sup.instance
