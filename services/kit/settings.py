@@ -24,11 +24,19 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = ""
     kafka_client_id: str = "testdata"
     topic_prefix: str = ""  # lets several deployments share one cluster
-    # Upper bound on a consumer's wait per fetch. The embedded broker answers a fetch only
-    # after this long (it does not wake on new data), so it is the per-hop latency there.
+    # Upper bound on a consumer's wait per fetch. Real Kafka answers a waiting fetch as
+    # soon as data arrives; the embedded broker (Tansu) polls at halving intervals, so a
+    # new record waits ~1/6 of this on average (up to 1/2), and shorter waits cost it CPU.
     kafka_fetch_max_wait_ms: int = 10
     # Producer batching delay: 2 ms measured best for many concurrent small requests.
     kafka_linger_ms: int = 2
+    # Idempotent producer (with acks=all: no duplicates on retry). None = auto: off on the
+    # embedded broker (it has no InitProducerId), on for real clusters.
+    kafka_idempotence: bool | None = None
+    # Consumer group timeouts. None = auto: 3000/500 ms on the embedded broker (fast
+    # handoff of a dead member's partitions), the client's 10000/3000 ms on real clusters.
+    kafka_session_timeout_ms: int | None = None
+    kafka_heartbeat_interval_ms: int | None = None
 
     # LLM - Claude
     anthropic_api_key: str | None = None
