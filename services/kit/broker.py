@@ -15,7 +15,9 @@ Limits you must design around (Tansu 0.6.0, memory storage):
   * no InitProducerId: no idempotent or transactional producers (kafka_idempotence);
   * ListOffsets(latest) is short when the last batch holds several records
     (kit.kafka.high_watermarks reads the Fetch high watermark instead);
-  * a waiting fetch polls, it is not woken by new data (see kafka_fetch_max_wait_ms);
+  * a waiting fetch polls, it is not woken by new data, and every fetch lists all
+    batches of its partition: cost grows with the batch count, and a fetch whose wait
+    runs out first returns nothing (see kafka_fetch_max_wait_ms);
   * JoinGroup is held for half the session timeout (kit.kafka.group_timeouts);
   * the listen port is random (kernel-assigned) on every start.
 The child gets SIGKILL when the thread that started it dies (PR_SET_DEATHSIG), so a
