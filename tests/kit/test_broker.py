@@ -88,13 +88,16 @@ def test_start_stop_context_manager() -> None:
 def test_broker_dies_with_its_owner_process(tmp_path: Path) -> None:
     """A SIGKILLed owner leaves no broker behind (PR_SET_DEATHSIG)."""
     script = (
-        "from services.kit.broker import EmbeddedBroker; import time\n"
-        "b = EmbeddedBroker(retention_check_s=None).start()\n"
+        "from services.kit.broker import EmbeddedBroker; import sys, time\n"
+        "b = EmbeddedBroker(retention_check_s=None, log_path=sys.argv[1]).start()\n"
         "print(b.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
     owner = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(tmp_path / "tansu.log")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert owner.stdout is not None
