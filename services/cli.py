@@ -132,8 +132,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from services.kit.topics import Topics
 
     settings = get_settings()
-    topics = {t.name: t.partitions for t in Topics(settings.topic_prefix).fixed()}
-    with EmbeddedBroker(topics=topics) as broker:
+    fixed = Topics(settings.topic_prefix).fixed()
+    topics = {t.name: t.partitions for t in fixed}
+    with EmbeddedBroker(topics, topic_configs={t.name: t.configs() for t in fixed}) as broker:
         print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
         done = False
 
@@ -314,7 +315,12 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from services.core.models import GenerateRequest, OutputFormat
     from services.kit.codec import get_codec
     from services.kit.headers import AVRO, CONTENT_TYPE, JSON
-    from services.kit.kafka import assign_all, make_consumer, make_producer
+    from services.kit.kafka import (
+        assign_all,
+        make_consumer,
+        make_producer,
+        resolve_idempotence,
+    )
     from services.kit.topics import Topics
 
     topics = Topics(settings.topic_prefix)
@@ -326,7 +332,8 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     consumer = make_consumer(bootstrap, None)
     await consumer.start()
     await assign_all(consumer, topics.results, at_end=True)
-    producer = make_producer(bootstrap)
+    idempotence = await resolve_idempotence(bootstrap, settings.kafka_idempotence)
+    producer = make_producer(bootstrap, idempotence=idempotence)
     await producer.start()
     codec = get_codec()
     if args.json:

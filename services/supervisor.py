@@ -1,7 +1,7 @@
 """Runs every service in its own process against one broker, and keeps them running.
 
-The embedded broker lives in the supervisor's process (librdkafka's mock cluster is
-in-process), the services reach it over TCP like any client, and their Prometheus
+The embedded broker (a Tansu child process) and its retention keeper belong to the
+supervisor's process, the services reach it over TCP like any client, and their Prometheus
 metrics are aggregated through PROMETHEUS_MULTIPROC_DIR for the bridge's /metrics.
 
 A service process that dies is restarted (RestartPolicy's backoff); the broker and the
@@ -122,8 +122,11 @@ class Supervisor:
     ) -> Supervisor:
         try:
             if not self.bootstrap:
-                topics = {t.name: t.partitions for t in Topics(self.settings.topic_prefix).fixed()}
-                self.broker = EmbeddedBroker(topics=topics).start()
+                fixed = Topics(self.settings.topic_prefix).fixed()
+                self.broker = EmbeddedBroker(
+                    {t.name: t.partitions for t in fixed},
+                    topic_configs={t.name: t.configs() for t in fixed},
+                ).start()
                 self.bootstrap = self.broker.bootstrap_servers
             self.run_dir = Path(tempfile.mkdtemp(prefix="testdata-run-"))
             self.metrics_dir.mkdir()

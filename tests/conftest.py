@@ -10,6 +10,10 @@ from services.kit.topics import Topics
 
 @pytest.fixture(scope="session")
 def embedded_broker():
-    topics = {t.name: t.partitions for t in Topics().fixed()}
-    with EmbeddedBroker(topics=topics) as broker:
+    fixed = Topics().fixed()
+    with EmbeddedBroker(
+        {t.name: t.partitions for t in fixed},
+        topic_configs={t.name: t.configs() for t in fixed},
+        retention_check_s=None,  # tests sweep with their own RetentionKeeper
+    ) as broker:
         yield broker

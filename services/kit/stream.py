@@ -23,7 +23,7 @@ from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.codec import Codec, get_codec
 from services.kit.headers import AVRO, CONTENT_TYPE
-from services.kit.kafka import make_consumer, make_producer
+from services.kit.kafka import group_timeouts, is_embedded_broker, make_consumer, make_producer
 from services.kit.messages import DeadLetter, ErrorDetail, Header
 from services.kit.offsets import Assignment, PartitionState
 from services.kit.settings import Settings
@@ -65,13 +65,18 @@ class Runtime:
         self.topics = Topics(settings.topic_prefix)
         self.codec = codec or get_codec()
         self.producer: AIOKafkaProducer | None = None
+        self.embedded = False  # the broker is the embedded one (known after start())
 
     async def start(self) -> None:
         if self.producer is None:
+            s = self.settings
+            self.embedded = await is_embedded_broker(self.bootstrap)
+            idempotence = s.kafka_idempotence
             self.producer = make_producer(
                 self.bootstrap,
-                client_id=self.settings.kafka_client_id,
-                linger_ms=self.settings.kafka_linger_ms,
+                idempotence=not self.embedded if idempotence is None else idempotence,
+                client_id=s.kafka_client_id,
+                linger_ms=s.kafka_linger_ms,
                 **({} if self.compress else {"compression_type": None}),
             )
             await self.producer.start()
@@ -186,6 +191,9 @@ class Subscriber:
             self.group,
             client_id=f"{s.kafka_client_id}-{self.name}",
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+            **group_timeouts(
+                self.runtime.embedded, s.kafka_session_timeout_ms, s.kafka_heartbeat_interval_ms
+            ),
         )
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         await self._consumer.start()

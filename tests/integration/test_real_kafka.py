@@ -1,9 +1,9 @@
-"""Against a real Kafka (KRaft) in a container: what the embedded mock broker cannot show.
+"""Against a real Kafka (KRaft) in a container: the same checks as on the embedded broker,
+where behaviour could differ (real brokers enforce replication and session-timeout limits).
 
-- `testdata topics create` creates every catalogue topic with its partitions and configs
-  (the mock refuses CreateTopics);
+- `testdata topics create` creates every catalogue topic with its partitions and configs;
 - a generator consumer group with two members splits the path topic's partitions and
-  still answers every request (the mock fails a second member at SyncGroup).
+  still answers every request.
 
 Needs a Docker engine; skipped with the reason where there is none.
 """

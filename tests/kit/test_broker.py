@@ -1,28 +1,38 @@
-"""Embedded broker (librdkafka mock cluster) + kit.kafka client plumbing, end to end."""
+"""Embedded broker (Tansu child process) + kit.kafka client plumbing, end to end."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
 from services.kit.broker import EmbeddedBroker
 from services.kit.kafka import (
     assign_all,
     ensure_topics_exist,
+    group_timeouts,
+    is_embedded_broker,
     make_consumer,
     make_producer,
+    resolve_idempotence,
 )
+from services.kit.retention import RetentionKeeper
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Short group timeouts keep these tests quick; the embedded broker holds a join for half.
+GROUP = group_timeouts(True, session_timeout_ms=2000, heartbeat_interval_ms=500)
 
 
 # `embedded_broker` is the session's one broker (tests/conftest.py).
@@ -43,6 +53,14 @@ async def _consume(
     return records
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_broker_starts_and_is_reachable(embedded_broker: EmbeddedBroker) -> None:
     assert embedded_broker.running
     host, _, port = embedded_broker.bootstrap_servers.partition(":")
@@ -53,18 +71,49 @@ def test_broker_starts_and_is_reachable(embedded_broker: EmbeddedBroker) -> None
 
 
 def test_start_stop_context_manager() -> None:
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker(retention_check_s=None) as broker:
         host, _, port = broker.bootstrap_servers.partition(":")
+        pid = broker.pid
+        assert pid is not None and _alive(pid)
         assert broker.create_topic("t", 3) is True
         assert broker.create_topic("t", 5) is False  # exists: unchanged
     assert not broker.running
+    assert not _alive(pid)
     with pytest.raises(RuntimeError):
         _ = broker.bootstrap_servers
     with pytest.raises(OSError):  # listener is gone
         socket.create_connection((host, int(port)), timeout=1).close()
 
 
-@pytest.mark.asyncio
+def test_broker_dies_with_its_owner_process(tmp_path: Path) -> None:
+    """A SIGKILLed owner leaves no broker behind (PR_SET_DEATHSIG)."""
+    script = (
+        "from services.kit.broker import EmbeddedBroker; import sys, time\n"
+        "b = EmbeddedBroker(retention_check_s=None, log_path=sys.argv[1]).start()\n"
+        "print(b.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "tansu.log")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        tansu_pid = int(owner.stdout.readline())
+        assert _alive(tansu_pid)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(5)
+        deadline = time.monotonic() + 5
+        while _alive(tansu_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(tansu_pid)
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 async def test_ensure_topics_exist_exact_partitions(embedded_broker: EmbeddedBroker) -> None:
     bs = embedded_broker.bootstrap_servers
     a, b = _topic("ens-a"), _topic("ens-b")
@@ -73,12 +122,28 @@ async def test_ensure_topics_exist_exact_partitions(embedded_broker: EmbeddedBro
     assert await ensure_topics_exist(bs, [a], partitions=5) == {a: 2}
 
 
-@pytest.mark.asyncio
+async def test_create_topics_with_configs_then_delete(embedded_broker: EmbeddedBroker) -> None:
+    bs = embedded_broker.bootstrap_servers
+    topic = _topic("cfg")
+    configs = {"retention.ms": "3600000", "cleanup.policy": "delete"}
+    await ensure_topics_exist(bs, {topic: 2}, configs={topic: configs})
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    await admin.start()
+    try:
+        [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        [(_code, _msg, _type, _name, entries)] = resp.resources
+        assert {e[0]: e[1] for e in entries} == configs
+        await admin.delete_topics([topic])
+        assert topic not in await admin.list_topics()
+    finally:
+        await admin.close()
+
+
 async def test_produce_consume_roundtrip_headers_key(embedded_broker: EmbeddedBroker) -> None:
     bs = embedded_broker.bootstrap_servers
     topic = _topic("rt")
     await ensure_topics_exist(bs, {topic: 4})
-    producer = make_producer(bs)  # idempotent, acks=all
+    producer = make_producer(bs)  # acks=all, zstd
     consumer = make_consumer(bs, None)
     await producer.start()
     await consumer.start()
@@ -103,12 +168,17 @@ async def test_produce_consume_roundtrip_headers_key(embedded_broker: EmbeddedBr
         assert r.partition == sent[r.key]  # same key -> same partition
 
 
-@pytest.mark.asyncio
-async def test_idempotent_producer_offsets_contiguous(embedded_broker: EmbeddedBroker) -> None:
+async def test_idempotence_is_off_here_and_offsets_contiguous(
+    embedded_broker: EmbeddedBroker,
+) -> None:
+    """The broker has no InitProducerId: auto idempotence resolves to off, acks=all stays."""
     bs = embedded_broker.bootstrap_servers
-    topic = _topic("idem")
+    assert await is_embedded_broker(bs)
+    assert await resolve_idempotence(bs, None) is False
+    assert await resolve_idempotence(bs, True) is True
+    topic = _topic("seq")
     await ensure_topics_exist(bs, {topic: 1})
-    producer = make_producer(bs, enable_idempotence=True, acks="all")
+    producer = make_producer(bs)
     await producer.start()
     try:
         futures = [await producer.send(topic, b"%d" % i) for i in range(500)]
@@ -118,41 +188,42 @@ async def test_idempotent_producer_offsets_contiguous(embedded_broker: EmbeddedB
     assert offsets == list(range(500))
 
 
-@pytest.mark.asyncio
 async def test_reply_reader_assigned_at_end_sees_only_new(embedded_broker: EmbeddedBroker) -> None:
+    """Old records sent as one multi-record batch: the broker's ListOffsets(latest) would
+    point inside it; assign_all must still start after all of them."""
     bs = embedded_broker.bootstrap_servers
     topic = _topic("reply")
     await ensure_topics_exist(bs, {topic: 4})
-    producer = make_producer(bs)
+    producer = make_producer(bs, linger_ms=50)
     await producer.start()
-    consumer = make_consumer(bs, None, fetch_max_wait_ms=10)
+    consumer = make_consumer(bs, None)
     await consumer.start()
     try:
-        await producer.send_and_wait(topic, b"old", key=b"x")
+        old = [await producer.send(topic, b"old%d" % i, partition=0) for i in range(5)]
+        await asyncio.gather(*old)
         tps = await assign_all(consumer, topic)  # at end: "old" must not be seen
         assert len(tps) == 4
-        await producer.send_and_wait(topic, b"new", key=b"x")
+        assert await consumer.position(TopicPartition(topic, 0)) == 5
+        await producer.send_and_wait(topic, b"new", partition=0)
         records = await _consume(consumer, 1, timeout=5)
+        await asyncio.sleep(0.2)
+        records += [r for b in (await consumer.getmany(timeout_ms=100)).values() for r in b]
     finally:
         await consumer.stop()
         await producer.stop()
     assert [r.value for r in records] == [b"new"]
 
 
-@pytest.mark.asyncio
 async def test_group_commit_then_restart_resumes(embedded_broker: EmbeddedBroker) -> None:
     bs = embedded_broker.bootstrap_servers
     topic, group = _topic("grp"), _topic("g")
     await ensure_topics_exist(bs, {topic: 2})
-    # The mock keeps a departed member's slot for session_timeout - 1 s before a new
-    # member is admitted; a short session timeout keeps the restart quick.
-    group_kw = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}
     producer = make_producer(bs)
     await producer.start()
     try:
         for i in range(6):
             await producer.send_and_wait(topic, b"a%d" % i, partition=i % 2)
-        first = make_consumer(bs, group, topic, **group_kw)
+        first = make_consumer(bs, group, topic, **GROUP)
         await first.start()
         try:
             records = await _consume(first, 6)
@@ -163,7 +234,7 @@ async def test_group_commit_then_restart_resumes(embedded_broker: EmbeddedBroker
 
         for i in range(2):
             await producer.send_and_wait(topic, b"b%d" % i, partition=i % 2)
-        second = make_consumer(bs, group, topic, **group_kw)
+        second = make_consumer(bs, group, topic, **GROUP)
         await second.start()
         try:
             resumed = await _consume(second, 2, timeout=15)
@@ -178,11 +249,58 @@ async def test_group_commit_then_restart_resumes(embedded_broker: EmbeddedBroker
     assert committed == {0: 3, 1: 3}
 
 
-@pytest.mark.asyncio
+class _Assignments(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self.current: set[int] = set()
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        self.current = set()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.current = {tp.partition for tp in assigned}
+
+
+async def test_two_group_members_split_partitions_and_commit(
+    embedded_broker: EmbeddedBroker,
+) -> None:
+    bs = embedded_broker.bootstrap_servers
+    topic, group = _topic("split"), _topic("g")
+    await ensure_topics_exist(bs, {topic: 4})
+    members = [make_consumer(bs, group, **GROUP) for _ in range(2)]
+    listeners = [_Assignments() for _ in members]
+    for member, listener in zip(members, listeners, strict=True):
+        member.subscribe([topic], listener=listener)
+    producer = make_producer(bs)
+    await asyncio.gather(producer.start(), *(m.start() for m in members))
+    try:
+        async with asyncio.timeout(15):
+            while sorted(len(x.current) for x in listeners) != [2, 2]:
+                await asyncio.gather(*(m.getmany(timeout_ms=100) for m in members))
+        assert listeners[0].current | listeners[1].current == {0, 1, 2, 3}
+        for p in range(4):
+            await producer.send_and_wait(topic, b"p%d" % p, partition=p)
+        got: dict[int, list[bytes]] = {0: [], 1: []}
+        async with asyncio.timeout(10):
+            while sum(map(len, got.values())) < 4:
+                for i, m in enumerate(members):
+                    for recs in (await m.getmany(timeout_ms=50)).values():
+                        got[i].extend(r.value for r in recs)
+        await asyncio.gather(*(m.commit() for m in members))
+        assert sorted(got[0]) == sorted(b"p%d" % p for p in listeners[0].current)
+        assert sorted(got[1]) == sorted(b"p%d" % p for p in listeners[1].current)
+        committed = [
+            await m.committed(TopicPartition(topic, p))
+            for m, x in zip(members, listeners, strict=True)
+            for p in x.current
+        ]
+        assert committed == [1, 1, 1, 1]
+    finally:
+        await asyncio.gather(producer.stop(), *(m.stop() for m in members))
+
+
 async def test_large_messages_1mb_and_4mb(embedded_broker: EmbeddedBroker) -> None:
     bs = embedded_broker.bootstrap_servers
     topic = _topic("big")
-    # One partition each: together they would exceed the mock's 5 MiB partition retention.
     await ensure_topics_exist(bs, {topic: 2})
     payloads = [os.urandom(1024 * 1024), os.urandom(4 * 1024 * 1024)]  # 1 MiB and a 4 MiB chunk
     producer = make_producer(bs)
@@ -200,31 +318,84 @@ async def test_large_messages_1mb_and_4mb(embedded_broker: EmbeddedBroker) -> No
     assert sorted((r.value for r in records), key=len) == payloads
 
 
-@pytest.mark.asyncio
-async def test_mock_partition_retention_is_5mib(embedded_broker: EmbeddedBroker) -> None:
-    """Documents the mock's limit: older batches beyond ~5 MiB per partition are dropped."""
+async def test_30mb_on_one_partition_read_back_whole(embedded_broker: EmbeddedBroker) -> None:
+    """The old mock broker kept only the newest ~5 MiB per partition; this one keeps all."""
     bs = embedded_broker.bootstrap_servers
-    topic = _topic("retention")
+    topic = _topic("whole")
     await ensure_topics_exist(bs, {topic: 1})
+    payloads = [os.urandom(1024 * 1024) for _ in range(30)]
     producer = make_producer(bs, compression_type=None)
     consumer = make_consumer(bs, None)
     await producer.start()
     await consumer.start()
     try:
-        for _ in range(8):
-            await producer.send_and_wait(topic, os.urandom(1024 * 1024), partition=0)
+        for value in payloads:
+            await producer.send(topic, value, partition=0)
+        await producer.flush()
+        await assign_all(consumer, topic, at_end=False)
         tp = TopicPartition(topic, 0)
-        start = (await consumer.beginning_offsets([tp]))[tp]
-        end = (await consumer.end_offsets([tp]))[tp]
+        assert (await consumer.beginning_offsets([tp]))[tp] == 0
+        records = await _consume(consumer, 30, timeout=20)
     finally:
         await consumer.stop()
         await producer.stop()
-    assert end == 8
-    assert start == 4  # only the newest 4 x 1 MiB (+ overhead) fit in 5 MiB
+    assert [r.offset for r in records] == list(range(30))
+    assert [r.value for r in records] == payloads
+
+
+async def test_retention_keeper_empties_expired_topics_and_offsets_continue(
+    embedded_broker: EmbeddedBroker,
+) -> None:
+    bs = embedded_broker.bootstrap_servers
+    short, forever = _topic("short"), _topic("forever")
+    await ensure_topics_exist(
+        bs,
+        {short: 2, forever: 1},
+        configs={short: {"retention.ms": "1000"}, forever: {"retention.ms": "-1"}},
+    )
+    producer = make_producer(bs)
+    reader = make_consumer(bs, None)  # positioned at the end, as a reply reader is
+    await producer.start()
+    await reader.start()
+    try:
+        for i in range(3):
+            await producer.send_and_wait(short, b"old%d" % i, partition=0)
+            await producer.send_and_wait(forever, b"kept%d" % i, partition=0)
+        await assign_all(reader, short)
+        keeper = RetentionKeeper(bs)
+        now = int(time.time() * 1000)
+        assert await keeper.sweep(now_ms=now) == []  # nothing older than 1 s yet
+        emptied = await keeper.sweep(now_ms=now + 5000)
+        assert short in emptied and forever not in emptied
+        assert await keeper.sweep(now_ms=now + 10_000) == []  # nothing new: left alone
+
+        md = await producer.send_and_wait(short, b"new", partition=0)
+        assert md.offset == 3  # offsets continue after the emptied ones
+        positioned = await _consume(reader, 1, timeout=5)
+        late = make_consumer(bs, None)  # a new reader from the beginning sees only "new"
+        await late.start()
+        try:
+            await assign_all(late, short, at_end=False)
+            fresh = await _consume(late, 1, timeout=5)
+        finally:
+            await late.stop()
+        kept = make_consumer(bs, None)
+        await kept.start()
+        try:
+            await assign_all(kept, forever, at_end=False)
+            untouched = await _consume(kept, 3, timeout=5)
+        finally:
+            await kept.stop()
+    finally:
+        await reader.stop()
+        await producer.stop()
+    assert [(r.offset, r.value) for r in positioned] == [(3, b"new")]
+    assert [(r.offset, r.value) for r in fresh] == [(3, b"new")]
+    assert [r.value for r in untouched] == [b"kept0", b"kept1", b"kept2"]
 
 
 def test_standalone_broker_process_serves_other_clients(tmp_path: Path) -> None:
-    """main(): another process runs the broker; clients here pre-created topics and data."""
+    """main(): another process runs the broker; clients here create topics and use them."""
     bootstrap_file = tmp_path / "bootstrap"
     proc = subprocess.Popen(
         [
@@ -242,14 +413,16 @@ def test_standalone_broker_process_serves_other_clients(tmp_path: Path) -> None:
         assert bootstrap_file.read_text().strip() == bs
 
         async def roundtrip() -> dict[str, int]:
-            found = await ensure_topics_exist(bs, {"pre": 3, "auto": 2})
-            producer = make_producer(bs)
+            assert EmbeddedBroker.for_bootstrap(bs) is None
+            assert await is_embedded_broker(bs)  # known by its cluster id
+            found = await ensure_topics_exist(bs, {"pre": 3, "made": 2})
+            producer = make_producer(bs, idempotence=await resolve_idempotence(bs, None))
             consumer = make_consumer(bs, None)
             await producer.start()
             await consumer.start()
             try:
-                await producer.send_and_wait("auto", b"hello", key=b"k")
-                await assign_all(consumer, "auto", at_end=False)
+                await producer.send_and_wait("made", b"hello", key=b"k")
+                await assign_all(consumer, "made", at_end=False)
                 records = await _consume(consumer, 1)
             finally:
                 await consumer.stop()
@@ -257,8 +430,7 @@ def test_standalone_broker_process_serves_other_clients(tmp_path: Path) -> None:
             assert [r.value for r in records] == [b"hello"]
             return found
 
-        # "auto" is auto-created by the out-of-process mock: always 4 partitions.
-        assert asyncio.run(roundtrip()) == {"pre": 3, "auto": 4}
+        assert asyncio.run(roundtrip()) == {"pre": 3, "made": 2}
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
