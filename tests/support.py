@@ -17,7 +17,6 @@ def make_settings(bootstrap: str = "", **over: Any) -> Settings:
         use_local_llm=False,
         llm_enabled_local=False,
         instance_id="test-a",
-        kafka_fetch_max_wait_ms=10,
     )
     base.update(over)
     return Settings(_env_file=None, **base)

@@ -29,7 +29,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.kit.codec import DecodeError
 from services.kit.headers import CORRELATION
-from services.kit.kafka import MAX_MESSAGE_BYTES, assign_all, ensure_topics_exist, make_consumer
+from services.kit.kafka import (
+    MAX_MESSAGE_BYTES,
+    InOrder,
+    assign_all,
+    ensure_topics_exist,
+    make_consumer,
+    stop_quietly,
+)
 from services.kit.messages import ResultChunk
 from services.kit.stream import Runtime
 
@@ -97,6 +104,7 @@ class LogReader:
         self.tp = TopicPartition(topic, partition)
         self.offset = offset
         self.consumer: AIOKafkaConsumer | None = None
+        self.fetch: InOrder | None = None
         self.buffered: list[tuple[ResultChunk, str | None]] = []
 
     async def next(self, p: Pending) -> ResultChunk:
@@ -127,10 +135,12 @@ class LogReader:
         await self.consumer.start()
         self.consumer.assign([self.tp])
         self.consumer.seek(self.tp, self.offset)
+        self.fetch = InOrder(self.consumer, self.rt.embedded)
 
     async def _fetch(self) -> None:
         assert self.consumer is not None
-        batch = await self.consumer.getmany(self.tp, timeout_ms=500, max_records=32)
+        assert self.fetch is not None
+        batch = await self.fetch.getmany(self.tp, timeout_ms=500, max_records=32)
         for r in batch.get(self.tp, []):
             try:
                 chunk = self.rt.codec.decode_chunk(r.value or b"")
@@ -140,7 +150,7 @@ class LogReader:
 
     async def close(self) -> None:
         if self.consumer is not None:
-            await self.consumer.stop()
+            await stop_quietly(self.consumer, "reply log reader")
             self.consumer = None
 
 
@@ -179,7 +189,11 @@ class Inbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         if self.consumer:
-            await self.consumer.stop()
+            await stop_quietly(self.consumer, "reply reader")
+        for request_id in list(self.pending):
+            self.close(request_id)  # their log readers too
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self._delete_topic()
 
     async def _delete_topic(self) -> None:
@@ -214,9 +228,10 @@ class Inbox:
 
     async def _run(self) -> None:
         assert self.consumer is not None
+        fetch = InOrder(self.consumer, self.rt.embedded)
         while True:
             try:
-                batch = await self.consumer.getmany(timeout_ms=200, max_records=200)
+                batch = await fetch.getmany(timeout_ms=200, max_records=200)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from services.kit.codec import DecodeError
 from services.kit.headers import AVRO, CONTENT_TYPE, DEADLINE
-from services.kit.kafka import assign_all, make_consumer
+from services.kit.kafka import InOrder, assign_all, make_consumer, stop_quietly
 from services.kit.messages import Control
 from services.kit.stream import Message, Runtime
 
@@ -92,6 +92,7 @@ class ControlListener:
         self.rt = runtime
         self.cancellations = cancellations if cancellations is not None else Cancellations()
         self._consumer: AIOKafkaConsumer | None = None
+        self._fetch: InOrder | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -106,13 +107,14 @@ class ControlListener:
         # From the oldest retained record: a request redelivered after a restart must
         # still see a cancellation issued before it.
         await assign_all(self._consumer, self.rt.topics.control, at_end=False)
+        self._fetch = InOrder(self._consumer, self.rt.embedded)
         self._task = asyncio.create_task(self._run(), name="control-listener")
 
     async def _run(self) -> None:
-        assert self._consumer is not None
+        assert self._fetch is not None
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=200)
+                batch = await self._fetch.getmany(timeout_ms=200)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -136,4 +138,4 @@ class ControlListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_quietly(self._consumer, "control consumer")

@@ -23,7 +23,15 @@ from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.codec import Codec, get_codec
 from services.kit.headers import AVRO, CONTENT_TYPE
-from services.kit.kafka import group_timeouts, is_embedded_broker, make_consumer, make_producer
+from services.kit.kafka import (
+    EMBEDDED_REQUEST_TIMEOUT_MS,
+    InOrder,
+    group_timeouts,
+    is_embedded_broker,
+    make_consumer,
+    make_producer,
+    stop_quietly,
+)
 from services.kit.messages import DeadLetter, ErrorDetail, Header
 from services.kit.offsets import Assignment, PartitionState
 from services.kit.settings import Settings
@@ -77,13 +85,14 @@ class Runtime:
                 idempotence=not self.embedded if idempotence is None else idempotence,
                 client_id=s.kafka_client_id,
                 linger_ms=s.kafka_linger_ms,
+                **({"request_timeout_ms": EMBEDDED_REQUEST_TIMEOUT_MS} if self.embedded else {}),
                 **({} if self.compress else {"compression_type": None}),
             )
             await self.producer.start()
 
     async def stop(self) -> None:
         if self.producer is not None:
-            await self.producer.stop()
+            await stop_quietly(self.producer, "producer")
             self.producer = None
 
     async def send(
@@ -173,6 +182,7 @@ class Subscriber:
     queue_size: int = 64
     commit_interval_s: float = 0.05
     _consumer: AIOKafkaConsumer | None = None
+    _fetch: InOrder | None = None
     _asg: Assignment[TopicPartition, Message] = field(init=False)
     _tasks: dict[TopicPartition, set[asyncio.Task[None]]] = field(default_factory=dict)
     _stopping: bool = False
@@ -197,15 +207,16 @@ class Subscriber:
         )
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         await self._consumer.start()
+        self._fetch = InOrder(self._consumer, self.runtime.embedded)
         committer = asyncio.create_task(self._commit_loop())
         try:
             while not self._stopping:
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
+                batch = await self._fetch.getmany(timeout_ms=100, max_records=500)
                 self._ready.set()
                 for tp, records in batch.items():
                     state = self._asg.state(tp)
                     for r in records:
-                        state.add(r.offset, r.key, _message(r))
+                        self._add(state, r)
                     self._start(tp, state)
                 self._apply_pauses()
                 self.update_lag()
@@ -218,7 +229,7 @@ class Subscriber:
                 await self._commit()
             except Exception:
                 log.warning("%s: final offset commit failed", self.name, exc_info=True)
-            await self._consumer.stop()
+            await stop_quietly(self._consumer, f"{self.name} consumer")
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Returns once the member has joined its group and fetched at least once."""
@@ -226,6 +237,20 @@ class Subscriber:
 
     def stop(self) -> None:
         self._stopping = True
+
+    def _add(self, state: PartitionState[Message], record: Any) -> None:
+        """A fetched record; one delivered again (the position was reset below what this
+        member already holds) is already queued, running or done here, so it is skipped."""
+        try:
+            state.add(record.offset, record.key, _message(record))
+        except ValueError:
+            log.warning(
+                "%s: %s[%d]@%d delivered again; already held",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
 
     def _start(self, tp: TopicPartition, state: PartitionState[Message]) -> None:
         tasks = self._tasks.setdefault(tp, set())
@@ -245,6 +270,7 @@ class Subscriber:
             self._consumer.resume(*(have - want))
 
     async def _work(self, tp: TopicPartition, state: PartitionState[Message], msg: Message) -> None:
+        log.debug("%s: start %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset)
         try:
             await self.handler(msg)
         except asyncio.CancelledError:
@@ -313,6 +339,8 @@ class Subscriber:
     async def revoke(self, tps: set[TopicPartition]) -> None:
         """Commit what is finished of the revoked partitions, then stop their work: the
         next owner resumes from there."""
+        if self._fetch is not None:
+            self._fetch.forget(tps)
         positions = self._asg.revoke(tps)
         if positions and self._consumer is not None:
             try:

@@ -6,7 +6,9 @@ generated in any order and a redelivered request regenerates identical bytes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from services.core.coherence import score_records
 from services.core.generate import generate_records
@@ -17,6 +19,16 @@ from services.kit.generation import SIZING_SAMPLE, PathService, records_per_chun
 
 COHERENCE_SAMPLE = 50  # records scored per batch: scoring everything would cost as much as
 # generating it; a fixed per-batch sample keeps the score deterministic.
+FIRST_BATCH = 128  # a stream's first chunk leaves after ~2 ms of work, whatever its size
+SLICE = 256  # records generated between turns of other requests (multiples of the RNG block)
+
+
+def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) of each batch: a small first one, then `size` records each."""
+    first = min(count, size, FIRST_BATCH)
+    bounds = [(0, first)] if first else []
+    bounds += [(lo, min(lo + size, count)) for lo in range(first, count, size)]
+    return bounds
 
 
 class TraditionalService(PathService):
@@ -25,10 +37,14 @@ class TraditionalService(PathService):
     async def generate(self, plan: Plan) -> AsyncIterator[Batch]:
         head = generate_records(plan, 0, min(plan.count, SIZING_SAMPLE))
         size = records_per_chunk(head, self.chunk_size)
-        for start in range(0, plan.count, size):
-            stop = min(start + size, plan.count)
-            # the sizing sample is the output's start: not generated twice
-            records = head[start:stop] + generate_records(plan, max(start, len(head)), stop)
+        for start, stop in batch_bounds(plan.count, size):
+            records: list[dict[str, Any]] = []
+            for lo in range(start, stop, SLICE):
+                hi = min(lo + SLICE, stop)
+                # the sizing sample is the output's start: not generated twice
+                records += head[lo:hi] + generate_records(plan, max(lo, len(head)), hi)
+                if hi < stop:
+                    await asyncio.sleep(0)  # a small request's turn comes within a slice
             sample = records[:COHERENCE_SAMPLE]
             score = score_records(plan.schema.name, sample)
             yield Batch(

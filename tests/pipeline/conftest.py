@@ -8,7 +8,7 @@ import pytest
 
 from services.app import SERVICES, App
 from services.kit.codec import get_codec
-from services.kit.kafka import assign_all, make_consumer, make_producer
+from services.kit.kafka import InOrder, assign_all, make_consumer, make_producer
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import make_settings
 
@@ -53,6 +53,7 @@ class Tail:
         self.consumer = make_consumer(self.bootstrap, None)
         await self.consumer.start()
         await assign_all(self.consumer, self.topic, at_end=True)
+        self.fetch = InOrder(self.consumer, enabled=True)  # the session broker is Tansu
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -66,7 +67,7 @@ class Tail:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise TimeoutError(f"{self.topic}: condition not met; got {len(got)} records")
-            batch = await self.consumer.getmany(timeout_ms=int(min(left, 0.2) * 1000))
+            batch = await self.fetch.getmany(timeout_ms=int(min(left, 0.2) * 1000))
             for recs in batch.values():
                 got.extend(recs)
         return got
