@@ -16,8 +16,7 @@ import time
 
 import grpc
 
-from bench.pipeline import _port, _vm
-from services.kit.settings import Settings
+from bench.pipeline import _vm, supervised_settings
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.supervisor import Supervisor
@@ -156,21 +155,7 @@ def _bridge_recovery(port: int, sup: Supervisor) -> float:
 
 
 def run() -> dict[str, float]:
-    settings = Settings(
-        _env_file=None,
-        grpc_port=_port(),
-        http_port=_port(),
-        kafka_bootstrap_servers="",
-        anthropic_api_key=None,
-    )
-    env = {
-        "GRPC_PORT": str(settings.grpc_port),
-        "HTTP_PORT": str(settings.http_port),
-        "KAFKA_BOOTSTRAP_SERVERS": "",
-        "LOG_LEVEL": "WARNING",
-        "ANTHROPIC_API_KEY": "",
-        "USE_LOCAL_LLM": "false",
-    }
+    settings, env = supervised_settings()
     print(f"delivery (embedded broker, services in separate processes, {os.cpu_count()} cores):")
     with Supervisor(settings, extra_env=env) as sup:
         stop = threading.Event()

@@ -115,7 +115,8 @@ async def _measure(port: int, bridge_pid: int) -> dict[str, float]:
     }
 
 
-def run() -> dict[str, float]:
+def supervised_settings() -> tuple[Settings, dict[str, str]]:
+    """Settings and environment for services as `make run` starts them, on free ports."""
     settings = Settings(
         _env_file=None,
         grpc_port=_port(),
@@ -131,6 +132,11 @@ def run() -> dict[str, float]:
         "ANTHROPIC_API_KEY": "",
         "USE_LOCAL_LLM": "false",
     }
+    return settings, env
+
+
+def run() -> dict[str, float]:
+    settings, env = supervised_settings()
     print(f"pipeline (embedded broker, services in separate processes, {os.cpu_count()} cores):")
     with Supervisor(settings, extra_env=env) as sup:
         return asyncio.run(_measure(settings.grpc_port, sup.pid("bridge")))
