@@ -67,6 +67,10 @@ def _status(
     )
 
 
+#: After the idle timeout, how many more idle periods the caller has to read again and
+#: receive the status saying why its stream ended.
+IDLE_GRACE_FACTOR = 10
+
 #: The gRPC status of a failed request, by what failed (the same for unary and stream).
 STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.DECODE: grpc.StatusCode.INVALID_ARGUMENT,
@@ -139,7 +143,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 self._headers(pending, context),
             )
         except BaseException:
-            self.inbox.close(req.request_id)  # not published: nothing will answer it
+            # Not acknowledged: it may still reach the broker, so stop it there too.
+            self._finished(req, pending, got_final=False)
             raise
         return pending
 
@@ -249,7 +254,10 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     # caller learns why as soon as it reads again.
                     self._finished(req, pending, got_final=False)
                     released = True
-                    await write
+                    try:  # bounded: a connected caller that never reads is let go
+                        await asyncio.wait_for(write, IDLE_GRACE_FACTOR * self.idle_timeout)
+                    except TimeoutError:
+                        return  # still not reading: end the call, its status cannot go out
                     await context.abort(
                         grpc.StatusCode.DEADLINE_EXCEEDED,
                         f"stream idle: the caller read nothing for {self.idle_timeout:g} s "

@@ -42,6 +42,7 @@ class ChunkEmitter:
         self.path = path
         self.index = 0
         self.records = 0
+        self.finished = False  # the final chunk has been sent
         self._pending: list[asyncio.Future[Any]] = []
 
     async def emit(
@@ -58,6 +59,7 @@ class ChunkEmitter:
         )
         await self._send(chunk)
         self.records += len(records)
+        self.finished = self.finished or last
 
     async def fail(
         self, error: str, kind: ErrorKind, metadata: GenerationMetadata | None = None

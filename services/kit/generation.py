@@ -32,7 +32,7 @@ from services.kit.control import Cancellations, deadline_passed
 from services.kit.emit import ChunkEmitter
 from services.kit.headers import CORRELATION
 from services.kit.messages import GenerationMetadata, RoutedRequest
-from services.kit.replies import send_failure
+from services.kit.replies import answer_failure, send_failure
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
 
@@ -125,13 +125,23 @@ class PathService(ABC):
 
     def subscriber(self) -> Subscriber:
         topic = self.rt.topics.path(self.path)
-        return Subscriber(self.rt, self.name, [topic], f"{topic}.{self.name}", self.handle)
+        return Subscriber(
+            self.rt,
+            self.name,
+            [topic],
+            f"{topic}.{self.name}",
+            self.handle,
+            answer=lambda msg, reason: answer_failure(self.rt, msg, reason),
+        )
 
     async def handle(self, msg: Message) -> None:
         try:
             routed = self.rt.codec.decode_routed(msg.value)
         except DecodeError as exc:
-            await self.rt.dead_letter(msg, self.name, exc.kind, exc.reason)
+            rid = msg.key.decode("utf-8", "replace") if msg.key else None
+            await self.rt.dead_letter(msg, self.name, exc.kind, exc.reason, request_id=rid)
+            if rid:
+                await send_failure(self.rt, msg, rid, exc.reason, exc.kind)
             return
         req = routed.request
         try:
@@ -191,7 +201,10 @@ class PathService(ABC):
         except Exception as exc:
             log.exception("%s: generation failed", req.request_id)
             failure = ErrorKind.PROCESSING, f"internal error: {type(exc).__name__}: {exc}"
-        if failure is not None:
+        if failure is not None and emitter.finished:
+            # Delivered in full already: a second final chunk would contradict it.
+            log.error("%s: failed after its final chunk: %s", req.request_id, failure[1])
+        elif failure is not None:
             status = "failed"
             await self._failed(msg, emitter, *failure, final())
         await emitter.close()

@@ -388,6 +388,8 @@ class InOrder:
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[Any]]:
+        if self.enabled:
+            await self._anchor(partitions or tuple(self.consumer.assignment()))
         batch = await self.consumer.getmany(
             *partitions, timeout_ms=timeout_ms, max_records=max_records
         )
@@ -399,6 +401,16 @@ class InOrder:
             if kept:
                 out[tp] = kept
         return out
+
+    async def _anchor(self, partitions: Iterable[TopicPartition]) -> None:
+        """A new sequence starts at the consumer's position, so a first fetch that jumps
+        a hole is caught too (after start, a rebalance or `forget`)."""
+        for tp in partitions:
+            if tp not in self._next:
+                try:
+                    self._next[tp] = await asyncio.wait_for(self.consumer.position(tp), 5)
+                except Exception:  # noqa: BLE001 - unassigned or unknown yet: next time
+                    continue
 
     def _contiguous(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
         expected = self._next.get(tp)

@@ -27,6 +27,14 @@ def reply_headers(msg: Message, names: tuple[str, ...] = FORWARDED) -> list[tupl
     return headers
 
 
+async def answer_failure(runtime: Runtime, msg: Message, reason: str) -> None:
+    """A failed final chunk for the request a message's key names (handlers that fail
+    unexpectedly): the caller learns at once instead of waiting for its deadline."""
+    if msg.key:
+        request_id = msg.key.decode("utf-8", "replace")
+        await send_failure(runtime, msg, request_id, reason, ErrorKind.PROCESSING)
+
+
 async def send_failure(
     runtime: Runtime,
     msg: Message,

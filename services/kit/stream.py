@@ -179,6 +179,8 @@ class Subscriber:
     group: str
     handler: Handler
     max_in_flight: int | None = None  # default: settings.partition_concurrency
+    # Tells the waiting caller when a handler failed (after the message is parked).
+    answer: Callable[[Message, str], Awaitable[None]] | None = None
     queue_size: int = 64
     commit_interval_s: float = 0.05
     _consumer: AIOKafkaConsumer | None = None
@@ -229,7 +231,8 @@ class Subscriber:
                 await self._commit()
             except Exception:
                 log.warning("%s: final offset commit failed", self.name, exc_info=True)
-            await stop_quietly(self._consumer, f"{self.name} consumer")
+            finally:
+                await stop_quietly(self._consumer, f"{self.name} consumer")
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Returns once the member has joined its group and fetched at least once."""
@@ -278,9 +281,18 @@ class Subscriber:
         except Exception as exc:
             log.exception("%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset)
             await self._park(msg, f"{type(exc).__name__}: {exc}")
+            await self._answer(msg, f"internal error: {type(exc).__name__}: {exc}")
         state.finish(msg.offset)
         self._start(tp, state)
         self._apply_pauses()
+
+    async def _answer(self, msg: Message, reason: str) -> None:
+        if self.answer is None:
+            return
+        try:
+            await self.answer(msg, reason)
+        except Exception:
+            log.warning("%s: could not answer %s", self.name, msg.key, exc_info=True)
 
     async def _park(self, msg: Message, reason: str) -> None:
         """Dead-letter a failed message, retrying until the broker takes it: its offset

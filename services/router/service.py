@@ -22,7 +22,7 @@ from services.kit.codec import DecodeError
 from services.kit.control import deadline_passed
 from services.kit.headers import CONTENT_TYPE, ROUTED
 from services.kit.messages import RoutedRequest
-from services.kit.replies import reply_headers, send_failure
+from services.kit.replies import answer_failure, reply_headers, send_failure
 from services.kit.stream import Message, Runtime, Subscriber
 
 log = logging.getLogger("testdata.router")
@@ -71,6 +71,7 @@ class RouterService:
             [self.rt.topics.requests],
             f"{self.rt.topics.requests}.{NAME}",
             self.handle,
+            answer=lambda msg, reason: answer_failure(self.rt, msg, reason),
         )
 
     async def handle(self, msg: Message) -> None:

@@ -139,9 +139,16 @@ async def test_a_path_that_stops_early_fails_the_request_loudly():
 
 async def test_a_path_that_produces_too_much_fails_the_request():
     rt = FakeRuntime()
-    await scripted(rt, (0, 10), (0, 1)).handle(message(routed(request())))
+    await scripted(rt, (0, 5), (0, 10)).handle(message(routed(request())))
     last = rt.chunks()[-1]
     assert not last.success and "more than the 10 planned" in last.error
+
+
+async def test_nothing_follows_a_final_chunk_that_was_sent():
+    rt = FakeRuntime()
+    await scripted(rt, (0, 10), (0, 1)).handle(message(routed(request())))
+    (chunk,) = rt.chunks()  # delivered in full; the extra records are logged, not sent
+    assert chunk.is_final and chunk.success and rt.dead == []
 
 
 async def test_unsatisfiable_constraints_are_a_generation_failure():
@@ -151,10 +158,42 @@ async def test_unsatisfiable_constraints_are_a_generation_failure():
     assert chunk.error_kind == ErrorKind.GENERATION and "no total fits" in chunk.error
 
 
-async def test_undecodable_path_message_is_dead_lettered_without_a_reply():
+async def test_undecodable_path_message_is_dead_lettered_and_its_caller_answered():
     rt = FakeRuntime()
     await scripted(rt, (0, 10)).handle(message(b"garbage"))
-    assert rt.chunks() == [] and rt.dead[0]["kind"] == ErrorKind.DECODE
+    (chunk,) = rt.chunks()  # the key names the request: its caller does not wait in vain
+    assert chunk.request_id == "r-1" and chunk.error_kind == ErrorKind.DECODE
+    assert rt.dead[0]["kind"] == ErrorKind.DECODE
+    await scripted(rt, (0, 10)).handle(message(b"garbage", key=None))
+    assert len(rt.chunks()) == 1  # no key, nobody to answer
+
+
+async def test_a_handler_that_raises_is_parked_and_its_caller_answered():
+    from services.kit.stream import Subscriber
+
+    rt = FakeRuntime()
+
+    async def broken(msg):
+        raise RuntimeError("bug")
+
+    svc = scripted(rt, (0, 10))
+    sub = svc.subscriber()
+    sub.handler = broken
+    await sub._work(None, _Done(), message(routed(request())))  # type: ignore[arg-type]
+    assert rt.dead[0]["kind"] == ErrorKind.PROCESSING
+    (chunk,) = rt.chunks()
+    assert chunk.is_final and not chunk.success and "RuntimeError: bug" in chunk.error
+    assert isinstance(sub, Subscriber)
+
+
+class _Done:
+    """A partition state that accepts the finish of anything."""
+
+    def finish(self, offset):
+        return None
+
+    def take_ready(self):
+        return []
 
 
 # ---- router --------------------------------------------------------------------------

@@ -19,9 +19,19 @@ class Rec:
 class FakeConsumer:
     """Returns scripted fetches and records seeks, as aiokafka's consumer would."""
 
-    def __init__(self, *fetches: list[int]):
+    def __init__(self, *fetches: list[int], start: int | None = None):
         self.fetches = list(fetches)
         self.seeks: list[int] = []
+        self.start = start
+
+    def assignment(self):
+        return {TP}
+
+    async def position(self, tp):
+        """Where the next fetch starts: as scripted, else its first record."""
+        if self.start is not None:
+            return self.start
+        return self.fetches[0][0] if self.fetches and self.fetches[0] else 0
 
     async def getmany(self, *tps, timeout_ms=0, max_records=None):
         offsets = self.fetches.pop(0) if self.fetches else []
@@ -40,6 +50,15 @@ async def test_a_hole_is_fetched_again_not_skipped():
     assert offsets(await fetch.getmany()) == []  # 2 is missing: cut and re-seek
     assert consumer.seeks == [2]
     assert offsets(await fetch.getmany()) == [2, 3, 4]
+
+
+async def test_the_first_fetch_is_held_to_the_position_too():
+    consumer = FakeConsumer([11, 12], [10, 11, 12], start=10)
+    consumer.seek = lambda tp, off: consumer.seeks.append(off)
+    fetch = InOrder(consumer, enabled=True)
+    assert offsets(await fetch.getmany()) == []  # 10 not visible yet: not skipped
+    assert consumer.seeks == [10]
+    assert offsets(await fetch.getmany()) == [10, 11, 12]
 
 
 async def test_a_hole_that_never_fills_is_passed_after_patience():
