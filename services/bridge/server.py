@@ -166,7 +166,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         """The RPC ended: forget the request, and if the caller left before the final
         chunk, tell the generators to stop (through the control topic)."""
         self.inbox.close(req.request_id)
-        if got_final:
+        if got_final or pending.done:  # the final chunk came (a failed one included)
             return
         task = asyncio.ensure_future(
             publish_cancel(
