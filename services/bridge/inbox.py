@@ -34,7 +34,6 @@ from services.kit.kafka import (
     InOrder,
     assign_all,
     ensure_topics_exist,
-    make_consumer,
     stop_quietly,
 )
 from services.kit.messages import ResultChunk
@@ -123,16 +122,12 @@ class LogReader:
             await self._fetch()
 
     async def _start(self) -> None:
-        s = self.rt.settings
-        self.consumer = make_consumer(
-            self.rt.bootstrap,
-            None,
-            client_id=f"{s.kafka_client_id}-bridge-log",
-            fetch_max_wait_ms=max(s.kafka_fetch_max_wait_ms, 100),
+        self.consumer = await self.rt.reader(
+            "bridge-log",
+            fetch_max_wait_ms=max(self.rt.settings.kafka_fetch_max_wait_ms, 100),
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=MAX_MESSAGE_BYTES,
         )
-        await self.consumer.start()
         self.consumer.assign([self.tp])
         self.consumer.seek(self.tp, self.offset)
         self.fetch = InOrder(self.consumer, self.rt.embedded)
@@ -172,14 +167,7 @@ class Inbox:
             replication_factor=spec.replication,
             configs={self.topic: spec.configs()},
         )
-        s = self.rt.settings
-        self.consumer = make_consumer(
-            self.rt.bootstrap,
-            None,
-            client_id=f"{s.kafka_client_id}-bridge",
-            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-        )
-        await self.consumer.start()
+        self.consumer = await self.rt.reader("bridge")
         await assign_all(self.consumer, self.topic, at_end=True)
         self.task = asyncio.create_task(self._run())
 

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from services.kit.codec import DecodeError
 from services.kit.headers import AVRO, CONTENT_TYPE, DEADLINE
-from services.kit.kafka import InOrder, assign_all, make_consumer, stop_quietly
+from services.kit.kafka import InOrder, assign_all, stop_quietly
 from services.kit.messages import Control
 from services.kit.stream import Message, Runtime
 
@@ -52,9 +52,6 @@ class Cancellations:
         if c.correlation_id and c.correlation_id != (correlation or ""):
             return None
         return c.reason or "cancelled"
-
-    def __len__(self) -> int:
-        return len(self._by_id)
 
 
 def deadline_passed(msg: Message, now_ms: int | None = None) -> int | None:
@@ -96,14 +93,7 @@ class ControlListener:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        s = self.rt.settings
-        self._consumer = make_consumer(
-            self.rt.bootstrap,
-            None,
-            client_id=f"{s.kafka_client_id}-control",
-            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-        )
-        await self._consumer.start()
+        self._consumer = await self.rt.reader("control")
         # From the oldest retained record: a request redelivered after a restart must
         # still see a cancellation issued before it.
         await assign_all(self._consumer, self.rt.topics.control, at_end=False)

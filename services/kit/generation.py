@@ -103,7 +103,7 @@ class PathService(ABC):
     ):
         self.rt = runtime
         self.registry = registry
-        self.availability = availability or AlwaysAvailable()
+        self.availability = availability or self.probe(runtime.settings)
         self.cancellations = cancellations if cancellations is not None else Cancellations()
         s = runtime.settings
         self.limits = Limits(max_records=s.max_records, default_count=s.default_count)

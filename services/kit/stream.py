@@ -90,6 +90,17 @@ class Runtime:
             )
             await self.producer.start()
 
+    async def reader(self, role: str, **overrides: Any) -> AIOKafkaConsumer:
+        """A started consumer with no group (for topics read whole or from an offset),
+        tuned by the settings; the caller assigns its partitions."""
+        s = self.settings
+        options: dict[str, Any] = {"fetch_max_wait_ms": s.kafka_fetch_max_wait_ms, **overrides}
+        consumer = make_consumer(
+            self.bootstrap, None, client_id=f"{s.kafka_client_id}-{role}", **options
+        )
+        await consumer.start()
+        return consumer
+
     async def stop(self) -> None:
         if self.producer is not None:
             await stop_quietly(self.producer, "producer")

@@ -8,15 +8,13 @@ fallback step reach the final chunk's metadata through the run report.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import cached_property
 
 from services.core.models import GenerationPath
 from services.core.plan import Plan
-from services.core.registry import SchemaRegistry
 from services.core.report import Batch
-from services.kit.control import Cancellations
 from services.kit.generation import Availability, PathService
 from services.kit.settings import Settings
-from services.kit.stream import Runtime
 from services.llm.availability import LLMAvailability
 from services.llm.engine import LLMEngine
 
@@ -24,17 +22,11 @@ from services.llm.engine import LLMEngine
 class LLMService(PathService):
     path = GenerationPath.LLM
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        registry: SchemaRegistry,
-        availability: Availability | None = None,
-        cancellations: Cancellations | None = None,
-    ):
-        llm = availability if isinstance(availability, LLMAvailability) else None
-        llm = llm or LLMAvailability(runtime.settings)
-        super().__init__(runtime, registry, llm, cancellations)
-        self.engine = LLMEngine.from_settings(runtime.settings, clients=llm.clients)
+    @cached_property
+    def engine(self) -> LLMEngine:
+        """Built on first use, on the clients of this path's probe (one set of clients)."""
+        assert isinstance(self.availability, LLMAvailability)
+        return LLMEngine.from_settings(self.rt.settings, clients=self.availability.clients)
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:

@@ -372,20 +372,8 @@ async def test_retention_keeper_empties_expired_topics_and_offsets_continue(
         md = await producer.send_and_wait(short, b"new", partition=0)
         assert md.offset == 3  # offsets continue after the emptied ones
         positioned = await _consume(reader, 1, timeout=5)
-        late = make_consumer(bs, None)  # a new reader from the beginning sees only "new"
-        await late.start()
-        try:
-            await assign_all(late, short, at_end=False)
-            fresh = await _consume(late, 1, timeout=5)
-        finally:
-            await late.stop()
-        kept = make_consumer(bs, None)
-        await kept.start()
-        try:
-            await assign_all(kept, forever, at_end=False)
-            untouched = await _consume(kept, 3, timeout=5)
-        finally:
-            await kept.stop()
+        fresh = await _from_start(bs, short, 1)  # a new reader sees only "new"
+        untouched = await _from_start(bs, forever, 3)
     finally:
         await reader.stop()
         await producer.stop()
@@ -435,3 +423,14 @@ def test_standalone_broker_process_serves_other_clients(tmp_path: Path) -> None:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
     assert not bootstrap_file.exists()
+
+
+async def _from_start(bootstrap: str, topic: str, n: int) -> list:
+    """`n` records of `topic` read by a new group-less consumer from the beginning."""
+    consumer = make_consumer(bootstrap, None)
+    await consumer.start()
+    try:
+        await assign_all(consumer, topic, at_end=False)
+        return await _consume(consumer, n, timeout=5)
+    finally:
+        await consumer.stop()

@@ -7,6 +7,7 @@ their own topic prefix so the session stack's groups stay apart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -141,21 +142,36 @@ async def spread(stub: pb_grpc.TestDataServiceStub, partitions: int = 12) -> Non
         assert resp.success, resp.error
 
 
-async def test_two_generators_share_partitions_and_survive_a_kill(
-    embedded_broker, members, channel_to
-):
-    prefix = "scale-gen."
+@contextlib.asynccontextmanager
+async def two_of(service, embedded_broker, members, channel_to):
+    """The other services in process, two `service` members as processes; yields a stub on
+    the bridge and the partitions of the service's topic each member took,
+    after one small request on every partition."""
     bootstrap = embedded_broker.bootstrap_servers
-    app = await app_for(bootstrap, prefix, ["router", "bridge"])
+    prefix = f"scale-{service}."
+    others = [s for s in ("router", "traditional", "bridge") if s != service]
+    app = await app_for(bootstrap, prefix, others)
     try:
-        members += [Member("traditional", bootstrap, prefix) for _ in range(2)]
-        wait(lambda: all(m.ready() for m in members), what="both generators ready")
+        members += [Member(service, bootstrap, prefix) for _ in range(2)]
+        wait(lambda: all(m.ready() for m in members), what=f"both {service} members ready")
         stub = channel_to(app)
-        topic = app.rt.topics.path(GenerationPath.TRADITIONAL)
+        topic = (
+            app.rt.topics.requests
+            if service == "router"
+            else app.rt.topics.path(GenerationPath(service))
+        )
         await spread(stub)
         owned = [m.partitions(topic) for m in members]
         assert all(owned) and not owned[0] & owned[1], owned  # both got partitions
+        yield stub, topic, owned
+    finally:
+        await app.stop()
 
+
+async def test_two_generators_share_partitions_and_survive_a_kill(
+    embedded_broker, members, channel_to
+):
+    async with two_of("traditional", embedded_broker, members, channel_to) as (stub, _, _):
         count = 200_000
         call = stub.GenerateDataStream(
             pb.GenerateRequest(entity="cart", count=count, seed=9), timeout=120
@@ -171,28 +187,15 @@ async def test_two_generators_share_partitions_and_survive_a_kill(
         assert seen == list(range(count))  # every record once, whoever generated it
         survivor = next(m for m in members if m is not killed)
         assert _chunks(survivor) > 0
-    finally:
-        await app.stop()
 
 
 async def test_two_routers_share_partitions_and_survive_a_kill(
     embedded_broker, members, channel_to
 ):
-    prefix = "scale-router."
-    bootstrap = embedded_broker.bootstrap_servers
-    app = await app_for(bootstrap, prefix, ["traditional", "bridge"])
-    try:
-        members += [Member("router", bootstrap, prefix) for _ in range(2)]
-        wait(lambda: all(m.ready() for m in members), what="both routers ready")
-        stub = channel_to(app)
-        await spread(stub)
-        owned = [m.partitions(app.rt.topics.requests) for m in members]
-        assert all(owned) and not owned[0] & owned[1], owned
+    async with two_of("router", embedded_broker, members, channel_to) as (stub, topic, owned):
         members[0].kill()
         await spread(stub)  # every partition is served again, by the survivor
-        assert members[1].partitions(app.rt.topics.requests) >= owned[0] | owned[1]
-    finally:
-        await app.stop()
+        assert members[1].partitions(topic) >= owned[0] | owned[1]
 
 
 def _chunks(m: Member) -> float:
