@@ -1,8 +1,9 @@
 """Router service: requests topic -> one path topic, with the routing decision attached.
 
 It is also the ingress for agents that publish straight to Kafka, so it fixes what makes
-a request reproducible: a missing request_id, seed and anchor are derived from the record
-itself (its bytes and timestamp), which a replay of the requests topic sees again.
+a request reproducible (services.core.reproducible): a missing request_id and seed are
+derived from the record itself (its key or bytes), and a missing anchor is DEFAULT_ANCHOR
+when the caller gave a seed, else the record's timestamp, which a replay sees again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from services.core.models import GenerateRequest, GenerationPath, OutputFormat, 
 from services.core.plan import Limits, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
+from services.core.reproducible import pin
 from services.core.routing import route
 from services.kit import metrics
 from services.kit.codec import DecodeError
@@ -47,12 +49,11 @@ def stamp(req: GenerateRequest, msg: Message) -> GenerateRequest:
         or (msg.key.decode("utf-8", "replace") if msg.key else "")
         or derive_request_id(msg)
     )
-    return req.model_copy(
-        update={
-            "request_id": rid,
-            "seed": req.seed if req.seed is not None else derive_seed(rid),
-            "anchor": req.anchor or datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC),
-        }
+    return pin(
+        req,
+        request_id=rid,
+        seed=derive_seed(rid),
+        now=datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC),
     )
 
 
