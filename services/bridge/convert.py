@@ -1,20 +1,30 @@
-"""Proto messages <-> the typed models the pipeline carries."""
+"""Proto messages <-> the typed models the pipeline carries.
+
+Converting a request is the first check of caller input: whatever the proto's types let
+through but the models cannot hold (an unknown enum number, a NaN bound, an anchor that is
+no timestamp) becomes a RequestInvalid naming the field, never an exception of its own.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from services.core.models import (
     Constraints,
     FieldConstraint,
     FieldError,
     GenerateRequest,
+    OutputFormat,
     RequestField,
     RequestInvalid,
     Scenario,
     Schema,
 )
+from services.core.reproducible import parse_anchor
 from services.kit.messages import GenerationMetadata, ResultChunk
 from services.proto.testdata.v1 import test_data_pb2 as pb
 
@@ -40,16 +50,26 @@ def _field(f: Any, path: str, errs: list[FieldError]) -> RequestField:
     )
 
 
+def _constraint(c: Any, path: str, errs: list[FieldError]) -> FieldConstraint:
+    values = {k: getattr(c, k) for k in _OPTIONAL if c.HasField(k)}
+    for bound in ("min", "max"):
+        if bound in values and not math.isfinite(values[bound]):
+            errs.append(
+                FieldError(
+                    path=f"constraints.field_constraints[{path}].{bound}",
+                    message="must be a finite number",
+                    value=str(values.pop(bound)),
+                )
+            )
+    return FieldConstraint(enum_values=list(c.enum_values), **values)
+
+
 def request_from_proto(m: pb.GenerateRequest) -> GenerateRequest:
     """The pipeline's request; RequestInvalid for what the proto types cannot rule out."""
     errs: list[FieldError] = []
     fields = [_field(f, f"schema.fields[{i}]", errs) for i, f in enumerate(m.schema.fields)]
     constraints = {
-        path: FieldConstraint(
-            enum_values=list(c.enum_values),
-            **{k: getattr(c, k) for k in _OPTIONAL if c.HasField(k)},
-        )
-        for path, c in m.constraints.field_constraints.items()
+        path: _constraint(c, path, errs) for path, c in m.constraints.field_constraints.items()
     }
     try:
         fmt = pb.OutputFormat.Name(m.output_format)
@@ -65,13 +85,31 @@ def request_from_proto(m: pb.GenerateRequest) -> GenerateRequest:
     anchor = None
     if m.anchor:
         try:
-            anchor = datetime.fromisoformat(m.anchor.replace("Z", "+00:00"))
+            anchor = parse_anchor(m.anchor)
         except ValueError:
             errs.append(
                 FieldError(path="anchor", message="not an RFC 3339 instant", value=m.anchor)
             )
     if errs:
         raise RequestInvalid(errs)
+    try:
+        return _request(m, fields, constraints, fmt, anchor)
+    except ValidationError as exc:  # a value the models refuse: name its field
+        raise RequestInvalid(
+            [
+                FieldError(path=".".join(str(p) for p in e["loc"]), message=e["msg"])
+                for e in exc.errors()
+            ]
+        ) from exc
+
+
+def _request(
+    m: pb.GenerateRequest,
+    fields: list[RequestField],
+    constraints: dict[str, FieldConstraint],
+    fmt: str,
+    anchor: datetime | None,
+) -> GenerateRequest:
     return GenerateRequest(
         request_id=m.request_id,
         domain=m.domain,
@@ -86,7 +124,7 @@ def request_from_proto(m: pb.GenerateRequest) -> GenerateRequest:
         ],
         context=m.context,
         hints=list(m.hints),
-        output_format=fmt,
+        output_format=OutputFormat(fmt),
         count=m.count,
         use_cache=m.use_cache,
         learn_from_history=m.learn_from_history,

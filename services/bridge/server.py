@@ -2,8 +2,14 @@
 
 It is the ingress for request/response callers: it checks the request (field-level
 INVALID_ARGUMENT), fixes request_id, seed and anchor so the requests log reproduces the
-data, publishes to the requests topic with `reply-to` naming this instance's reply topic,
-and answers from that topic (see inbox.py).
+data (services.core.reproducible), publishes to the requests topic with `reply-to` naming
+this instance's reply topic, and answers from that topic (see inbox.py).
+
+Every failure ends the call with one gRPC status, the same for GenerateData and
+GenerateDataStream (status.py): a unary call never answers OK with `success=false`. The
+service is registered with request deserializers that cannot raise, so bytes that are not
+a request are INVALID_ARGUMENT like any other bad input, and an unexpected exception is
+INTERNAL with no Python detail, instead of grpc's UNKNOWN naming the exception class.
 """
 
 from __future__ import annotations
@@ -16,20 +22,22 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 
 from services.core.formats import join_chunks
 from services.core.models import FieldError, GenerateRequest, RequestInvalid
 from services.core.plan import Limits, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
+from services.core.reproducible import pin
 from services.kit import metrics
 from services.kit.control import publish_cancel
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
@@ -41,51 +49,18 @@ from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
 from .inbox import ChunkGap, Inbox, Pending
+from .status import STATUS_BY_KIND, Reason, failure, reason_of, status_for, summary
+
+__all__ = ["SERVICE", "STATUS_BY_KIND", "TestDataServicer", "overall", "serve", "status_for"]
 
 log = logging.getLogger("testdata.bridge")
 SERVICE = "testdata.v1.TestDataService"
 # Extra health components (LLM backends, pattern store...) registered by the process.
 HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
 
-
-def _status(
-    code: grpc.StatusCode, message: str, errors: list[FieldError] | None = None
-) -> grpc.Status:
-    detail = any_pb2.Any()
-    detail.Pack(
-        error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=e.path, description=e.message)
-                for e in errors or []
-            ]
-        )
-    )
-    return rpc_status.to_status(
-        status_pb2.Status(
-            code=getattr(code_pb2, code.name), message=message, details=[detail] if errors else []
-        )
-    )
-
-
 #: After the idle timeout, how many more idle periods the caller has to read again and
 #: receive the status saying why its stream ended.
 IDLE_GRACE_FACTOR = 10
-
-#: The gRPC status of a failed request, by what failed (the same for unary and stream).
-STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
-    ErrorKind.DECODE: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.UNKNOWN_SCHEMA: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.GENERATION: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorKind.PROCESSING: grpc.StatusCode.INTERNAL,
-    ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
-    ErrorKind.EXPIRED: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
-
-def status_for(kind: ErrorKind | str) -> grpc.StatusCode:
-    """INTERNAL for a failure that names no kind (an older generator's chunk)."""
-    return STATUS_BY_KIND[ErrorKind(kind)] if kind else grpc.StatusCode.INTERNAL
 
 
 class TestDataServicer(pb_grpc.TestDataServiceServicer):
@@ -111,29 +86,47 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> tuple[GenerateRequest, int]:
         try:
-            req = request_from_proto(message)
-            req = req.model_copy(
-                update={
-                    "request_id": req.request_id or f"req-{uuid.uuid4().hex}",
-                    "seed": req.seed if req.seed is not None else secrets.randbits(63),
-                    "anchor": req.anchor or datetime.now(UTC).replace(microsecond=0),
-                }
+            req = pin(
+                request_from_proto(message),
+                request_id=f"req-{uuid.uuid4().hex}",
+                seed=secrets.randbits(63),
+                now=datetime.now(UTC).replace(microsecond=0),
             )
             plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
             metrics.VALIDATION_ERRORS.labels(message.domain, message.entity).inc()
             await context.abort_with_status(
-                _status(grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {exc}", exc.errors)
+                failure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    summary("invalid request", exc.errors),
+                    ErrorKind.INVALID_REQUEST.name,
+                    exc.errors,
+                    message.request_id,
+                )
             )
             raise AssertionError("unreachable") from exc
         return req, plan.count
 
     async def _submit(self, req: GenerateRequest, context: grpc.aio.ServicerContext) -> Pending:
+        if not self.inbox.healthy:  # its answer could never be read: fail now, not at the deadline
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "this bridge is not reading its reply topic; retry (another instance)",
+                    Reason.BROKER_UNAVAILABLE,
+                    request_id=req.request_id,
+                )
+            )
         try:
             pending = self.inbox.open(req.request_id)
         except KeyError:
-            await context.abort(
-                grpc.StatusCode.ALREADY_EXISTS, f"request {req.request_id} is already in progress"
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"request {req.request_id} is already in progress",
+                    Reason.IN_PROGRESS,
+                    request_id=req.request_id,
+                )
             )
         try:
             await self.rt.publish(
@@ -142,9 +135,30 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 req.request_id,
                 self._headers(pending, context),
             )
-        except BaseException:
+        except BaseException as exc:
             # Not acknowledged: it may still reach the broker, so stop it there too.
             self._finished(req, pending, got_final=False)
+            if isinstance(exc, MessageSizeTooLargeError):
+                await context.abort_with_status(
+                    failure(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "the request is too large to publish (Kafka message size limit)",
+                        ErrorKind.INVALID_REQUEST.name,
+                        [FieldError(path="request", message="too large to publish")],
+                        req.request_id,
+                    )
+                )
+            if isinstance(exc, KafkaError):
+                log.warning("publishing %s failed: %r", req.request_id, exc)
+                await context.abort_with_status(
+                    failure(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the broker did not accept the request ({type(exc).__name__}); "
+                        "retry with backoff",
+                        Reason.BROKER_UNAVAILABLE,
+                        request_id=req.request_id,
+                    )
+                )
             raise
         return pending
 
@@ -168,25 +182,56 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.inbox.close(req.request_id)
         if got_final or pending.done:  # the final chunk came (a failed one included)
             return
-        task = asyncio.ensure_future(
-            publish_cancel(
-                self.rt, req.request_id, pending.correlation, "the caller cancelled or timed out"
-            )
-        )
+        task = asyncio.ensure_future(self._cancel(req.request_id, pending.correlation))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _cancel(self, request_id: str, correlation: str) -> None:
+        """Best effort: with the broker gone the cancel cannot go out either (the
+        generator then finishes into a reply nobody reads), which is no error of the call."""
+        try:
+            await publish_cancel(
+                self.rt, request_id, correlation, "the caller cancelled or timed out"
+            )
+        except Exception as exc:  # noqa: BLE001 - logged; nobody awaits this task
+            log.warning("cancel of %s not published: %r", request_id, exc)
+
     async def _next(self, pending: Pending, context: grpc.aio.ServicerContext) -> ResultChunk:
+        """The next chunk; a failed one ends the call with its status (both RPCs alike)."""
         try:
             chunk = await pending.get()
         except ChunkGap as exc:
-            await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
-        if not chunk.success and chunk.error_details:
             await context.abort_with_status(
-                _status(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    chunk.error,
-                    [FieldError(path=e.path, message=e.message) for e in chunk.error_details],
+                failure(
+                    grpc.StatusCode.DATA_LOSS,
+                    str(exc),
+                    Reason.CHUNK_GAP,
+                    request_id=pending.request_id,
+                )
+            )
+        except KafkaError as exc:  # a slow caller's chunks are read back from the log
+            log.warning("reading replies of %s failed: %r", pending.request_id, exc)
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"reading the results from the broker failed ({type(exc).__name__}); "
+                    "retry with backoff",
+                    Reason.BROKER_UNAVAILABLE,
+                    request_id=pending.request_id,
+                )
+            )
+        if not chunk.success:
+            errors = [FieldError(path=e.path, message=e.message) for e in chunk.error_details]
+            code = status_for(chunk.error_kind)
+            if errors and code == grpc.StatusCode.INTERNAL:  # field-level: the request's fault
+                code = grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort_with_status(
+                failure(
+                    code,
+                    chunk.error or "generation failed",
+                    reason_of(chunk.error_kind),
+                    errors,
+                    chunk.request_id,
                 )
             )
         return chunk
@@ -198,10 +243,11 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         req, count = await self._accept(request, context)
         if count > self.max_sync:
             await context.abort_with_status(
-                _status(
+                failure(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"count {count} is above MAX_SYNC_RECORDS ({self.max_sync}); use "
                     "GenerateDataStream for large requests",
+                    Reason.SYNC_LIMIT,
                     [
                         FieldError(
                             path="count",
@@ -209,6 +255,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                             "use GenerateDataStream",
                         )
                     ],
+                    req.request_id,
                 )
             )
         pending = await self._submit(req, context)
@@ -223,13 +270,12 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 got_final = chunk.is_final
         finally:
             self._finished(req, pending, got_final)  # also on cancellation / deadline
-        return pb.GenerateResponse(
+        return pb.GenerateResponse(  # a failure aborted in _next: this one succeeded
             request_id=req.request_id,
-            success=chunk.success,
+            success=True,
             data=join_chunks(req.output_format, parts),
             record_count=records,
             metadata=metadata_to_proto(chunk.metadata),
-            error=chunk.error,
         )
 
     async def GenerateDataStream(
@@ -243,9 +289,6 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         try:
             while not got_final:
                 chunk = await self._next(pending, context)
-                if not chunk.success:
-                    got_final = True
-                    await context.abort(status_for(chunk.error_kind), chunk.error)
                 write = asyncio.ensure_future(context.write(chunk_to_proto(chunk)))
                 done, _ = await asyncio.wait({write}, timeout=self.idle_timeout)
                 if not done:
@@ -258,10 +301,14 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                         await asyncio.wait_for(write, IDLE_GRACE_FACTOR * self.idle_timeout)
                     except TimeoutError:
                         return  # still not reading: end the call, its status cannot go out
-                    await context.abort(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"stream idle: the caller read nothing for {self.idle_timeout:g} s "
-                        "(STREAM_IDLE_TIMEOUT_SECONDS); generation stopped",
+                    await context.abort_with_status(
+                        failure(
+                            grpc.StatusCode.DEADLINE_EXCEEDED,
+                            f"stream idle: the caller read nothing for {self.idle_timeout:g} "
+                            "s (STREAM_IDLE_TIMEOUT_SECONDS); generation stopped",
+                            Reason.STREAM_IDLE,
+                            request_id=req.request_id,
+                        )
                     )
                 got_final = chunk.is_final
         finally:
@@ -318,6 +365,97 @@ def overall(components: Mapping[str, str]) -> str:
     return "degraded" if bad else "healthy"
 
 
+# ---- registration: deserializers that cannot raise, handlers that map every failure ----
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request deserializer returns for bytes that are not its message: grpc turns
+    a deserializer's exception into UNKNOWN, so the handler answers it instead."""
+
+    message_type: str
+    reason: str
+
+
+def _decoder(message_type: type[M]) -> Callable[[bytes], M | Undecodable]:
+    name = message_type.DESCRIPTOR.full_name
+
+    def decode(raw: bytes) -> M | Undecodable:
+        try:
+            return message_type.FromString(raw)
+        except Exception as exc:  # noqa: BLE001 - any failure to parse is the caller's input
+            return Undecodable(name, _decode_reason(str(exc)))
+
+    return decode
+
+
+def _decode_reason(text: str) -> str:
+    """protobuf's reason without its preamble, in the caller's terms."""
+    reason = text.rsplit("': ", 1)[-1].strip() or "not a valid message"
+    if "MaxDepth" in reason or "recursion" in reason.lower():
+        return "messages nested more than 100 levels deep"
+    return reason
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _guarded(behavior: Behavior, method: str) -> Behavior:
+    """`behavior` with the failures that would otherwise reach grpc as UNKNOWN answered:
+    an undecodable request (INVALID_ARGUMENT), a bug (INTERNAL, logged, no Python detail)."""
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            metrics.VALIDATION_ERRORS.labels("", "").inc()
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request is not a valid {request.message_type}: {request.reason}",
+                    ErrorKind.DECODE.name,
+                    [FieldError(path="request", message=request.reason)],
+                )
+            )
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # the caller gets a status, the log the traceback
+            log.exception("%s failed", method)
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.INTERNAL,
+                    "internal error in the bridge; its log has the details",
+                    ErrorKind.PROCESSING.name,
+                    request_id=getattr(request, "request_id", ""),
+                )
+            )
+
+    return handler
+
+
+def add_servicer(servicer: TestDataServicer, server: grpc.aio.Server) -> None:
+    """What the generated add_TestDataServiceServicer_to_server does, with `_decoder` and
+    `_guarded` around every method."""
+    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+    methods: list[tuple[str, Any, type[Message], type[Message]]] = [
+        ("GenerateData", unary, pb.GenerateRequest, pb.GenerateResponse),
+        ("GenerateDataStream", stream, pb.GenerateRequest, pb.DataChunk),
+        ("GetSchemas", unary, pb.GetSchemasRequest, pb.GetSchemasResponse),
+        ("HealthCheck", unary, pb.HealthCheckRequest, pb.HealthCheckResponse),
+    ]
+    handlers = {
+        name: kind(
+            _guarded(getattr(servicer, name), name),
+            request_deserializer=_decoder(request),
+            response_serializer=response.SerializeToString,
+        )
+        for name, kind, request, response in methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 def _bind_problem(host: str, port: int) -> str:
     """Why a port cannot be bound: grpc's own error only says that it could not."""
     try:
@@ -340,15 +478,17 @@ async def serve(
     await inbox.start()
     servicer = TestDataServicer(runtime, registry, inbox, probes)
     server = grpc.aio.server(
+        # past this many calls at once grpc answers RESOURCE_EXHAUSTED (None: no limit)
+        maximum_concurrent_rpcs=runtime.settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             # grpc binds with SO_REUSEPORT by default: a second instance would then share
             # the port silently instead of failing to start.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
-    pb_grpc.add_TestDataServiceServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -361,10 +501,12 @@ async def serve(
     )
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as exc:
+    except RuntimeError:
+        bound = 0  # grpc raises for a failed bind (older versions returned 0)
+    if bound == 0:
         await inbox.stop()
         reason = _bind_problem(host, port)
-        raise StartupError(f"gRPC port {port} on {host} is unavailable: {reason}") from exc
+        raise StartupError(f"gRPC port {port} on {host} is unavailable: {reason}")
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # the reply topic meanwhile, not in bridge memory).
     stream_idle_timeout_seconds: float = Field(default=120.0, gt=0)
     coherence_threshold: float = 0.85
+    # Calls the bridge serves at once; past it grpc answers RESOURCE_EXHAUSTED (retry later).
+    max_concurrent_rpcs: int | None = Field(default=None, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,152 @@
+"""The gRPC status of every failed call, and a bound on what it echoes back.
+
+One failure, one status, the same for GenerateData and GenerateDataStream. A status
+carries a `google.rpc.ErrorInfo` whose `reason` names the failure (an ErrorKind in upper
+case, or one of the bridge's own `Reason`s) so a client can act on it without parsing
+text, and for a request at fault a `google.rpc.BadRequest` listing the fields.
+
+Everything here ends up in the call's trailers, which a default client refuses past
+8 KiB (it then reports RESOURCE_EXHAUSTED instead of our status). Messages and field
+violations echo caller input (paths, values), so each part is clipped and the whole kept
+within a byte budget: the first violations that fit, then one "and N more" violation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.core.models import FieldError
+from services.core.report import ErrorKind
+
+DOMAIN = "testdata.v1"
+#: At most this many field violations are listed, however many were found.
+MAX_VIOLATIONS = 50
+#: A violation's field path and description are clipped to this many characters.
+MAX_FIELD_CHARS = 200
+MAX_DESCRIPTION_CHARS = 200
+#: The status message, in UTF-8 bytes. grpc-message percent-encodes non-ASCII bytes
+#: (x3) and the status proto repeats it, so it is kept short.
+MAX_MESSAGE_BYTES = 400
+#: Serialized size of all listed violations together.
+VIOLATIONS_BUDGET = 3000
+MAX_METADATA_VALUE_BYTES = 200
+MORE = "..."
+
+
+class Reason(StrEnum):
+    """Failures the bridge itself detects (ErrorInfo.reason), beside the ErrorKinds."""
+
+    SYNC_LIMIT = "SYNC_LIMIT"  # count above MAX_SYNC_RECORDS for GenerateData
+    IN_PROGRESS = "IN_PROGRESS"  # another call with this request_id is running
+    BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"  # the request could not be published
+    CHUNK_GAP = "CHUNK_GAP"  # result chunks were lost between generator and bridge
+    STREAM_IDLE = "STREAM_IDLE"  # the streaming caller stopped reading
+
+
+#: The gRPC status of a failed request, by what failed.
+STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.DECODE: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.UNKNOWN_SCHEMA: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.GENERATION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.PROCESSING: grpc.StatusCode.INTERNAL,
+    ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
+    ErrorKind.EXPIRED: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_for(kind: ErrorKind | str) -> grpc.StatusCode:
+    """INTERNAL for a failure that names no kind (an older generator's chunk)."""
+    return STATUS_BY_KIND[ErrorKind(kind)] if kind else grpc.StatusCode.INTERNAL
+
+
+def reason_of(kind: ErrorKind | str) -> str:
+    return ErrorKind(kind).name if kind else ErrorKind.PROCESSING.name
+
+
+def clip(text: str, chars: int) -> str:
+    """At most `chars` characters; a cut shows as a trailing ellipsis."""
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def clip_bytes(text: str, limit: int) -> str:
+    """At most `limit` UTF-8 bytes, cut on a character boundary."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
+def summary(prefix: str, errors: Sequence[FieldError]) -> str:
+    """`prefix: first problem; second...`, as many as fit, then how many were left out."""
+    shown: list[str] = []
+    used = len(prefix.encode()) + 2
+    for e in errors:
+        part = f"{clip(e.path, MAX_FIELD_CHARS)}: {clip(e.message, MAX_DESCRIPTION_CHARS)}"
+        if shown and used + len(part.encode()) + 40 > MAX_MESSAGE_BYTES:
+            break
+        shown.append(part)
+        used += len(part.encode()) + 2
+    text = "; ".join(shown)
+    if len(shown) < len(errors):
+        text += f" (and {len(errors) - len(shown)} more)"
+    return clip_bytes(f"{prefix}: {text}" if text else prefix, MAX_MESSAGE_BYTES)
+
+
+def bad_request(errors: Sequence[FieldError]) -> error_details_pb2.BadRequest:
+    """The first violations within the count and byte budgets, then "and N more"."""
+    violations: list[error_details_pb2.BadRequest.FieldViolation] = []
+    used = 0
+    for e in errors[:MAX_VIOLATIONS]:
+        v = error_details_pb2.BadRequest.FieldViolation(
+            field=clip(e.path, MAX_FIELD_CHARS),
+            description=clip(e.message, MAX_DESCRIPTION_CHARS),
+        )
+        size = v.ByteSize() + 3  # its tag and length
+        if used + size > VIOLATIONS_BUDGET:
+            break
+        violations.append(v)
+        used += size
+    if hidden := len(errors) - len(violations):
+        violations.append(
+            error_details_pb2.BadRequest.FieldViolation(
+                field=MORE, description=f"and {hidden} more violation(s) not listed"
+            )
+        )
+    return error_details_pb2.BadRequest(field_violations=violations)
+
+
+def _packed(detail: Message) -> any_pb2.Any:
+    out = any_pb2.Any()
+    out.Pack(detail)
+    return out
+
+
+def failure(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    errors: Sequence[FieldError] = (),
+    request_id: str = "",
+) -> grpc.Status:
+    """The status to abort a call with: bounded message, ErrorInfo, capped BadRequest."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
+    if request_id:
+        info.metadata["request_id"] = clip_bytes(request_id, MAX_METADATA_VALUE_BYTES)
+    details = [_packed(info)]
+    if errors:
+        details.append(_packed(bad_request(errors)))
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=getattr(code_pb2, code.name),
+            message=clip_bytes(message, MAX_MESSAGE_BYTES),
+            details=details,
+        )
+    )
