@@ -1,4 +1,9 @@
-"""`testdata`: run the services, a broker, or talk to them as a caller or an agent would."""
+"""`testdata`: run the services, a broker, or talk to them as a caller or an agent would.
+
+A user's mistake (a missing or malformed --request file, a bad --anchor, an unreachable
+broker or bridge, an --out that cannot be written) is answered with one line on stderr
+and a non-zero exit, never a traceback: the line says what to fix.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,56 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from services.kit.settings import Settings, get_settings
 
 log = logging.getLogger("testdata.cli")
+T = TypeVar("T")
+#: How long a command waits to reach a Kafka broker before saying it cannot.
+BROKER_TIMEOUT_S = 15.0
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Something the user can fix; `main` prints it as one line and exits non-zero."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (with a pointer to --help), not a usage
+    block followed by the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+async def _reach_broker(step: Awaitable[T], bootstrap: str) -> T:
+    """`step` (a client's start), or a UserError naming the broker it could not reach."""
+    from aiokafka.errors import KafkaError
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the UserError says it once
+    try:
+        return await asyncio.wait_for(step, BROKER_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise UserError(
+            f"cannot reach the Kafka broker at {bootstrap}: no answer in {BROKER_TIMEOUT_S:g} s "
+            "(is it running? `testdata run` prints its address)"
+        ) from exc
+    except (KafkaError, OSError) as exc:
+        raise UserError(
+            f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__}; is it "
+            "running? `testdata run` prints its address)"
+        ) from exc
 
 
 def _setup_logging(level: str, name: str = "testdata") -> None:
@@ -36,7 +84,7 @@ async def _serve(
     from services.app import App
 
     if not settings.kafka_bootstrap_servers:
-        raise SystemExit(
+        raise UserError(
             "KAFKA_BOOTSTRAP_SERVERS is not set: start a broker (testdata broker) "
             "or run everything with `testdata run`"
         )
@@ -60,7 +108,7 @@ async def _serve(
     await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
     await app.stop()
     if waiter.done() and waiter.exception():
-        raise SystemExit(f"service failed: {waiter.exception()}")
+        raise UserError(f"service failed: {_one_line(str(waiter.exception()))}")
 
 
 def _event_loop_runner() -> Any:
@@ -73,16 +121,26 @@ def _event_loop_runner() -> Any:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from services.kit.procstate import EXIT_STARTUP, StartupError, report_startup_error
 
     settings = get_settings()
     _setup_logging(settings.log_level, args.name)
+    http_port = args.http_port
+    if http_port is None and args.name == "bridge":
+        http_port = settings.http_port  # the bridge serves /health and /metrics (HTTP_PORT)
     try:
-        _event_loop_runner()(_serve([args.name], settings, args.grpc_port, args.http_port))
+        _event_loop_runner()(_serve([args.name], settings, args.grpc_port, http_port))
     except StartupError as exc:  # a restart would not help: say why and exit for good
         log.error("%s cannot start: %s", args.name, exc)
         report_startup_error(args.name, str(exc))
         return EXIT_STARTUP
+    except (KafkaError, TimeoutError) as exc:  # the broker: a restart may help
+        raise UserError(
+            f"{args.name}: cannot use the Kafka broker at {settings.kafka_bootstrap_servers} "
+            f"({type(exc).__name__})"
+        ) from exc
     return 0
 
 
@@ -155,17 +213,24 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
 
     from services.kit.topics import Topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    bootstrap = settings.kafka_bootstrap_servers
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
+        await _reach_broker(admin.start(), bootstrap)
         specs = Topics(settings.topic_prefix).fixed()
-        resp = await admin.create_topics(
-            [
-                NewTopic(
-                    t.name, t.partitions, replication or t.replication, topic_configs=t.configs()
-                )
-                for t in specs
-            ]
+        resp = await _reach_broker(
+            admin.create_topics(
+                [
+                    NewTopic(
+                        t.name,
+                        t.partitions,
+                        replication or t.replication,
+                        topic_configs=t.configs(),
+                    )
+                    for t in specs
+                ]
+            ),
+            bootstrap,
         )
         out = []
         for topic, code, *msg in resp.topic_errors:
@@ -176,7 +241,7 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
                     if code == 0
                     else "exists"
                     if code == 36
-                    else f"error {code} {msg[0] if msg else ''}"
+                    else f"error {code} {msg[0] if msg else ''}".strip()
                 )
             )
         return out
@@ -187,16 +252,30 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
 def cmd_topics(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.kafka_bootstrap_servers:
-        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is required")
-    for line in asyncio.run(_topics_create(settings, args.replication)):
+        raise UserError(
+            "KAFKA_BOOTSTRAP_SERVERS is required (the embedded broker of `testdata run` "
+            "creates its topics itself)"
+        )
+    lines = asyncio.run(_topics_create(settings, args.replication))
+    for line in lines:
         print(line)
-    return 0
+    return 1 if any(": error" in line for line in lines) else 0
 
 
 # ---- callers ---------------------------------------------------------------------------
 def _request_dict(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(Path(args.request).read_text()) if args.request else {}
-    for key in ("entity", "domain", "count", "seed", "context"):
+    """The request: --request's JSON object, then the flags given over it."""
+    body: dict[str, Any] = {}
+    if args.request:
+        try:
+            body = json.loads(Path(args.request).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UserError(f"cannot read --request {args.request}: {exc.strerror}") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(f"--request {args.request} is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise UserError(f"--request {args.request} must hold a JSON object (a request)")
+    for key in ("entity", "domain", "count", "seed", "context", "anchor"):
         if getattr(args, key, None) is not None:
             body[key] = getattr(args, key)
     if args.format:
@@ -204,6 +283,18 @@ def _request_dict(args: argparse.Namespace) -> dict[str, Any]:
     if args.hint:
         body["hints"] = args.hint
     return body
+
+
+def _anchor_arg(text: str) -> str:
+    """--anchor: any ISO-8601 instant, passed on in the RFC 3339 UTC form."""
+    from services.core.reproducible import format_anchor, parse_anchor
+
+    try:
+        return format_anchor(parse_anchor(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 instant (e.g. 2025-01-01T00:00:00Z)"
+        ) from None
 
 
 class _Progress:
@@ -239,8 +330,13 @@ class _Output:
         self.file: TextIO = sys.stdout
         if path:
             target = Path(path)
+            if target.is_dir():
+                raise UserError(f"--out {path} is a directory; name a file")
             self.tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            self.file = self.tmp.open("x", encoding="utf-8", newline="")
+            try:
+                self.file = self.tmp.open("x", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise UserError(f"cannot write --out {path}: {exc.strerror}") from exc
 
     def commit(self) -> None:
         if self.tmp is not None and self.path:
@@ -267,7 +363,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from services.proto.testdata.v1 import test_data_pb2 as pb
     from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
-    msg = json_format.ParseDict(_request_dict(args), pb.GenerateRequest())
+    try:
+        msg = json_format.ParseDict(_request_dict(args), pb.GenerateRequest())
+    except json_format.ParseError as exc:
+        raise UserError(f"not a GenerateRequest: {_one_line(str(exc).splitlines()[0])}") from exc
     fmt = OutputFormat(pb.OutputFormat.Name(msg.output_format))
     with (
         _Output(args.out) as out,
@@ -294,14 +393,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 meta = json_format.MessageToDict(md) if md is not None else {}
             else:
                 resp = stub.GenerateData(msg, timeout=args.timeout)
-                if not resp.success:
-                    print(f"error: {resp.error}", file=sys.stderr)
-                    return 1
+                if not resp.success:  # a bridge before failures became statuses
+                    raise UserError(resp.error or "generation failed")
                 out.file.write(resp.data)
                 meta = json_format.MessageToDict(resp.metadata)
         except grpc.RpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+            code = exc.code()
+            raise UserError(
+                f"{code.name if code else 'UNKNOWN'}: {_one_line(exc.details() or '')}"
+            ) from exc
         out.commit()
     if not args.out:
         print()
@@ -311,6 +411,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     """An agent: put a request on the requests topic, read its chunks from results."""
+    from pydantic import ValidationError
+
     from services.core.formats import Joiner
     from services.core.models import GenerateRequest, OutputFormat
     from services.kit.codec import get_codec
@@ -326,55 +428,73 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     topics = Topics(settings.topic_prefix)
     body = _request_dict(args)
     body.setdefault("request_id", f"agent-{uuid.uuid4().hex[:12]}")
+    codec = get_codec()
+    try:
+        fmt = OutputFormat(str(body.get("output_format") or "JSON").upper())
+        if args.json:  # as an agent would send it: the router judges the fields
+            value, ctype = json.dumps(body).encode(), JSON
+        else:
+            value, ctype = codec.encode_request(GenerateRequest.model_validate(body)), AVRO
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"not a request: {where}: {first['msg']}") from exc
+    except ValueError as exc:
+        raise UserError(f"not a request: output_format: {exc}") from exc
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
-        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is required (printed by `testdata run`)")
+        raise UserError("KAFKA_BOOTSTRAP_SERVERS is required (printed by `testdata run`)")
     consumer = make_consumer(bootstrap, None)
-    await consumer.start()
-    await assign_all(consumer, topics.results, at_end=True)
-    idempotence = await resolve_idempotence(bootstrap, settings.kafka_idempotence)
-    producer = make_producer(bootstrap, idempotence=idempotence)
-    await producer.start()
-    codec = get_codec()
-    if args.json:
-        value, ctype = json.dumps(body).encode(), JSON
-    else:
-        value, ctype = codec.encode_request(GenerateRequest.model_validate(body)), AVRO
-    await producer.send_and_wait(
-        topics.requests,
-        value,
-        key=body["request_id"].encode(),
-        headers=[(CONTENT_TYPE, ctype.encode())],
-    )
-    await producer.stop()
-    joiner = Joiner(OutputFormat(body.get("output_format") or "JSON"))
-    seen = -1
-    deadline = time.monotonic() + args.timeout
     try:
-        with _Output(args.out) as out:
-            out.file.write(joiner.opening())
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    for r in records:
-                        chunk = codec.decode_chunk(r.value or b"")
-                        if chunk.request_id != body["request_id"] or chunk.chunk_index <= seen:
-                            continue
-                        seen = chunk.chunk_index
-                        if not chunk.success:
-                            print(f"error: {chunk.error}", file=sys.stderr)
-                            return 1
-                        out.file.write(joiner.part(chunk.data))
-                        if chunk.is_final:
-                            out.file.write(joiner.closing())
-                            out.commit()
-                            md = chunk.metadata.model_dump(mode="json") if chunk.metadata else {}
-                            print(json.dumps(md, indent=2), file=sys.stderr)
-                            return 0
-            print("error: timed out waiting for results", file=sys.stderr)
-            return 1
+        await _reach_broker(consumer.start(), bootstrap)
+        await _reach_broker(assign_all(consumer, topics.results, at_end=True), bootstrap)
+        idempotence = await _reach_broker(
+            resolve_idempotence(bootstrap, settings.kafka_idempotence), bootstrap
+        )
+        producer = make_producer(bootstrap, idempotence=idempotence)
+        try:
+            await _reach_broker(producer.start(), bootstrap)
+            await _reach_broker(
+                producer.send_and_wait(
+                    topics.requests,
+                    value,
+                    key=body["request_id"].encode(),
+                    headers=[(CONTENT_TYPE, ctype.encode())],
+                ),
+                bootstrap,
+            )
+        finally:
+            await producer.stop()
+        return await _read_results(args, consumer, codec, body["request_id"], Joiner(fmt))
     finally:
         await consumer.stop()
+
+
+async def _read_results(
+    args: argparse.Namespace, consumer: Any, codec: Any, request_id: str, joiner: Any
+) -> int:
+    seen = -1
+    deadline = time.monotonic() + args.timeout
+    with _Output(args.out) as out:
+        out.file.write(joiner.opening())
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    chunk = codec.decode_chunk(r.value or b"")
+                    if chunk.request_id != request_id or chunk.chunk_index <= seen:
+                        continue
+                    seen = chunk.chunk_index
+                    if not chunk.success:
+                        raise UserError(_one_line(chunk.error) or "generation failed")
+                    out.file.write(joiner.part(chunk.data))
+                    if chunk.is_final:
+                        out.file.write(joiner.closing())
+                        out.commit()
+                        md = chunk.metadata.model_dump(mode="json") if chunk.metadata else {}
+                        print(json.dumps(md, indent=2), file=sys.stderr)
+                        return 0
+        raise UserError(f"no result for {request_id} within --timeout {args.timeout:g} s")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -382,22 +502,52 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _caller_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--request", help="JSON file with a GenerateRequest (fields as in the proto)")
-    p.add_argument("--entity")
-    p.add_argument("--domain")
-    p.add_argument("--count", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--context")
-    p.add_argument("--hint", action="append")
-    p.add_argument("--format", choices=["json", "csv", "sql", "JSON", "CSV", "SQL"])
-    p.add_argument("--out", help="write the data here instead of stdout")
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument(
+        "--request",
+        metavar="FILE",
+        help="JSON file with a GenerateRequest (field names as in the proto); the flags "
+        "below override its fields",
+    )
+    p.add_argument("--entity", help="entity to generate (see GetSchemas), e.g. cart")
+    p.add_argument("--domain", help="business domain, e.g. ecommerce")
+    p.add_argument("--count", type=int, help="records to generate (default: DEFAULT_COUNT)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="random seed: the same request and seed give byte-identical data (the anchor "
+        "then defaults to 2025-01-01T00:00:00Z)",
+    )
+    p.add_argument(
+        "--anchor",
+        type=_anchor_arg,
+        metavar="ISO-8601",
+        help="instant that dates and ID years are relative to, e.g. 2025-01-01T00:00:00Z "
+        "(default: 2025-01-01T00:00:00Z with --seed, else now)",
+    )
+    p.add_argument("--context", help="natural-language context (routes to the LLM path)")
+    p.add_argument(
+        "--hint", action="append", help="routing hint, e.g. realistic or edge_case (repeatable)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["json", "csv", "sql", "JSON", "CSV", "SQL"],
+        help="output format (default: json)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the data here instead of stdout; written atomically (a failed call "
+        "leaves no file and an existing one untouched)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the whole result"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from services.app import SERVICES
 
-    parser = argparse.ArgumentParser(prog="testdata", description=__doc__)
+    parser = _Parser(prog="testdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="embedded broker + every service (make run)").set_defaults(
         fn=cmd_run
@@ -405,13 +555,24 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("broker", help="the embedded broker alone").set_defaults(fn=cmd_broker)
     p = sub.add_parser("service", help="one service alone")
     p.add_argument("name", choices=SERVICES, help="the deployable to run")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    p.add_argument(
+        "--grpc-port", type=int, help="bridge: gRPC port (default: GRPC_PORT; 0 picks one)"
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="port for /health and /metrics (default: HTTP_PORT for the bridge, none for "
+        "the others)",
+    )
     p.set_defaults(fn=cmd_service)
     p = sub.add_parser("generate", help="call the gRPC bridge")
     _caller_args(p)
     p.add_argument("--stream", action="store_true", help="GenerateDataStream with progress")
-    p.add_argument("--target", default=f"127.0.0.1:{Settings().grpc_port}")
+    p.add_argument(
+        "--target",
+        default=f"127.0.0.1:{Settings().grpc_port}",
+        help="the bridge's host:port (default: %(default)s)",
+    )
     p.set_defaults(fn=cmd_generate, entity="cart")
     p = sub.add_parser("publish", help="publish a request to Kafka as an agent does")
     _caller_args(p)
@@ -422,8 +583,21 @@ def main(argv: list[str] | None = None) -> int:
     p = tsub.add_parser("create", help="create the catalogue's topics on a cluster")
     p.add_argument("--replication", type=int, help="override the catalogue's replication")
     p.set_defaults(fn=cmd_topics)
-    args = parser.parse_args(argv)
-    return int(args.fn(args) or 0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except UserError as exc:
+        print(f"testdata {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:  # the file system or the network, not our code
+        print(f"testdata {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

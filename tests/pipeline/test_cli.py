@@ -1,0 +1,217 @@
+"""The command line as a user meets it: one clear line for every mistake, never a traceback,
+help on every flag, --anchor, and a bridge process that honours its ports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from services.cli import build_parser
+from services.cli import main as cli_main
+from services.kit.procstate import EXIT_STARTUP
+from services.kit.settings import get_settings
+
+from .test_run import ROOT, free_port
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting is refused at once."""
+    return free_port()
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """Set environment variables for a command; the settings cache follows them."""
+    get_settings.cache_clear()
+
+    def setenv(**values: str) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+
+    yield setenv
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_every_option_of_every_command_has_help():
+    def walk(parser: argparse.ArgumentParser, where: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{where} {name}")
+            elif not isinstance(action, argparse._HelpAction):
+                yield where, action
+
+    missing = [
+        f"{where} {'/'.join(a.option_strings) or a.dest}"
+        for where, a in walk(build_parser(), "testdata")
+        if not (a.help or "").strip()
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["generate", "--anchor", "next tuesday"], "not an ISO-8601 instant"),
+        (["generate", "--count", "many"], "invalid int value"),
+        (["publish", "--format", "xml"], "invalid choice"),
+        (["service", "nope"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, says):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    assert exc.value.code == 2
+    line = one_line_error(capsys)
+    assert says in line and "--help" in line
+
+
+def test_request_file_mistakes_are_one_line(capsys, tmp_path):
+    bad_json, array, unknown = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    bad_json.write_text("{not json")
+    array.write_text("[1, 2]")
+    unknown.write_text(json.dumps({"entity": "cart", "colour": "red"}))
+    for path, says in [
+        (tmp_path / "missing.json", "cannot read --request"),
+        (bad_json, "not valid JSON"),
+        (array, "must hold a JSON object"),
+        (unknown, 'no field named "colour"'),
+    ]:
+        assert cli_main(["generate", "--request", str(path), "--target", "127.0.0.1:1"]) == 1
+        assert says in one_line_error(capsys)
+
+
+def test_an_unwritable_out_is_one_line_and_leaves_nothing(capsys, tmp_path):
+    target = ["--target", f"127.0.0.1:{closed_port()}", "--timeout", "5"]
+    assert cli_main(["generate", "--out", str(tmp_path / "no" / "dir.json"), *target]) == 1
+    assert "cannot write --out" in one_line_error(capsys)
+    assert cli_main(["generate", "--out", str(tmp_path), *target]) == 1
+    assert "is a directory" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_unreachable_bridge_is_one_line_and_no_file(capsys, tmp_path):
+    out = tmp_path / "carts.json"
+    argv = ["generate", "--out", str(out), "--target", f"127.0.0.1:{closed_port()}"]
+    assert await asyncio.to_thread(cli_main, [*argv, "--timeout", "5"]) == 1
+    assert "UNAVAILABLE" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []  # atomic --out: not even an empty file
+
+
+@pytest.mark.parametrize("argv", [["publish", "--entity", "cart"], ["topics", "create"]])
+async def test_an_unreachable_broker_is_one_line(capsys, env, argv):
+    env(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{closed_port()}")
+    assert await asyncio.to_thread(cli_main, argv) == 1
+    assert "cannot reach the Kafka broker" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("argv", [["publish", "--entity", "cart"], ["topics", "create"]])
+def test_no_broker_configured_is_one_line(capsys, env, argv):
+    env(KAFKA_BOOTSTRAP_SERVERS="")
+    assert cli_main(argv) == 1
+    assert "KAFKA_BOOTSTRAP_SERVERS is required" in one_line_error(capsys)
+
+
+async def test_topics_create_on_the_embedded_broker_reports_each_topic(capsys, env, settings):
+    env(KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers)
+    assert await asyncio.to_thread(cli_main, ["topics", "create"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert all(line.endswith((": exists", ": created")) for line in captured.out.splitlines())
+
+
+async def test_anchor_flag_and_seed_default_give_the_same_file(stack, tmp_path):
+    target = ["--target", f"127.0.0.1:{stack.grpc_port}", "--seed", "9", "--count", "30"]
+    files = []
+    for extra in ([], ["--anchor", "2025-01-01T00:00:00Z"], ["--anchor", "2025-01-01T01:00+01:00"]):
+        out = tmp_path / f"{len(files)}.csv"
+        argv = ["generate", "--format", "csv", "--out", str(out), *target, *extra]
+        assert await asyncio.to_thread(cli_main, argv) == 0
+        files.append(out.read_text())
+    assert files[0] == files[1] == files[2] and files[0].count("\n") == 31
+
+
+# ---- `testdata service bridge`: its ports --------------------------------------------------
+def bridge(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "service", "bridge"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def health(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings):
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "GRPC_PORT": str(grpc_port),
+        "HTTP_PORT": str(http_port),
+        "INSTANCE_ID": "cli-first",
+        "ANTHROPIC_API_KEY": "",
+        "USE_LOCAL_LLM": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    first = bridge(env)
+    try:
+        deadline = time.monotonic() + 60
+        while (body := health(http_port)) is None and first.poll() is None:
+            assert time.monotonic() < deadline, "the bridge never answered on HTTP_PORT"
+            time.sleep(0.2)
+        assert body is not None, first.stderr.read() if first.stderr else ""
+        assert body["instance"] == "cli-first" and body["pid"] == first.pid
+        # the same gRPC port, then a fresh gRPC port with the same HTTP port
+        with socket.socket() as spare:
+            spare.bind(("127.0.0.1", 0))
+            other_grpc = spare.getsockname()[1]
+        for grpc_try, taken in [
+            (grpc_port, f"gRPC port {grpc_port}"),
+            (other_grpc, f"HTTP port {http_port}"),
+        ]:
+            second = subprocess.run(
+                [sys.executable, "-m", "services.cli", "service", "bridge"],
+                cwd=ROOT,
+                env={**env, "GRPC_PORT": str(grpc_try), "INSTANCE_ID": "cli-second"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert second.returncode == EXIT_STARTUP, second.stderr
+            assert "Traceback" not in second.stderr
+            (line,) = [ln for ln in second.stderr.splitlines() if "cannot start" in ln]
+            assert taken in line and "already in use" in line
+        assert health(http_port)["instance"] == "cli-first"  # still the first one's
+    finally:
+        first.terminate()
+        first.wait(20)
