@@ -80,6 +80,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.max_sync = s.max_sync_records
         self.idle_timeout = s.stream_idle_timeout_seconds
         self._background: set[asyncio.Future[None]] = set()
+        self._entities = set(registry.names())
+        self._domains = {e.domain for e in registry.list()}
 
     # ---- ingress ---------------------------------------------------------------------
     async def _accept(
@@ -94,7 +96,10 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             )
             plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
-            metrics.VALIDATION_ERRORS.labels(message.domain, message.entity).inc()
+            metrics.VALIDATION_ERRORS.labels(
+                metrics.known(message.domain, self._domains),
+                metrics.known(message.entity, self._entities),
+            ).inc()
             await context.abort_with_status(
                 failure(
                     grpc.StatusCode.INVALID_ARGUMENT,

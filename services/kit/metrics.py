@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+#: The label value for anything a caller wrote that is not a known name.
+OTHER = "other"
+
+
+def known(value: str, names: Collection[str]) -> str:
+    """`value` as a label only if it is one of `names` (or empty), else OTHER: a series
+    per distinct caller string would let any caller grow memory and /metrics unbounded."""
+    name = value.strip().lower()
+    return name if not name or name in names else OTHER
+
 
 REQUESTS = Counter(
     "testdata_requests",

@@ -64,6 +64,8 @@ class RouterService:
         self.availability = availability
         s = runtime.settings
         self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+        self._entities = set(registry.names())
+        self._domains = {e.domain for e in registry.list()}
 
     def subscriber(self) -> Subscriber:
         return Subscriber(
@@ -134,10 +136,11 @@ class RouterService:
         req: GenerateRequest | None = None,
     ) -> None:
         await self.rt.dead_letter(msg, NAME, kind, reason, errors, request_id)
+        # labels from known names only: a rejected request's are whatever its sender wrote
+        domain = metrics.known(req.domain, self._domains) if req else ""
+        entity = metrics.known(req.entity, self._entities) if req else ""
         if kind == ErrorKind.INVALID_REQUEST:
-            metrics.VALIDATION_ERRORS.labels(
-                req.domain if req else "", req.entity if req else ""
-            ).inc()
+            metrics.VALIDATION_ERRORS.labels(domain, entity).inc()
         if request_id:
             await send_failure(
                 self.rt,
@@ -148,6 +151,4 @@ class RouterService:
                 errors,
                 fmt=req.output_format if req else OutputFormat.JSON,
             )
-        metrics.REQUESTS.labels(
-            "none", req.domain if req else "", req.entity if req else "", "rejected"
-        ).inc()
+        metrics.REQUESTS.labels("none", domain, entity, "rejected").inc()

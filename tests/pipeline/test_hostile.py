@@ -21,6 +21,7 @@ from services.bridge.server import serve
 from services.bridge.status import MAX_FIELD_CHARS, MAX_VIOLATIONS, MORE, failure
 from services.core.formats import join_chunks
 from services.core.models import DEFAULT_ANCHOR, FieldError, OutputFormat
+from services.kit import metrics
 from services.kit.codec import JSON
 from services.kit.stream import Runtime
 from services.proto.testdata.v1 import test_data_pb2 as pb
@@ -239,6 +240,22 @@ async def test_two_hundred_duplicate_fields_are_listed_within_bounds(stub):
     _, violations = details(exc)
     assert violations[-1][0] == MORE and len(violations) <= MAX_VIOLATIONS + 1
     await assert_still_serves(stub)
+
+
+async def test_invalid_requests_add_no_metric_series_per_caller_string(stack, stub):
+    for i in range(30):
+        exc = await call_error(stub, UNARY, pb.GenerateRequest(entity=f"ship-{i}", domain=f"d{i}"))
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await call_error(stub, UNARY, pb.GenerateRequest(entity="Cart", count=-1))
+    labels = {
+        (s.labels["domain"], s.labels["entity"])
+        for metric in metrics.VALIDATION_ERRORS.collect()
+        for s in metric.samples
+    }
+    known = {"", metrics.OTHER, *(e.domain for e in stack.registry.list())}
+    assert {d for d, _ in labels} <= known
+    assert {e for _, e in labels} <= {"", metrics.OTHER, *stack.registry.names()}
+    assert (metrics.OTHER, metrics.OTHER) in labels and ("", "cart") in labels
 
 
 # ---- one status for both RPCs -----------------------------------------------------------
