@@ -157,6 +157,7 @@ class Inbox:
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Future[None]] = set()
+        self._stopping = False
         self.dropped = 0
 
     async def start(self) -> None:
@@ -172,6 +173,7 @@ class Inbox:
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        self._stopping = True  # ends the reader even if a cancel is lost (3.11 wait_for)
         if self.task:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -217,7 +219,7 @@ class Inbox:
     async def _run(self) -> None:
         assert self.consumer is not None
         fetch = InOrder(self.consumer, self.rt.embedded)
-        while True:
+        while not self._stopping:
             try:
                 batch = await fetch.getmany(timeout_ms=200, max_records=200)
             except asyncio.CancelledError:

@@ -408,7 +408,10 @@ class InOrder:
         for tp in partitions:
             if tp not in self._next:
                 try:
-                    self._next[tp] = await asyncio.wait_for(self.consumer.position(tp), 5)
+                    # not wait_for: on 3.11 it drops a cancel that arrives as position()
+                    # completes, and the reader calling us would then never stop
+                    async with asyncio.timeout(5):
+                        self._next[tp] = await self.consumer.position(tp)
                 except Exception:  # noqa: BLE001 - unassigned or unknown yet: next time
                     continue
 

@@ -181,7 +181,7 @@ def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings
         "INSTANCE_ID": "cli-first",
         "ANTHROPIC_API_KEY": "",
         "USE_LOCAL_LLM": "false",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",
     }
     first = bridge(env)
     try:
@@ -199,17 +199,22 @@ def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings
             (grpc_port, f"gRPC port {grpc_port}"),
             (other_grpc, f"HTTP port {http_port}"),
         ]:
-            second = subprocess.run(
+            second = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "service", "bridge"],
                 cwd=ROOT,
                 env={**env, "GRPC_PORT": str(grpc_try), "INSTANCE_ID": "cli-second"},
-                capture_output=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=60,
             )
-            assert second.returncode == EXIT_STARTUP, second.stderr
-            assert "Traceback" not in second.stderr
-            (line,) = [ln for ln in second.stderr.splitlines() if "cannot start" in ln]
+            try:
+                _, stderr = second.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                second.kill()
+                pytest.fail(f"a second bridge hung: {second.communicate()[1]}")
+            assert second.returncode == EXIT_STARTUP, stderr
+            assert "Traceback" not in stderr
+            (line,) = [ln for ln in stderr.splitlines() if "cannot start" in ln]
             assert taken in line and "already in use" in line
         assert health(http_port)["instance"] == "cli-first"  # still the first one's
     finally:

@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from services.bridge.inbox import Inbox
 from services.bridge.server import overall, serve
 from services.kit.http import HealthHTTP
 from services.kit.procstate import StartupError
@@ -42,3 +43,18 @@ async def test_health_names_the_instance_and_process(stack):
     body = await asyncio.to_thread(get)
     assert body["instance"] == stack.instance == "test-a"
     assert body["pid"] == os.getpid()
+
+
+async def test_a_reply_reader_stopped_right_after_start_stops(stack):
+    """A bridge that fails to start stops its reply reader right after starting it. A
+    cancel landing as the reader's first position lookup completed was lost (3.11's
+    wait_for drops it), and the process hung instead of exiting with its start-up error."""
+    for i in range(30):
+        inbox = Inbox(stack.rt, f"stop-at-once-{i}")
+        await inbox.start()
+        await asyncio.sleep(i % 5 * 0.01)  # stop at different points of its first fetch
+        stop = asyncio.ensure_future(inbox.stop())
+        # a guard that turns a hang into a failure (a stop takes milliseconds); not
+        # wait_for, whose cancel the hung stop would swallow as well
+        done, _ = await asyncio.wait({stop}, timeout=30)
+        assert done, f"reply reader {i} never stopped"
