@@ -54,13 +54,18 @@ class Cancellations:
         return c.reason or "cancelled"
 
 
-def deadline_passed(msg: Message, now_ms: int | None = None) -> int | None:
-    """The request's deadline (epoch ms) if it has passed, else None."""
+def deadline_of(msg: Message) -> int | None:
+    """The caller's deadline (epoch ms) from the request's header; None if it has none."""
     raw = msg.header(DEADLINE)
     try:
-        deadline = int(raw) if raw else None
+        return int(raw) if raw else None
     except ValueError:
         return None
+
+
+def deadline_passed(msg: Message, now_ms: int | None = None) -> int | None:
+    """The request's deadline (epoch ms) if it has passed, else None."""
+    deadline = deadline_of(msg)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     return deadline if deadline is not None and deadline <= now_ms else None
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics: the spec's names, plus LLM, fallback, dead-letter and lag series."""
+"""Prometheus metrics: the spec's names, plus LLM, fallback, dead-letter, lag and budget
+series."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ GENERATION_SECONDS = Histogram(
     "testdata_generation_duration_seconds",
     "Time to generate one request, by path",
     ["path"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
     registry=REGISTRY,
 )
 RECORDS = Counter(
@@ -74,5 +75,11 @@ ABANDONED = Counter(
     "testdata_abandoned",
     "Requests stopped or skipped because their caller cancelled or their deadline passed",
     ["stage", "why"],
+    registry=REGISTRY,
+)
+OVER_BUDGET = Counter(
+    "testdata_over_budget",
+    "Requests stopped for running past their generation budget (GENERATION_BUDGET_SECONDS)",
+    ["path"],
     registry=REGISTRY,
 )

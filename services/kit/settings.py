@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     stream_idle_timeout_seconds: float = Field(default=120.0, gt=0)
     coherence_threshold: float = 0.85
 
+    # Backstops for requests that cost more than validation foresaw.
+    # A request still generating after this long is stopped, dead-lettered and its caller
+    # told (RESOURCE_EXHAUSTED); the caller's own deadline stops it sooner. 1,000,000 of the
+    # costliest built-in entity (order, ~50 us each) take under a minute.
+    generation_budget_seconds: float = Field(default=300.0, gt=0)
+    # A message whose handling was started this many times without finishing (its process
+    # died or lost the partition every time) is dead-lettered and its caller answered
+    # instead of being started again. Counted with markers on the deliveries topic, written
+    # before each attempt (services/kit/deliveries.py). 0: no markers and no limit.
+    max_deliveries: int = Field(default=3, ge=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
