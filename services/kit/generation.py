@@ -21,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
 import orjson
@@ -185,7 +186,7 @@ class PathService(ABC):
             [topic],
             f"{topic}.{self.name}",
             self.handle,
-            answer=lambda msg, reason: answer_failure(self.rt, msg, reason),
+            answer=partial(answer_failure, self.rt),
         )
 
     async def handle(self, msg: Message) -> None:

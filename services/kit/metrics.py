@@ -1,5 +1,5 @@
-"""Prometheus metrics: the spec's names, plus LLM, fallback, dead-letter, lag and budget
-series."""
+"""Prometheus metrics: the spec's names, plus LLM, fallback, dead-letter, lag, budget and
+redelivery series."""
 
 from __future__ import annotations
 
@@ -82,4 +82,30 @@ OVER_BUDGET = Counter(
     "Requests stopped for running past their generation budget (GENERATION_BUDGET_SECONDS)",
     ["path"],
     registry=REGISTRY,
+)
+REDELIVERIES = Counter(
+    "testdata_redeliveries",
+    "Messages started again after an attempt that never finished (its process died or "
+    "lost the partition)",
+    ["consumer"],
+    registry=REGISTRY,
+)
+DELIVERY_LIMIT = Counter(
+    "testdata_delivery_limit_reached",
+    "Messages dead-lettered instead of started again: MAX_DELIVERIES attempts never finished",
+    ["consumer"],
+    registry=REGISTRY,
+)
+DELIVERY_MARKER_SECONDS = Histogram(
+    "testdata_delivery_marker_seconds",
+    "Writing a delivery marker before an attempt (what the delivery counter adds per hop)",
+    ["consumer"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
+    registry=REGISTRY,
+)
+DELIVERIES_TRACKED = Gauge(
+    "testdata_deliveries_tracked",
+    "Delivery attempts this process remembers (bounded in number and age)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )

@@ -22,6 +22,7 @@ from services.core.report import Batch, ErrorKind, Fallback
 from services.core.routing import RoutingDecision
 from services.kit import metrics
 from services.kit.codec import get_codec
+from services.kit.deliveries import Delivery, Position
 from services.kit.generation import Budget, PathService
 from services.kit.headers import CORRELATION, DEADLINE, REPLY_TO
 from services.kit.messages import ResultChunk, RoutedRequest
@@ -251,6 +252,47 @@ async def test_the_traditional_path_stops_within_its_budget_on_a_huge_request():
     assert chunks[-1].error_kind == ErrorKind.OVER_BUDGET
     assert sum(c.record_count for c in chunks) < 1_000_000
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+
+
+class Counted:
+    """A delivery counter whose markers say the message was started `started` times."""
+
+    def __init__(self, started: int, limit: int = 3) -> None:
+        self.started, self.limit = started, limit
+        self.begun: list[tuple[str, str]] = []
+
+    async def begin(self, group: str, consumer: str, msg: Message) -> Delivery:
+        self.begun.append((group, consumer))
+        pos = Position(group, msg.topic, msg.partition, msg.offset)
+        return Delivery(pos, self.started + 1, 1_700_000_000_000, self.limit)
+
+
+async def test_a_message_started_max_deliveries_times_is_parked_and_answered_unstarted():
+    rt = FakeRuntime()
+    started: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        started.append(msg)
+
+    sub = scripted(rt, (0, 10)).subscriber()
+    sub.handler = handler
+    sub.deliveries = Counted(started=3)
+    await sub._work(None, _Done(), message(routed(request())))  # type: ignore[arg-type]
+    assert started == []  # never started a fourth time
+    ((kind, reason, rid),) = [(d["kind"], d["reason"], d["request_id"]) for d in rt.dead]
+    assert kind == ErrorKind.POISON and rid == "r-1"
+    assert reason.startswith("delivered 4 times: 3 attempts were started and none finished")
+    (chunk,) = rt.chunks()  # the chunks of earlier attempts cannot be read back here: index 0
+    assert chunk.is_final and chunk.error_kind == ErrorKind.POISON and chunk.chunk_index == 0
+    assert sub.deliveries.begun == [(sub.group, sub.name)]
+
+
+async def test_a_delivery_within_the_limit_is_handled():
+    rt = FakeRuntime()
+    sub = scripted(rt, (0, 10)).subscriber()
+    sub.deliveries = Counted(started=2)
+    await sub._work(None, _Done(), message(routed(request())))  # type: ignore[arg-type]
+    assert rt.dead == [] and rt.chunks()[-1].success
 
 
 class _Done:
