@@ -12,9 +12,10 @@ broker's acknowledgement, so the count survives the process dying during the wor
 same listener reads the recent markers of the process's consumer groups. Before its first
 decision after a start it reads the markers up to where the topic ended at start (or
 waits CATCH_UP_S at most): a restarted process must see the attempts of the one that
-died. After that it keeps up within a fetch wait (~50 ms), while a redelivery comes a
-session timeout (3 s or more) after the attempt before it, so a marker is missed only if
-the listener falls seconds behind; each miss lets one attempt too many run.
+died. After that it is at most about a second behind (MARKER_POLL_S plus a fetch), while
+a redelivery comes a session timeout (3 s or more) after the attempt before it, so a
+marker is missed only if the listener falls further behind; each miss lets one attempt
+too many run.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import os
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from services.kit import metrics
 from services.kit.codec import DecodeError
@@ -47,6 +49,13 @@ log = logging.getLogger("testdata.control")
 #: How long a process just started waits, at most, to have read the delivery markers
 #: written before it started; then it decides with what it has (and says so).
 CATCH_UP_S = 30.0
+#: Once caught up, markers are read at most this often (a redelivery comes a session
+#: timeout, 3 s or more, after the marker before it)...
+MARKER_POLL_S = 0.5
+#: ...with this fetch wait: on the embedded broker a fetch lists every batch of its
+#: partition and gives up when the wait runs out (see kafka_fetch_max_wait_ms), so a long
+#: wait keeps a big deliveries topic readable.
+MARKER_WAIT_MS = 500
 
 
 class Cancellations:
@@ -112,8 +121,16 @@ async def publish_cancel(
 
 
 class ControlListener:
-    """Reads the control topic into `Cancellations` and, given `attempts`, the delivery
-    markers of the groups it tracks into them (from `attempts.window_ms` ago)."""
+    """Reads the control topic into `Cancellations` and, given `attempts`, the recent
+    delivery markers of the groups it tracks into them.
+
+    Two readers. Cancellations are read as they come. Markers only need to be read
+    before the next delivery of their message, a session timeout (3 s or more) later, so
+    their reader fetches at most every MARKER_POLL_S with a long fetch wait: a fraction of
+    the fetches (two markers a request would otherwise keep it fetching), and on the
+    embedded broker, whose fetch cost grows with a partition's batches, a long wait keeps
+    a big deliveries topic readable.
+    """
 
     def __init__(
         self,
@@ -124,40 +141,42 @@ class ControlListener:
         self.rt = runtime
         self.cancellations = cancellations if cancellations is not None else Cancellations()
         self.attempts = attempts
-        self._consumer: AIOKafkaConsumer | None = None
-        self._fetch: InOrder | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._consumers: list[AIOKafkaConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._targets: dict[TopicPartition, int] = {}  # where the markers ended at start
+        self._marks: AIOKafkaConsumer | None = None
         self._caught_up = asyncio.Event()
 
     async def start(self) -> None:
-        self._consumer = consumer = await self.rt.reader("control")
         topics = self.rt.topics
-        # Control from the oldest retained record: a request redelivered after a restart
-        # must still see a cancellation issued before it.
+        consumer = await self.rt.reader("control")
+        self._consumers.append(consumer)
+        # From the oldest retained record: a request redelivered after a restart must
+        # still see a cancellation issued before it.
         parts = await partitions_of(consumer, topics.control)
-        control = [TopicPartition(topics.control, p) for p in parts]
-        marks: list[TopicPartition] = []
-        if self.attempts is not None:
-            parts = await partitions_of(consumer, topics.deliveries)
-            marks = [TopicPartition(topics.deliveries, p) for p in parts]
-        consumer.assign(control + marks)
-        if marks:
-            assert self.attempts is not None
-            since = int(time.time() * 1000) - self.attempts.window_ms
-            for tp, offset in (await positions_at(consumer, marks, since)).items():
-                consumer.seek(tp, offset)
-            self._targets = await end_positions(consumer, marks)
+        consumer.assign([TopicPartition(topics.control, p) for p in parts])
+        fetch = InOrder(consumer, self.rt.embedded)
+        self._tasks.append(asyncio.create_task(self._read(fetch, self._cancel), name="control"))
+        if self.attempts is None:
+            return
+        self._marks = marks = await self.rt.reader("deliveries", fetch_max_wait_ms=MARKER_WAIT_MS)
+        self._consumers.append(marks)
+        parts = await partitions_of(marks, topics.deliveries)
+        tps = [TopicPartition(topics.deliveries, p) for p in parts]
+        marks.assign(tps)
+        since = int(time.time() * 1000) - self.attempts.window_ms
+        for tp, offset in (await positions_at(marks, tps, since)).items():
+            marks.seek(tp, offset)
+        self._targets = await end_positions(marks, tps)
         await self._check_caught_up()
-        self._fetch = InOrder(consumer, self.rt.embedded)
-        self._task = asyncio.create_task(self._run(), name="control-listener")
+        fetch = InOrder(marks, self.rt.embedded)
+        self._tasks.append(asyncio.create_task(self._read(fetch, self._note), name="deliveries"))
 
-    async def _run(self) -> None:
-        assert self._fetch is not None
+    async def _read(self, fetch: InOrder, use: Callable[[ConsumerRecord], None]) -> None:
         while True:
             try:
-                batch = await self._fetch.getmany(timeout_ms=200)
-                if not self._caught_up.is_set():
+                batch = await fetch.getmany(timeout_ms=200)
+                if fetch.consumer is self._marks and not self._caught_up.is_set():
                     await self._check_caught_up()
             except asyncio.CancelledError:
                 raise
@@ -168,27 +187,29 @@ class ControlListener:
             for records in batch.values():
                 for r in records:
                     try:
-                        if r.topic == self.rt.topics.control:
-                            self.cancellations.add(self.rt.codec.decode_control(r.value or b""))
-                        else:
-                            self._note(r.key, r.value)
+                        use(r)
                     except (DecodeError, ValueError) as exc:
                         log.warning("unusable %s record at offset %d: %s", r.topic, r.offset, exc)
-            if self.attempts is not None:
+            if fetch.consumer is self._marks and self._caught_up.is_set():
+                assert self.attempts is not None
                 metrics.DELIVERIES_TRACKED.set(len(self.attempts))
+                await asyncio.sleep(MARKER_POLL_S)
 
-    def _note(self, key: bytes | None, value: bytes | None) -> None:
+    def _cancel(self, r: ConsumerRecord) -> None:
+        self.cancellations.add(self.rt.codec.decode_control(r.value or b""))
+
+    def _note(self, r: ConsumerRecord) -> None:
         """A delivery marker; only those of tracked groups are decoded and kept."""
         assert self.attempts is not None
-        pos = Position.from_key((key or b"").decode())
+        pos = Position.from_key((r.key or b"").decode())
         if self.attempts.wants(pos.group):
-            marker = self.rt.codec.decode_delivery(value or b"")
+            marker = self.rt.codec.decode_delivery(r.value or b"")
             self.attempts.note(pos, marker.attempt, marker.at_ms)
 
     async def _check_caught_up(self) -> None:
-        assert self._consumer is not None
+        assert self._marks is not None
         for tp, end in self._targets.items():
-            if await self._consumer.position(tp) < end:
+            if await self._marks.position(tp) < end:
                 return
         self._caught_up.set()
 
@@ -201,15 +222,15 @@ class ControlListener:
 
     @property
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await stop_quietly(self._consumer, "control consumer")
+                await task
+        for consumer in self._consumers:
+            await stop_quietly(consumer, "control consumer")
 
 
 class DeliveryGuard:
