@@ -20,7 +20,8 @@ import grpc
 from services.core.models import GenerationPath
 from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
-from services.kit.control import ControlListener
+from services.kit.control import ControlListener, DeliveryGuard
+from services.kit.deliveries import Attempts, window_for
 from services.kit.generation import Availability, PathService
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
@@ -76,7 +77,8 @@ class App:
         self.http_port: int | None = None
         self.instance = settings.instance_id or uuid.uuid4().hex[:12]
         self._refresher: asyncio.Task[None] | None = None
-        self.control: ControlListener | None = None  # in processes running a path
+        self.control: ControlListener | None = None  # in processes running a consumer
+        self.guard: DeliveryGuard | None = None  # with it, unless MAX_DELIVERIES is 0
 
     # ---- availability of the paths (one probe per path per process) --------------------
     def probe(self, path: GenerationPath) -> Availability:
@@ -105,17 +107,33 @@ class App:
         return [self.probe(p).components for p in PATHS]
 
     # ---- lifecycle -------------------------------------------------------------------
+    def _listener(self) -> ControlListener:
+        """The process's one control listener (and delivery guard), made on first use."""
+        if self.control is None:
+            s = self.settings
+            attempts = (
+                Attempts(window_for(s.generation_budget_seconds)) if s.max_deliveries else None
+            )
+            self.control = ControlListener(self.rt, attempts=attempts)
+            if attempts is not None:
+                self.guard = DeliveryGuard(self.rt, self.control, s.max_deliveries)
+        return self.control
+
     def _build(self, name: str) -> Subscriber:
+        listener = self._listener()
         if name == "router":
             for p in PATHS:
                 self.probe(p)
-            return RouterService(self.rt, self.registry, self.availability).subscriber()
-        path = GenerationPath(name)
-        if self.control is None:
-            self.control = ControlListener(self.rt)
-        service = PATHS[path](self.rt, self.registry, self.probe(path), self.control.cancellations)
-        self.paths.append(service)
-        return service.subscriber()
+            sub = RouterService(self.rt, self.registry, self.availability).subscriber()
+        else:
+            path = GenerationPath(name)
+            service = PATHS[path](self.rt, self.registry, self.probe(path), listener.cancellations)
+            self.paths.append(service)
+            sub = service.subscriber()
+        if self.guard is not None and listener.attempts is not None:
+            listener.attempts.track(sub.group)
+            sub.deliveries = self.guard
+        return sub
 
     async def start(
         self, services: Iterable[str], *, grpc_port: int | None = None, http_port: int | None = None
@@ -133,6 +151,8 @@ class App:
         self.subscribers = [self._build(n) for n in names if n != BRIDGE]
         if self.control is not None:
             await self.control.start()
+        if self.guard is not None:
+            await self.guard.start()
         for probe in self.probes.values():
             await probe.refresh()
         for sub in self.subscribers:
@@ -173,6 +193,10 @@ class App:
                 out[sub.name] = "healthy"
         if self.control is not None:
             out["control"] = "healthy" if self.control.healthy else "unhealthy: not reading"
+        if self.control is not None and self.control.attempts is not None:
+            tracked = f"{len(self.control.attempts)} attempts tracked"
+            ready = await self.control.caught_up(0)
+            out["deliveries"] = f"healthy: {tracked}" if ready else f"catching up: {tracked}"
         for probe in self.probes.values():
             out.update(await probe.components())
         return out
@@ -191,6 +215,8 @@ class App:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)
+        if self.guard is not None:
+            await self.guard.stop()
         if self.control is not None:
             await self.control.stop()
         for probe in self.probes.values():

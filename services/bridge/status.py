@@ -59,6 +59,8 @@ STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.PROCESSING: grpc.StatusCode.INTERNAL,
     ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
     ErrorKind.EXPIRED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.OVER_BUDGET: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.POISON: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -4,13 +4,17 @@ The RNG is seeded from the plan's base seed once per block of BLOCK records (see
 costs more than generating a record); a range that starts inside a block replays the
 block from its start. So records never depend on how a request is chunked, and chunked
 generation of N records equals one-shot generation of N, in any process.
+
+`iter_records` yields them one at a time, so a caller can cut a range into slices of any
+size (e.g. by time) without replaying blocks; `should_stop` lets it end a long range early
+(a budget it owns: core reads no clock).
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from services.core.entities import lookup
@@ -76,20 +80,31 @@ def finalize(
     return rec
 
 
-def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
-    """Records [start, stop) of the plan; identical however the range is split."""
+class GenerationStopped(Exception):
+    """`should_stop` answered True: the caller no longer wants the rest of the range."""
+
+
+def iter_records(
+    plan: Plan, start: int, stop: int, should_stop: Callable[[], bool] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Records [start, stop) of the plan, lazily; identical however the range is split.
+
+    `should_stop` is asked before every block of BLOCK records (so at most BLOCK records
+    after it would have said yes); GenerationStopped is raised when it answers True.
+    """
     if start >= stop:
-        return []
+        return
     pools = get_pools()
     rng = random.Random()
     ctx = Ctx(rng, plan.anchor, pools)
-    out: list[dict[str, Any]] = []
     composer = plan.composer
     fields = plan.schema.fields
     first = start - start % BLOCK
     slot = plan.slot_for(first)
     for i in range(first, stop):
         if i % BLOCK == 0:
+            if should_stop is not None and should_stop():
+                raise GenerationStopped(f"stopped before record {max(i, start)}")
             rng.seed(block_seed(plan, i // BLOCK))
         if i >= slot.stop:
             slot = plan.slot_for(i)
@@ -98,8 +113,14 @@ def generate_records(plan: Plan, start: int, stop: int) -> list[dict[str, Any]]:
             _regen_path(ctx, plan, body, path, path)
         if i < start:
             continue  # replayed only to reach `start` with the block's RNG state
-        out.append(finalize(plan, i, body, slot))
-    return out
+        yield finalize(plan, i, body, slot)
+
+
+def generate_records(
+    plan: Plan, start: int, stop: int, should_stop: Callable[[], bool] | None = None
+) -> list[dict[str, Any]]:
+    """Records [start, stop) of the plan; identical however the range is split."""
+    return list(iter_records(plan, start, stop, should_stop))
 
 
 def iter_batches(plan: Plan, size: int, start: int = 0) -> Iterator[list[dict[str, Any]]]:

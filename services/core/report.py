@@ -26,6 +26,8 @@ class ErrorKind(StrEnum):
     PROCESSING = "processing"  # our failure: a bug or a lost dependency
     CANCELLED = "cancelled"  # the caller (or an agent on the control topic) cancelled it
     EXPIRED = "expired"  # its deadline passed before it was done
+    OVER_BUDGET = "over_budget"  # it ran past the per-request generation budget
+    POISON = "poison"  # started max_deliveries times, never finished (its consumer died)
 
 
 class Fallback(BaseModel):

@@ -29,17 +29,25 @@ from services.core.models import FieldError, GenerateRequest
 from services.core.pools import SCHEMAS_DIR
 from services.core.report import ErrorKind
 from services.kit.headers import AVRO, JSON
-from services.kit.messages import Control, DeadLetter, ResultChunk, RoutedRequest
+from services.kit.messages import Control, DeadLetter, DeliveryMarker, ResultChunk, RoutedRequest
 
 MAGIC = b"\xc3\x01"
 # Parse order: later files refer to types the earlier ones define.
-SCHEMA_FILES = ("generate_request", "routed_request", "result_chunk", "dead_letter", "control")
+SCHEMA_FILES = (
+    "generate_request",
+    "routed_request",
+    "result_chunk",
+    "dead_letter",
+    "control",
+    "delivery",
+)
 NAMES = {
     "generate_request": "testdata.v1.GenerateRequest",
     "routed_request": "testdata.v1.RoutedRequest",
     "result_chunk": "testdata.v1.ResultChunk",
     "dead_letter": "testdata.v1.DeadLetter",
     "control": "testdata.v1.Control",
+    "delivery": "testdata.v1.DeliveryMarker",
 }
 
 
@@ -200,6 +208,12 @@ class Codec:
 
     def decode_control(self, value: bytes) -> Control:
         return Control.model_validate(self.decode("control", value))
+
+    def encode_delivery(self, msg: DeliveryMarker) -> bytes:
+        return self.encode_model("delivery", msg)
+
+    def decode_delivery(self, value: bytes) -> DeliveryMarker:
+        return DeliveryMarker.model_validate(self.decode("delivery", value))
 
 
 @lru_cache(maxsize=1)

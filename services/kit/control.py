@@ -1,9 +1,21 @@
-"""Cancellation through Kafka: the control topic, and what one process has heard on it.
+"""The control plane through Kafka: cancellations, and delivery markers.
 
-The bridge publishes a cancel record when its caller cancels or its deadline passes; an
-agent may publish one for its own request. Every generator instance reads the whole
-(compacted, short-retention) topic without a consumer group, so whichever instance holds
-the request stops it within one chunk, and one that picks the request up later skips it.
+Cancellation: the bridge publishes a cancel record when its caller cancels or its
+deadline passes; an agent may publish one for its own request. Every generator instance
+reads the whole (compacted, short-retention) control topic without a consumer group, so
+whichever instance holds the request stops it within one chunk, and one that picks the
+request up later skips it.
+
+Delivery markers (kit/deliveries.py): before a router or generator starts a message, its
+`DeliveryGuard` writes which attempt this is to the deliveries topic and waits for the
+broker's acknowledgement, so the count survives the process dying during the work. The
+same listener reads the recent markers of the process's consumer groups. Before its first
+decision after a start it reads the markers up to where the topic ended at start (or
+waits CATCH_UP_S at most): a restarted process must see the attempts of the one that
+died. After that it is at most about a second behind (MARKER_POLL_S plus a fetch), while
+a redelivery comes a session timeout (3 s or more) after the attempt before it, so a
+marker is missed only if the listener falls further behind; each miss lets one attempt
+too many run.
 """
 
 from __future__ import annotations
@@ -11,18 +23,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from services.kit import metrics
 from services.kit.codec import DecodeError
-from services.kit.headers import AVRO, CONTENT_TYPE, DEADLINE
-from services.kit.kafka import InOrder, assign_all, stop_quietly
-from services.kit.messages import Control
+from services.kit.deliveries import Attempts, Delivery, Position, next_attempt
+from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE
+from services.kit.kafka import (
+    InOrder,
+    end_positions,
+    partitions_of,
+    positions_at,
+    stop_quietly,
+)
+from services.kit.messages import Control, DeliveryMarker
 from services.kit.stream import Message, Runtime
 
 log = logging.getLogger("testdata.control")
+#: How long a process just started waits, at most, to have read the delivery markers
+#: written before it started; then it decides with what it has (and says so).
+CATCH_UP_S = 30.0
+#: Once caught up, markers are read at most this often (a redelivery comes a session
+#: timeout, 3 s or more, after the marker before it)...
+MARKER_POLL_S = 0.5
+#: ...with this fetch wait: on the embedded broker a fetch lists every batch of its
+#: partition and gives up when the wait runs out (see kafka_fetch_max_wait_ms), so a long
+#: wait keeps a big deliveries topic readable.
+MARKER_WAIT_MS = 500
 
 
 class Cancellations:
@@ -54,13 +87,18 @@ class Cancellations:
         return c.reason or "cancelled"
 
 
-def deadline_passed(msg: Message, now_ms: int | None = None) -> int | None:
-    """The request's deadline (epoch ms) if it has passed, else None."""
+def deadline_of(msg: Message) -> int | None:
+    """The caller's deadline (epoch ms) from the request's header; None if it has none."""
     raw = msg.header(DEADLINE)
     try:
-        deadline = int(raw) if raw else None
+        return int(raw) if raw else None
     except ValueError:
         return None
+
+
+def deadline_passed(msg: Message, now_ms: int | None = None) -> int | None:
+    """The request's deadline (epoch ms) if it has passed, else None."""
+    deadline = deadline_of(msg)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     return deadline if deadline is not None and deadline <= now_ms else None
 
@@ -83,49 +121,191 @@ async def publish_cancel(
 
 
 class ControlListener:
-    """Reads the control topic into a `Cancellations` for this process's path services."""
+    """Reads the control topic into `Cancellations` and, given `attempts`, the recent
+    delivery markers of the groups it tracks into them.
 
-    def __init__(self, runtime: Runtime, cancellations: Cancellations | None = None):
+    Two readers. Cancellations are read as they come. Markers only need to be read
+    before the next delivery of their message, a session timeout (3 s or more) later, so
+    their reader fetches at most every MARKER_POLL_S with a long fetch wait: a fraction of
+    the fetches (two markers a request would otherwise keep it fetching), and on the
+    embedded broker, whose fetch cost grows with a partition's batches, a long wait keeps
+    a big deliveries topic readable.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        cancellations: Cancellations | None = None,
+        attempts: Attempts | None = None,
+    ):
         self.rt = runtime
         self.cancellations = cancellations if cancellations is not None else Cancellations()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._fetch: InOrder | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.attempts = attempts
+        self._consumers: list[AIOKafkaConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._targets: dict[TopicPartition, int] = {}  # where the markers ended at start
+        self._marks: AIOKafkaConsumer | None = None
+        self._caught_up = asyncio.Event()
 
     async def start(self) -> None:
-        self._consumer = await self.rt.reader("control")
+        topics = self.rt.topics
+        consumer = await self.rt.reader("control")
+        self._consumers.append(consumer)
         # From the oldest retained record: a request redelivered after a restart must
         # still see a cancellation issued before it.
-        await assign_all(self._consumer, self.rt.topics.control, at_end=False)
-        self._fetch = InOrder(self._consumer, self.rt.embedded)
-        self._task = asyncio.create_task(self._run(), name="control-listener")
+        parts = await partitions_of(consumer, topics.control)
+        consumer.assign([TopicPartition(topics.control, p) for p in parts])
+        fetch = InOrder(consumer, self.rt.embedded)
+        self._tasks.append(asyncio.create_task(self._read(fetch, self._cancel), name="control"))
+        if self.attempts is None:
+            return
+        self._marks = marks = await self.rt.reader("deliveries", fetch_max_wait_ms=MARKER_WAIT_MS)
+        self._consumers.append(marks)
+        parts = await partitions_of(marks, topics.deliveries)
+        tps = [TopicPartition(topics.deliveries, p) for p in parts]
+        marks.assign(tps)
+        since = int(time.time() * 1000) - self.attempts.window_ms
+        for tp, offset in (await positions_at(marks, tps, since)).items():
+            marks.seek(tp, offset)
+        self._targets = await end_positions(marks, tps)
+        await self._check_caught_up()
+        fetch = InOrder(marks, self.rt.embedded)
+        self._tasks.append(asyncio.create_task(self._read(fetch, self._note), name="deliveries"))
 
-    async def _run(self) -> None:
-        assert self._fetch is not None
+    async def _read(self, fetch: InOrder, use: Callable[[ConsumerRecord], None]) -> None:
         while True:
             try:
-                batch = await self._fetch.getmany(timeout_ms=200)
+                batch = await fetch.getmany(timeout_ms=200)
+                if fetch.consumer is self._marks and not self._caught_up.is_set():
+                    await self._check_caught_up()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("reading the control topic failed; retrying", exc_info=True)
+                log.warning("reading the control topics failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
                 continue
             for records in batch.values():
                 for r in records:
                     try:
-                        self.cancellations.add(self.rt.codec.decode_control(r.value or b""))
+                        use(r)
                     except (DecodeError, ValueError) as exc:
-                        log.warning("unusable control record at offset %d: %s", r.offset, exc)
+                        log.warning("unusable %s record at offset %d: %s", r.topic, r.offset, exc)
+            if fetch.consumer is self._marks and self._caught_up.is_set():
+                assert self.attempts is not None
+                metrics.DELIVERIES_TRACKED.set(len(self.attempts))
+                await asyncio.sleep(MARKER_POLL_S)
+
+    def _cancel(self, r: ConsumerRecord) -> None:
+        self.cancellations.add(self.rt.codec.decode_control(r.value or b""))
+
+    def _note(self, r: ConsumerRecord) -> None:
+        """A delivery marker; only those of tracked groups are decoded and kept."""
+        assert self.attempts is not None
+        pos = Position.from_key((r.key or b"").decode())
+        if self.attempts.wants(pos.group):
+            marker = self.rt.codec.decode_delivery(r.value or b"")
+            self.attempts.note(pos, marker.attempt, marker.at_ms)
+
+    async def _check_caught_up(self) -> None:
+        assert self._marks is not None
+        for tp, end in self._targets.items():
+            if await self._marks.position(tp) < end:
+                return
+        self._caught_up.set()
+
+    async def caught_up(self, timeout: float) -> bool:
+        """Whether the markers written before start were read, waiting `timeout` at most."""
+        if not self._caught_up.is_set() and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._caught_up.wait(), timeout)
+        return self._caught_up.is_set()
 
     @property
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await stop_quietly(self._consumer, "control consumer")
+                await task
+        for consumer in self._consumers:
+            await stop_quietly(consumer, "control consumer")
+
+
+class DeliveryGuard:
+    """Numbers every delivery of a message and records it before the work starts, so a
+    message whose attempts never finish is given up after `max_deliveries`, however its
+    consumers died. Its own producer (no linger, no compression): the marker's round trip
+    is on every request's path (~0.4 ms on the embedded broker, against ~2.7 ms with the
+    shared producer's 2 ms linger)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        listener: ControlListener,
+        max_deliveries: int,
+        catch_up_s: float = CATCH_UP_S,
+    ):
+        if listener.attempts is None:
+            raise ValueError("the listener must read delivery markers (attempts=...)")
+        self.rt = runtime
+        self.listener = listener
+        self.attempts: Attempts = listener.attempts
+        self.max_deliveries = max_deliveries
+        self.catch_up_s = catch_up_s
+        self.instance = f"{runtime.settings.kafka_client_id}@{socket.gethostname()}:{os.getpid()}"
+        self._producer: AIOKafkaProducer | None = None
+        self._wait_until = 0.0
+        self._lagging = False
+
+    async def start(self) -> None:
+        self._wait_until = time.monotonic() + self.catch_up_s
+        self._producer = self.rt.extra_producer("deliveries", linger_ms=0, compression_type=None)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await stop_quietly(self._producer, "delivery marker producer")
+            self._producer = None
+
+    async def begin(self, group: str, consumer: str, msg: Message) -> Delivery:
+        """This delivery of `msg` to `group`. Unless it is one too many (`exhausted`), its
+        marker is acknowledged by the broker when this returns: the work may start."""
+        assert self._producer is not None, "start() first"
+        caught_up = await self.listener.caught_up(self._wait_until - time.monotonic())
+        if not caught_up and not self._lagging:
+            self._lagging = True
+            log.warning(
+                "delivery markers not read up to their end after %.0f s; counting with "
+                "what was read (a redelivered message may get extra attempts)",
+                self.catch_up_s,
+            )
+        pos = Position(group, msg.topic, msg.partition, msg.offset)
+        now_ms = int(time.time() * 1000)
+        known = self.attempts.get(pos, now_ms)
+        number = next_attempt(known)
+        delivery = Delivery(pos, number, known.first_ms if known else now_ms, self.max_deliveries)
+        if delivery.exhausted:
+            return delivery
+        marker = DeliveryMarker(
+            group=group,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            attempt=number,
+            request_id=msg.key.decode("utf-8", "replace") if msg.key else "",
+            correlation_id=msg.header(CORRELATION) or "",
+            instance=self.instance,
+            at_ms=now_ms,
+        )
+        t0 = time.perf_counter()
+        await self._producer.send_and_wait(
+            self.rt.topics.deliveries,
+            self.rt.codec.encode_delivery(marker),
+            key=pos.key.encode(),
+            headers=[(CONTENT_TYPE, AVRO.encode())],
+        )
+        metrics.DELIVERY_MARKER_SECONDS.labels(consumer).observe(time.perf_counter() - t0)
+        self.attempts.note(pos, number, now_ms)
+        return delivery

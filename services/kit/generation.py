@@ -1,11 +1,15 @@
 """The base of every generation path: a path topic in, ordered result chunks out.
 
-A path implements one async generator, `generate(plan)`, yielding `Batch`es of records in
-index order. Everything else is here, the same for every path: decoding and planning the
-routed request, chunking by records and bytes, the final chunk and its metadata (from one
-`RunReport`), metrics, and failure handling. A path that stops before producing every
-planned record, or produces more, fails the request and the caller is told why; nobody
-waits for a final chunk that will never come.
+A path implements one async generator, `generate(plan, budget)`, yielding `Batch`es of
+records in index order. Everything else is here, the same for every path: decoding and
+planning the routed request, chunking by records and bytes, the final chunk and its
+metadata (from one `RunReport`), metrics, and failure handling. A path that stops before
+producing every planned record, or produces more, fails the request and the caller is
+told why; nobody waits for a final chunk that will never come.
+
+Every request gets a time `Budget` (GENERATION_BUDGET_SECONDS, or less if the caller's
+deadline comes first): whatever a path awaits is cancelled when it runs out, so a request
+that costs far more than its validation foresaw cannot keep a generator busy for minutes.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
 from services.core.entities import ConstraintUnsatisfiable
+from services.core.generate import GenerationStopped
 from services.core.models import GenerationPath, RequestInvalid
 from services.core.plan import Limits, Plan, build_plan
 from services.core.pools import GENERATOR_VERSION
@@ -28,7 +35,7 @@ from services.core.registry import SchemaRegistry
 from services.core.report import Batch, ErrorKind, RunReport
 from services.kit import metrics
 from services.kit.codec import DecodeError
-from services.kit.control import Cancellations, deadline_passed
+from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
 from services.kit.headers import CORRELATION
 from services.kit.messages import GenerationMetadata, RoutedRequest
@@ -89,6 +96,51 @@ class Abandoned(Exception):
         self.kind = kind
 
 
+class OverBudget(Exception):
+    """The request ran past its generation budget: it is dead-lettered, its caller told."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Until when one request may keep its path busy (monotonic clock): the generation
+    budget, or the caller's deadline when that comes first (nobody waits after it).
+
+    The base enforces it around every batch a path produces, cancelling whatever the path
+    awaits when it runs out, and between chunks. Code that runs without awaiting cannot be
+    cancelled, so a path doing long synchronous work also checks `spent` inside it (the
+    traditional path hands it to core as `should_stop`).
+    """
+
+    seconds: float
+    started: float
+    caller_ends: float | None = None
+
+    @classmethod
+    def start(cls, seconds: float, deadline_ms: int | None = None) -> Budget:
+        """From now; `deadline_ms` is the caller's deadline in epoch ms, if it sent one."""
+        now = time.monotonic()
+        caller = None if deadline_ms is None else now + deadline_ms / 1000 - time.time()
+        return cls(seconds, now, caller)
+
+    @property
+    def ends(self) -> float:
+        own = self.started + self.seconds
+        return own if self.caller_ends is None else min(own, self.caller_ends)
+
+    def spent(self) -> bool:
+        return time.monotonic() >= self.ends
+
+    def stop(self, done: int, count: int) -> Abandoned | OverBudget:
+        """What ended the request: its caller's deadline (EXPIRED: nobody waits, so it is
+        not dead-lettered) or the budget (dead-lettered, its caller told)."""
+        if self.caller_ends is not None and self.caller_ends < self.started + self.seconds:
+            return Abandoned(ErrorKind.EXPIRED, f"deadline passed after {done} of {count} records")
+        return OverBudget(
+            f"generation budget of {self.seconds:g} s spent after {done} of {count} records "
+            "(GENERATION_BUDGET_SECONDS); ask for fewer or simpler records"
+        )
+
+
 class PathService(ABC):
     """One generation path as a consumer of its path topic."""
 
@@ -108,6 +160,7 @@ class PathService(ABC):
         s = runtime.settings
         self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
         self.chunk_size = s.chunk_size
+        self.budget_seconds = s.generation_budget_seconds
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
@@ -119,9 +172,11 @@ class PathService(ABC):
         return f"generator-{self.path.value}"
 
     @abstractmethod
-    def generate(self, plan: Plan) -> AsyncIterator[Batch]:
+    def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
         """Every record of the plan, in index order, in batches (each batch becomes one
-        or more chunks at once, so yield early for a fast first chunk)."""
+        or more chunks at once, so yield early for a fast first chunk). Awaits are
+        cancelled when `budget` runs out; long synchronous work must check `budget.spent`
+        itself, and must yield to the event loop often (other requests share it)."""
 
     def subscriber(self) -> Subscriber:
         topic = self.rt.topics.path(self.path)
@@ -131,7 +186,7 @@ class PathService(ABC):
             [topic],
             f"{topic}.{self.name}",
             self.handle,
-            answer=lambda msg, reason: answer_failure(self.rt, msg, reason),
+            answer=partial(answer_failure, self.rt),
         )
 
     async def handle(self, msg: Message) -> None:
@@ -179,6 +234,7 @@ class PathService(ABC):
     async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan) -> None:
         req = routed.request
         t0 = time.perf_counter()
+        budget = Budget.start(self.budget_seconds, deadline_of(msg))
         emitter = ChunkEmitter(
             self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
         )
@@ -190,12 +246,16 @@ class PathService(ABC):
         failure: tuple[ErrorKind, str] | None = None
         status = "success"
         try:
-            await self._emit_all(msg, plan, emitter, report, final)
+            await self._emit_all(msg, plan, budget, emitter, report, final)
         except Abandoned as exc:
             metrics.ABANDONED.labels(self.name, exc.kind.value).inc()
             log.info("%s: stopped after %d records: %s", req.request_id, emitter.records, exc)
             await emitter.fail(str(exc), exc.kind, final())
             status = "abandoned"
+        except OverBudget as exc:
+            metrics.OVER_BUDGET.labels(self.path.value).inc()
+            log.warning("%s: stopped: %s", req.request_id, exc)
+            failure = ErrorKind.OVER_BUDGET, str(exc)
         except ConstraintUnsatisfiable as exc:
             failure = ErrorKind.GENERATION, f"generation failed: {exc}"
         except Exception as exc:
@@ -205,7 +265,7 @@ class PathService(ABC):
             # Delivered in full already: a second final chunk would contradict it.
             log.error("%s: failed after its final chunk: %s", req.request_id, failure[1])
         elif failure is not None:
-            status = "failed"
+            status = "over_budget" if failure[0] == ErrorKind.OVER_BUDGET else "failed"
             await self._failed(msg, emitter, *failure, final())
         await emitter.close()
         elapsed = time.perf_counter() - t0
@@ -226,6 +286,7 @@ class PathService(ABC):
         self,
         msg: Message,
         plan: Plan,
+        budget: Budget,
         emitter: ChunkEmitter,
         report: RunReport,
         final: Callable[[], GenerationMetadata],
@@ -235,9 +296,9 @@ class PathService(ABC):
             await emitter.emit([], True, final())
             return
         per_chunk: int | None = None
-        batches = self.generate(plan)
+        batches = self.generate(plan, budget)
         try:
-            async for batch in batches:
+            while (batch := await self._next_batch(batches, budget, emitter, plan)) is not None:
                 report.add(batch)
                 if not batch.records:
                     continue
@@ -255,6 +316,8 @@ class PathService(ABC):
                     if not last:
                         if (abandoned := self._abandoned(msg, plan.request.request_id)) is not None:
                             raise abandoned
+                        if budget.spent():
+                            raise budget.stop(emitter.records, plan.count)
                         await asyncio.sleep(0)  # other requests' turn: no one waits on a big one
         finally:
             with contextlib.suppress(Exception):
@@ -263,6 +326,26 @@ class PathService(ABC):
             raise PathIncomplete(
                 f"the {self.path.value} path ended after {emitter.records} of {plan.count} records"
             )
+
+    @staticmethod
+    async def _next_batch(
+        batches: AsyncIterator[Batch], budget: Budget, emitter: ChunkEmitter, plan: Plan
+    ) -> Batch | None:
+        """The path's next batch (None after its last), within the budget: what the path
+        awaits is cancelled when the budget runs out. Only the path's own work is under
+        the timeout, never a chunk being published (its index must stay certain)."""
+        timeout = asyncio.timeout(max(0.0, budget.ends - time.monotonic()))
+        try:
+            async with timeout:
+                return await anext(batches)
+        except StopAsyncIteration:
+            return None
+        except GenerationStopped:
+            raise budget.stop(emitter.records, plan.count) from None
+        except TimeoutError:
+            if timeout.expired():
+                raise budget.stop(emitter.records, plan.count) from None
+            raise  # the path's own timeout, not the budget
 
     async def _failed(
         self,

@@ -229,23 +229,51 @@ async def assign_all(
     (not lazily like seek_to_end()), so anything produced afterwards - e.g. the reply to a
     request sent next - is guaranteed to be seen, and nothing older is.
     """
-    deadline = time.monotonic() + timeout_s
     tps: list[TopicPartition] = []
     for topic in topics:
-        while not (parts := consumer.partitions_for_topic(topic)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no partitions visible for topic {topic!r}")
-            # topics() would fetch into a throw-away ClusterMetadata; refresh the real one.
-            await consumer._client.force_metadata_update()
-            if not consumer.partitions_for_topic(topic):
-                await asyncio.sleep(0.1)
-        tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+        parts = await partitions_of(consumer, topic, timeout_s)
+        tps.extend(TopicPartition(topic, p) for p in parts)
     consumer.assign(tps)
     if at_end:
-        listed = await consumer.end_offsets(tps)
-        for tp, offset in (await high_watermarks(consumer._client, listed)).items():
+        for tp, offset in (await end_positions(consumer, tps)).items():
             consumer.seek(tp, offset)
     return tps
+
+
+async def partitions_of(
+    consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0
+) -> list[int]:
+    """The partition numbers of `topic`, sorted, once the consumer's metadata has them."""
+    deadline = time.monotonic() + timeout_s
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no partitions visible for topic {topic!r}")
+        # topics() would fetch into a throw-away ClusterMetadata; refresh the real one.
+        await consumer._client.force_metadata_update()
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.1)
+    return sorted(parts)
+
+
+async def end_positions(
+    consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Each partition's true end now (its high watermark; see `high_watermarks`)."""
+    listed = await consumer.end_offsets(list(tps))
+    return await high_watermarks(consumer._client, listed)
+
+
+async def positions_at(
+    consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition], time_ms: int
+) -> dict[TopicPartition, int]:
+    """Per partition, the offset of the first record at or after `time_ms`, or the end
+    when there is none (Kafka answers None there, Tansu offset 0 with timestamp -1)."""
+    tps = list(tps)
+    found = await consumer.offsets_for_times(dict.fromkeys(tps, time_ms))
+    out = {tp: f.offset for tp, f in found.items() if f is not None and f.timestamp >= 0}
+    if missing := [tp for tp in tps if tp not in out]:
+        out.update(await end_positions(consumer, missing))
+    return out
 
 
 async def ensure_topics_exist(

@@ -70,6 +70,20 @@ class Control(_Msg):
     at_ms: int
 
 
+class DeliveryMarker(_Msg):
+    """An attempt at a consumed message, recorded before it starts (kit/deliveries.py)."""
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    attempt: int
+    request_id: str = ""
+    correlation_id: str = ""
+    instance: str = ""
+    at_ms: int
+
+
 class Header(_Msg):
     key: str
     value: bytes | None = None

@@ -1,4 +1,5 @@
-"""Prometheus metrics: the spec's names, plus LLM, fallback, dead-letter and lag series."""
+"""Prometheus metrics: the spec's names, plus LLM, fallback, dead-letter, lag, budget and
+redelivery series."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ GENERATION_SECONDS = Histogram(
     "testdata_generation_duration_seconds",
     "Time to generate one request, by path",
     ["path"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
     registry=REGISTRY,
 )
 RECORDS = Counter(
@@ -87,4 +88,36 @@ ABANDONED = Counter(
     "Requests stopped or skipped because their caller cancelled or their deadline passed",
     ["stage", "why"],
     registry=REGISTRY,
+)
+OVER_BUDGET = Counter(
+    "testdata_over_budget",
+    "Requests stopped for running past their generation budget (GENERATION_BUDGET_SECONDS)",
+    ["path"],
+    registry=REGISTRY,
+)
+REDELIVERIES = Counter(
+    "testdata_redeliveries",
+    "Messages started again after an attempt that never finished (its process died or "
+    "lost the partition)",
+    ["consumer"],
+    registry=REGISTRY,
+)
+DELIVERY_LIMIT = Counter(
+    "testdata_delivery_limit_reached",
+    "Messages dead-lettered instead of started again: MAX_DELIVERIES attempts never finished",
+    ["consumer"],
+    registry=REGISTRY,
+)
+DELIVERY_MARKER_SECONDS = Histogram(
+    "testdata_delivery_marker_seconds",
+    "Writing a delivery marker before an attempt (what the delivery counter adds per hop)",
+    ["consumer"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
+    registry=REGISTRY,
+)
+DELIVERIES_TRACKED = Gauge(
+    "testdata_deliveries_tracked",
+    "Delivery attempts this process remembers (bounded in number and age)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
 from services.core.models import FieldError, OutputFormat
 from services.core.report import ErrorKind
-from services.kit.headers import AVRO, CONTENT_TYPE, FORWARDED, REPLY_TO
+from services.kit.codec import DecodeError
+from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, FORWARDED, REPLY_TO
+from services.kit.kafka import InOrder, end_positions, partitions_of, positions_at, stop_quietly
 from services.kit.messages import ErrorDetail, ResultChunk
 from services.kit.stream import Message, Runtime
+
+log = logging.getLogger("testdata.replies")
+#: The hosts that wrote a delivery marker and a chunk may disagree on the time this much.
+CLOCK_SLACK_MS = 60_000
+#: Reading back a request's chunks gives up after this long (then: what was found).
+SCAN_TIMEOUT_S = 15.0
 
 
 def reply_topic(runtime: Runtime, msg: Message) -> str:
@@ -27,12 +42,76 @@ def reply_headers(msg: Message, names: tuple[str, ...] = FORWARDED) -> list[tupl
     return headers
 
 
-async def answer_failure(runtime: Runtime, msg: Message, reason: str) -> None:
+async def answer_failure(
+    runtime: Runtime,
+    msg: Message,
+    reason: str,
+    kind: ErrorKind = ErrorKind.PROCESSING,
+    since_ms: int | None = None,
+) -> None:
     """A failed final chunk for the request a message's key names (handlers that fail
-    unexpectedly): the caller learns at once instead of waiting for its deadline."""
+    unexpectedly, messages given up after MAX_DELIVERIES): the caller learns at once
+    instead of waiting for its deadline. With `since_ms`, earlier deliveries may have
+    sent chunks from then on: the failure follows the last of them."""
     if msg.key:
         request_id = msg.key.decode("utf-8", "replace")
-        await send_failure(runtime, msg, request_id, reason, ErrorKind.PROCESSING)
+        index = 0 if since_ms is None else await chunks_sent(runtime, msg, request_id, since_ms)
+        await send_failure(runtime, msg, request_id, reason, kind, chunk_index=index)
+
+
+async def chunks_sent(
+    runtime: Runtime,
+    msg: Message,
+    request_id: str,
+    since_ms: int,
+    timeout_s: float = SCAN_TIMEOUT_S,
+) -> int:
+    """How many chunks (0, 1, ... without a gap) of this attempt of the request are on
+    its reply topic: the index its failed final chunk must carry, since a caller drops
+    indexes it already has and fails the request on a gap. Read back from the request's
+    partition, from `since_ms` to the end; if that takes longer than `timeout_s`, what
+    was found by then. Rare (a message given up), so a scan is fine."""
+    topic = reply_topic(runtime, msg)
+    key = request_id.encode()
+    correlation = msg.header(CORRELATION)
+    indexes: set[int] = set()
+    consumer: AIOKafkaConsumer | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            consumer = await runtime.reader("reply-scan")
+            parts = await partitions_of(consumer, topic)
+            tp = TopicPartition(topic, DefaultPartitioner()(key, parts, parts))
+            consumer.assign([tp])
+            start = (await positions_at(consumer, [tp], since_ms - CLOCK_SLACK_MS))[tp]
+            end = (await end_positions(consumer, [tp]))[tp]
+            consumer.seek(tp, start)
+            fetch = InOrder(consumer, runtime.embedded)
+            while await consumer.position(tp) < end:
+                batch = await fetch.getmany(tp, timeout_ms=500)
+                for r in batch.get(tp, []):
+                    if r.key == key and _correlation(r.headers) == correlation:
+                        try:
+                            indexes.add(runtime.codec.decode_chunk(r.value or b"").chunk_index)
+                        except DecodeError:
+                            continue
+    except TimeoutError:
+        log.warning("%s: chunks not all read back within %.0f s", request_id, timeout_s)
+    except Exception:
+        log.warning("%s: reading back its chunks failed", request_id, exc_info=True)
+    finally:
+        if consumer is not None:
+            await stop_quietly(consumer, "reply scan")
+    sent = 0
+    while sent in indexes:
+        sent += 1
+    return sent
+
+
+def _correlation(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    for k, v in headers or ():
+        if k == CORRELATION and v:
+            return v.decode("utf-8", "replace")
+    return None
 
 
 async def send_failure(

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     # Calls the bridge serves at once; past it grpc answers RESOURCE_EXHAUSTED (retry later).
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
 
+    # Backstops for requests that cost more than validation foresaw.
+    # A request still generating after this long is stopped, dead-lettered and its caller
+    # told (RESOURCE_EXHAUSTED); the caller's own deadline stops it sooner. For scale: a
+    # 1,000,000-cart stream takes ~40 s end to end (make bench); orders cost twice as much
+    # to generate (~50 us each). Delivery markers are remembered for 2x this + 60 s.
+    generation_budget_seconds: float = Field(default=300.0, gt=0)
+    # A message whose handling was started this many times without finishing (its process
+    # died or lost the partition every time) is dead-lettered and its caller answered
+    # instead of being started again. Counted with markers on the deliveries topic, written
+    # before each attempt (services/kit/deliveries.py). 0: no markers and no limit.
+    max_deliveries: int = Field(default=3, ge=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
@@ -22,6 +22,7 @@ from services.core.models import FieldError
 from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.codec import Codec, get_codec
+from services.kit.deliveries import Delivery
 from services.kit.headers import AVRO, CONTENT_TYPE
 from services.kit.kafka import (
     EMBEDDED_REQUEST_TIMEOUT_MS,
@@ -77,18 +78,33 @@ class Runtime:
 
     async def start(self) -> None:
         if self.producer is None:
-            s = self.settings
             self.embedded = await is_embedded_broker(self.bootstrap)
-            idempotence = s.kafka_idempotence
-            self.producer = make_producer(
-                self.bootstrap,
-                idempotence=not self.embedded if idempotence is None else idempotence,
-                client_id=s.kafka_client_id,
-                linger_ms=s.kafka_linger_ms,
-                **({"request_timeout_ms": EMBEDDED_REQUEST_TIMEOUT_MS} if self.embedded else {}),
+            self.producer = self._make_producer(
+                self.settings.kafka_client_id,
                 **({} if self.compress else {"compression_type": None}),
             )
             await self.producer.start()
+
+    def extra_producer(self, role: str, **overrides: Any) -> AIOKafkaProducer:
+        """A producer of its own (not started; call after `start()`), tuned as the shared
+        one unless `overrides` say otherwise: for records that must not wait on its
+        batching."""
+        return self._make_producer(f"{self.settings.kafka_client_id}-{role}", **overrides)
+
+    def _make_producer(self, client_id: str, **overrides: Any) -> AIOKafkaProducer:
+        s = self.settings
+        idempotence = s.kafka_idempotence
+        options: dict[str, Any] = {
+            "linger_ms": s.kafka_linger_ms,
+            **({"request_timeout_ms": EMBEDDED_REQUEST_TIMEOUT_MS} if self.embedded else {}),
+            **overrides,
+        }
+        return make_producer(
+            self.bootstrap,
+            idempotence=not self.embedded if idempotence is None else idempotence,
+            client_id=client_id,
+            **options,
+        )
 
     async def reader(self, role: str, **overrides: Any) -> AIOKafkaConsumer:
         """A started consumer with no group (for topics read whole or from an offset),
@@ -171,6 +187,15 @@ class Runtime:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+#: Tells the waiting caller a message failed: (message, reason, kind, since_ms), where
+#: since_ms (epoch) is when earlier deliveries may have begun sending it chunks, if any.
+Answer = Callable[[Message, str, ErrorKind, int | None], Awaitable[None]]
+
+
+class DeliveryCounter(Protocol):
+    """Numbers deliveries across process deaths (control.DeliveryGuard)."""
+
+    async def begin(self, group: str, consumer: str, msg: Message) -> Delivery: ...
 
 
 @dataclass
@@ -181,7 +206,9 @@ class Subscriber:
     different keys concurrently (up to `max_in_flight`); partitions run concurrently.
     An offset is committed only once every message below it was handled, i.e. after the
     records its handler published were acknowledged (at-least-once). A handler that
-    raises is dead-lettered, never retried forever, and the partition moves on.
+    raises is dead-lettered, never retried forever, and the partition moves on. With
+    `deliveries`, every attempt is recorded before the handler starts, and a message
+    whose attempts all died with their process is dead-lettered after MAX_DELIVERIES.
     """
 
     runtime: Runtime
@@ -191,7 +218,8 @@ class Subscriber:
     handler: Handler
     max_in_flight: int | None = None  # default: settings.partition_concurrency
     # Tells the waiting caller when a handler failed (after the message is parked).
-    answer: Callable[[Message, str], Awaitable[None]] | None = None
+    answer: Answer | None = None
+    deliveries: DeliveryCounter | None = None
     queue_size: int = 64
     commit_interval_s: float = 0.05
     _consumer: AIOKafkaConsumer | None = None
@@ -286,7 +314,11 @@ class Subscriber:
     async def _work(self, tp: TopicPartition, state: PartitionState[Message], msg: Message) -> None:
         log.debug("%s: start %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset)
         try:
-            await self.handler(msg)
+            delivery = await self._begin(msg) if self.deliveries is not None else None
+            if delivery is not None and delivery.exhausted:
+                await self._give_up(msg, delivery)
+            else:
+                await self.handler(msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -297,21 +329,68 @@ class Subscriber:
         self._start(tp, state)
         self._apply_pauses()
 
-    async def _answer(self, msg: Message, reason: str) -> None:
-        if self.answer is None:
-            return
-        try:
-            await self.answer(msg, reason)
-        except Exception:
-            log.warning("%s: could not answer %s", self.name, msg.key, exc_info=True)
-
-    async def _park(self, msg: Message, reason: str) -> None:
-        """Dead-letter a failed message, retrying until the broker takes it: its offset
-        must not move past a message that is neither processed nor parked."""
+    async def _begin(self, msg: Message) -> Delivery:
+        """Number this delivery (its marker acknowledged), retrying until the broker takes
+        the marker: nothing may start unrecorded, or a poison message would go uncounted."""
+        assert self.deliveries is not None
         delay = 0.2
         while True:
             try:
-                await self.runtime.dead_letter(msg, self.name, ErrorKind.PROCESSING, reason)
+                delivery = await self.deliveries.begin(self.group, self.name, msg)
+                self.stalled.discard((msg.topic, msg.partition))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stalled.add((msg.topic, msg.partition))
+                log.exception("%s: cannot record a delivery; retrying in %.1fs", self.name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if delivery.number > 1 and not delivery.exhausted:
+            metrics.REDELIVERIES.labels(self.name).inc()
+            log.warning(
+                "%s: %s[%d]@%d (key %s) delivered again: attempt %d of %d",
+                self.name,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                msg.key,
+                delivery.number,
+                delivery.limit,
+            )
+        return delivery
+
+    async def _give_up(self, msg: Message, delivery: Delivery) -> None:
+        """One delivery too many: parked and its caller answered, never started again."""
+        reason = delivery.reason()
+        metrics.DELIVERY_LIMIT.labels(self.name).inc()
+        await self._park(msg, reason, ErrorKind.POISON)
+        await self._answer(msg, reason, ErrorKind.POISON, delivery.first_ms)
+
+    async def _answer(
+        self,
+        msg: Message,
+        reason: str,
+        kind: ErrorKind = ErrorKind.PROCESSING,
+        since_ms: int | None = None,
+    ) -> None:
+        if self.answer is None:
+            return
+        try:
+            await self.answer(msg, reason, kind, since_ms)
+        except Exception:
+            log.warning("%s: could not answer %s", self.name, msg.key, exc_info=True)
+
+    async def _park(
+        self, msg: Message, reason: str, kind: ErrorKind = ErrorKind.PROCESSING
+    ) -> None:
+        """Dead-letter a failed message, retrying until the broker takes it: its offset
+        must not move past a message that is neither processed nor parked."""
+        request_id = msg.key.decode("utf-8", "replace") if msg.key else None
+        delay = 0.2
+        while True:
+            try:
+                await self.runtime.dead_letter(msg, self.name, kind, reason, request_id=request_id)
                 self.stalled.discard((msg.topic, msg.partition))
                 return
             except asyncio.CancelledError:

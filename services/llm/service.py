@@ -13,7 +13,7 @@ from functools import cached_property
 from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.report import Batch
-from services.kit.generation import Availability, PathService
+from services.kit.generation import Availability, Budget, PathService
 from services.kit.settings import Settings
 from services.llm.availability import LLMAvailability
 from services.llm.engine import LLMEngine
@@ -32,7 +32,8 @@ class LLMService(PathService):
     def probe(cls, settings: Settings) -> Availability:
         return LLMAvailability(settings)
 
-    async def generate(self, plan: Plan) -> AsyncIterator[Batch]:
+    async def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
+        # The base cancels the run (its model calls too) when `budget` runs out.
         async with self.engine.run(plan) as run:
             async for batch in run:
                 yield batch

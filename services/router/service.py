@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 
 from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
 from services.core.plan import Limits, build_plan
@@ -74,7 +75,7 @@ class RouterService:
             [self.rt.topics.requests],
             f"{self.rt.topics.requests}.{NAME}",
             self.handle,
-            answer=lambda msg, reason: answer_failure(self.rt, msg, reason),
+            answer=partial(answer_failure, self.rt),
         )
 
     async def handle(self, msg: Message) -> None:

@@ -3,12 +3,19 @@ import json
 import os
 import subprocess
 import sys
+from itertools import islice
 from pathlib import Path
 
 import pytest
 
 from services.core.formats import ChunkEncoder, encode_all, join_chunks
-from services.core.generate import generate_records, iter_batches
+from services.core.generate import (
+    BLOCK,
+    GenerationStopped,
+    generate_records,
+    iter_batches,
+    iter_records,
+)
 from services.core.models import GenerateRequest, OutputFormat
 from services.core.plan import build_plan
 from services.core.pools import GENERATOR_VERSION
@@ -105,6 +112,35 @@ def test_records_do_not_depend_on_the_range_asked_for(registry):
     assert generate_records(plan, 150, 160) == whole[150:160]
     assert generate_records(plan, 199, 201) == whole[199:201]
     assert generate_records(plan, 10, 10) == [] == generate_records(plan, 300, 300)
+
+
+def test_slices_of_one_lazy_sequence_equal_one_shot_generation(registry):
+    """The traditional path cuts one `iter_records` sequence into slices of any size."""
+    plan = build_plan(GenerateRequest.model_validate(REQ), registry)
+    source = iter_records(plan, 0, 300)
+    sliced = [next(source) for _ in range(7)] + list(islice(source, 293))
+    assert sliced == generate_records(plan, 0, 300)
+    assert list(iter_records(plan, 5, 5)) == []
+
+
+def test_should_stop_ends_a_range_within_a_block_of_saying_so(registry):
+    plan = build_plan(GenerateRequest.model_validate(REQ), registry)
+    asked: list[int] = []
+
+    def stop_after_three() -> bool:
+        asked.append(1)
+        return len(asked) > 3
+
+    source = iter_records(plan, 0, 300, should_stop=stop_after_three)
+    made = []
+    with pytest.raises(GenerationStopped):
+        for record in source:
+            made.append(record)
+    assert len(made) == 3 * BLOCK  # asked once per block, before the block
+    assert made == generate_records(plan, 0, 3 * BLOCK)  # what came is unchanged
+    assert generate_records(plan, 0, 300, should_stop=lambda: False) == generate_records(
+        plan, 0, 300
+    )
 
 
 def test_seed_and_request_change_the_data(registry):

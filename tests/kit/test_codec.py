@@ -10,9 +10,10 @@ import pytest
 from services.core.models import GenerateRequest
 from services.core.report import ErrorKind, Fallback
 from services.core.routing import RoutingDecision
-from services.kit.codec import AVRO, JSON, MAGIC, Codec, DecodeError, crc64_avro
+from services.kit.codec import AVRO, JSON, MAGIC, SCHEMA_FILES, Codec, DecodeError, crc64_avro
 from services.kit.messages import (
     DeadLetter,
+    DeliveryMarker,
     ErrorDetail,
     GenerationMetadata,
     ResultChunk,
@@ -137,6 +138,18 @@ def test_all_messages_round_trip(codec):
         failed_at_ms=4,
     )
     assert codec.decode_dead_letter(codec.encode_dead_letter(dead)) == dead
+    marker = DeliveryMarker(
+        group="g",
+        topic="t",
+        partition=3,
+        offset=2**40,
+        attempt=2,
+        request_id="r",
+        correlation_id="c",
+        instance="testdata@host:1",
+        at_ms=5,
+    )
+    assert codec.decode_delivery(codec.encode_delivery(marker)) == marker
 
 
 def test_fingerprint_matches_the_avro_spec():
@@ -157,6 +170,7 @@ def test_pydantic_mirrors_agree_with_avro_schemas():
         "result_chunk": ResultChunk,
         "dead_letter": DeadLetter,
         "generate_request": GenerateRequest,
+        "delivery": DeliveryMarker,
     }
     for name, model in pairs.items():
         avsc = json.loads((AVRO_DIR / f"{name}.avsc").read_text())
@@ -170,7 +184,7 @@ def test_schema_changes_stay_backward_compatible(old):
     codec = Codec()
     key = old.name.split(".")[0]
     named: dict = {}
-    for dep in ("generate_request", "routed_request", "result_chunk", "dead_letter", "control"):
+    for dep in SCHEMA_FILES:
         p = old.parent / f"{dep}.{old.name.split('.')[1]}.avsc"
         if p.exists():
             parsed = fastavro.parse_schema(json.loads(p.read_text()), named_schemas=named)
@@ -209,6 +223,14 @@ def test_schema_changes_stay_backward_compatible(old):
             "failed_at_ms": 0,
         },
         "control": {"request_id": "r", "action": "cancel", "at_ms": 1},
+        "delivery": {
+            "group": "g",
+            "topic": "t",
+            "partition": 0,
+            "offset": 7,
+            "attempt": 1,
+            "at_ms": 1,
+        },
     }
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, writer, samples[key])

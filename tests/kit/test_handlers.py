@@ -7,25 +7,29 @@ rule of a handler is checked directly (the end-to-end tests cover the wiring).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from services.core.entities import ConstraintUnsatisfiable
-from services.core.generate import generate_records
+from services.core.generate import GenerationStopped, generate_records
 from services.core.models import GenerateRequest, GenerationPath
 from services.core.plan import Plan
 from services.core.registry import SchemaRegistry
 from services.core.report import Batch, ErrorKind, Fallback
 from services.core.routing import RoutingDecision
+from services.kit import metrics
 from services.kit.codec import get_codec
-from services.kit.generation import PathService
-from services.kit.headers import CORRELATION, REPLY_TO
+from services.kit.deliveries import Delivery, Position
+from services.kit.generation import Budget, PathService
+from services.kit.headers import CORRELATION, DEADLINE, REPLY_TO
 from services.kit.messages import ResultChunk, RoutedRequest
 from services.kit.stream import Message
 from services.kit.topics import Topics
 from services.router.service import RouterService
+from services.traditional.service import TraditionalService
 from tests.support import make_settings
 
 REGISTRY = SchemaRegistry.load()
@@ -61,8 +65,12 @@ class FakeRuntime:
         return [self.codec.decode_chunk(v) for t, v, _, _ in self.sent if t == topic]
 
 
-def message(value: bytes, key: bytes | None = b"r-1", topic: str = "t") -> Message:
+def message(
+    value: bytes, key: bytes | None = b"r-1", topic: str = "t", deadline_ms: int | None = None
+) -> Message:
     headers = ((REPLY_TO, REPLIES.encode()), (CORRELATION, b"c-1"))
+    if deadline_ms is not None:
+        headers += ((DEADLINE, str(deadline_ms).encode()),)
     return Message(topic, 0, 5, key, value, headers, 1_700_000_000_000)
 
 
@@ -89,7 +97,7 @@ class ScriptedPath(PathService):
     path = GenerationPath.TRADITIONAL
     script: list[Any]
 
-    async def generate(self, plan: Plan) -> AsyncIterator[Batch]:
+    async def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
         for step in self.script:
             if isinstance(step, Exception):
                 raise step
@@ -184,6 +192,107 @@ async def test_a_handler_that_raises_is_parked_and_its_caller_answered():
     (chunk,) = rt.chunks()
     assert chunk.is_final and not chunk.success and "RuntimeError: bug" in chunk.error
     assert isinstance(sub, Subscriber)
+
+
+class StallingPath(PathService):
+    """Produces three records, then waits for something that never comes (a model call
+    that hangs, a lock never released): only the budget can end it."""
+
+    path = GenerationPath.LLM
+
+    async def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
+        yield Batch(records=generate_records(plan, 0, 3))
+        await asyncio.Event().wait()
+
+
+def over_budget(path: str) -> float:
+    return metrics.REGISTRY.get_sample_value("testdata_over_budget_total", {"path": path}) or 0.0
+
+
+async def test_a_path_past_its_budget_is_stopped_dead_lettered_and_its_caller_told():
+    rt = FakeRuntime(chunk_size=2, generation_budget_seconds=0.2)
+    before = over_budget("llm")
+    await StallingPath(rt, REGISTRY).handle(message(routed(request())))  # type: ignore[arg-type]
+    *sent, last = rt.chunks()
+    assert [c.chunk_index for c in sent] == list(range(len(sent))) and len(sent) <= 2
+    assert last.is_final and not last.success and last.error_kind == ErrorKind.OVER_BUDGET
+    assert last.chunk_index == len(sent)  # follows what the caller already has
+    assert "generation budget of 0.2 s spent after" in last.error and "of 10 records" in last.error
+    assert last.metadata is not None and last.metadata.record_count == 10
+    assert [(d["kind"], d["request_id"]) for d in rt.dead] == [(ErrorKind.OVER_BUDGET, "r-1")]
+    assert over_budget("llm") == before + 1
+
+
+async def test_the_callers_deadline_stops_a_path_mid_batch_without_a_dead_letter():
+    rt = FakeRuntime(generation_budget_seconds=300)
+    soon = int(time.time() * 1000) + 200
+    await StallingPath(rt, REGISTRY).handle(message(routed(request()), deadline_ms=soon))  # type: ignore[arg-type]
+    last = rt.chunks()[-1]
+    assert last.is_final and last.error_kind == ErrorKind.EXPIRED
+    assert "deadline passed after 3 of 10 records" in last.error
+    assert rt.dead == []  # the caller left: nothing to park
+
+
+async def test_a_path_told_to_stop_inside_synchronous_work_is_over_budget():
+    rt = FakeRuntime()
+    await scripted(rt, (0, 4), GenerationStopped("stopped before record 4")).handle(
+        message(routed(request()))
+    )
+    last = rt.chunks()[-1]
+    assert last.error_kind == ErrorKind.OVER_BUDGET and "after 4 of 10 records" in last.error
+    assert rt.dead[0]["kind"] == ErrorKind.OVER_BUDGET
+
+
+async def test_the_traditional_path_stops_within_its_budget_on_a_huge_request():
+    rt = FakeRuntime(generation_budget_seconds=0.3)
+    svc = TraditionalService(rt, REGISTRY)  # type: ignore[arg-type]
+    huge = GenerateRequest(request_id="r-1", entity="cart", count=1_000_000, seed=3)
+    await svc.handle(message(routed(huge)))
+    chunks = rt.chunks()
+    assert chunks[-1].error_kind == ErrorKind.OVER_BUDGET
+    assert sum(c.record_count for c in chunks) < 1_000_000
+    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+
+
+class Counted:
+    """A delivery counter whose markers say the message was started `started` times."""
+
+    def __init__(self, started: int, limit: int = 3) -> None:
+        self.started, self.limit = started, limit
+        self.begun: list[tuple[str, str]] = []
+
+    async def begin(self, group: str, consumer: str, msg: Message) -> Delivery:
+        self.begun.append((group, consumer))
+        pos = Position(group, msg.topic, msg.partition, msg.offset)
+        return Delivery(pos, self.started + 1, 1_700_000_000_000, self.limit)
+
+
+async def test_a_message_started_max_deliveries_times_is_parked_and_answered_unstarted():
+    rt = FakeRuntime()
+    started: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        started.append(msg)
+
+    sub = scripted(rt, (0, 10)).subscriber()
+    sub.handler = handler
+    sub.deliveries = Counted(started=3)
+    await sub._work(None, _Done(), message(routed(request())))  # type: ignore[arg-type]
+    assert started == []  # never started a fourth time
+    ((kind, reason, rid),) = [(d["kind"], d["reason"], d["request_id"]) for d in rt.dead]
+    assert kind == ErrorKind.POISON and rid == "r-1"
+    assert reason.startswith("delivered 4 times: 3 attempts were started and none finished")
+    (chunk,) = rt.chunks()  # the chunks of earlier attempts cannot be read back here: index 0
+    assert chunk.is_final and chunk.error_kind == ErrorKind.POISON and chunk.chunk_index == 0
+    assert sub.deliveries.begun == [(sub.group, sub.name)]
+
+
+async def test_a_delivery_within_the_limit_is_handled():
+    rt = FakeRuntime()
+    sub = scripted(rt, (0, 10)).subscriber()
+    sub.deliveries = Counted(started=2)
+    await sub._work(None, _Done(), message(routed(request())))  # type: ignore[arg-type]
+    assert rt.dead == [] and rt.chunks()[-1].success
 
 
 class _Done:

@@ -1,4 +1,5 @@
-"""Delivery: slow readers, neighbours on one partition, cancellation and deadlines."""
+"""Delivery: slow readers, neighbours on one partition, cancellation, deadlines and the
+generation budget."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import grpc
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from services.core.models import GenerateRequest
+from services.core.models import GenerateRequest, GenerationPath
 from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.codec import AVRO
@@ -180,3 +181,36 @@ async def test_a_caller_that_reads_nothing_is_failed_after_the_idle_timeout(
             pass
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "read nothing" in err.value.details()
+
+
+async def test_a_request_past_the_generation_budget_is_stopped_parked_and_answered(
+    stack, stub, tail, codec, monkeypatch
+):
+    """A million carts take ~30 s; with a 0.5 s budget the generator stops, parks the
+    request with its reason and the caller gets RESOURCE_EXHAUSTED after what it had."""
+    (traditional,) = [p for p in stack.paths if p.path == GenerationPath.TRADITIONAL]
+    monkeypatch.setattr(traditional, "budget_seconds", 0.5)
+    request_id = rid("budget")
+    async with tail(stack.rt.topics.deadletter) as dead:
+        call = stub.GenerateDataStream(
+            pb.GenerateRequest(request_id=request_id, entity="cart", count=1_000_000), timeout=60
+        )
+        received = 0
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for chunk in call:
+                received += chunk.record_count
+        recs = await dead.until(
+            lambda recs: any(
+                codec.decode_dead_letter(r.value).request_id == request_id for r in recs
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "generation budget of 0.5 s spent after" in err.value.details()
+    assert 0 < received < 1_000_000
+    (parked,) = [
+        d
+        for d in map(codec.decode_dead_letter, (r.value for r in recs))
+        if d.request_id == request_id
+    ]
+    assert parked.error_type == ErrorKind.OVER_BUDGET and parked.consumer == "generator-traditional"
+    assert codec.decode_routed(parked.original_value).request.request_id == request_id

@@ -18,7 +18,7 @@ from services.core.validate import validate_record
 from services.kit.metrics import REGISTRY
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.fakes.llm_server import Fail, FakeLLMServer
+from tests.fakes.llm_server import Fail, FakeLLMServer, Hang
 from tests.support import make_settings
 
 TASK_RE = re.compile(r"with _index (\d+) to (\d+)\.")
@@ -116,6 +116,25 @@ async def test_backend_refusing_falls_back_to_traditional_and_says_so(llm_stack,
     assert md.generation_path == "llm"
     assert any("traditional" in f for f in md.fallbacks), list(md.fallbacks)
     assert md.coherence_score >= 0.9  # the traditional carts are coherent too
+
+
+async def test_an_llm_request_past_its_budget_is_stopped_and_its_caller_told(
+    llm_stack, model, monkeypatch
+):
+    """A model call that hangs holds the request only until its budget runs out: the call
+    is cancelled, the request parked and the caller told, long before the client timeout."""
+    app, stub = llm_stack
+    (llm,) = [p for p in app.paths if p.path == GenerationPath.LLM]
+    monkeypatch.setattr(llm, "budget_seconds", 1.0)
+    model.reset()
+    model.script("anthropic", Hang(20))
+    req = pb.GenerateRequest(entity="cart", count=6, context=CONTEXT, hints=["coherent"])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.GenerateDataStream(req, timeout=30):
+            pass
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "generation budget of 1 s spent after 0 of 6 records" in err.value.details()
+    assert REGISTRY.get_sample_value("testdata_over_budget_total", {"path": "llm"}) >= 1
 
 
 async def test_simple_request_still_goes_traditional(llm_stack):
