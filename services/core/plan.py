@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from services.core.entities import COMPOSERS, Composer, lookup
+from services.core.limits import Limits
 from services.core.models import (
     DEFAULT_ANCHOR,
     EntitySchema,
@@ -31,13 +32,9 @@ from services.core.registry import (
 )
 from services.core.values import utc
 
+__all__ = ["Limits", "Plan", "Slot", "build_plan"]
+
 DEFAULT_SCENARIO = "default"
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_records: int = 1_000_000
-    default_count: int = 10
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
-from services.core.plan import Limits, build_plan
+from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.routing import route
@@ -62,7 +62,7 @@ class RouterService:
         self.registry = registry
         self.availability = availability
         s = runtime.settings
-        self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+        self.limits = s.limits()
 
     def subscriber(self) -> Subscriber:
         return Subscriber(
