@@ -16,7 +16,13 @@ from services.core.models import (
     RequestField,
 )
 from services.core.pools import SCHEMAS_DIR
-from services.core.regexgen import check_regex, length_bounds
+from services.core.regexgen import (
+    UnsupportedRegex,
+    check_regex,
+    compile_pattern,
+    length_bounds,
+    refusal,
+)
 
 NUMERIC = (FieldType.INTEGER, FieldType.FLOAT)
 # Bounds on what one value may be: a test-data request must not be able to ask for a
@@ -84,7 +90,7 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
                     path=f"{path}.regex", message=f"regex needs a text field, not {ftype.value}"
                 )
             )
-        elif (reason := check_regex(c.regex)) is not None:
+        elif (reason := _regex_reason(c.regex)) is not None:
             errs.append(FieldError(path=f"{path}.regex", message=reason, value=c.regex))
         else:
             lo, hi = length_bounds(c.regex)
@@ -107,6 +113,18 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
                     )
                 )
     return errs
+
+
+def _regex_reason(pattern: str) -> str | None:
+    """Why a pattern is refused. Its longest match is checked before RE2 compiles it:
+    an RE2 program grows with its repeats."""
+    try:
+        p = compile_pattern(pattern)
+    except UnsupportedRegex as exc:
+        return refusal(exc)
+    if p.hi > MAX_TEXT:
+        return f"matches are longer than {MAX_TEXT} characters"
+    return check_regex(pattern)
 
 
 def check_fields(
