@@ -313,8 +313,8 @@ class _Translator:
     """Walks Python's parse tree once, building nodes and the RE2 text side by side."""
 
     def __init__(self) -> None:
-        # Atom text -> (nodes that draw from it, characters named in it).
-        self.atoms: dict[str, tuple[list[Chars], list[str]]] = {}
+        # Atom text -> (nodes that draw from it, characters it names, its ASCII probe).
+        self.atoms: dict[str, tuple[list[Chars], list[str], str]] = {}
 
     def seq(self, items: Any, flags: int, start: bool, end: bool) -> Piece:
         items = list(items)
@@ -389,6 +389,9 @@ class _Translator:
         ascii_only = bool(flags & re.ASCII)
         negate, cost, not_word = False, 1, False
         parts: list[str] = []
+        # The same class on ASCII alone (categories as ASCII ranges): it decides printable
+        # candidates at the cost of a few instructions instead of a Unicode table's.
+        probe: list[str] = []
         named: list[str] = []  # characters the class names: candidates when ASCII has none
         for op, av in items:
             if op == c.NEGATE:
@@ -396,14 +399,17 @@ class _Translator:
             elif op in (c.LITERAL, c.RANGE):
                 lo, hi = (av, av) if op == c.LITERAL else av
                 parts.append(_hex(lo) if lo == hi else f"{_hex(lo)}-{_hex(hi)}")
+                probe.append(parts[-1])
                 cost += 1 if hi < 0x80 else (3 if lo == hi else _COST_WIDE_RANGE)
                 top = min(hi, lo + _SAMPLE_PER_RANGE)
                 named.extend(chr(x) for x in range(lo, top + 1) if not 0xD800 <= x <= 0xDFFF)
                 if icase and ascii_only:
                     parts.append(_ranges_text(tuple(_ascii_swapcase(lo, hi))))
+                    probe.append(parts[-1])
             elif op == c.CATEGORY:
+                probe.append(_ranges_text(_ASCII_TABLE[av]))
                 if ascii_only:
-                    parts.append(_ranges_text(_ASCII_TABLE[av]))
+                    parts.append(probe[-1])
                     cost += 3
                 elif av == c.CATEGORY_NOT_WORD:
                     not_word, cost = True, cost + _COST_UNICODE[av]
@@ -419,13 +425,20 @@ class _Translator:
             text = "(?:[^\\p{L}\\p{N}_]" + (f"|[{body}]" if body else "") + ")"
         else:
             text = f"[{'^' if negate else ''}{body}]"
+        ascii_text = f"[{'^' if negate else ''}{''.join(probe)}]"
         if icase and not ascii_only:
             text, cost = f"(?i:{text})", cost * 2 + 1
-        return self.atom(text, cost, named)
+            ascii_text = f"(?i:{ascii_text})"
+            negative = (c.CATEGORY_NOT_DIGIT, c.CATEGORY_NOT_WORD, c.CATEGORY_NOT_SPACE)
+            if any(op == c.CATEGORY and av in negative for op, av in items):
+                # Folding a complement's ranges (K, the Kelvin sign, folds to k) is not
+                # folding then complementing: only the atom itself answers here.
+                ascii_text = text
+        return self.atom(text, cost, named, ascii_text)
 
-    def atom(self, text: str, cost: int, named: list[str]) -> Piece:
+    def atom(self, text: str, cost: int, named: list[str], probe: str | None = None) -> Piece:
         node = Chars([])
-        nodes, _ = self.atoms.setdefault(text, ([], named))
+        nodes, _, _ = self.atoms.setdefault(text, ([], named, probe or text))
         nodes.append(node)
         return Piece(node, text, cost)
 
@@ -449,16 +462,21 @@ def _atom_matcher(text: str) -> Callable[[str], bool]:
     return _whole(text)
 
 
-def _candidates(text: str, named: list[str]) -> list[str]:
-    """Characters the generator may draw for one atom, each tested against the atom's own
-    RE2 text (so a generated character always matches): printable ASCII first (realistic
-    test data), else the characters the class names, else a few common non-ASCII ones.
-    Never NUL (a value may not hold it) and never a surrogate (not encodable)."""
+def _candidates(text: str, named: list[str], probe: str) -> list[str]:
+    """Characters the generator may draw for one atom, each tested with RE2 (so a drawn
+    character always matches): printable ASCII first (realistic test data), tested with
+    the atom's ASCII probe, which agrees with it on ASCII; else the characters the class
+    names, else a few common non-ASCII ones, tested with the atom itself. Never NUL (a
+    value may not hold it) and never a surrogate (not encodable)."""
     try:
+        match = _atom_matcher(probe)
+        chars = sorted({ch for ch in _PRINTABLE if match(ch)})
+        if chars:
+            return chars
         match = _atom_matcher(text)
     except re2.error as exc:
         raise UnsupportedRegex(f"RE2 cannot compile {text}: {_re2_reason(exc)}") from exc
-    for pool in (_PRINTABLE, named, _NON_ASCII):
+    for pool in (named, _NON_ASCII):
         chars = sorted({ch for ch in pool if ch != "\x00" and match(ch)})
         if chars:
             return chars
@@ -512,7 +530,9 @@ class Pattern:
     range the generator makes and the estimated RE2 program size. Nothing expensive has
     run yet: a planner checks `hi` and `cost` first, then calls `ready`."""
 
-    def __init__(self, source: str, piece: Piece, atoms: dict[str, tuple[list[Chars], list[str]]]):
+    def __init__(
+        self, source: str, piece: Piece, atoms: dict[str, tuple[list[Chars], list[str], str]]
+    ):
         self.source = source
         self.root = piece.node
         self.re2_text = piece.text
@@ -525,8 +545,8 @@ class Pattern:
         """Compile under RE2 and fill the generator's character choices (once); the
         whole-string matcher, or UnsupportedRegex."""
         if self._match is None:
-            for text, (nodes, named) in self._atoms.items():
-                chars = _candidates(text, named)
+            for text, (nodes, named, probe) in self._atoms.items():
+                chars = _candidates(text, named, probe)
                 if not chars:
                     raise UnsupportedRegex(f"{text} matches no character a value may hold")
                 for n in nodes:
