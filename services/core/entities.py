@@ -75,8 +75,8 @@ class BasketRules:
         items = lookup(schema.fields, "items")
         q = num_range(_c(schema, "items.quantity"), 1, 3)
         pc = _c(schema, "items.price")
-        pmin = math.ceil(max(pc.min if pc.min is not None else 0.01, 0.01) * 100 - 1e-9)
-        pmax = math.floor(pc.max * 100 + 1e-9) if pc.max is not None else INF
+        pmin = cents_up(max(pc.min if pc.min is not None else 0.01, 0.01))
+        pmax = cents_down(pc.max) if pc.max is not None else INF
         lines = array_bounds(items) if items else (1, 5)
         s = _c(schema, "subtotal")
         t = _c(schema, total_path)
@@ -84,8 +84,14 @@ class BasketRules:
             qty=(max(1, math.ceil(q[0])), math.floor(q[1])),
             price=(pmin, pmax),
             lines=(max(1, lines[0]), lines[1]),
-            subtotal=(_cents(s.min, 0), _cents(s.max, INF)),
-            total=(_cents(t.min, 0), _cents(t.max, INF)),
+            subtotal=(
+                0 if s.min is None else cents_up(s.min),
+                INF if s.max is None else cents_down(s.max),
+            ),
+            total=(
+                0 if t.min is None else cents_up(t.min),
+                INF if t.max is None else cents_down(t.max),
+            ),
         )
 
     def window(self, k: float, add: int) -> tuple[int, int]:
@@ -110,8 +116,20 @@ class BasketRules:
         )
 
 
-def _cents(v: float | None, default: float) -> float:
-    return default if v is None else round(v * 100)
+def cents_up(v: float) -> int:
+    """The fewest whole cents worth at least v (v = 1.625 gives 163, not round's 162)."""
+    c = math.ceil(v * 100 - 1e-6)
+    while c / 100 < v:
+        c += 1
+    return c
+
+
+def cents_down(v: float) -> int:
+    """The most whole cents worth at most v."""
+    c = math.floor(v * 100 + 1e-6)
+    while c / 100 > v:
+        c -= 1
+    return c
 
 
 def check_basket(
