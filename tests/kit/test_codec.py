@@ -264,3 +264,22 @@ def test_a_deeply_nested_avro_request_is_a_decode_error_not_a_crash(codec):
     )
     assert out.returncode == 0, out.stderr.decode()[-500:]
     assert out.stdout.decode().startswith("decode Avro body nested too deeply")
+
+
+def _deep_json(depth: int) -> bytes:
+    field = '{"name": "x", "type": "STRING"}'
+    for _ in range(depth):
+        field = '{"name": "x", "type": "OBJECT", "nested_fields": [' + field + "]}"
+    return ('{"entity": "t", "schema": {"fields": [' + field + "]}}").encode()
+
+
+def test_a_deeply_nested_json_request_is_a_field_error(codec):
+    """pydantic would recurse once per level: the depth is refused before it does (past
+    ~500 levels orjson itself refuses the document)."""
+    with pytest.raises(DecodeError) as exc:
+        codec.decode_request(_deep_json(300), JSON)
+    assert exc.value.kind == ErrorKind.INVALID_REQUEST
+    (err,) = exc.value.errors
+    assert err.path == "schema.fields" and "nested more than 64 levels" in err.message
+    with pytest.raises(DecodeError, match="invalid JSON"):
+        codec.decode_request(_deep_json(1000), JSON)
