@@ -1,9 +1,11 @@
-"""Generation-core throughput: ours vs the naive per-field Faker generator."""
+"""Generation-core throughput: ours vs the naive per-field Faker generator; then what
+planning costs at the request bounds (bench/planning.py)."""
 
 from __future__ import annotations
 
 import time
 
+from bench import planning
 from bench.naive import naive_carts
 from services.core.coherence import score_records
 from services.core.formats import encode_all
@@ -52,6 +54,7 @@ def run() -> dict[str, float]:
         r = _rate(lambda k, p=p: generate_records(p, 0, k), n)
         out[f"{entity}_per_s"] = r
         print(f"  {entity:<8} records/s           {r:>10,.0f}")
+    out.update(planning.run())
     return out
 
 

@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.core.formats import join_chunks
 from services.core.models import FieldError, GenerateRequest, RequestInvalid
-from services.core.plan import Limits, build_plan
+from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import pin
@@ -76,7 +76,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.inbox = inbox
         self.probes = probes or []
         s = runtime.settings
-        self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+        self.limits = s.limits()
         self.max_sync = s.max_sync_records
         self.idle_timeout = s.stream_idle_timeout_seconds
         self._background: set[asyncio.Future[None]] = set()

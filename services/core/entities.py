@@ -10,12 +10,19 @@ solves for a basket inside the allowed subtotal window instead of retrying.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.core.models import EntitySchema, FieldConstraint, FieldError, FieldSpec
-from services.core.pools import Occasion, Product
+from services.core.models import (
+    DEFAULT_ANCHOR,
+    EntitySchema,
+    FieldConstraint,
+    FieldError,
+    FieldSpec,
+)
+from services.core.pools import Occasion, Product, get_pools
 from services.core.values import Ctx, Weighted, array_bounds, int_in, iso, num_range
 
 TAX_RATES = (0.0, 0.0625, 0.07, 0.0725, 0.08, 0.08875)
@@ -68,8 +75,8 @@ class BasketRules:
         items = lookup(schema.fields, "items")
         q = num_range(_c(schema, "items.quantity"), 1, 3)
         pc = _c(schema, "items.price")
-        pmin = math.ceil(max(pc.min if pc.min is not None else 0.01, 0.01) * 100 - 1e-9)
-        pmax = math.floor(pc.max * 100 + 1e-9) if pc.max is not None else INF
+        pmin = cents_up(max(pc.min if pc.min is not None else 0.01, 0.01))
+        pmax = cents_down(pc.max) if pc.max is not None else INF
         lines = array_bounds(items) if items else (1, 5)
         s = _c(schema, "subtotal")
         t = _c(schema, total_path)
@@ -77,8 +84,14 @@ class BasketRules:
             qty=(max(1, math.ceil(q[0])), math.floor(q[1])),
             price=(pmin, pmax),
             lines=(max(1, lines[0]), lines[1]),
-            subtotal=(_cents(s.min, 0), _cents(s.max, INF)),
-            total=(_cents(t.min, 0), _cents(t.max, INF)),
+            subtotal=(
+                0 if s.min is None else cents_up(s.min),
+                INF if s.max is None else cents_down(s.max),
+            ),
+            total=(
+                0 if t.min is None else cents_up(t.min),
+                INF if t.max is None else cents_down(t.max),
+            ),
         )
 
     def window(self, k: float, add: int) -> tuple[int, int]:
@@ -93,11 +106,30 @@ class BasketRules:
         lo, hi = self.window(k, add)
         min_s = self.lines[0] * self.qty[0] * self.price[0]
         max_s = self.lines[1] * self.qty[1] * self.price[1]
-        return lo <= hi and min_s <= hi and max_s >= lo and self.qty[0] <= self.qty[1]
+        return (
+            lo <= hi
+            and min_s <= hi
+            and max_s >= lo
+            and self.qty[0] <= self.qty[1]
+            and self.price[0] <= self.price[1]  # a whole cent within the price bounds
+            and self.lines[0] <= self.lines[1]
+        )
 
 
-def _cents(v: float | None, default: float) -> float:
-    return default if v is None else round(v * 100)
+def cents_up(v: float) -> int:
+    """The fewest whole cents worth at least v (v = 1.625 gives 163, not round's 162)."""
+    c = math.ceil(v * 100 - 1e-6)
+    while c / 100 < v:
+        c += 1
+    return c
+
+
+def cents_down(v: float) -> int:
+    """The most whole cents worth at most v."""
+    c = math.floor(v * 100 + 1e-6)
+    while c / 100 > v:
+        c -= 1
+    return c
 
 
 def check_basket(
@@ -167,11 +199,24 @@ def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int)
         _nudge(lines, s() - hi, plo, down=True)
     if s() < lo:
         _nudge(lines, lo - s(), phi, down=False)
+    if not lo <= s() <= hi and qlo == 1:
+        _exact(lines, s(), lo, hi, plo, phi)
     if not lo <= s() <= hi:
         raise ConstraintUnsatisfiable(
             "constraints too narrow for a basket of whole quantities and cent prices"
         )
     return lines
+
+
+def _exact(lines: list[list[Any]], total: int, lo: int, hi: int, plo: int, phi: float) -> None:
+    """Whole units can step over a narrow window: one line at quantity 1 takes the price
+    that lands the subtotal in it, when its price bounds allow."""
+    for ln in reversed(lines):
+        others = total - ln[1] * ln[2]
+        a, b = max(plo, lo - others), min(phi, hi - others)
+        if a <= b:
+            ln[1], ln[2] = 1, int(min(max(ln[2], a), b))
+            return
 
 
 def _nudge(lines: list[list[Any]], gap: int, limit: float, down: bool) -> None:
@@ -221,6 +266,10 @@ def _subtotal(lines: list[list[Any]]) -> int:
 class Composer:
     """Builds one record of an entity; the plan prepares one per request."""
 
+    # Numeric and item-count fields whose request min/max the composer meets; the others
+    # are derived (tax from the subtotal...) and the planner refuses bounds on them.
+    honours: frozenset[str] = frozenset()
+
     def __init__(self, schema: EntitySchema):
         self.schema = schema
         self.enum = {p: _c(schema, p).enum_values for p in _enum_paths(schema.fields)}
@@ -229,8 +278,25 @@ class Composer:
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         raise NotImplementedError
 
-    def check(self) -> list[FieldError]:
+    def check(self, touched: Iterable[str] = ()) -> list[FieldError]:
+        """Reasons the request's constraints (on `touched` paths) cannot all be met."""
         return []
+
+    def check_bounds(self, paths: Iterable[str]) -> list[FieldError]:
+        """Request min/max on fields this composer derives cannot be met: refused."""
+        out = []
+        for path in paths:
+            c = _c(self.schema, path)
+            if (c.min is not None or c.max is not None) and path not in self.honours:
+                out.append(
+                    FieldError(
+                        path=f"constraints.field_constraints[{path}]",
+                        message=f"{self.schema.name} derives {path} from other fields: "
+                        "min/max are supported on "
+                        + (", ".join(sorted(self.honours)) or "none of its fields"),
+                    )
+                )
+        return out
 
     def reconcile(self, rec: dict[str, Any], overridden: Iterable[str]) -> None:
         """Re-derive what depends on overridden fields (baskets override this)."""
@@ -242,7 +308,8 @@ MONEY_FIELDS = frozenset({"subtotal", "tax", "shipping", "discount", "total"})
 def reconcile_basket(rec: dict[str, Any], overridden: Iterable[str]) -> None:
     """After an override of line items, money adds up again (unless money was overridden).
 
-    The tax rate is kept; shipping and discount amounts too; an order's payment follows.
+    The tax and discount rates are kept (a kept discount amount could exceed a smaller
+    subtotal), the shipping amount too; an order's payment follows.
     """
     paths = set(overridden)
     if not any(p.startswith("items") for p in paths) or paths & MONEY_FIELDS:
@@ -250,10 +317,13 @@ def reconcile_basket(rec: dict[str, Any], overridden: Iterable[str]) -> None:
     items = rec.get("items") or []
     old_sub = round(rec["subtotal"] * 100)
     rate = rec["tax"] * 100 / old_sub if old_sub else 0.0
+    off = rec.get("discount", 0) * 100 / old_sub if old_sub else 0.0
     sub = sum(round(i["quantity"] * round(i["price"] * 100)) for i in items)
-    tax = round(sub * rate)
-    extra = round(rec.get("shipping", 0) * 100) - round(rec.get("discount", 0) * 100)
+    tax, disc = round(sub * rate), round(sub * off)
+    extra = round(rec.get("shipping", 0) * 100) - disc
     rec["subtotal"], rec["tax"], rec["total"] = sub / 100, tax / 100, (sub + tax + extra) / 100
+    if "discount" in rec:
+        rec["discount"] = disc / 100
     if isinstance(rec.get("payment"), dict) and "payment.amount" not in paths:
         rec["payment"]["amount"] = rec["total"]
 
@@ -271,13 +341,34 @@ class BasketComposer(Composer):
     """Entities built around a taxed basket from one occasion: cart, order, payment."""
 
     total_path = "total"  # the field holding the grand total, whose bounds shape the basket
+    honours = frozenset({"items", "items.quantity", "items.price", "subtotal", "total"})
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
         self.rules = BasketRules.of(schema, self.total_path)
 
-    def check(self) -> list[FieldError]:
-        return check_basket(self.schema, self.total_path, [(1 + r, 0) for r in TAX_RATES])
+    def check(self, touched: Iterable[str] = ()) -> list[FieldError]:
+        ks = [(1 + r, 0) for r in TAX_RATES]
+        if errs := check_basket(self.schema, self.total_path, ks):
+            return errs
+        if self.honours.isdisjoint(touched):
+            return []  # the registry's own bounds: met by every basket
+        return self.probe(ks)
+
+    def probe(self, ks: list[tuple[float, int]], seeds: int = 4) -> list[FieldError]:
+        """Bounds that pass the range check can still be too narrow for whole quantities
+        and cent prices (3 units cannot cost exactly $64.00): build baskets for every
+        occasion and tax rate up front, so a request fails here and not mid-stream."""
+        pools = get_pools()
+        for seed in range(seeds):
+            ctx = Ctx(random.Random(seed), DEFAULT_ANCHOR, pools)
+            for occ in pools.occasions:
+                for k, add in ks:
+                    try:
+                        plan_basket(ctx, occ, self.rules, k, add)
+                    except ConstraintUnsatisfiable as exc:
+                        return [FieldError(path="constraints.field_constraints", message=str(exc))]
+        return []
 
     def basket(self, ctx: Ctx, add: int = 0) -> tuple[Occasion, float, list[list[Any]], int, int]:
         """(occasion, tax rate, lines, subtotal cents, tax cents)."""
@@ -363,8 +454,8 @@ class OrderComposer(BasketComposer):
             "order_id": ctx.ident("id:ORD"),
             "customer_id": ctx.ident("id:USR"),
             "items": item_dicts(ctx, lines),
-            "shipping_address": {**home, "country": self._country(ctx)},
-            "billing_address": {**billing, "country": self._country(ctx)},
+            "shipping_address": {**home, "country": self._country("shipping_address")},
+            "billing_address": {**billing, "country": self._country("billing_address")},
             "payment": {
                 "method": method,
                 "amount": total / 100,
@@ -383,13 +474,14 @@ class OrderComposer(BasketComposer):
             "delivered_at": iso(delivered) if delivered else None,
         }
 
-    def _country(self, ctx: Ctx) -> str:
-        allowed = self.enum["shipping_address.country"]
+    def _country(self, address: str) -> str:
+        allowed = self.enum[f"{address}.country"]
         return "US" if "US" in allowed else allowed[0]
 
 
 class PaymentComposer(BasketComposer):
     total_path = "amount"
+    honours = frozenset({"amount"})
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
@@ -429,20 +521,28 @@ FEATURES = (
 )
 
 
+def cents_within(x: float, lo: float, hi: float) -> float:
+    """x in whole cents inside [lo, hi]; x itself when no cent value lies there."""
+    for c, f in ((x, round), (lo, math.ceil), (hi, math.floor)):
+        if math.isfinite(c) and lo <= (v := f(c * 100) / 100) <= hi:
+            return v
+    return x
+
+
 class ProductComposer(Composer):
+    honours = frozenset({"price", "stock"})
+
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.pick(ctx.pick(ctx.pools.occasions).products)
         pc = _c(self.schema, "price")
         lo, hi = num_range(pc, 0.01, INF)
-        price = min(max(p.price, lo), hi)
+        price = cents_within(min(max(p.price, lo), hi), lo, hi)
         return {
             "product_id": ctx.ident("id:PRD"),
             "sku": ctx.sku(p.sku_stem),
             "name": p.name,
             "description": f"{p.name} by {p.brand}. {ctx.pick(FEATURES)}",
-            "price": math.floor(price * 100 + 1e-9) / 100
-            if price == hi
-            else math.ceil(price * 100 - 1e-9) / 100,
+            "price": price,
             "category": p.category,
             "brand": p.brand,
             "stock": int_in(ctx, _c(self.schema, "stock"), 0, 400),
@@ -500,6 +600,8 @@ def sentiment_of_rating(rating: int) -> str:
 
 
 class ReviewComposer(Composer):
+    honours = frozenset({"rating", "helpful_votes"})
+
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
         lo, hi = num_range(_c(schema, "rating"), 1, 5)
@@ -529,6 +631,8 @@ class ReviewComposer(Composer):
 
 
 class UserComposer(Composer):
+    honours = frozenset({"addresses"})
+
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
         self.tier = weighted(

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.core.limits import HARD_MAX_DEPTH
 
 
 class FieldType(StrEnum):
@@ -67,6 +69,33 @@ class FieldConstraint(_Model):
         return self.model_copy(update=other.model_dump(exclude_defaults=True))
 
 
+def nesting_depth(fields: Any, stop: int = HARD_MAX_DEPTH) -> int:
+    """Levels of `nested_fields` in raw or parsed fields, found without recursion (the
+    input is the caller's); stops counting once past `stop`."""
+    deepest, stack = 0, [(fields, 1)]
+    while stack:
+        items, depth = stack.pop()
+        if not isinstance(items, list | tuple) or not items:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop:
+            break
+        for f in items:
+            nested = (
+                f.get("nested_fields") if isinstance(f, dict) else getattr(f, "nested_fields", None)
+            )
+            stack.append((nested, depth + 1))
+    return deepest
+
+
+def _shallow(fields: Any) -> Any:
+    """Parsing recurses once per level: refuse a schema deeper than any limit allows
+    before pydantic walks it (a 1,000-deep one would end in RecursionError)."""
+    if nesting_depth(fields) > HARD_MAX_DEPTH:
+        raise ValueError(f"fields are nested more than {HARD_MAX_DEPTH} levels deep")
+    return fields
+
+
 class RequestField(_Model):
     """A field of a caller-supplied schema (proto `Field`)."""
 
@@ -76,10 +105,14 @@ class RequestField(_Model):
     description: str = ""
     nested_fields: list[RequestField] = Field(default_factory=list)
 
+    _shallow = field_validator("nested_fields", mode="before")(_shallow)
+
 
 class Schema(_Model):
     fields: list[RequestField] = Field(default_factory=list)
     predefined_schema: str = ""
+
+    _shallow = field_validator("fields", mode="before")(_shallow)
 
 
 class Constraints(_Model):
@@ -152,12 +185,40 @@ class EntitySchema(_Model):
         return [f.name for f in self.fields]
 
 
+def clip(text: str, n: int) -> str:
+    """At most n characters: errors echo what callers sent, which may be huge."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 class FieldError(_Model):
-    """One problem with a request or a record, located by a dotted/indexed path."""
+    """One problem with a request or a record, located by a dotted/indexed path. Path,
+    message and value are clipped: an error must stay small whatever it quotes."""
 
     path: str
     message: str
     value: Any = None
+
+    @field_validator("path")
+    @classmethod
+    def _clip_path(cls, v: str) -> str:
+        return clip(v, 300)
+
+    @field_validator("message")
+    @classmethod
+    def _clip_message(cls, v: str) -> str:
+        return clip(v, 500)
+
+    @field_validator("value")
+    @classmethod
+    def _clip_value(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1 << 63:
+            return f"<{v.bit_length()}-bit integer>"
+        if v is None or isinstance(v, bool | int | float):
+            return v
+        if isinstance(v, str):
+            return clip(v, 100)
+        text = repr(v)
+        return v if len(text) <= 100 else clip(text, 100)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

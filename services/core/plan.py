@@ -6,24 +6,30 @@ schema, merged constraints, scenario slots, coerced overrides, basket feasibilit
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.core.bounds import check_output, check_request
 from services.core.entities import COMPOSERS, Composer, lookup
+from services.core.limits import Limits
 from services.core.models import (
     DEFAULT_ANCHOR,
     EntitySchema,
-    FieldConstraint,
     FieldError,
     FieldSpec,
     FieldType,
     GenerateRequest,
     RequestInvalid,
+    clip,
 )
 from services.core.registry import (
+    MAX_REPORTED,
     SchemaRegistry,
     check_constraint,
     check_fields,
@@ -31,13 +37,9 @@ from services.core.registry import (
 )
 from services.core.values import utc
 
+__all__ = ["Limits", "Plan", "Slot", "build_plan"]
+
 DEFAULT_SCENARIO = "default"
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_records: int = 1_000_000
-    default_count: int = 10
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,20 @@ class Plan:
     composer: Composer | None
     # Fields whose request constraints a composer does not model: regenerated generically.
     enforce: tuple[str, ...] = field(default=())
+    _stops: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._stops.extend(s.stop for s in self.slots)
 
     def scenario_counts(self) -> dict[str, int]:
         return {s.name: s.stop - s.start for s in self.slots}
 
     def slot_for(self, index: int) -> Slot:
-        for s in self.slots:
-            if index < s.stop:
-                return s
-        raise IndexError(index)
+        """The slot holding record `index` (a bisect: plans may have many scenarios)."""
+        i = bisect.bisect_right(self._stops, index)
+        if index < 0 or i >= len(self.slots):
+            raise IndexError(index)
+        return self.slots[i]
 
 
 def fingerprint(request: GenerateRequest) -> bytes:
@@ -118,74 +125,140 @@ def resolve_schema(
 
 
 def apply_constraints(
-    req: GenerateRequest, schema: EntitySchema, errs: list[FieldError]
+    req: GenerateRequest, schema: EntitySchema, limits: Limits, errs: list[FieldError]
 ) -> tuple[EntitySchema, list[str]]:
     """Schema with request constraints merged in; also the paths they touch.
 
     Only the fields on a constrained path are copied: registry schemas are shared and
-    never mutated, and most requests carry no constraints at all.
+    never mutated, and most requests carry no constraints at all. One pass over the
+    schema however many constraints there are (a request may carry thousands).
     """
     if not req.constraints.field_constraints:
         return schema, []
-    fields = list(schema.fields)
+    known = paths_of(schema.fields)
+    tree: dict[str, Any] = {}  # name -> [constraint | None, subtree]
     touched = []
     for path, c in req.constraints.field_constraints.items():
-        where = f"constraints.field_constraints[{path}]"
-        if lookup(fields, path) is None:
+        if len(path) > limits.max_path_length:
+            continue  # reported by the bounds check
+        if path not in known:
             errs.append(
-                FieldError(path=where, message=f"no field {path!r} in {schema.name}", value=path)
+                FieldError(
+                    path=f"constraints.field_constraints[{clip(path, 60)}]",
+                    message=f"no field {path!r} in {schema.name}",
+                    value=path,
+                )
             )
             continue
-        fields = _replace(fields, path.split("."), c)
-        f = lookup(fields, path)
-        assert f is not None
-        errs.extend(check_constraint(f.constraint, f.type, where))
+        *parents, leaf = path.split(".")
+        node = tree
+        for name in parents:
+            node = node.setdefault(name, [None, {}])[1]
+        node.setdefault(leaf, [None, {}])[0] = c
         touched.append(path)
+    fields = _merge(schema.fields, tree)
+    merged = paths_of(fields)
+    for path in touched:
+        f = merged[path]
+        where = f"constraints.field_constraints[{clip(path, 60)}]"
+        errs.extend(
+            check_constraint(f.constraint, f.type, where, limits, nested=bool(f.nested_fields))
+        )
     return schema.model_copy(update={"fields": fields}), touched
 
 
-def _replace(fields: list[FieldSpec], parts: list[str], c: FieldConstraint) -> list[FieldSpec]:
-    """A new field list where the field at `parts` has `c` merged into its constraint."""
-    out = []
+def paths_of(fields: list[FieldSpec], prefix: str = "") -> dict[str, FieldSpec]:
+    """Every field by dotted path (the first of duplicate names, as `lookup` finds)."""
+    out: dict[str, FieldSpec] = {}
     for f in fields:
-        if f.name != parts[0]:
-            out.append(f)
-        elif len(parts) == 1:
-            out.append(f.model_copy(update={"constraint": f.constraint.merged(c)}))
-        else:
-            out.append(
-                f.model_copy(update={"nested_fields": _replace(f.nested_fields, parts[1:], c)})
+        path = prefix + f.name
+        if path not in out:
+            out[path] = f
+            out.update(
+                (p, g) for p, g in paths_of(f.nested_fields, path + ".").items() if p not in out
             )
     return out
 
 
-def coerce(f: FieldSpec, raw: str) -> Any:
-    """An override's string as the field's type; ValueError says why not."""
+def _merge(fields: list[FieldSpec], tree: dict[str, Any]) -> list[FieldSpec]:
+    """A new field list with each constraint in `tree` merged into its field's."""
+    out = []
+    for f in fields:
+        node = tree.get(f.name)
+        if node is None:
+            out.append(f)
+            continue
+        c, sub = node
+        update: dict[str, Any] = {}
+        if c is not None:
+            update["constraint"] = f.constraint.merged(c)
+        if sub:
+            update["nested_fields"] = _merge(f.nested_fields, sub)
+        out.append(f.model_copy(update=update))
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _json_depth(v: Any) -> int:
+    """Nesting of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, dict | list):
+            deepest = max(deepest, d)
+            stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x))
+    return deepest
+
+
+def coerce(f: FieldSpec, raw: str, limits: Limits | None = None) -> Any:
+    """An override's string as the field's type; ValueError says why not. Numbers must
+    be finite and within the limits' magnitude (they are summed, encoded and stored)."""
+    limits = limits or Limits()
     t = f.type
-    if raw.strip().lower() == "null":
+    if len(raw) < 16 and raw.strip().lower() == "null":
         if f.required:
             raise ValueError("null given for a required field")
         return None
-    if t == FieldType.INTEGER:
-        return int(raw)
-    if t == FieldType.FLOAT:
-        return float(raw)
+    if t in (FieldType.INTEGER, FieldType.FLOAT):
+        v: int | float = int(raw) if t == FieldType.INTEGER else float(raw)
+        if not math.isfinite(v):
+            raise ValueError(f"{raw!r} is not a finite number")
+        if abs(v) > limits.max_magnitude:
+            raise ValueError(f"must be within ±{limits.max_magnitude:g}")
+        return v
     if t == FieldType.BOOLEAN:
         low = raw.strip().lower()
         if low not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"{raw!r} is not a boolean")
         return low in ("true", "1", "yes")
     if t in (FieldType.OBJECT, FieldType.ARRAY):
-        v = json.loads(raw)
-        if not isinstance(v, dict if t == FieldType.OBJECT else list):
+        try:
+            j = json.loads(raw, parse_constant=_no_constant)
+        except RecursionError as exc:
+            raise ValueError("nested too deeply") from exc
+        if not isinstance(j, dict if t == FieldType.OBJECT else list):
             raise ValueError(f"expected a JSON {t.value.lower()}")
-        return v
+        # Values follow the schema (checked next), but `_` keys are free: keep them shallow
+        # enough for every encoder.
+        if _json_depth(j) > 2 * limits.max_depth + 2:
+            raise ValueError("nested deeper than the schema allows")
+        return j
     return raw
 
 
 def build_slots(
-    req: GenerateRequest, schema: EntitySchema, limits: Limits, errs: list[FieldError]
+    req: GenerateRequest,
+    schema: EntitySchema,
+    limits: Limits,
+    errs: list[FieldError],
+    check_values: bool = True,
 ) -> tuple[int, list[Slot]]:
+    """Record counts per scenario and coerced overrides. Override values are checked
+    against their fields only when the constraints are sound (`check_values`): a NaN
+    bound or an uncompiled pattern cannot judge a value."""
     from services.core.validate import check_value  # local: validate imports plan types
 
     count = req.count
@@ -206,9 +279,17 @@ def build_slots(
             )
         if not s.name.strip():
             errs.append(FieldError(path=f"scenarios[{i}].name", message="must not be empty"))
-    names = [s.name for s in req.scenarios]
-    for n in {n for n in names if names.count(n) > 1}:
+    dupes = [n for n, k in Counter(s.name for s in req.scenarios).items() if k > 1]
+    for n in dupes[:MAX_REPORTED]:
         errs.append(FieldError(path="scenarios", value=n, message=f"duplicate scenario {n!r}"))
+    if len(dupes) > MAX_REPORTED:
+        errs.append(
+            FieldError(
+                path="scenarios",
+                value=len(dupes),
+                message=f"{len(dupes)} scenario names are used more than once",
+            )
+        )
     fixed = sum(c for c in given if c > 0)
     if count == 0:
         count = fixed if fixed and all(c > 0 for c in given) else limits.default_count
@@ -235,19 +316,21 @@ def build_slots(
     for i, s in enumerate(req.scenarios):
         coerced: dict[str, Any] = {}
         for path, raw in s.overrides.items():
-            where = f"scenarios[{i}].overrides[{path}]"
+            if len(raw) > limits.max_text or len(path) > limits.max_path_length:
+                continue  # reported by the bounds check
+            where = f"scenarios[{i}].overrides[{clip(path, 60)}]"
             f = lookup(schema.fields, path)
             if f is None:
                 errs.append(FieldError(path=where, message=f"no field {path!r}", value=path))
                 continue
             try:
-                v = coerce(f, raw)
+                v = coerce(f, raw, limits)
             except ValueError as exc:
                 errs.append(
                     FieldError(path=where, value=raw, message=f"not a valid {f.type.value}: {exc}")
                 )
                 continue
-            if v is not None:
+            if v is not None and check_values:
                 errs.extend(
                     FieldError(path=where, message=e.message, value=raw)
                     for e in check_value(f, v, where)
@@ -273,24 +356,38 @@ def build_slots(
 def build_plan(
     req: GenerateRequest, registry: SchemaRegistry, limits: Limits | None = None
 ) -> Plan:
-    """Check the whole request; raise RequestInvalid listing every problem found."""
+    """Check the whole request; raise RequestInvalid listing every problem found.
+
+    The request's own size is checked first, in time linear in it: nothing else runs for
+    a request with too many or too deeply nested parts. The output's estimated size is
+    checked before any record is made."""
     limits = limits or Limits()
-    errs: list[FieldError] = []
+    found = check_request(req, limits)
+    errs = found.errors
+    if found.fatal:
+        raise RequestInvalid(_capped(errs, limits))
     schema, predefined = resolve_schema(req, registry, errs)
     if schema is None:
         build_slots(req, EntitySchema(name="?", fields=[]), limits, errs)
-        raise RequestInvalid(errs)
-    schema, touched = apply_constraints(req, schema, errs)
+        raise RequestInvalid(_capped(errs, limits))
+    schema, touched = apply_constraints(req, schema, limits, errs)
     if not predefined:  # checked after merging: ENUM values may come from constraints
         errs.extend(
-            FieldError(path=f"schema.fields.{e.path}", message=e.message, value=e.value)
-            for e in check_fields(schema.fields, skip=frozenset(touched))
+            FieldError(
+                path=f"schema.fields.{e.path}" if e.path else "schema.fields",
+                message=e.message,
+                value=e.value,
+            )
+            for e in check_fields(schema.fields, skip=frozenset(touched), limits=limits)
         )
-    count, slots = build_slots(req, schema, limits, errs)
+    count, slots = build_slots(req, schema, limits, errs, check_values=not errs)
+    if not errs:
+        where = "schema.fields" if not predefined else "entity"
+        errs += check_output(schema.fields, count, limits, where)
     if errs:
-        raise RequestInvalid(errs)
+        raise RequestInvalid(_capped(errs, limits))
     composer = COMPOSERS[schema.name](schema) if predefined and schema.name in COMPOSERS else None
-    if composer is not None and (errs := composer.check()):
+    if composer is not None and (errs := composer.check_bounds(touched) or composer.check(touched)):
         raise RequestInvalid(errs)
     enforce = tuple(p for p in touched if _needs_enforcement(schema, p)) if composer else ()
     seed = req.seed if req.seed is not None else 0
@@ -308,6 +405,17 @@ def build_plan(
     )
 
 
+def _capped(errs: list[FieldError], limits: Limits) -> list[FieldError]:
+    """At most `max_errors` problems, then how many more there were."""
+    if len(errs) <= limits.max_errors:
+        return errs
+    more = len(errs) - limits.max_errors
+    return [
+        *errs[: limits.max_errors],
+        FieldError(path="(request)", value=more, message=f"and {more} more problems"),
+    ]
+
+
 def _needs_enforcement(schema: EntitySchema, path: str) -> bool:
     f = lookup(schema.fields, path)
     c = f.constraint if f else None
@@ -322,5 +430,5 @@ def _needs_enforcement(schema: EntitySchema, path: str) -> bool:
             FieldType.ARRAY,
             FieldType.OBJECT,
         )
-        and (c.regex or c.min_length is not None or c.max_length is not None)
+        and (c.regex is not None or c.min_length is not None or c.max_length is not None)
     )

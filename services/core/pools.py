@@ -16,7 +16,7 @@ from pathlib import Path
 
 import faker
 
-CORE_VERSION = "1"
+CORE_VERSION = "2"  # 2: constraints met by construction (regex lengths, short emails...)
 GENERATOR_VERSION = f"tdcore-{CORE_VERSION}+faker-{faker.VERSION}"
 POOL_SEED = 20250101
 POOL_SIZE = 1000

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from services.core import regexgen
+from services.core.limits import Limits
 from services.core.models import (
     EntitySchema,
     FieldConstraint,
@@ -16,23 +19,71 @@ from services.core.models import (
     RequestField,
 )
 from services.core.pools import SCHEMAS_DIR
-from services.core.regexgen import check_regex, length_bounds
+from services.core.validate import bad_text
 
 NUMERIC = (FieldType.INTEGER, FieldType.FLOAT)
 # Bounds on what one value may be: a test-data request must not be able to ask for a
 # gigabyte string or a million-item array (one record has to fit in a result chunk).
-MAX_TEXT = 10_000
-MAX_ITEMS = 1_000
+# The defaults of `Limits`; a deployment may set others (Settings).
+MAX_TEXT = Limits.max_text
+MAX_ITEMS = Limits.max_array_items
 CONTAINERS = (FieldType.OBJECT, FieldType.ARRAY)
+# Fields whose values have a fixed length, and the lengths they may have otherwise.
+FIXED_LENGTH = {FieldType.UUID: 36, FieldType.DATE: 10, FieldType.DATETIME: 20}
+EMAIL_MIN = 6  # a@b.io: the shortest address the validator accepts
+PHONE_LENGTHS = (7, 21)  # what the validator's phone pattern accepts
+LENGTH_TYPES = (
+    FieldType.STRING,
+    FieldType.EMAIL,
+    FieldType.PHONE,
+    FieldType.ADDRESS,
+    FieldType.UUID,
+    FieldType.DATE,
+    FieldType.DATETIME,
+    FieldType.ENUM,
+)
+REGEX_TYPES = (FieldType.STRING, FieldType.ADDRESS, FieldType.ENUM)
+MAX_REPORTED = 5  # of one kind of problem (duplicates, bad enum values) before a summary
 
 
 class SchemaFileError(ValueError):
     """A schema file that is not a valid entity schema: the service refuses to start."""
 
 
-def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[FieldError]:
-    """Every reason this constraint cannot be honoured on a field of this type."""
-    errs: list[FieldError] = []
+def _numbers(c: FieldConstraint, path: str, limits: Limits) -> list[FieldError]:
+    errs = []
+    for bound in ("min", "max"):
+        v = getattr(c, bound)
+        if v is None:
+            continue
+        if not math.isfinite(v):
+            errs.append(
+                FieldError(path=f"{path}.{bound}", message="must be a finite number", value=v)
+            )
+        elif abs(v) > limits.max_magnitude:
+            errs.append(
+                FieldError(
+                    path=f"{path}.{bound}",
+                    value=v,
+                    message=f"must be within ±{limits.max_magnitude:g}",
+                )
+            )
+    return errs
+
+
+def check_constraint(
+    c: FieldConstraint,
+    ftype: FieldType,
+    path: str,
+    limits: Limits | None = None,
+    nested: bool = False,
+) -> list[FieldError]:
+    """Every reason this constraint cannot be honoured on a field of this type (`nested`:
+    an ARRAY of objects): what passes here, the generator meets for every record."""
+    limits = limits or Limits()
+    if errs := _numbers(c, path, limits):
+        return errs
+    errs = []
     if c.min is not None and c.max is not None and c.min > c.max:
         errs.append(
             FieldError(path=f"{path}.min", message=f"min {c.min} is above max {c.max}", value=c.min)
@@ -44,11 +95,25 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
                 message=f"min/max need an INTEGER, FLOAT or ARRAY field, not {ftype.value}",
             )
         )
-    if ftype == FieldType.INTEGER and c.min is not None and c.max is not None:
-        import math
-
-        if math.ceil(c.min) > math.floor(c.max):
-            errs.append(FieldError(path=path, message=f"no integer lies in [{c.min}, {c.max}]"))
+    if (
+        ftype == FieldType.INTEGER
+        and c.min is not None
+        and c.max is not None
+        and math.ceil(c.min) > math.floor(c.max)
+    ):
+        errs.append(FieldError(path=path, message=f"no integer lies in [{c.min}, {c.max}]"))
+    if ftype == FieldType.ARRAY:
+        for bound in ("min", "max"):
+            v = getattr(c, bound)
+            if v is not None and not (v == int(v) and 0 <= v <= limits.max_array_items):
+                errs.append(
+                    FieldError(
+                        path=f"{path}.{bound}",
+                        value=v,
+                        message=f"an array holds at most {limits.max_array_items} items "
+                        "(a whole number from 0)",
+                    )
+                )
     if c.enum_values and ftype != FieldType.ENUM:
         errs.append(
             FieldError(
@@ -57,64 +122,159 @@ def check_constraint(c: FieldConstraint, ftype: FieldType, path: str) -> list[Fi
                 value=c.enum_values,
             )
         )
-    for bound in ("min_length", "max_length"):
-        v = getattr(c, bound)
-        if v is not None and not 0 <= v <= MAX_TEXT:
-            errs.append(
-                FieldError(path=f"{path}.{bound}", message=f"must be 0..{MAX_TEXT}", value=v)
-            )
-    if ftype == FieldType.ARRAY and c.max is not None and c.max > MAX_ITEMS:
-        errs.append(
-            FieldError(
-                path=f"{path}.max", value=c.max, message=f"an array holds at most {MAX_ITEMS} items"
-            )
-        )
-    if c.min_length is not None and c.max_length is not None and c.min_length > c.max_length:
-        errs.append(
-            FieldError(
-                path=f"{path}.min_length",
-                message=f"min_length {c.min_length} is above max_length {c.max_length}",
-                value=c.min_length,
-            )
-        )
+    errs += _enum_values(c, path, limits)
+    length_errs = _lengths(c, ftype, path, limits, nested)
+    errs += length_errs
     if c.regex is not None:
-        if ftype in (*NUMERIC, FieldType.BOOLEAN, *CONTAINERS):
-            errs.append(
-                FieldError(
-                    path=f"{path}.regex", message=f"regex needs a text field, not {ftype.value}"
-                )
-            )
-        elif (reason := check_regex(c.regex)) is not None:
-            errs.append(FieldError(path=f"{path}.regex", message=reason, value=c.regex))
-        else:
-            lo, hi = length_bounds(c.regex)
-            if lo > MAX_TEXT:
-                errs.append(
-                    FieldError(
-                        path=f"{path}.regex",
-                        value=c.regex,
-                        message=f"matches are longer than {MAX_TEXT} characters",
-                    )
-                )
-            elif (c.max_length is not None and lo > c.max_length) or (
-                c.min_length is not None and hi < c.min_length
-            ):
-                errs.append(
-                    FieldError(
-                        path=f"{path}.regex",
-                        value=c.regex,
-                        message="regex cannot match within min_length/max_length",
-                    )
-                )
+        errs += _regex(c, ftype, path, limits, lengths_ok=not length_errs)
+    if c.format is not None and len(c.format) > limits.max_name_length:
+        errs.append(
+            FieldError(path=f"{path}.format", message=f"longer than {limits.max_name_length}")
+        )
     return errs
 
 
-def check_fields(
-    fields: list[FieldSpec], prefix: str = "", skip: frozenset[str] = frozenset()
+def _enum_values(c: FieldConstraint, path: str, limits: Limits) -> list[FieldError]:
+    where = f"{path}.enum_values"
+    if len(c.enum_values) > limits.max_enum_values:
+        return [
+            FieldError(
+                path=where,
+                value=len(c.enum_values),
+                message=f"{len(c.enum_values)} values, above the limit of {limits.max_enum_values}",
+            )
+        ]
+    errs = []
+    for i, v in enumerate(c.enum_values):
+        if len(v) > limits.max_enum_value_length:
+            errs.append(
+                FieldError(
+                    path=f"{where}[{i}]",
+                    value=v,
+                    message=f"longer than {limits.max_enum_value_length} characters",
+                )
+            )
+        elif (why := bad_text(v)) is not None:
+            errs.append(FieldError(path=f"{where}[{i}]", value=v, message=why))
+        if len(errs) >= MAX_REPORTED:
+            break
+    return errs
+
+
+def _lengths(
+    c: FieldConstraint, ftype: FieldType, path: str, limits: Limits, nested: bool
 ) -> list[FieldError]:
-    """Schema problems; constraints at paths in `skip` are reported by their owner."""
+    errs = []
+    for bound in ("min_length", "max_length"):
+        v = getattr(c, bound)
+        if v is not None and not 0 <= v <= limits.max_text:
+            errs.append(
+                FieldError(path=f"{path}.{bound}", message=f"must be 0..{limits.max_text}", value=v)
+            )
+    if errs:
+        return errs
+    lo, hi = c.min_length, c.max_length
+    if lo is not None and hi is not None and lo > hi:
+        return [
+            FieldError(
+                path=f"{path}.min_length",
+                message=f"min_length {lo} is above max_length {hi}",
+                value=lo,
+            )
+        ]
+    if lo is None and hi is None:
+        return []
+    a, b = lo or 0, limits.max_text if hi is None else hi
+    if ftype not in LENGTH_TYPES and not (ftype == FieldType.ARRAY and not nested):
+        return [
+            FieldError(
+                path=path,
+                message="min_length/max_length need a text field or an ARRAY of strings, "
+                f"not {ftype.value}{' of objects' if nested else ''}",
+            )
+        ]
+    reason = None
+    if ftype in FIXED_LENGTH and not a <= FIXED_LENGTH[ftype] <= b:
+        reason = f"a {ftype.value} is always {FIXED_LENGTH[ftype]} characters"
+    elif ftype == FieldType.EMAIL and b < EMAIL_MIN:
+        reason = f"the shortest email address is {EMAIL_MIN} characters"
+    elif ftype == FieldType.PHONE and (b < PHONE_LENGTHS[0] or a > PHONE_LENGTHS[1]):
+        reason = f"a phone number has {PHONE_LENGTHS[0]}..{PHONE_LENGTHS[1]} characters"
+    elif ftype == FieldType.ENUM:
+        bad = [v for v in c.enum_values if not a <= len(v) <= b][:3]
+        if bad:
+            reason = f"enum values {bad} are outside {a}..{b} characters"
+    if reason:
+        return [FieldError(path=path, message=f"min_length/max_length cannot be met: {reason}")]
+    return []
+
+
+def regex_too_long(hi: int, limits: Limits) -> str:
+    return (
+        f"matches can be {hi:,} characters, longer than {limits.max_text} "
+        f"(each * or + counts as {regexgen.UNBOUNDED_CAP} repeats)"
+    )
+
+
+def _regex(
+    c: FieldConstraint, ftype: FieldType, path: str, limits: Limits, lengths_ok: bool
+) -> list[FieldError]:
+    assert c.regex is not None
+    where = f"{path}.regex"
+
+    def err(message: str) -> list[FieldError]:
+        return [FieldError(path=where, value=c.regex, message=message)]
+
+    if ftype not in REGEX_TYPES:
+        return err(
+            f"regex needs a STRING, ADDRESS or ENUM field, not {ftype.value}"
+            + (
+                ""
+                if ftype in (*NUMERIC, FieldType.BOOLEAN, *CONTAINERS)
+                else f" ({ftype.value} values have their own format; use a STRING field)"
+            )
+        )
+    if len(c.regex) > limits.max_regex_length:
+        return err(f"pattern longer than {limits.max_regex_length} characters")
+    try:
+        p = regexgen.compile_pattern(c.regex)
+    except regexgen.UnsupportedRegex as exc:
+        return err(regexgen.refusal(exc))
+    if p.hi > limits.max_text:
+        return err(regex_too_long(p.hi, limits))
+    if p.cost > limits.max_regex_cost:
+        return err(
+            f"too costly to match in linear time (estimated RE2 program {p.cost:,} "
+            f"> {limits.max_regex_cost:,}); ASCII classes ([0-9], [A-Za-z0-9_] or (?a)) "
+            "cost far less than Unicode \\d \\w"
+        )
+    try:
+        match = p.ready()
+    except regexgen.UnsupportedRegex as exc:
+        return err(regexgen.refusal(exc))
+    if ftype == FieldType.ENUM:
+        bad = [v for v in c.enum_values if bad_text(v) is None and not match(v)][:3]
+        return err(f"enum values {bad} do not match it") if bad else []
+    if lengths_ok and not regexgen.allowed_lengths(c.regex, c.min_length, c.max_length):
+        return err(
+            f"regex cannot match within min_length/max_length (its matches are "
+            f"{p.lo}..{p.hi} characters)"
+        )
+    return []
+
+
+def check_fields(
+    fields: list[FieldSpec],
+    prefix: str = "",
+    skip: frozenset[str] = frozenset(),
+    limits: Limits | None = None,
+) -> list[FieldError]:
+    """Schema problems; constraints at paths in `skip` are reported by their owner.
+    Recursion is as deep as the schema, which the planner has bounded first."""
+    limits = limits or Limits()
     errs: list[FieldError] = []
     seen: set[str] = set()
+    duplicates = 0
     for i, f in enumerate(fields):
         path = f"{prefix}{f.name}" if f.name else f"{prefix}[{i}]"
         if not f.name or not f.name.replace("_", "a").isalnum():
@@ -126,7 +286,10 @@ def check_fields(
                 )
             )
         if f.name in seen:
-            errs.append(FieldError(path=path, message="duplicate field name"))
+            duplicates += 1
+            if duplicates <= MAX_REPORTED:
+                errs.append(FieldError(path=path, message="duplicate field name"))
+            continue
         seen.add(f.name)
         if f.nested_fields and f.type not in CONTAINERS:
             errs.append(
@@ -144,13 +307,26 @@ def check_fields(
                     "(constraints.field_constraints[...].enum_values)",
                 )
             )
-        if not 0 <= f.min_items <= f.max_items <= MAX_ITEMS:
+        if not 0 <= f.min_items <= f.max_items <= limits.max_array_items:
             errs.append(
-                FieldError(path=path, message=f"need 0 <= min_items <= max_items <= {MAX_ITEMS}")
+                FieldError(
+                    path=path,
+                    message=f"need 0 <= min_items <= max_items <= {limits.max_array_items}",
+                )
             )
         if path not in skip:
-            errs += check_constraint(f.constraint, f.type, path)
-        errs += check_fields(f.nested_fields, f"{path}.", skip)
+            errs += check_constraint(
+                f.constraint, f.type, path, limits, nested=bool(f.nested_fields)
+            )
+        errs += check_fields(f.nested_fields, f"{path}.", skip, limits)
+    if duplicates > MAX_REPORTED:
+        errs.append(
+            FieldError(
+                path=prefix.rstrip("."),
+                message=f"{duplicates} duplicate field names in all",
+                value=duplicates,
+            )
+        )
     return errs
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import date, datetime
-from functools import lru_cache
 from typing import Any
 
-from services.core.models import EntitySchema, FieldError, FieldSpec, FieldType
+from services.core import regexgen
+from services.core.models import EntitySchema, FieldConstraint, FieldError, FieldSpec, FieldType
 from services.core.values import array_bounds
 
+# Our own patterns, fixed and linear on any input; callers' patterns go through RE2.
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 PHONE_RE = re.compile(r"^\+?[\d\s().-]{7,20}$")
 TEXT_TYPES = (
@@ -25,9 +27,27 @@ TEXT_TYPES = (
 )
 
 
-@lru_cache(maxsize=512)
-def _rx(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+INT64 = 1 << 63  # what JSON encoders, Avro longs and SQL integers carry
+
+
+def bad_text(v: str) -> str | None:
+    """Why a string cannot be a value at all (every format must carry it), or None."""
+    if "\x00" in v:
+        return "contains a NUL character"
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode (lone surrogate)"
+    return None
+
+
+def _matches(pattern: str, v: str) -> bool:
+    """Whole-string match in linear time (RE2), with Python's meaning (see regexgen)."""
+    try:
+        return regexgen.matcher(pattern)(v)
+    except regexgen.UnsupportedRegex:
+        return False  # the planner refuses such patterns; a value cannot be shown to match
 
 
 def _type_error(f: FieldSpec, v: Any) -> str | None:
@@ -49,10 +69,18 @@ def _type_error(f: FieldSpec, v: Any) -> str | None:
         except ValueError:
             return f"not a valid {t.value}"
         return None
-    if t == FieldType.INTEGER and (isinstance(v, bool) or not isinstance(v, int)):
-        return f"expected an integer, got {type(v).__name__}"
-    if t == FieldType.FLOAT and (isinstance(v, bool) or not isinstance(v, int | float)):
-        return f"expected a number, got {type(v).__name__}"
+    if t == FieldType.INTEGER:
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"expected an integer, got {type(v).__name__}"
+        if not -INT64 <= v < INT64:
+            return "integer out of the 64-bit range"
+    if t == FieldType.FLOAT:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return f"expected a number, got {type(v).__name__}"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "not a finite number"
+        if isinstance(v, int) and not -INT64 <= v < INT64:
+            return "number out of the 64-bit range"
     if t == FieldType.BOOLEAN and not isinstance(v, bool):
         return f"expected a boolean, got {type(v).__name__}"
     if t == FieldType.OBJECT and not isinstance(v, dict):
@@ -74,16 +102,13 @@ def check_value(f: FieldSpec, v: Any, path: str) -> list[FieldError]:
         if c.max is not None and v > c.max:
             errs.append(FieldError(path=path, message=f"above max {c.max}", value=v))
     elif isinstance(v, str):
+        if (why := bad_text(v)) is not None:
+            return [FieldError(path=path, message=why, value=v)]
         if c.enum_values and v not in c.enum_values:
             errs.append(FieldError(path=path, message=f"not one of {c.enum_values}", value=v))
-        if c.min_length is not None and len(v) < c.min_length:
-            errs.append(FieldError(path=path, message=f"shorter than {c.min_length}", value=v))
-        if c.max_length is not None and len(v) > c.max_length:
-            errs.append(FieldError(path=path, message=f"longer than {c.max_length}", value=v))
-        if c.regex is not None and not _rx(c.regex).fullmatch(v):
+        errs += _length_errors(c, v, path)
+        if c.regex is not None and not _matches(c.regex, v):
             errs.append(FieldError(path=path, message=f"does not match {c.regex}", value=v))
-        if "\x00" in v:
-            errs.append(FieldError(path=path, message="contains a NUL character", value=v))
     elif f.type == FieldType.OBJECT:
         errs += check_object(f.nested_fields, v, path + ".")
     elif f.type == FieldType.ARRAY:
@@ -106,6 +131,19 @@ def check_value(f: FieldSpec, v: Any, path: str) -> list[FieldError]:
                 errs.append(
                     FieldError(path=f"{path}[{i}]", message="expected a string", value=item)
                 )
+            elif (why := bad_text(item)) is not None:
+                errs.append(FieldError(path=f"{path}[{i}]", message=why, value=item))
+            else:  # an array of strings: min_length/max_length apply to each item
+                errs += _length_errors(c, item, f"{path}[{i}]")
+    return errs
+
+
+def _length_errors(c: FieldConstraint, v: str, path: str) -> list[FieldError]:
+    errs = []
+    if c.min_length is not None and len(v) < c.min_length:
+        errs.append(FieldError(path=path, message=f"shorter than {c.min_length}", value=v))
+    if c.max_length is not None and len(v) > c.max_length:
+        errs.append(FieldError(path=path, message=f"longer than {c.max_length}", value=v))
     return errs
 
 

@@ -160,21 +160,32 @@ def int_in(ctx: Ctx, c: FieldConstraint, lo: int, hi: int) -> int:
 
 
 def float_in(ctx: Ctx, c: FieldConstraint, lo: float, hi: float, cents: bool = False) -> float:
+    """A float in the bounds; rounding (to cents, to 4 places) never leaves them."""
     a, b = num_range(c, lo, hi)
     if cents:
         ia, ib = math.ceil(a * 100 - 1e-9), math.floor(b * 100 + 1e-9)
         if ia <= ib:
-            return ctx.rng.randint(ia, ib) / 100
-    return round(ctx.rng.uniform(a, b), 4) if b - a > 1e-3 else a
+            v = ctx.rng.randint(ia, ib) / 100
+            if a <= v <= b:
+                return v
+    if b - a <= 1e-3:
+        return a
+    x = ctx.rng.uniform(a, b)
+    v = round(x, 4)
+    return v if a <= v <= b else min(max(x, a), b)
 
 
 def fit_length(ctx: Ctx, text: str, c: FieldConstraint) -> str:
     """Trim or extend pool text so it satisfies min_length/max_length."""
     if c.max_length is not None and len(text) > c.max_length:
         text = text[: c.max_length].rstrip() or text[: c.max_length]
-    if c.min_length is not None:
-        while len(text) < c.min_length:
-            text = f"{text} {ctx.pick(ctx.pools.words)}".strip()
+    if c.min_length is not None and len(text) < c.min_length:
+        parts, n = ([text] if text else []), len(text)
+        while n < c.min_length:  # joined once: up to 10,000 characters, word by word
+            w = ctx.pick(ctx.pools.words)
+            n += len(w) + (1 if parts else 0)
+            parts.append(w)
+        text = " ".join(parts)
         if c.max_length is not None and len(text) > c.max_length:
             text = text[: c.max_length]
     return text
@@ -251,7 +262,7 @@ def gen_field(ctx: Ctx, f: FieldSpec) -> Any:
         text = ctx.email_for(ctx.first_name(), ctx.last_name())
         return text if _len_ok(text, c) else fit_email(ctx, c)
     if t == FieldType.PHONE:
-        return fit_length(ctx, ctx.phone(), c)
+        return fit_phone(ctx, c)
     if t == FieldType.ADDRESS:
         return fit_length(ctx, ctx.address_line(), c)
     if t == FieldType.UUID:
@@ -266,29 +277,48 @@ def _len_ok(text: str, c: FieldConstraint) -> bool:
 
 
 def fit_email(ctx: Ctx, c: FieldConstraint) -> str:
-    """A valid address of the allowed length: local part sized to fit."""
-    domain = "ex.io"
-    lo = max(c.min_length or 0, len(domain) + 2)
+    """A valid address of an allowed length (the planner refused max_length < 6): the
+    local part sized to fit, the domain shorter when only 6 characters are allowed."""
+    lo = max(c.min_length or 0, 6)
     hi = max(lo, c.max_length if c.max_length is not None else lo + 10)
-    n = ctx.rng.randint(lo, hi) - len(domain) - 1
-    return "".join(ctx.pick("abcdefghijklmnopqrstuvwxyz") for _ in range(n)) + "@" + domain
+    n = ctx.rng.randint(lo, hi)
+    domain = "ex.io" if n >= 7 else "x.io"
+    local = "".join(ctx.pick("abcdefghijklmnopqrstuvwxyz") for _ in range(n - len(domain) - 1))
+    return f"{local}@{domain}"
+
+
+def fit_phone(ctx: Ctx, c: FieldConstraint) -> str:
+    """A phone number of an allowed length: the usual +1-AAA-XXX-XXXX when it fits, else
+    digits (after +1 from 8 characters on), which the validator's pattern accepts for
+    7..21 characters (the planner refused bounds outside that)."""
+    text = ctx.phone()
+    if _len_ok(text, c):
+        return text
+    lo = max(c.min_length or 0, 7)
+    hi = min(c.max_length if c.max_length is not None else 21, 21)
+    n = ctx.rng.randint(lo, max(lo, hi))
+    head = "+1" if n >= 8 else ""
+    return head + "".join(str(int(ctx.rng.random() * 10)) for _ in range(n - len(head)))
 
 
 def regex_text(ctx: Ctx, c: FieldConstraint) -> str:
-    """A regex match within the length bounds (bounds checked compatible at plan time)."""
+    """A regex match within the length bounds, by construction: free when every match
+    the generator makes fits, else of a length drawn from those that fit."""
     assert c.regex is not None
-    for _ in range(64):
-        text = regexgen.generate(c.regex, ctx.rng)
-        if _len_ok(text, c):
-            return text
-    raise ValueError(f"regex {c.regex!r} rarely matches within the length bounds")
+    p = regexgen.compile_pattern(c.regex)
+    lengths = regexgen.allowed_lengths(c.regex, c.min_length, c.max_length)
+    if lengths == (-1,):
+        return p.generate(ctx.rng)
+    if not lengths:  # the planner refuses these; a direct caller gets a clear error
+        raise ValueError(f"regex {c.regex!r} cannot match within the length bounds")
+    return p.generate_len(ctx.rng, ctx.pick(lengths))
 
 
 def array_bounds(f: FieldSpec) -> tuple[int, int]:
     c = f.constraint
     lo = int(c.min) if c.min is not None else f.min_items
     hi = int(c.max) if c.max is not None else max(f.max_items, lo)
-    return lo, hi
+    return (lo if c.min is not None else min(lo, hi)), hi
 
 
 def gen_object(ctx: Ctx, fields: list[FieldSpec]) -> dict[str, Any]:

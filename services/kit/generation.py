@@ -29,7 +29,7 @@ import orjson
 from services.core.entities import ConstraintUnsatisfiable
 from services.core.generate import GenerationStopped
 from services.core.models import GenerationPath, RequestInvalid
-from services.core.plan import Limits, Plan, build_plan
+from services.core.plan import Plan, build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import Batch, ErrorKind, RunReport
@@ -158,7 +158,7 @@ class PathService(ABC):
         self.availability = availability or self.probe(runtime.settings)
         self.cancellations = cancellations if cancellations is not None else Cancellations()
         s = runtime.settings
-        self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+        self.limits = s.limits()
         self.chunk_size = s.chunk_size
         self.budget_seconds = s.generation_budget_seconds
 

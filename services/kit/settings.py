@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.limits import HARD_MAX_DEPTH, SAFE_MAGNITUDE, Limits
 
 
 class Settings(BaseSettings):
@@ -90,6 +92,70 @@ class Settings(BaseSettings):
     # instead of being started again. Counted with markers on the deliveries topic, written
     # before each attempt (services/kit/deliveries.py). 0: no markers and no limit.
     max_deliveries: int = Field(default=3, ge=0)
+
+    # Request bounds, checked before any work (see services/core/limits.py).
+    max_schema_depth: int = Field(default=8, ge=1, le=HARD_MAX_DEPTH)
+    max_fields_per_object: int = Field(default=500, ge=1)
+    max_fields_total: int = Field(default=2_000, ge=1)
+    max_array_items: int = Field(default=1_000, ge=1)
+    max_text_length: int = Field(default=10_000, ge=1)
+    max_enum_values: int = Field(default=1_000, ge=1)
+    max_enum_value_length: int = Field(default=1_000, ge=1)
+    max_name_length: int = Field(default=200, ge=1)
+    max_description_length: int = Field(default=1_000, ge=0)
+    max_path_length: int = Field(default=1_000, ge=1)
+    max_scenarios: int = Field(default=1_000, ge=1)
+    max_overrides: int = Field(default=10_000, ge=0)
+    max_override_chars: int = Field(default=1_000_000, ge=0)
+    max_hints: int = Field(default=100, ge=0)
+    max_regex_length: int = Field(default=1_000, ge=1)
+    max_regex_cost: int = Field(default=100_000, ge=1_000)
+    # Numbers beyond 2**53 are not exact as floats: money and JSON would go wrong.
+    max_number_magnitude: float = Field(default=1e15, gt=0, le=SAFE_MAGNITUDE)
+    # Generated times reach a few years before the anchor and have 4-digit years.
+    min_anchor_year: int = Field(default=1900, ge=10)
+    max_anchor_year: int = Field(default=2200, le=9990)
+    max_output_bytes: int = Field(default=2 << 30, ge=1)
+    # A record travels alone in a chunk at worst: it must fit in a Kafka record (8 MiB).
+    max_record_bytes: int = Field(default=2 << 20, ge=1024, le=8 << 20)
+    max_record_cost: int = Field(default=50_000, ge=100)
+    max_errors: int = Field(default=50, ge=1)
+
+    @model_validator(mode="after")
+    def _anchor_years(self) -> Settings:
+        if self.min_anchor_year > self.max_anchor_year:
+            raise ValueError("min_anchor_year is above max_anchor_year")
+        return self
+
+    def limits(self) -> Limits:
+        """The request bounds every service plans with (one place builds them)."""
+        return Limits(
+            max_records=self.max_records,
+            default_count=self.default_count,
+            max_depth=self.max_schema_depth,
+            max_fields_per_object=self.max_fields_per_object,
+            max_fields_total=self.max_fields_total,
+            max_array_items=self.max_array_items,
+            max_text=self.max_text_length,
+            max_enum_values=self.max_enum_values,
+            max_enum_value_length=self.max_enum_value_length,
+            max_name_length=self.max_name_length,
+            max_description_length=self.max_description_length,
+            max_path_length=self.max_path_length,
+            max_scenarios=self.max_scenarios,
+            max_overrides=self.max_overrides,
+            max_override_chars=self.max_override_chars,
+            max_hints=self.max_hints,
+            max_regex_length=self.max_regex_length,
+            max_regex_cost=self.max_regex_cost,
+            max_magnitude=self.max_number_magnitude,
+            min_anchor_year=self.min_anchor_year,
+            max_anchor_year=self.max_anchor_year,
+            max_output_bytes=self.max_output_bytes,
+            max_record_bytes=self.max_record_bytes,
+            max_record_cost=self.max_record_cost,
+            max_errors=self.max_errors,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
-from services.core.plan import Limits, build_plan
+from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import pin
@@ -64,7 +64,7 @@ class RouterService:
         self.registry = registry
         self.availability = availability
         s = runtime.settings
-        self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
+        self.limits = s.limits()
         self._entities = set(registry.names())
         self._domains = {e.domain for e in registry.list()}
 

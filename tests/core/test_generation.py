@@ -4,9 +4,8 @@ from collections import Counter
 import pytest
 
 from services.core.coherence import score_cart, score_order, score_records, score_review
-from services.core.entities import ConstraintUnsatisfiable
 from services.core.generate import generate_records
-from services.core.models import GenerateRequest
+from services.core.models import GenerateRequest, RequestInvalid
 from services.core.plan import build_plan
 from services.core.validate import validate_record
 
@@ -251,27 +250,38 @@ def test_narrow_total_window_is_solved_not_retried(registry):
     assert [e for r in recs for e in validate_record(plan.schema, r)] == []
 
 
-def test_exact_total_unreachable_raises_instead_of_spinning(registry):
-    plan = build_plan(
-        GenerateRequest.model_validate(
-            {
-                "entity": "cart",
-                "count": 50,
-                "seed": 1,
-                "constraints": {
-                    "field_constraints": {
-                        "items.price": {"min": 2, "max": 2},
-                        "items.quantity": {"min": 1, "max": 5},
-                        "items": {"min": 1, "max": 1},
-                        "subtotal": {"min": 4.01, "max": 4.01},
-                    }
-                },
-            }
-        ),
-        registry,
+def test_exact_total_unreachable_is_refused_up_front(registry):
+    """$4.01 from $2.00 unit prices passes the range check, but no basket of whole units
+    reaches it: the planner's probe finds that before the first record."""
+    req = GenerateRequest.model_validate(
+        {
+            "entity": "cart",
+            "count": 50,
+            "seed": 1,
+            "constraints": {
+                "field_constraints": {
+                    "items.price": {"min": 2, "max": 2},
+                    "items.quantity": {"min": 1, "max": 5},
+                    "items": {"min": 1, "max": 1},
+                    "subtotal": {"min": 4.01, "max": 4.01},
+                }
+            },
+        }
     )
-    with pytest.raises(ConstraintUnsatisfiable):
-        generate_records(plan, 0, 50)
+    with pytest.raises(RequestInvalid, match="too narrow for a basket"):
+        build_plan(req, registry)
+
+
+def test_exact_subtotal_is_met_with_whole_units(registry):
+    """A window narrower than a unit price: one line at quantity 1 takes the exact price."""
+    plan, recs = generate(
+        registry,
+        n=200,
+        entity="cart",
+        constraints={"field_constraints": {"subtotal": {"min": 64, "max": 64}}},
+    )
+    assert {r["subtotal"] for r in recs} == {64.0}
+    assert all(validate_record(plan.schema, r) == [] for r in recs)
 
 
 def test_object_overrides_are_not_shared_between_records(registry):

@@ -245,3 +245,63 @@ def test_every_current_schema_is_in_the_history():
     codec = Codec()
     for key, fp in codec.fingerprints.items():
         assert fp in codec.history, f"{key}.avsc changed: add schemas/avro/history/{key}.vN.avsc"
+
+
+def _zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def test_a_deeply_nested_avro_request_is_a_decode_error_not_a_crash(codec):
+    """fastavro's compiled reader overflows the C stack on ~5,000 nested Fields (a 50 KB
+    message): requests are read with the recursion-checked reader. Run in a child
+    process, so a regression shows as a failed test rather than a dead test run."""
+    import subprocess
+    import sys
+
+    base = codec.encode_request(GenerateRequest(entity="t", count=1))
+    prefix = base[:10] + b"\x00\x00\x02t"  # request_id "", domain "", entity "t"
+    assert base[len(prefix)] == 0  # the empty schema.fields array, replaced by a chain
+    # Field: name "x", type OBJECT (11), required false, description "", nested_fields
+    leaf = b"\x02x" + _zigzag(0) + b"\x00\x00" + _zigzag(0)
+    opening = b"\x02x" + _zigzag(11) + b"\x00\x00" + _zigzag(1)  # an array of one Field
+    depth = 20_000
+    chain = opening * depth + leaf + _zigzag(0) * depth
+    value = prefix + _zigzag(1) + chain + _zigzag(0) + base[len(prefix) + 1 :]
+    code = (
+        "import sys\n"
+        "from services.kit.codec import Codec, DecodeError\n"
+        "try:\n"
+        "    Codec().decode_request(sys.stdin.buffer.read(), None)\n"
+        "except DecodeError as exc:\n"
+        "    print(exc.kind.value, exc.reason)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=value, capture_output=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr.decode()[-500:]
+    assert out.stdout.decode().startswith("decode Avro body nested too deeply")
+
+
+def _deep_json(depth: int) -> bytes:
+    field = '{"name": "x", "type": "STRING"}'
+    for _ in range(depth):
+        field = '{"name": "x", "type": "OBJECT", "nested_fields": [' + field + "]}"
+    return ('{"entity": "t", "schema": {"fields": [' + field + "]}}").encode()
+
+
+def test_a_deeply_nested_json_request_is_a_field_error(codec):
+    """pydantic would recurse once per level: the depth is refused before it does (past
+    ~500 levels orjson itself refuses the document)."""
+    with pytest.raises(DecodeError) as exc:
+        codec.decode_request(_deep_json(300), JSON)
+    assert exc.value.kind == ErrorKind.INVALID_REQUEST
+    (err,) = exc.value.errors
+    assert err.path == "schema.fields" and "nested more than 64 levels" in err.message
+    with pytest.raises(DecodeError, match="invalid JSON"):
+        codec.decode_request(_deep_json(1000), JSON)
