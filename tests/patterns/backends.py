@@ -1,13 +1,16 @@
 """Store factories for the shared contract suite (`conftest.BACKENDS`) and backend tests.
 
 Each is an async context manager yielding a started store with nothing in it, closed (and
-its server stopped) afterwards.
+its server stopped) afterwards. For conftest:
+
+    BACKENDS["weaviate-fake"] = make_weaviate_fake      # (request) -> context manager
+    REOPEN["weaviate-fake"] = reopen_weaviate           # a second store, same server
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +21,8 @@ from tests.fakes.weaviate_server import FakeWeaviate
 from tests.support import make_settings
 
 DIM = 384  # all-MiniLM-L6-v2: the fake refuses vectors of any other length
+# Generous for the shared suite on a busy machine; the timeout itself is tested on its own.
+_TIMEOUT = {"pattern_store_timeout_seconds": 60.0}
 
 
 def weaviate_settings(server: FakeWeaviate, **over: Any) -> Settings:
@@ -36,12 +41,29 @@ async def weaviate_fake_store(tmp_path: Path, **store_args: Any) -> AsyncIterato
     """The Weaviate backend (real client, the process's MiniLM model) against a fresh
     wire-format fake. `tmp_path` is unused: the fake keeps its data in memory."""
     with FakeWeaviate(vector_dim=DIM) as server:
-        store = WeaviateStore(weaviate_settings(server), **store_args)
-        await store.start()
-        try:
+        async with open_weaviate(weaviate_settings(server, **_TIMEOUT), **store_args) as store:
             yield store
-        finally:
-            await store.aclose()
+
+
+def make_weaviate_fake(request: Any) -> AbstractAsyncContextManager[WeaviateStore]:
+    """`weaviate_fake_store` in the contract suite's factory shape (a pytest request)."""
+    return weaviate_fake_store(request.getfixturevalue("tmp_path"))
+
+
+def reopen_weaviate(store: Any) -> AbstractAsyncContextManager[WeaviateStore]:
+    """Another store on the same server: what a second process (or a restart) sees."""
+    assert isinstance(store, WeaviateStore)
+    return open_weaviate(store.settings)
+
+
+@asynccontextmanager
+async def open_weaviate(settings: Settings, **store_args: Any) -> AsyncIterator[WeaviateStore]:
+    store = WeaviateStore(settings, **store_args)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 # ---------------------------------------------------------------------------- real Weaviate
@@ -99,12 +121,8 @@ async def weaviate_container_store(tmp_path: Path) -> AsyncIterator[WeaviateStor
         pytest.skip(reason)
     settings = container_settings(weaviate_container())
     await drop_collections(settings)
-    store = WeaviateStore(settings)
-    await store.start()
-    try:
+    async with open_weaviate(settings) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 async def drop_collections(settings: Settings) -> None:

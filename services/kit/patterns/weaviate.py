@@ -130,6 +130,7 @@ class WeaviateStore(PatternStore):
     ):
         if not settings.weaviate_url:
             raise ValueError("WeaviateStore needs WEAVIATE_URL")
+        self.settings = settings
         self.url = settings.weaviate_url.rstrip("/")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -335,7 +336,7 @@ class WeaviateStore(PatternStore):
         """Connect and create missing collections. A server that is down is not an error
         here: health says so and the next call tries again."""
         self._started = True
-        _client_module()
+        await asyncio.to_thread(_client_module)  # ~1 s, off the event loop
         try:
             await self._call("start", self._probe, probe=True)
         except StoreUnavailable as exc:
@@ -620,7 +621,9 @@ class WeaviateStore(PatternStore):
                         total_count=True,
                     )
                     for g in entities.groups:
-                        counts[f"{collection}/{domain}/{g.grouped_by.value}"] = int(g.total_count)
+                        counts[f"{collection}/{domain}/{g.grouped_by.value}"] = int(
+                            g.total_count or 0
+                        )
             return dict(sorted(counts.items()))
 
         counts = await self._call("stats", run)
