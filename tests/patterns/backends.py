@@ -9,6 +9,7 @@ its server stopped) afterwards. For conftest:
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -73,15 +74,19 @@ _container: Any = None
 
 def docker_reason() -> str | None:
     """Why no container can be started here, or None."""
+    fallback = "The wire-format fake covers the backend otherwise."
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        return f"no Docker engine (no DOCKER_HOST, no /var/run/docker.sock). {fallback}"
     try:
         import docker
 
-        docker.from_env(timeout=3).ping()
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
     except Exception as exc:  # noqa: BLE001 - any failure means: no engine to use
-        return (
-            f"no Docker engine reachable ({type(exc).__name__}); testcontainers cannot start "
-            "a real Weaviate here. The wire-format fake covers the backend otherwise."
-        )
+        return f"no Docker engine reachable ({type(exc).__name__}: {exc}). {fallback}"
     return None
 
 
