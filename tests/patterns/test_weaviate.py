@@ -27,6 +27,7 @@ from services.kit.patterns.weaviate import WeaviateStore
 from services.kit.patterns.weaviate_schema import LAYOUTS, SEARCH_PROP, object_uuid
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.patterns.backends import DIM, weaviate_settings
+from tests.support import make_settings
 
 GROCERIES = Pattern(
     domain="ecommerce",
@@ -331,6 +332,29 @@ async def test_a_store_known_down_fails_fast_until_recheck(server: FakeWeaviate)
         await store.aclose()
 
 
+async def test_concurrent_calls_through_an_outage_fail_cleanly_then_recover(
+    server: FakeWeaviate,
+) -> None:
+    store = await started(server, recheck_s=0.0)
+    store.timeout = 1.0
+    try:
+        await store.upsert([GROCERIES, GIFTS])
+
+        async def burst() -> list[Any]:
+            calls = [store.search(Collection.PATTERNS, "groceries") for _ in range(8)]
+            calls += [store.count(Collection.PATTERNS) for _ in range(8)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        with server.down():
+            outcomes = await burst()
+            assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+        outcomes = await burst()
+        assert [o for o in outcomes if isinstance(o, BaseException)] == []
+        assert outcomes[8:] == [2] * 8
+    finally:
+        await store.aclose()
+
+
 async def test_a_server_down_at_start_is_not_an_error(server: FakeWeaviate) -> None:
     server.stop()
     store = WeaviateStore(
@@ -354,6 +378,16 @@ async def test_calls_before_start_are_unavailable(server: FakeWeaviate) -> None:
     with pytest.raises(StoreUnavailable, match="not started"):
         await store.count(Collection.PATTERNS)
     assert server.calls == []
+
+
+async def test_a_malformed_url_is_unavailable_not_a_crash() -> None:
+    store = WeaviateStore(make_settings(weaviate_url="weaviate:8080"))
+    await store.start()
+    try:
+        health = await store.health()
+        assert health == "unavailable: WEAVIATE_URL 'weaviate:8080': not http(s)://host[:port]"
+    finally:
+        await store.aclose()
 
 
 class _RecordingProxy:

@@ -133,15 +133,19 @@ class WeaviateStore(PatternStore):
         self.settings = settings
         self.url = settings.weaviate_url.rstrip("/")
         parts = urlsplit(self.url)
+        # A malformed URL is reported like an unreachable server, not raised: no crash.
+        self._misconfigured: str | None = None
+        try:
+            self._http_port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            self._misconfigured = str(exc)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"WEAVIATE_URL must be http(s)://host[:port], not {self.url!r}")
+            self._misconfigured = "not http(s)://host[:port]"
         self._secure = parts.scheme == "https"
-        self._host = parts.hostname
-        self._http_port = parts.port or (443 if self._secure else 80)
+        self._host = parts.hostname or ""
         self._grpc_port = settings.weaviate_grpc_port
         self._api_key = settings.weaviate_api_key
         self.timeout = settings.pattern_store_timeout_seconds
-        self.alpha = settings.rag_alpha
         self.recheck_s = recheck_s
         self._given = embedder
         self._default = None if (embedder is not None or keyword_only) else _Default()
@@ -208,7 +212,8 @@ class WeaviateStore(PatternStore):
         if self._client is not None and self._ensured:
             return self._client
         async with self._connect_lock:
-            if self._client is None:
+            client = self._client
+            if client is None:
                 client = self._new_client()
                 try:
                     await client.connect()
@@ -217,9 +222,11 @@ class WeaviateStore(PatternStore):
                     raise
                 self._client, self._ensured = client, False
             if not self._ensured:
-                await self._ensure(self._client)
-                self._ensured = True
-            return self._client
+                await self._ensure(client)
+                # a concurrent failure may have dropped it meanwhile: then this call
+                # fails on the closed client and the next one starts afresh
+                self._ensured = self._client is client
+            return client
 
     async def _ensure(self, client: Any) -> None:
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
@@ -274,6 +281,8 @@ class WeaviateStore(PatternStore):
         """Run `fn(client)` bounded by the timeout; a server failure -> StoreUnavailable."""
         if not self._started:
             raise StoreUnavailable("pattern store not started")
+        if self._misconfigured is not None:
+            raise StoreUnavailable(f"WEAVIATE_URL {self.url!r}: {self._misconfigured}")
         if (
             not probe
             and self._down is not None
