@@ -115,6 +115,10 @@ def container_settings(container: Any, **over: Any) -> Settings:
     return make_settings(**values)
 
 
+def make_weaviate_container(request: Any) -> AbstractAsyncContextManager[WeaviateStore]:
+    return weaviate_container_store(request.getfixturevalue("tmp_path"))
+
+
 @asynccontextmanager
 async def weaviate_container_store(tmp_path: Path) -> AsyncIterator[WeaviateStore]:
     """The Weaviate backend against a real server in Docker (register it under a `docker`

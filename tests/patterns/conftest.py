@@ -19,6 +19,12 @@ import pytest
 
 from services.kit.patterns.embedded import EmbeddedStore
 from services.kit.patterns.store import PatternStore
+from tests.patterns.backends import (
+    docker_reason,
+    make_weaviate_container,
+    make_weaviate_fake,
+    reopen_weaviate,
+)
 
 # Generous: the suite shares a small machine with other test runs; the timeout is tested
 # on its own (test_embedded.py).
@@ -50,10 +56,15 @@ def reopen_embedded(store: PatternStore) -> AbstractAsyncContextManager[PatternS
 
 BACKENDS: dict[str, Factory] = {
     "embedded": make_embedded,
+    "weaviate-fake": make_weaviate_fake,
 }
 REOPEN: dict[str, Reopen] = {
     "embedded": reopen_embedded,
+    "weaviate-fake": reopen_weaviate,
 }
+if docker_reason() is None:  # a real Weaviate in Docker (test_weaviate_container.py says why not)
+    BACKENDS["weaviate-docker"] = make_weaviate_container
+    REOPEN["weaviate-docker"] = reopen_weaviate
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -110,6 +110,14 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
+def _similarity(query: list[float] | None, vectors: Any) -> float:
+    """Dot product (cosine: the vectors are unit length) with a result's default vector."""
+    vector = vectors.get("default") if vectors else None
+    if query is None or not vector:
+        return 0.0
+    return sum(a * b for a, b in zip(query, vector, strict=True))
+
+
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text[:240]}"
@@ -539,16 +547,26 @@ class WeaviateStore(PatternStore):
                 filters=scope,
                 limit=max(1, top_k),
                 return_metadata=MetadataQuery(score=True),
+                include_vector=vectors is not None,  # for the tie-break below
             )
 
         res = await self._call("search", run)
-        return [
+        hits = [
             Hit(
                 pattern=layout.from_properties(o.properties),
                 score=round(min(1.0, max(0.0, o.metadata.score or 0.0)), 6),
             )
             for o in res.objects
         ]
+        # Relative fusion often ties exactly (min-max gives 0 and 1 per leg), and Weaviate
+        # leaves tied results in no set order: put the closer meaning first, then the id,
+        # so the same data always ranks the same way.
+        query_vec = vectors[0] if vectors else None
+        closeness = [_similarity(query_vec, o.vector) for o in res.objects]
+        order = sorted(
+            range(len(hits)), key=lambda i: (-hits[i].score, -closeness[i], hits[i].pattern.id)
+        )
+        return [hits[i] for i in order]
 
     async def get(self, collection: Collection, ids: Sequence[str]) -> list[Pattern]:
         wanted = list(dict.fromkeys(ids))
