@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
 import subprocess
@@ -21,10 +22,13 @@ import pytest
 from weaviate.proto.v1 import base_pb2, base_search_pb2
 from weaviate.util import generate_uuid5
 
+from services.cli import main
 from services.kit.patterns import open_store
+from services.kit.patterns.seeds import load_seeds
 from services.kit.patterns.store import Collection, Pattern, StoreUnavailable
 from services.kit.patterns.weaviate import WeaviateStore
 from services.kit.patterns.weaviate_schema import LAYOUTS, SEARCH_PROP, object_uuid
+from services.kit.settings import get_settings
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.patterns.backends import DIM, weaviate_settings
 from tests.support import make_settings
@@ -470,6 +474,29 @@ def test_the_client_is_not_imported_until_a_store_starts() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_cli_seeds_and_reports_a_weaviate_store(
+    server: FakeWeaviate, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WEAVIATE_URL", server.url)
+    monkeypatch.setenv("WEAVIATE_GRPC_PORT", str(server.grpc_port))
+    get_settings.cache_clear()
+    try:
+        assert main(["patterns", "seed"]) == 0
+        assert main(["patterns", "seed", "--if-empty"]) == 0
+        capsys.readouterr()
+        assert main(["patterns", "stats", "--json"]) == 0
+        stats = json.loads(capsys.readouterr().out)
+        assert stats["backend"] == "weaviate" and stats["semantic"] is True
+        assert sum(stats["counts"].values()) == len(load_seeds())
+        assert stats["health"] == f"healthy: 20 patterns in weaviate at {server.url}"
+        server.stop()
+        assert main(["patterns", "stats"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: pattern store unavailable (Weaviate at {server.url})")
+    finally:
+        get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("collection", list(Collection))
