@@ -157,6 +157,18 @@ class Settings(BaseSettings):
             max_errors=self.max_errors,
         )
 
+    # Pattern store (RAG, hybrid, learning). Unset WEAVIATE_URL: the embedded store, a
+    # SQLite file here plus the packaged MiniLM model (keywords only without the model).
+    pattern_store_path: str = ".data/patterns.sqlite"
+    weaviate_url: str | None = None
+    weaviate_api_key: str | None = None
+    weaviate_grpc_port: int = 50051
+    # Every store call is bounded by this: the Weaviate client alone retries for ~60 s.
+    pattern_store_timeout_seconds: float = Field(default=5.0, gt=0)
+    rag_top_k: int = Field(default=5, ge=1, le=100)
+    # Hybrid ranking weight: 1.0 vectors only, 0.0 keywords only (Weaviate's default 0.75).
+    rag_alpha: float = Field(default=0.75, ge=0.0, le=1.0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
