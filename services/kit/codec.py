@@ -29,17 +29,25 @@ from services.core.models import FieldError, GenerateRequest
 from services.core.pools import SCHEMAS_DIR
 from services.core.report import ErrorKind
 from services.kit.headers import AVRO, JSON
-from services.kit.messages import Control, DeadLetter, ResultChunk, RoutedRequest
+from services.kit.messages import Control, DeadLetter, Outcome, ResultChunk, RoutedRequest
 
 MAGIC = b"\xc3\x01"
 # Parse order: later files refer to types the earlier ones define.
-SCHEMA_FILES = ("generate_request", "routed_request", "result_chunk", "dead_letter", "control")
+SCHEMA_FILES = (
+    "generate_request",
+    "routed_request",
+    "result_chunk",
+    "dead_letter",
+    "control",
+    "outcome",
+)
 NAMES = {
     "generate_request": "testdata.v1.GenerateRequest",
     "routed_request": "testdata.v1.RoutedRequest",
     "result_chunk": "testdata.v1.ResultChunk",
     "dead_letter": "testdata.v1.DeadLetter",
     "control": "testdata.v1.Control",
+    "outcome": "testdata.v1.Outcome",
 }
 
 
@@ -200,6 +208,15 @@ class Codec:
 
     def decode_control(self, value: bytes) -> Control:
         return Control.model_validate(self.decode("control", value))
+
+    def encode_outcome(self, msg: Outcome) -> bytes:
+        return self.encode_model("outcome", msg)
+
+    def decode_outcome(self, value: bytes) -> Outcome:
+        try:
+            return Outcome.model_validate(self.decode("outcome", value))
+        except ValidationError as exc:
+            raise DecodeError("decode", f"invalid outcome: {exc}") from exc
 
 
 @lru_cache(maxsize=1)

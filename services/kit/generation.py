@@ -32,6 +32,7 @@ from services.kit.control import Cancellations, deadline_passed
 from services.kit.emit import ChunkEmitter
 from services.kit.headers import CORRELATION
 from services.kit.messages import GenerationMetadata, RoutedRequest
+from services.kit.outcomes import Sample, build_outcome, opts_out, publish_outcome
 from services.kit.replies import answer_failure, send_failure
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
@@ -183,6 +184,9 @@ class PathService(ABC):
             self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
         )
         report = RunReport()
+        sample = Sample(
+            self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes
+        )
 
         def final() -> GenerationMetadata:
             return self.metadata(plan, routed, report, t0)
@@ -190,7 +194,7 @@ class PathService(ABC):
         failure: tuple[ErrorKind, str] | None = None
         status = "success"
         try:
-            await self._emit_all(msg, plan, emitter, report, final)
+            await self._emit_all(msg, plan, emitter, report, final, sample)
         except Abandoned as exc:
             metrics.ABANDONED.labels(self.name, exc.kind.value).inc()
             log.info("%s: stopped after %d records: %s", req.request_id, emitter.records, exc)
@@ -208,6 +212,8 @@ class PathService(ABC):
             status = "failed"
             await self._failed(msg, emitter, *failure, final())
         await emitter.close()
+        if status == "success" and failure is None and emitter.records:
+            await self._outcome(plan, report, sample)
         elapsed = time.perf_counter() - t0
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
         metrics.GENERATION_SECONDS.labels(self.path.value).observe(elapsed)
@@ -229,6 +235,7 @@ class PathService(ABC):
         emitter: ChunkEmitter,
         report: RunReport,
         final: Callable[[], GenerationMetadata],
+        sample: Sample,
     ) -> None:
         """Chunks of every batch the path yields; the last one carries the metadata."""
         if plan.count == 0:
@@ -241,6 +248,7 @@ class PathService(ABC):
                 report.add(batch)
                 if not batch.records:
                     continue
+                sample.add(batch.records)
                 if per_chunk is None:
                     per_chunk = records_per_chunk(batch.records, self.chunk_size)
                 for piece in _pieces(batch.records, per_chunk):
@@ -263,6 +271,16 @@ class PathService(ABC):
             raise PathIncomplete(
                 f"the {self.path.value} path ended after {emitter.records} of {plan.count} records"
             )
+
+    async def _outcome(self, plan: Plan, report: RunReport, sample: Sample) -> None:
+        """The delivered dataset, for the learner (unless the request opts out). After
+        every chunk is acknowledged, so no outcome exists for an undelivered dataset."""
+        if opts_out(plan.request):
+            metrics.OUTCOMES.labels(self.path.value, "opted_out").inc()
+            return
+        outcome = build_outcome(plan, self.path.value, report.coherence, sample)
+        ok = await publish_outcome(self.rt, outcome)
+        metrics.OUTCOMES.labels(self.path.value, "published" if ok else "failed").inc()
 
     async def _failed(
         self,

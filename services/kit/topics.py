@@ -53,6 +53,7 @@ class Topics:
         self.results = self.specs["results"].name
         self.deadletter = self.specs["deadletter"].name
         self.control = self.specs["control"].name
+        self.outcomes = self.specs["outcomes"].name
         self._replies = self.specs["replies"].name
 
     def path(self, path: GenerationPath) -> str:

@@ -12,9 +12,12 @@ from services.core.report import ErrorKind, Fallback
 from services.core.routing import RoutingDecision
 from services.kit.codec import AVRO, JSON, MAGIC, Codec, DecodeError, crc64_avro
 from services.kit.messages import (
+    Control,
     DeadLetter,
     ErrorDetail,
     GenerationMetadata,
+    Outcome,
+    OutcomeScenario,
     ResultChunk,
     RoutedRequest,
 )
@@ -139,6 +142,28 @@ def test_all_messages_round_trip(codec):
     assert codec.decode_dead_letter(codec.encode_dead_letter(dead)) == dead
 
 
+def test_outcome_round_trips(codec):
+    outcome = Outcome(
+        request_id="r",
+        fingerprint="ab" * 32,
+        path="traditional",
+        domain="ecommerce",
+        entity="cart",
+        scenarios=[OutcomeScenario(name="late", description="delivered late", count=3)],
+        context="marathon runners",
+        hints=["coherent", "no_learn"],
+        seed=-3,
+        record_count=3,
+        coherence_score=None,
+        sample_json='[{"a": 1}]',
+        completed_at_ms=5,
+    )
+    assert codec.decode_outcome(codec.encode_outcome(outcome)) == outcome
+    assert outcome.sample() == [{"a": 1}]
+    with pytest.raises(DecodeError, match=r"expected testdata\.v1\.Outcome"):
+        codec.decode_outcome(codec.encode_control(Control(request_id="r", at_ms=1)))
+
+
 def test_fingerprint_matches_the_avro_spec():
     # The spec's CRC-64-AVRO of the canonical schema "int" (Java reference implementation).
     assert crc64_avro(b'"int"')[::-1].hex() == "7275d51a3f395c8f"
@@ -157,6 +182,7 @@ def test_pydantic_mirrors_agree_with_avro_schemas():
         "result_chunk": ResultChunk,
         "dead_letter": DeadLetter,
         "generate_request": GenerateRequest,
+        "outcome": Outcome,
     }
     for name, model in pairs.items():
         avsc = json.loads((AVRO_DIR / f"{name}.avsc").read_text())
@@ -170,7 +196,8 @@ def test_schema_changes_stay_backward_compatible(old):
     codec = Codec()
     key = old.name.split(".")[0]
     named: dict = {}
-    for dep in ("generate_request", "routed_request", "result_chunk", "dead_letter", "control"):
+    deps = ("generate_request", "routed_request", "result_chunk", "dead_letter", "control")
+    for dep in (*deps, "outcome"):
         p = old.parent / f"{dep}.{old.name.split('.')[1]}.avsc"
         if p.exists():
             parsed = fastavro.parse_schema(json.loads(p.read_text()), named_schemas=named)
@@ -209,6 +236,16 @@ def test_schema_changes_stay_backward_compatible(old):
             "failed_at_ms": 0,
         },
         "control": {"request_id": "r", "action": "cancel", "at_ms": 1},
+        "outcome": {
+            "request_id": "r",
+            "fingerprint": "f",
+            "path": "llm",
+            "domain": "ecommerce",
+            "entity": "cart",
+            "record_count": 1,
+            "sample_json": "[]",
+            "completed_at_ms": 1,
+        },
     }
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, writer, samples[key])
