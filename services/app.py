@@ -27,6 +27,7 @@ from services.kit.kafka import ensure_topics_exist
 from services.kit.procstate import supervisor_probes
 from services.kit.settings import Settings
 from services.kit.stream import Runtime, Subscriber
+from services.learner.service import LearnerService
 from services.llm.service import LLMService
 from services.router.service import RouterService
 from services.traditional.service import TraditionalService
@@ -43,8 +44,9 @@ PATHS: dict[GenerationPath, type[PathService]] = {
     GenerationPath.LLM: LLMService,
 }
 BRIDGE = "bridge"
+LEARNER = "learner"
 #: Every deployable, named as on the command line.
-SERVICES: tuple[str, ...] = ("router", *(p.value for p in PATHS), BRIDGE)
+SERVICES: tuple[str, ...] = ("router", *(p.value for p in PATHS), LEARNER, BRIDGE)
 #: The deployables that consume topics (all but the bridge).
 WORKERS: tuple[str, ...] = tuple(s for s in SERVICES if s != BRIDGE)
 
@@ -77,6 +79,7 @@ class App:
         self.instance = settings.instance_id or uuid.uuid4().hex[:12]
         self._refresher: asyncio.Task[None] | None = None
         self.control: ControlListener | None = None  # in processes running a path
+        self.learner: LearnerService | None = None
 
     # ---- availability of the paths (one probe per path per process) --------------------
     def probe(self, path: GenerationPath) -> Availability:
@@ -110,6 +113,9 @@ class App:
             for p in PATHS:
                 self.probe(p)
             return RouterService(self.rt, self.registry, self.availability).subscriber()
+        if name == LEARNER:
+            self.learner = LearnerService(self.rt, self.registry)
+            return self.learner.subscriber()
         path = GenerationPath(name)
         if self.control is None:
             self.control = ControlListener(self.rt)
@@ -127,12 +133,14 @@ class App:
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {list(SERVICES)}")
         get_pools()  # build value pools before the first request, not during it
-        self.rt.compress = any(n in names for n in WORKERS if n != "router")
+        self.rt.compress = any(p.value in names for p in PATHS)
         await self.rt.start()
         await ensure_catalog_topics(self.rt)
         self.subscribers = [self._build(n) for n in names if n != BRIDGE]
         if self.control is not None:
             await self.control.start()
+        if self.learner is not None:
+            await self.learner.start()
         for probe in self.probes.values():
             await probe.refresh()
         for sub in self.subscribers:
@@ -175,6 +183,8 @@ class App:
             out["control"] = "healthy" if self.control.healthy else "unhealthy: not reading"
         for probe in self.probes.values():
             out.update(await probe.components())
+        if self.learner is not None:
+            out.update(await self.learner.components())
         return out
 
     async def stop(self) -> None:
@@ -193,6 +203,8 @@ class App:
                 await asyncio.wait_for(t, 5)
         if self.control is not None:
             await self.control.stop()
+        if self.learner is not None:
+            await self.learner.aclose()
         for probe in self.probes.values():
             with contextlib.suppress(Exception):
                 await probe.aclose()
