@@ -32,7 +32,15 @@ from services.kit.control import Cancellations, deadline_passed
 from services.kit.emit import ChunkEmitter
 from services.kit.headers import CORRELATION
 from services.kit.messages import GenerationMetadata, RoutedRequest
-from services.kit.outcomes import Sample, build_outcome, opts_out, publish_outcome
+from services.kit.outcomes import (
+    Sample,
+    build_outcome,
+    learn_rules,
+    opts_out,
+    path_learnable,
+    publish_outcome,
+    shaped,
+)
 from services.kit.replies import answer_failure, send_failure
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
@@ -109,6 +117,7 @@ class PathService(ABC):
         s = runtime.settings
         self.limits = Limits(max_records=s.max_records, default_count=s.default_count)
         self.chunk_size = s.chunk_size
+        self.learn_rules = learn_rules(s.learn_paths)
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
@@ -275,10 +284,16 @@ class PathService(ABC):
     async def _outcome(self, plan: Plan, report: RunReport, sample: Sample) -> None:
         """The delivered dataset, for the learner (unless the request opts out). After
         every chunk is acknowledged, so no outcome exists for an undelivered dataset."""
-        if opts_out(plan.request):
+        req = plan.request
+        if opts_out(req.hints):
             metrics.OUTCOMES.labels(self.path.value, "opted_out").inc()
             return
-        outcome = build_outcome(plan, self.path.value, report.coherence, sample)
+        learnable = path_learnable(
+            self.learn_rules,
+            self.path.value,
+            shaped(req.context, (s.description for s in req.scenarios)),
+        )
+        outcome = build_outcome(plan, self.path.value, report.coherence, sample, check=learnable)
         ok = await publish_outcome(self.rt, outcome)
         metrics.OUTCOMES.labels(self.path.value, "published" if ok else "failed").inc()
 

@@ -91,7 +91,7 @@ class Outcome(_Msg):
     hints: list[str] = Field(default_factory=list)
     seed: int = 0
     record_count: int
-    invalid_count: int = 0
+    invalid_count: int | None = None
     coherence_score: float | None = None
     sample_json: str
     generator_version: str = ""

@@ -17,12 +17,12 @@ from enum import StrEnum
 from typing import Any
 
 from services.core.coherence import SCORERS, score_records
-from services.core.models import GenerationPath
 from services.core.plan import DEFAULT_SCENARIO
 from services.core.registry import SchemaRegistry
 from services.core.validate import validate_record
 from services.kit.messages import Outcome
-from services.kit.outcomes import NO_LEARN
+from services.kit.outcomes import NEVER_LEARNED, learn_rules, opts_out, path_learnable
+from services.kit.outcomes import shaped as shaped_by
 from services.kit.patterns import Collection, Pattern
 from services.kit.settings import Settings
 
@@ -54,13 +54,7 @@ class Policy:
 
     @classmethod
     def of(cls, learn_paths: Sequence[str], coherence_threshold: float) -> Policy:
-        paths: dict[str, bool] = {}
-        for entry in learn_paths:
-            path, _, cond = entry.partition(":")
-            # "llm" and "llm:context" both listed: the unconditional one wins
-            paths[path] = paths.get(path, True) and cond == "context"
-        paths.pop(GenerationPath.RAG.value, None)
-        return cls(paths=paths, coherence_threshold=coherence_threshold)
+        return cls(paths=learn_rules(learn_paths), coherence_threshold=coherence_threshold)
 
 
 @dataclass(frozen=True)
@@ -71,8 +65,7 @@ class Verdict:
 
 
 def shaped(outcome: Outcome) -> bool:
-    """A context or a scenario description shaped the output: it says more than a seed."""
-    return bool(outcome.context.strip()) or any(s.description.strip() for s in outcome.scenarios)
+    return shaped_by(outcome.context, (s.description for s in outcome.scenarios))
 
 
 def describe(outcome: Outcome) -> str:
@@ -98,13 +91,13 @@ def scenario_of(records: list[dict[str, Any]]) -> str:
 
 def judge(outcome: Outcome, registry: SchemaRegistry, policy: Policy) -> Verdict:
     """The pattern this outcome makes, or why it makes none."""
-    if NO_LEARN in {h.strip().lower().replace("-", "_") for h in outcome.hints}:
+    if opts_out(outcome.hints):
         return Verdict(None, Skip.OPTED_OUT)
-    if outcome.path == GenerationPath.RAG.value:
+    if outcome.path == NEVER_LEARNED:
         return Verdict(None, Skip.RAG)
     if outcome.path not in policy.paths:
         return Verdict(None, Skip.PATH, outcome.path)
-    if policy.paths[outcome.path] and not shaped(outcome):
+    if not path_learnable(policy.paths, outcome.path, shaped(outcome)):
         return Verdict(None, Skip.UNSHAPED, outcome.path)
     if outcome.custom_schema:
         return Verdict(None, Skip.CUSTOM_SCHEMA)

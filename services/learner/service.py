@@ -25,6 +25,7 @@ from services.learner.gate import Policy, judge
 
 log = logging.getLogger("testdata.learner")
 RETRY_FIRST_S = 0.2
+COMPONENT = "learner_store"  # in health: the store as the learner last found it
 
 
 class LearnerService:
@@ -73,7 +74,7 @@ class LearnerService:
         done = f"{self.stored} stored, {sum(self.skipped.values())} skipped"
         if self.unavailable is not None:
             return {
-                "learner": f"unavailable: {self.unavailable}; outcomes wait in "
+                COMPONENT: f"unavailable: {self.unavailable}; outcomes wait in "
                 f"{self.rt.topics.outcomes} ({done})"
             }
         try:
@@ -82,7 +83,7 @@ class LearnerService:
             )
         except Exception as exc:  # noqa: BLE001 - a failed probe is a health answer
             state = f"unavailable: {type(exc).__name__}: {exc}"
-        return {"learner": f"{state} ({done})"}
+        return {COMPONENT: f"{state} ({done})"}
 
     # ---- outcomes ------------------------------------------------------------------------
     async def handle(self, msg: Message) -> None:

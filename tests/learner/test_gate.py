@@ -93,7 +93,7 @@ def test_which_paths_are_learned_is_a_setting(monkeypatch):
 @pytest.mark.parametrize("hint", ["no_learn", "No-Learn", " no_learn "])
 def test_a_request_can_opt_out(hint):
     o = outcome("llm", entity="cart", count=5, hints=["coherent", hint])
-    assert opts_out(GenerateRequest(hints=[hint]))
+    assert opts_out([hint])
     assert judge(o, REGISTRY, POLICY).skip == Skip.OPTED_OUT
 
 
@@ -125,6 +125,8 @@ def test_any_invalid_record_keeps_the_dataset_out():
     bad = o.model_copy(update={"sample_json": orjson.dumps(records).decode()})
     v = judge(bad, REGISTRY, POLICY)
     assert v.skip == Skip.INVALID and "record 2: items[0].quantity" in v.detail
+    unchecked = bad.model_copy(update={"invalid_count": None})  # the producer did not look
+    assert judge(unchecked, REGISTRY, POLICY).skip == Skip.INVALID
     assert judge(o.model_copy(update={"invalid_count": 1}), REGISTRY, POLICY).skip == Skip.INVALID
     assert judge(o.model_copy(update={"sample_json": "[{"}), REGISTRY, POLICY).skip == Skip.INVALID
     assert judge(o.model_copy(update={"sample_json": "[]"}), REGISTRY, POLICY).skip == Skip.EMPTY
