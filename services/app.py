@@ -2,7 +2,8 @@
 
 `SERVICES` names every deployable as the command line does (`testdata service <name>`);
 `PATHS` maps each generation path to its service class. Adding a path is one package with
-a `PathService` subclass and one entry in `PATHS`. `testdata run` puts each service in its
+a `PathService` subclass and one entry in `PATHS`. The learner consumes what every path
+reports on the outcomes topic. `testdata run` puts each service in its
 own process (both cores work); tests run several in one event loop.
 """
 
@@ -105,7 +106,12 @@ class App:
                     log.warning("availability probe failed", exc_info=True)
 
     def _probe_components(self) -> list[HealthProbe]:
-        return [self.probe(p).components for p in PATHS]
+        """What the bridge's HealthCheck reports besides itself: the paths' probes, and
+        the learner when it runs in this process."""
+        probes: list[HealthProbe] = [self.probe(p).components for p in PATHS]
+        if self.learner is not None:
+            probes.append(self.learner.components)
+        return probes
 
     # ---- lifecycle -------------------------------------------------------------------
     def _build(self, name: str) -> Subscriber:

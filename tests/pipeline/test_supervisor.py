@@ -108,6 +108,7 @@ def test_a_killed_service_is_restarted_and_nothing_else_stops(sup, stub):
     check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
     assert check.components["process_traditional"] == f"healthy: pid {new}, 1 restart"
     assert check.components["process_router"] == f"healthy: pid {others['router']}, 0 restarts"
+    assert check.components["process_learner"].startswith("healthy: pid ")  # its own process
 
 
 def test_a_crash_looping_service_is_reported_while_the_rest_serve(sup, stub):
