@@ -98,7 +98,8 @@ def build_outcome(
         request_id=req.request_id,
         fingerprint=request_fingerprint(req),
         path=path,
-        domain=req.domain or plan.schema.domain,
+        # as retrieval scopes a request: its domain, else its entity's, normalised
+        domain=(req.domain or plan.schema.domain or "custom").strip().lower(),
         entity=plan.schema.name,
         custom_schema=bool(req.schema_.fields),
         scenarios=[

@@ -213,14 +213,18 @@ class _Done:
 # ---- outcomes for the learner --------------------------------------------------------
 async def test_a_dataset_delivered_in_full_is_offered_to_the_learner_after_its_chunks():
     rt = FakeRuntime(chunk_size=4, learn_sample_records=6)
-    req = request(context="runners", scenarios=[{"name": "race", "description": "race week"}])
+    req = request(
+        domain=" Running ",
+        context="runners",
+        scenarios=[{"name": "race", "description": "race week"}],
+    )
     await scripted(rt, (0, 3), (3, 10)).handle(message(routed(req)))
     (outcome,) = rt.outcomes()
     topics = [t for t, _, _, _ in rt.sent]
     assert topics.index(OUTCOMES) == len(topics) - 1  # after the final chunk
     assert rt.sent[-1][2] == b"r-1"  # keyed by request id
     assert (outcome.request_id, outcome.path, outcome.entity) == ("r-1", "traditional", "cart")
-    assert outcome.domain == "ecommerce" and outcome.context == "runners"
+    assert outcome.domain == "running" and outcome.context == "runners"  # as retrieval scopes
     assert [(s.name, s.description, s.count) for s in outcome.scenarios] == [
         ("race", "race week", 10)
     ]
