@@ -1,5 +1,5 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery budget patterns weaviate)."""
+pipeline delivery budget patterns weaviate learner)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def main() -> None:
         "budget",
         "patterns",
         "weaviate",
+        "learner",
     ]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])

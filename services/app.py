@@ -2,7 +2,8 @@
 
 `SERVICES` names every deployable as the command line does (`testdata service <name>`);
 `PATHS` maps each generation path to its service class. Adding a path is one package with
-a `PathService` subclass and one entry in `PATHS`. `testdata run` puts each service in its
+a `PathService` subclass and one entry in `PATHS`. The learner consumes what every path
+reports on the outcomes topic. `testdata run` puts each service in its
 own process (both cores work); tests run several in one event loop.
 """
 
@@ -28,6 +29,7 @@ from services.kit.kafka import ensure_topics_exist
 from services.kit.procstate import supervisor_probes
 from services.kit.settings import Settings
 from services.kit.stream import Runtime, Subscriber
+from services.learner.service import LearnerService
 from services.llm.service import LLMService
 from services.router.service import RouterService
 from services.traditional.service import TraditionalService
@@ -44,8 +46,9 @@ PATHS: dict[GenerationPath, type[PathService]] = {
     GenerationPath.LLM: LLMService,
 }
 BRIDGE = "bridge"
+LEARNER = "learner"
 #: Every deployable, named as on the command line.
-SERVICES: tuple[str, ...] = ("router", *(p.value for p in PATHS), BRIDGE)
+SERVICES: tuple[str, ...] = ("router", *(p.value for p in PATHS), LEARNER, BRIDGE)
 #: The deployables that consume topics (all but the bridge).
 WORKERS: tuple[str, ...] = tuple(s for s in SERVICES if s != BRIDGE)
 
@@ -79,6 +82,7 @@ class App:
         self._refresher: asyncio.Task[None] | None = None
         self.control: ControlListener | None = None  # in processes running a consumer
         self.guard: DeliveryGuard | None = None  # with it, unless MAX_DELIVERIES is 0
+        self.learner: LearnerService | None = None
 
     # ---- availability of the paths (one probe per path per process) --------------------
     def probe(self, path: GenerationPath) -> Availability:
@@ -104,7 +108,12 @@ class App:
                     log.warning("availability probe failed", exc_info=True)
 
     def _probe_components(self) -> list[HealthProbe]:
-        return [self.probe(p).components for p in PATHS]
+        """What the bridge's HealthCheck reports besides itself: the paths' probes, and
+        the learner when it runs in this process."""
+        probes: list[HealthProbe] = [self.probe(p).components for p in PATHS]
+        if self.learner is not None:
+            probes.append(self.learner.components)
+        return probes
 
     # ---- lifecycle -------------------------------------------------------------------
     def _listener(self) -> ControlListener:
@@ -120,6 +129,9 @@ class App:
         return self.control
 
     def _build(self, name: str) -> Subscriber:
+        if name == LEARNER:  # stores outcomes until the store takes them: no delivery limit
+            self.learner = LearnerService(self.rt, self.registry)
+            return self.learner.subscriber()
         listener = self._listener()
         if name == "router":
             for p in PATHS:
@@ -145,7 +157,7 @@ class App:
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {list(SERVICES)}")
         get_pools()  # build value pools before the first request, not during it
-        self.rt.compress = any(n in names for n in WORKERS if n != "router")
+        self.rt.compress = any(p.value in names for p in PATHS)
         await self.rt.start()
         await ensure_catalog_topics(self.rt)
         self.subscribers = [self._build(n) for n in names if n != BRIDGE]
@@ -153,6 +165,8 @@ class App:
             await self.control.start()
         if self.guard is not None:
             await self.guard.start()
+        if self.learner is not None:
+            await self.learner.start()
         for probe in self.probes.values():
             await probe.refresh()
         for sub in self.subscribers:
@@ -199,6 +213,8 @@ class App:
             out["deliveries"] = f"healthy: {tracked}" if ready else f"catching up: {tracked}"
         for probe in self.probes.values():
             out.update(await probe.components())
+        if self.learner is not None:
+            out.update(await self.learner.components())
         return out
 
     async def stop(self) -> None:
@@ -219,6 +235,8 @@ class App:
             await self.guard.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.learner is not None:
+            await self.learner.aclose()
         for probe in self.probes.values():
             with contextlib.suppress(Exception):
                 await probe.aclose()

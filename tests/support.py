@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from services.kit.settings import Settings
 
 
+def temp_store_path() -> str:
+    """A pattern store file of its own, removed when the test run ends."""
+    d = tempfile.mkdtemp(prefix="testdata-patterns-")
+    atexit.register(shutil.rmtree, d, True)
+    return str(Path(d) / "patterns.sqlite")
+
+
 def make_settings(bootstrap: str = "", **over: Any) -> Settings:
-    """Settings isolated from the machine's env and .env (no stray API keys)."""
+    """Settings isolated from the machine's env and .env (no stray API keys), with a
+    pattern store of their own."""
     base: dict[str, Any] = dict(
         kafka_bootstrap_servers=bootstrap,
         grpc_port=0,
@@ -19,6 +31,8 @@ def make_settings(bootstrap: str = "", **over: Any) -> Settings:
         instance_id="test-a",
     )
     base.update(over)
+    if "pattern_store_path" not in base:
+        base["pattern_store_path"] = temp_store_path()
     return Settings(_env_file=None, **base)
 
 

@@ -30,7 +30,14 @@ from services.core.models import FieldError, GenerateRequest
 from services.core.pools import SCHEMAS_DIR
 from services.core.report import ErrorKind
 from services.kit.headers import AVRO, JSON
-from services.kit.messages import Control, DeadLetter, DeliveryMarker, ResultChunk, RoutedRequest
+from services.kit.messages import (
+    Control,
+    DeadLetter,
+    DeliveryMarker,
+    Outcome,
+    ResultChunk,
+    RoutedRequest,
+)
 
 MAGIC = b"\xc3\x01"
 # Parse order: later files refer to types the earlier ones define.
@@ -41,6 +48,7 @@ SCHEMA_FILES = (
     "dead_letter",
     "control",
     "delivery",
+    "outcome",
 )
 NAMES = {
     "generate_request": "testdata.v1.GenerateRequest",
@@ -49,6 +57,7 @@ NAMES = {
     "dead_letter": "testdata.v1.DeadLetter",
     "control": "testdata.v1.Control",
     "delivery": "testdata.v1.DeliveryMarker",
+    "outcome": "testdata.v1.Outcome",
 }
 
 
@@ -223,6 +232,15 @@ class Codec:
 
     def decode_delivery(self, value: bytes) -> DeliveryMarker:
         return DeliveryMarker.model_validate(self.decode("delivery", value))
+
+    def encode_outcome(self, msg: Outcome) -> bytes:
+        return self.encode_model("outcome", msg)
+
+    def decode_outcome(self, value: bytes) -> Outcome:
+        try:
+            return Outcome.model_validate(self.decode("outcome", value))
+        except ValidationError as exc:
+            raise DecodeError("decode", f"invalid outcome: {exc}") from exc
 
 
 @lru_cache(maxsize=1)

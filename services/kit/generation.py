@@ -39,6 +39,15 @@ from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
 from services.kit.headers import CORRELATION
 from services.kit.messages import GenerationMetadata, RoutedRequest
+from services.kit.outcomes import (
+    Sample,
+    build_outcome,
+    learn_rules,
+    opts_out,
+    path_learnable,
+    publish_outcome,
+    shaped,
+)
 from services.kit.replies import answer_failure, send_failure
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
@@ -161,6 +170,7 @@ class PathService(ABC):
         self.limits = s.limits()
         self.chunk_size = s.chunk_size
         self.budget_seconds = s.generation_budget_seconds
+        self.learn_rules = learn_rules(s.learn_paths)
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
@@ -239,6 +249,9 @@ class PathService(ABC):
             self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
         )
         report = RunReport()
+        sample = Sample(
+            self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes
+        )
 
         def final() -> GenerationMetadata:
             return self.metadata(plan, routed, report, t0)
@@ -246,7 +259,7 @@ class PathService(ABC):
         failure: tuple[ErrorKind, str] | None = None
         status = "success"
         try:
-            await self._emit_all(msg, plan, budget, emitter, report, final)
+            await self._emit_all(msg, plan, budget, emitter, report, final, sample)
         except Abandoned as exc:
             metrics.ABANDONED.labels(self.name, exc.kind.value).inc()
             log.info("%s: stopped after %d records: %s", req.request_id, emitter.records, exc)
@@ -268,6 +281,8 @@ class PathService(ABC):
             status = "over_budget" if failure[0] == ErrorKind.OVER_BUDGET else "failed"
             await self._failed(msg, emitter, *failure, final())
         await emitter.close()
+        if status == "success" and failure is None and emitter.records:
+            await self._outcome(plan, report, sample)
         elapsed = time.perf_counter() - t0
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
         metrics.GENERATION_SECONDS.labels(self.path.value).observe(elapsed)
@@ -290,6 +305,7 @@ class PathService(ABC):
         emitter: ChunkEmitter,
         report: RunReport,
         final: Callable[[], GenerationMetadata],
+        sample: Sample,
     ) -> None:
         """Chunks of every batch the path yields; the last one carries the metadata."""
         if plan.count == 0:
@@ -302,6 +318,7 @@ class PathService(ABC):
                 report.add(batch)
                 if not batch.records:
                     continue
+                sample.add(batch.records)
                 if per_chunk is None:
                     per_chunk = records_per_chunk(batch.records, self.chunk_size)
                 for piece in _pieces(batch.records, per_chunk):
@@ -346,6 +363,22 @@ class PathService(ABC):
             if timeout.expired():
                 raise budget.stop(emitter.records, plan.count) from None
             raise  # the path's own timeout, not the budget
+
+    async def _outcome(self, plan: Plan, report: RunReport, sample: Sample) -> None:
+        """The delivered dataset, for the learner (unless the request opts out). After
+        every chunk is acknowledged, so no outcome exists for an undelivered dataset."""
+        req = plan.request
+        if opts_out(req.hints):
+            metrics.OUTCOMES.labels(self.path.value, "opted_out").inc()
+            return
+        learnable = path_learnable(
+            self.learn_rules,
+            self.path.value,
+            shaped(req.context, (s.description for s in req.scenarios)),
+        )
+        outcome = build_outcome(plan, self.path.value, report.coherence, sample, check=learnable)
+        ok = await publish_outcome(self.rt, outcome)
+        metrics.OUTCOMES.labels(self.path.value, "published" if ok else "failed").inc()
 
     async def _failed(
         self,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.models import FieldError, GenerateRequest, OutputFormat
@@ -82,6 +83,38 @@ class DeliveryMarker(_Msg):
     correlation_id: str = ""
     instance: str = ""
     at_ms: int
+
+
+class OutcomeScenario(_Msg):
+    name: str
+    description: str = ""
+    count: int = 0
+
+
+class Outcome(_Msg):
+    """A dataset delivered in full, as the learner sees it (schemas/avro/outcome.avsc)."""
+
+    request_id: str
+    fingerprint: str
+    path: str
+    domain: str
+    entity: str
+    custom_schema: bool = False
+    scenarios: list[OutcomeScenario] = Field(default_factory=list)
+    context: str = ""
+    hints: list[str] = Field(default_factory=list)
+    seed: int = 0
+    record_count: int
+    invalid_count: int | None = None
+    coherence_score: float | None = None
+    sample_json: str
+    generator_version: str = ""
+    completed_at_ms: int
+
+    def sample(self) -> list[dict[str, Any]]:
+        """The sample's records; objects only (anything else is not a record)."""
+        data = orjson.loads(self.sample_json)
+        return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
 
 
 class Header(_Msg):

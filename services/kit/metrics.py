@@ -121,3 +121,26 @@ DELIVERIES_TRACKED = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
+OUTCOMES = Counter(
+    "testdata_outcomes",
+    "Successful datasets offered to the learner: published, opted_out, failed (not sent)",
+    ["path", "result"],
+    registry=REGISTRY,
+)
+LEARNER_OUTCOMES = Counter(
+    "testdata_learner_outcomes",
+    "Outcomes the learner finished with: stored, or skipped and why",
+    ["result", "reason"],
+    registry=REGISTRY,
+)
+LEARNER_STORE_RETRIES = Counter(
+    "testdata_learner_store_retries",
+    "Times the learner found the pattern store unavailable and waited to retry",
+    registry=REGISTRY,
+)
+LEARNER_STORE_UP = Gauge(
+    "testdata_learner_store_up",
+    "1 while the learner reaches the pattern store, 0 while outcomes wait for it",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)

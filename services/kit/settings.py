@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.core.limits import HARD_MAX_DEPTH, SAFE_MAGNITUDE, Limits
+
+#: Paths whose outputs may become patterns; "<path>:context" learns that path's output
+#: only when a context or a scenario description shaped it.
+LEARNABLE_PATHS = ("traditional", "llm", "hybrid")
 
 
 class Settings(BaseSettings):
@@ -168,6 +174,44 @@ class Settings(BaseSettings):
     rag_top_k: int = Field(default=5, ge=1, le=100)
     # Hybrid ranking weight: 1.0 vectors only, 0.0 keywords only (Weaviate's default 0.75).
     rag_alpha: float = Field(default=0.75, ge=0.0, le=1.0)
+
+    # Learning: every successful dataset goes to the outcomes topic; the learner stores
+    # those that pass its gate. Which paths' outputs are learned ("<path>" or
+    # "<path>:context"; comma-separated or JSON). Never rag: the store would feed on its
+    # own variations. Plain traditional output says nothing a seed does not.
+    learn_paths: Annotated[list[str], NoDecode] = ["llm", "hybrid", "traditional:context"]
+    # At most this many patterns per (collection, domain, entity); lowest quality and
+    # least used are pruned first.
+    patterns_per_entity_max: int = Field(default=500, ge=1)
+    # What an outcome carries of the dataset: its first records, within both bounds.
+    learn_sample_records: int = Field(default=20, ge=1, le=1000)
+    learn_sample_max_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
+    # While the store is unavailable the learner retries with backoff up to this delay;
+    # outcomes wait in their topic meanwhile.
+    learner_retry_max_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("learn_paths", mode="before")
+    @classmethod
+    def _split_learn_paths(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                return json.loads(v)
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("learn_paths")
+    @classmethod
+    def _check_learn_paths(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            path, _, cond = entry.partition(":")
+            if path == "rag":
+                raise ValueError("rag outputs are never learned: the store would feed on itself")
+            if path not in LEARNABLE_PATHS or cond not in ("", "context"):
+                raise ValueError(
+                    f"{entry!r}: expected <path> or <path>:context, path one of {LEARNABLE_PATHS}"
+                )
+        return v
 
 
 @lru_cache(maxsize=1)

@@ -54,6 +54,7 @@ class Topics:
         self.deadletter = self.specs["deadletter"].name
         self.control = self.specs["control"].name
         self.deliveries = self.specs["deliveries"].name
+        self.outcomes = self.specs["outcomes"].name
         self._replies = self.specs["replies"].name
 
     def path(self, path: GenerationPath) -> str:

@@ -12,10 +12,13 @@ from services.core.report import ErrorKind, Fallback
 from services.core.routing import RoutingDecision
 from services.kit.codec import AVRO, JSON, MAGIC, SCHEMA_FILES, Codec, DecodeError, crc64_avro
 from services.kit.messages import (
+    Control,
     DeadLetter,
     DeliveryMarker,
     ErrorDetail,
     GenerationMetadata,
+    Outcome,
+    OutcomeScenario,
     ResultChunk,
     RoutedRequest,
 )
@@ -152,6 +155,28 @@ def test_all_messages_round_trip(codec):
     assert codec.decode_delivery(codec.encode_delivery(marker)) == marker
 
 
+def test_outcome_round_trips(codec):
+    outcome = Outcome(
+        request_id="r",
+        fingerprint="ab" * 32,
+        path="traditional",
+        domain="ecommerce",
+        entity="cart",
+        scenarios=[OutcomeScenario(name="late", description="delivered late", count=3)],
+        context="marathon runners",
+        hints=["coherent", "no_learn"],
+        seed=-3,
+        record_count=3,
+        coherence_score=None,
+        sample_json='[{"a": 1}]',
+        completed_at_ms=5,
+    )
+    assert codec.decode_outcome(codec.encode_outcome(outcome)) == outcome
+    assert outcome.sample() == [{"a": 1}]
+    with pytest.raises(DecodeError, match=r"expected testdata\.v1\.Outcome"):
+        codec.decode_outcome(codec.encode_control(Control(request_id="r", at_ms=1)))
+
+
 def test_fingerprint_matches_the_avro_spec():
     # The spec's CRC-64-AVRO of the canonical schema "int" (Java reference implementation).
     assert crc64_avro(b'"int"')[::-1].hex() == "7275d51a3f395c8f"
@@ -171,6 +196,7 @@ def test_pydantic_mirrors_agree_with_avro_schemas():
         "dead_letter": DeadLetter,
         "generate_request": GenerateRequest,
         "delivery": DeliveryMarker,
+        "outcome": Outcome,
     }
     for name, model in pairs.items():
         avsc = json.loads((AVRO_DIR / f"{name}.avsc").read_text())
@@ -230,6 +256,16 @@ def test_schema_changes_stay_backward_compatible(old):
             "offset": 7,
             "attempt": 1,
             "at_ms": 1,
+        },
+        "outcome": {
+            "request_id": "r",
+            "fingerprint": "f",
+            "path": "llm",
+            "domain": "ecommerce",
+            "entity": "cart",
+            "record_count": 1,
+            "sample_json": "[]",
+            "completed_at_ms": 1,
         },
     }
     buf = io.BytesIO()

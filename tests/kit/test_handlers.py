@@ -7,6 +7,7 @@ rule of a handler is checked directly (the end-to-end tests cover the wiring).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +26,8 @@ from services.kit.codec import get_codec
 from services.kit.deliveries import Delivery, Position
 from services.kit.generation import Budget, PathService
 from services.kit.headers import CORRELATION, DEADLINE, REPLY_TO
-from services.kit.messages import ResultChunk, RoutedRequest
+from services.kit.messages import Control, Outcome, ResultChunk, RoutedRequest
+from services.kit.outcomes import request_fingerprint
 from services.kit.stream import Message
 from services.kit.topics import Topics
 from services.router.service import RouterService
@@ -34,6 +36,7 @@ from tests.support import make_settings
 
 REGISTRY = SchemaRegistry.load()
 REPLIES = "testdata.replies.unit"
+OUTCOMES = Topics().outcomes
 
 
 class FakeRuntime:
@@ -64,6 +67,9 @@ class FakeRuntime:
     def chunks(self, topic: str = REPLIES) -> list[ResultChunk]:
         return [self.codec.decode_chunk(v) for t, v, _, _ in self.sent if t == topic]
 
+    def outcomes(self) -> list[Outcome]:
+        return [self.codec.decode_outcome(v) for t, v, _, _ in self.sent if t == OUTCOMES]
+
 
 def message(
     value: bytes, key: bytes | None = b"r-1", topic: str = "t", deadline_ms: int | None = None
@@ -87,6 +93,10 @@ def routed(request: GenerateRequest) -> bytes:
     )
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def request(count: int = 10, **kw: Any) -> GenerateRequest:
     return GenerateRequest(request_id="r-1", entity="cart", count=count, seed=3, **kw)
 
@@ -101,6 +111,9 @@ class ScriptedPath(PathService):
         for step in self.script:
             if isinstance(step, Exception):
                 raise step
+            if callable(step):
+                step()
+                continue
             lo, hi = step
             yield Batch(
                 records=generate_records(plan, lo, hi),
@@ -303,6 +316,74 @@ class _Done:
 
     def take_ready(self):
         return []
+
+
+# ---- outcomes for the learner --------------------------------------------------------
+async def test_a_dataset_delivered_in_full_is_offered_to_the_learner_after_its_chunks():
+    rt = FakeRuntime(chunk_size=4, learn_sample_records=6)
+    req = request(
+        domain=" Running ",
+        context="runners",
+        scenarios=[{"name": "race", "description": "race week"}],
+    )
+    await scripted(rt, (0, 3), (3, 10)).handle(message(routed(req)))
+    (outcome,) = rt.outcomes()
+    topics = [t for t, _, _, _ in rt.sent]
+    assert topics.index(OUTCOMES) == len(topics) - 1  # after the final chunk
+    assert rt.sent[-1][2] == b"r-1"  # keyed by request id
+    assert (outcome.request_id, outcome.path, outcome.entity) == ("r-1", "traditional", "cart")
+    assert outcome.domain == "running" and outcome.context == "runners"  # as retrieval scopes
+    assert [(s.name, s.description, s.count) for s in outcome.scenarios] == [
+        ("race", "race week", 10)
+    ]
+    assert outcome.record_count == 10 and outcome.invalid_count == 0
+    delivered = [r for c in rt.chunks() for r in json.loads(c.data)]
+    assert outcome.sample() == delivered[:6]
+    assert outcome.fingerprint == request_fingerprint(req) and len(outcome.fingerprint) == 64
+    # a dataset these settings do not learn is offered unchecked: no validation cost
+    await scripted(rt, (0, 10)).handle(message(routed(request())))
+    assert rt.outcomes()[-1].invalid_count is None
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        [(0, 4)],  # stopped early
+        [(0, 5), (0, 10)],  # too many
+        [(0, 10), (0, 1)],  # failed after its final chunk
+        [ConstraintUnsatisfiable("no total fits")],
+    ],
+    ids=["partial", "too-many", "failed-after-final", "unsatisfiable"],
+)
+async def test_no_outcome_for_a_run_that_did_not_succeed_in_full(script):
+    rt = FakeRuntime()
+    await scripted(rt, *script).handle(message(routed(request())))
+    assert rt.outcomes() == []
+
+
+async def test_no_outcome_for_a_cancelled_run_nor_for_a_request_that_opts_out():
+    rt = FakeRuntime(chunk_size=4)
+    svc = scripted(rt, (0, 5))
+    svc.script += [
+        lambda: svc.cancellations.add(Control(request_id="r-1", reason="enough", at_ms=now_ms())),
+        (5, 10),
+    ]
+    await svc.handle(message(routed(request())))
+    assert rt.chunks()[-1].error_kind == ErrorKind.CANCELLED and rt.outcomes() == []
+    await scripted(rt, (0, 10)).handle(message(routed(request(hints=["No-Learn"]))))
+    assert rt.chunks()[-1].success and rt.outcomes() == []
+
+
+async def test_an_outcome_that_cannot_be_published_never_fails_the_dataset():
+    class NoOutcomes(FakeRuntime):
+        async def publish(self, topic, value, key=None, headers=None):
+            if topic == OUTCOMES:
+                raise ConnectionError("broker gone")
+            await super().publish(topic, value, key, headers)
+
+    rt = NoOutcomes()
+    await scripted(rt, (0, 10)).handle(message(routed(request())))
+    assert rt.chunks()[-1].success and rt.dead == [] and rt.outcomes() == []
 
 
 # ---- router --------------------------------------------------------------------------

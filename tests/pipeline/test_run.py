@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,6 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from services.kit.patterns import Collection, Pattern
+from services.kit.patterns.embedded import EmbeddedStore
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,6 +23,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+CONTEXT = "Carts of marathon runners stocking up before race day"
+
+
+async def learned(path: Path) -> Pattern:
+    """The first learned pattern to appear in the store file (the learner process writes
+    it; the seeds are there from the first start)."""
+    store = EmbeddedStore(path)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if path.exists():
+                await store.start()
+                found = await store.list_patterns(Collection.PATTERNS, entity="cart")
+                learned = [p for p in found if p.source.startswith("learned:")]
+                if learned:
+                    return learned[0]
+            if time.monotonic() > deadline:
+                raise AssertionError("nothing learned within 60 s")
+            await asyncio.sleep(0.2)
+    finally:
+        await store.aclose()
 
 
 def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
@@ -66,6 +93,8 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
                 "sql",
                 "--seed",
                 "1",
+                "--context",  # no LLM configured: served traditionally, shaped by it
+                CONTEXT,
                 "--out",
                 str(out),
                 "--target",
@@ -83,6 +112,10 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
             text = r.read().decode()
         # aggregated across processes: the generator's counters show on the bridge's port
         assert 'testdata_records_generated_total{domain="",entity="cart"} 5.0' in text
+        # the learner process stored the dataset in the pattern store file
+        pattern = asyncio.run(learned(tmp_path / "patterns.sqlite"))
+        assert pattern.source == "learned:traditional" and CONTEXT in pattern.description
+        assert len(pattern.records) == 5
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0

@@ -49,7 +49,7 @@ def eventually(check: Callable[[], T | None], timeout: float = 30) -> T:
 
 
 @pytest.fixture(scope="module")
-def sup() -> Iterator[Supervisor]:
+def sup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
     settings = Settings(
         _env_file=None,
         grpc_port=free_port(),
@@ -58,9 +58,10 @@ def sup() -> Iterator[Supervisor]:
         anthropic_api_key=None,
         use_local_llm=False,
     )
+    store = tmp_path_factory.mktemp("patterns") / "patterns.sqlite"
     supervisor = Supervisor(
         settings,
-        QUIET,
+        {**QUIET, "PATTERN_STORE_PATH": str(store)},
         service_env={"llm": {"LLM_BATCH_SIZE": "not-a-number"}},
         # fast enough that five exits happen within seconds
         policy=lambda: RestartPolicy(initial_delay_s=0.05, max_delay_s=1.0),
@@ -107,6 +108,7 @@ def test_a_killed_service_is_restarted_and_nothing_else_stops(sup, stub):
     check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
     assert check.components["process_traditional"] == f"healthy: pid {new}, 1 restart"
     assert check.components["process_router"] == f"healthy: pid {others['router']}, 0 restarts"
+    assert check.components["process_learner"].startswith("healthy: pid ")  # its own process
 
 
 def test_a_crash_looping_service_is_reported_while_the_rest_serve(sup, stub):

@@ -1,0 +1,1 @@
+"""The learner: successful datasets from the outcomes topic become patterns."""
