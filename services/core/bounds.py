@@ -168,8 +168,9 @@ def _constraints(req: GenerateRequest, limits: Limits, found: Found) -> None:
         if cost > limits.max_regex_cost:
             found.add(
                 f"{where}.regex",
-                "the request's patterns together are too costly to match in linear time "
-                f"(estimated RE2 program {cost:,} > {limits.max_regex_cost:,})",
+                "too costly to match in linear time (estimated RE2 program of the request's "
+                f"patterns {cost:,} > {limits.max_regex_cost:,}); ASCII classes ([0-9], "
+                "[A-Za-z0-9_] or (?a)) cost far less than Unicode \\d \\w",
                 c.regex,
                 fatal=True,
             )
