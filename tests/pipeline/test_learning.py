@@ -297,8 +297,12 @@ async def test_opted_out_failed_and_cancelled_datasets_publish_no_outcome(learni
         },
     )
     final = await final_chunk(app, failed_id)
-    assert not final.success and final.error_kind == ErrorKind.GENERATION
-    await eventually(lambda: requests_done("traditional", domain, "failed") > done)
+    # The planner's basket probe refuses most such windows up front; one it lets through
+    # fails mid-stream. Neither may become an outcome.
+    assert not final.success
+    assert final.error_kind in (ErrorKind.GENERATION, ErrorKind.INVALID_REQUEST)
+    if final.error_kind == ErrorKind.GENERATION:
+        await eventually(lambda: requests_done("traditional", domain, "failed") > done)
     # cancelled by its agent while streaming
     cancelled_id = rid("cancelled")
     done = requests_done("traditional", domain, "abandoned")
