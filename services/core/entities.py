@@ -221,6 +221,10 @@ def _subtotal(lines: list[list[Any]]) -> int:
 class Composer:
     """Builds one record of an entity; the plan prepares one per request."""
 
+    # Paths `reconcile` re-derives from the others once items changed (money of baskets):
+    # whoever edits a record's items leaves these to `reconcile`.
+    derived: frozenset[str] = frozenset()
+
     def __init__(self, schema: EntitySchema):
         self.schema = schema
         self.enum = {p: _c(schema, p).enum_values for p in _enum_paths(schema.fields)}
@@ -237,6 +241,8 @@ class Composer:
 
 
 MONEY_FIELDS = frozenset({"subtotal", "tax", "shipping", "discount", "total"})
+# What reconcile_basket recomputes (shipping and discount amounts are kept).
+BASKET_DERIVED = frozenset({"subtotal", "tax", "total", "payment.amount"})
 
 
 def reconcile_basket(rec: dict[str, Any], overridden: Iterable[str]) -> None:
@@ -290,6 +296,7 @@ class BasketComposer(Composer):
 
 class CartComposer(BasketComposer):
     reconcile = staticmethod(reconcile_basket)
+    derived = BASKET_DERIVED
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
@@ -330,6 +337,7 @@ METHOD_WEIGHTS = {
 
 class OrderComposer(BasketComposer):
     reconcile = staticmethod(reconcile_basket)
+    derived = BASKET_DERIVED
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)
