@@ -133,6 +133,13 @@ EDGE_CASE_KEY = "_edge_case_type"
 INVALID_KEY = "_intentionally_invalid"
 
 
+def with_defect_columns(schema: EntitySchema) -> EntitySchema:
+    """The schema as a defect request's output shows it: CSV and SQL get the two defect
+    keys as columns (JSON shows whatever keys a record has)."""
+    extra = [k for k in (EDGE_CASE_KEY, INVALID_KEY) if k not in schema.meta_fields]
+    return schema.model_copy(update={"meta_fields": [*schema.meta_fields, *extra]})
+
+
 def validate_record(
     schema: EntitySchema, record: dict[str, Any], *, honour_marks: bool = False
 ) -> list[FieldError]:

@@ -26,6 +26,7 @@ from services.core.plan import Limits, Plan, build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import Batch, ErrorKind, RunReport
+from services.core.validate import with_defect_columns
 from services.kit import metrics
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_passed
@@ -179,8 +180,9 @@ class PathService(ABC):
     async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan) -> None:
         req = routed.request
         t0 = time.perf_counter()
+        schema = with_defect_columns(plan.schema) if req.defect_triggering else plan.schema
         emitter = ChunkEmitter(
-            self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
+            self.rt, msg, req.request_id, schema, req.output_format, self.path.value
         )
         report = RunReport()
 
@@ -296,6 +298,8 @@ class PathService(ABC):
             record_count=plan.count,
             backend=report.backend,
             retries=report.retries,
+            rag_examples_used=report.rag_examples,
+            pattern_ids=report.pattern_ids,
         )
 
 
