@@ -16,11 +16,12 @@ cannot fit the plan (too few items for a constrained count): `Varied.traditional
 
 Defect examples (from the defect collection, or records carrying `_edge_case_type`) keep
 what makes them defects: the values where the example breaks the schema, every number,
-text and array as it was, missing and unknown keys too. Only identifiers, people and
-addresses are fresh, and timestamps move by whole years (multiples of four around a leap
-day), so times of day, month ends and leap days survive. Each says its `_edge_case_type`
-and lists in `_intentionally_invalid` exactly the paths it breaks, which
-`validate_record(..., honour_marks=True)` accepts.
+timestamp, text and array as it was, missing and unknown keys too (a defect is often a
+value: midnight UTC on New Year, a leap day, a far-future date, a rounding-prone amount).
+Only identifiers, people and addresses are fresh. Each says its `_edge_case_type` and
+lists in `_intentionally_invalid` exactly the paths it breaks, which
+`validate_record(..., honour_marks=True)` accepts (an example's own list, under either
+name, is not trusted: it is recomputed).
 
 Fast: each example is checked against the plan and compiled once into a builder (a tree
 of small functions), so a record costs its fresh values, not a schema walk and a
@@ -110,17 +111,7 @@ def _decimals(like: float) -> int:
 class _Record:
     """One record's variation state: what was renamed, how its time moves, the RNG."""
 
-    __slots__ = (
-        "addresses",
-        "ctx",
-        "ids",
-        "new_max",
-        "person",
-        "perturb",
-        "scale",
-        "t_max",
-        "years",
-    )
+    __slots__ = ("addresses", "ctx", "ids", "new_max", "person", "perturb", "scale", "t_max")
 
     def __init__(self, ctx: Ctx, perturb: bool, t_max: int | None):
         self.ctx = ctx
@@ -131,7 +122,6 @@ class _Record:
         self.person: tuple[str, str] | None = None
         self.new_max = 0
         self.scale = 1.0
-        self.years = 0
 
     def fresh(self, old: Any, make: Callable[[], Any]) -> Any:
         """A new value for `old`, the same one each time `old` recurs in the record."""
@@ -152,12 +142,6 @@ class _Record:
     def moved(self, t: int) -> str:
         assert self.t_max is not None
         return iso(max(0, self.new_max - int((self.t_max - t) * self.scale)))
-
-    def years_moved(self, v: str) -> str:
-        """A defect's timestamp moved by whole years, its text otherwise unchanged."""
-        year = int(v[:4]) + self.years
-        moved = f"{year:04d}{v[4:]}"
-        return moved if 1 <= year <= 9999 and _epoch(moved) is not None else v
 
 
 Node = Callable[[_Record], Any]
@@ -226,7 +210,6 @@ class _Compiled:
     defect: str | None  # its edge-case type, when it is a defect
     invalid: tuple[str, ...]  # where a defect breaks the schema, in schema order
     t_max: int | None  # its latest timestamp (epoch seconds)
-    leap_day: bool  # a timestamp on 29 February
 
 
 class _Compiler:
@@ -237,7 +220,6 @@ class _Compiler:
         self.kept = kept  # numbers left as they are: the composer derives or reads them
         self.touched = frozenset(plan.request.constraints.field_constraints)
         self.times: list[int] = []
-        self.leap = False
         self.invalid: frozenset[str] = frozenset()
 
     def example(self, ex: Example) -> _Compiled:
@@ -262,7 +244,6 @@ class _Compiler:
             defect=kind,
             invalid=invalid,
             t_max=max(self.times) if self.times else None,
-            leap_day=self.leap,
         )
 
     # ---- ordinary examples: everything checked here, fresh values made valid --------------
@@ -340,7 +321,7 @@ class _Compiler:
             ]
         )
 
-    # ---- defect examples: verbatim but for identities and whole-year time shifts ----------
+    # ---- defect examples: verbatim but for identities ---------------------------------------
     def _d_obj(self, fields: list[FieldSpec], src: Mapping[str, Any], prefix: str) -> Node:
         known = {f.name: f for f in fields}
         parts = [f for f in fields if f.semantic in ADDRESS_PARTS]
@@ -367,13 +348,6 @@ class _Compiler:
                     for j, x in enumerate(v)
                 ]
             )
-        if f.type in (FieldType.DATETIME, FieldType.DATE):
-            t = _epoch(v)
-            if t is None or not v[:4].isdigit():
-                return _const(v)
-            self.times.append(t)
-            self.leap = self.leap or v[4:10] == "-02-29"
-            return lambda r: r.years_moved(v)
         if isinstance(v, str) and (fresh := _identity(f, v, addr)) is not None:
             return fresh
         return _const(v)
@@ -518,7 +492,6 @@ class Variation:
         r = _Record(ctx, perturb, ex.t_max)
         rng = ctx.rng
         if ex.defect is not None:
-            r.years = self._years(rng, ex)
             body = {EDGE_CASE_KEY: ex.defect, INVALID_KEY: list(ex.invalid)}
             body.update(ex.build(r))
             rec = finalize(self.plan, i, body, slot)
@@ -549,19 +522,6 @@ class Variation:
             if v is not None and check_value(f, v, f.name):
                 return False
         return True
-
-    def _years(self, rng: random.Random, ex: _Compiled) -> int:
-        """Whole years that put a defect's latest timestamp before the anchor (0-2 more
-        for variety; a multiple of four when it has a leap day)."""
-        if ex.t_max is None:
-            return 0
-        latest = datetime.fromtimestamp(ex.t_max, UTC)
-        anchor = self.plan.anchor
-        years = anchor.year - latest.year
-        if (latest.month == 2 and latest.day == 29) or latest.replace(year=anchor.year) > anchor:
-            years -= 1
-        years -= rng.randint(0, 2)
-        return years - years % 4 if ex.leap_day else years
 
 
 def vary_records(

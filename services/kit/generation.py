@@ -46,7 +46,8 @@ class Availability(Protocol):
     """Whether a path can serve now: `reason` is None when it can, else why not.
     The router asks it before choosing the path; HealthCheck shows `components()`."""
 
-    reason: str | None
+    @property
+    def reason(self) -> str | None: ...
 
     async def refresh(self) -> None: ...
 
@@ -76,6 +77,18 @@ def records_per_chunk(head: list[dict[str, Any]], limit: int) -> int:
     head = head[:SIZING_SAMPLE]
     per_record = max(1, len(orjson.dumps(head)) // max(1, len(head)))
     return max(1, min(limit, MAX_CHUNK_BYTES // per_record))
+
+
+FIRST_BATCH = 128  # a stream's first chunk leaves after ~2 ms of work, whatever its size
+SLICE = 256  # records generated between turns of other requests (multiples of the RNG block)
+
+
+def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) of each batch: a small first one, then `size` records each."""
+    first = min(count, size, FIRST_BATCH)
+    bounds = [(0, first)] if first else []
+    bounds += [(lo, min(lo + size, count)) for lo in range(first, count, size)]
+    return bounds
 
 
 class PathIncomplete(RuntimeError):

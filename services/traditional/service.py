@@ -15,20 +15,16 @@ from services.core.generate import generate_records
 from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.report import TRADITIONAL_BACKEND, Batch
-from services.kit.generation import SIZING_SAMPLE, PathService, records_per_chunk
+from services.kit.generation import (
+    SIZING_SAMPLE,
+    SLICE,
+    PathService,
+    batch_bounds,
+    records_per_chunk,
+)
 
 COHERENCE_SAMPLE = 50  # records scored per batch: scoring everything would cost as much as
 # generating it; a fixed per-batch sample keeps the score deterministic.
-FIRST_BATCH = 128  # a stream's first chunk leaves after ~2 ms of work, whatever its size
-SLICE = 256  # records generated between turns of other requests (multiples of the RNG block)
-
-
-def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) of each batch: a small first one, then `size` records each."""
-    first = min(count, size, FIRST_BATCH)
-    bounds = [(0, first)] if first else []
-    bounds += [(lo, min(lo + size, count)) for lo in range(first, count, size)]
-    return bounds
 
 
 class TraditionalService(PathService):

@@ -276,14 +276,12 @@ def test_defects_keep_what_makes_them_defects_and_say_which(registry):
         if k != 2:
             assert r["cart_id"] != ex["cart_id"]
             assert re.fullmatch(r"CRT-2026-[A-Z0-9]{7}", r["cart_id"])
-    leap = [r for i, r in enumerate(records) if i % 4 == 2]
-    for r in leap:
+    for r in (r for i, r in enumerate(records) if i % 4 == 2):
         assert r["cart_id"] == "CRT-24-BAD"  # the broken id is the defect: kept
-        assert (
-            r["created_at"][4:] == "-02-29T00:00:00Z" and r["updated_at"][4:] == "-02-29T23:59:59Z"
+        assert (r["created_at"], r["updated_at"]) == (
+            "2024-02-29T00:00:00Z",
+            "2024-02-29T23:59:59Z",
         )
-        assert int(r["created_at"][:4]) % 4 == 0 and r["created_at"] <= ANCHOR
-    assert len({r["created_at"] for r in leap}) > 1  # whole years, but not all the same
     mismatch = [r for i, r in enumerate(records) if i % 4 == 1]
     assert all(abs(r["subtotal"] + r["tax"] - r["total"]) > 5 for r in mismatch)
     assert all("currency" not in r for i, r in enumerate(records) if i % 4 == 3)
