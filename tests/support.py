@@ -5,26 +5,23 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from services.kit.settings import Settings
 
 
-@lru_cache(maxsize=1)
-def scratch_dir() -> Path:
-    """One temporary directory for the test run (removed at exit)."""
-    path = Path(tempfile.mkdtemp(prefix="testdata-tests-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
+def temp_store_path() -> str:
+    """A pattern store file of its own, removed when the test run ends."""
+    d = tempfile.mkdtemp(prefix="testdata-patterns-")
+    atexit.register(shutil.rmtree, d, True)
+    return str(Path(d) / "patterns.sqlite")
 
 
 def make_settings(bootstrap: str = "", **over: Any) -> Settings:
-    """Settings isolated from the machine's env and .env (no stray API keys, no pattern
-    store in the working tree: an empty one in the run's scratch directory)."""
+    """Settings isolated from the machine's env and .env (no stray API keys), with a
+    pattern store of their own."""
     base: dict[str, Any] = dict(
-        pattern_store_path=str(scratch_dir() / "patterns.sqlite"),
         kafka_bootstrap_servers=bootstrap,
         grpc_port=0,
         http_port=0,
@@ -34,6 +31,8 @@ def make_settings(bootstrap: str = "", **over: Any) -> Settings:
         instance_id="test-a",
     )
     base.update(over)
+    if "pattern_store_path" not in base:
+        base["pattern_store_path"] = temp_store_path()
     return Settings(_env_file=None, **base)
 
 
