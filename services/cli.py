@@ -8,14 +8,18 @@ import gc
 import json
 import logging
 import signal
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from services.kit.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from services.kit.patterns import PatternStore
 
 log = logging.getLogger("testdata.cli")
 
@@ -86,6 +90,31 @@ def cmd_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_seeding() -> subprocess.Popen[str]:
+    """`testdata patterns seed --if-empty` beside the services' start: a new store gets the
+    seed patterns on first start. Its own process, so the supervisor never holds the
+    embedding model."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "patterns", "seed", "--if-empty"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _seeding_result(seeder: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The seeder's one line for the banner (a failure is reported, never fatal)."""
+    try:
+        out, err = seeder.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        seeder.kill()
+        seeder.communicate()
+        return f"not seeded: no answer within {timeout:.0f}s"
+    lines = (out if seeder.returncode == 0 else err).strip().splitlines()
+    line = lines[-1] if lines else f"seeding exited with code {seeder.returncode}"
+    return line if seeder.returncode == 0 else f"not seeded: {line}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on one machine: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), the
     router, the generators and the bridge, each in its own process."""
@@ -101,12 +130,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    seeder = _start_seeding()
     sup = Supervisor(settings)
     try:
         sup.start(cancelled=lambda: stopping)
     except RuntimeError as exc:  # StartupFailed says which service and why
         log.error("%s", exc)
+        seeder.kill()
+        seeder.wait()
         return 1
+    patterns = _seeding_result(seeder)
     embedded = "   (embedded broker, in memory)" if sup.broker else ""
     print(
         f"""
@@ -115,6 +148,7 @@ test-data agent is running
   gRPC              127.0.0.1:{settings.grpc_port}   testdata.v1.TestDataService (reflection on)
   HTTP              http://127.0.0.1:{settings.http_port}/health  /health/ready  /metrics
   requests topic    {settings.topic_prefix}testdata.requests
+  pattern store     {patterns}
 Try:  .venv/bin/testdata generate --entity cart --count 5
 Ctrl-C stops everything.
 """,
@@ -381,6 +415,216 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return asyncio.run(_publish(args, get_settings()))
 
 
+# ---- pattern store -----------------------------------------------------------------------
+def _store_location(settings: Settings) -> str:
+    if settings.weaviate_url:
+        return f"Weaviate at {settings.weaviate_url}"
+    return f"the embedded store at {settings.pattern_store_path}"
+
+
+async def _with_store(settings: Settings, action: Callable[[PatternStore], Awaitable[int]]) -> int:
+    """Open the configured store, run `action(store)`, close it; a store that cannot be
+    reached is one line on stderr and exit code 1."""
+    from services.kit.patterns import StoreUnavailable, open_store
+
+    store = open_store(settings)
+    try:
+        await store.start()
+        return await action(store)
+    except StoreUnavailable as exc:
+        print(
+            f"error: pattern store unavailable ({_store_location(settings)}): {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        await store.aclose()
+
+
+def _collections(name: str | None) -> list[Any]:
+    from services.kit.patterns import Collection
+
+    return [Collection(name)] if name else list(Collection)
+
+
+def _pattern_line(p: Any) -> str:
+    what = f"{p.collection}/{p.domain}/{p.entity}"
+    extra = f"  {p.defect_type}/{p.severity}" if p.defect_type else ""
+    return (
+        f"{p.id}  {what:<28} {p.scenario or '-':<24} q={p.quality:.2f} used={p.usage_count:<4}"
+        f"{extra}  {p.description[:70]}"
+    )
+
+
+def cmd_patterns_seed(args: argparse.Namespace) -> int:
+    from services.kit.patterns import Collection
+    from services.kit.patterns.seeds import load_seeds, seed_store
+
+    # A batch job embedding every seed, maybe on a busy machine: bounded per step, but
+    # more loosely than a request's store call.
+    settings = get_settings()
+    timeout = max(settings.pattern_store_timeout_seconds, 60.0)
+    settings = settings.model_copy(update={"pattern_store_timeout_seconds": timeout})
+    patterns = load_seeds()
+
+    async def action(store: Any) -> int:
+        if args.if_empty:
+            have = sum([await store.count(c) for c in Collection])
+            if have:
+                print(f"{have} patterns in {_store_location(settings)}; not seeded (not empty)")
+                return 0
+        new, total = await seed_store(store, patterns)
+        first = " (first start)" if args.if_empty else ""
+        where = _store_location(settings)
+        print(f"seeded {new} new patterns of {len(patterns)}{first}; {total} in {where}")
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def cmd_patterns_list(args: argparse.Namespace) -> int:
+    async def action(store: Any) -> int:
+        out = []
+        for collection in _collections(args.collection):
+            out += await store.list_patterns(
+                collection, domain=args.domain, entity=args.entity, limit=args.limit
+            )
+        out = out[: args.limit]
+        if args.json:
+            print(
+                json.dumps([p.model_dump(mode="json") for p in out], indent=2, ensure_ascii=False)
+            )
+        else:
+            for p in out:
+                print(_pattern_line(p))
+            print(f"{len(out)} pattern(s)", file=sys.stderr)
+        return 0
+
+    return asyncio.run(_with_store(get_settings(), action))
+
+
+def cmd_patterns_search(args: argparse.Namespace) -> int:
+    from services.kit.patterns import Collection
+
+    settings = get_settings()
+    alpha = settings.rag_alpha if args.alpha is None else args.alpha
+    if not 0.0 <= alpha <= 1.0:
+        print("error: --alpha must be between 0 and 1", file=sys.stderr)
+        return 2
+
+    async def action(store: Any) -> int:
+        hits = await store.search(
+            Collection(args.collection),
+            args.query,
+            domain=args.domain,
+            entity=args.entity,
+            top_k=args.top_k,
+            alpha=alpha,
+        )
+        if args.json:
+            print(
+                json.dumps([h.model_dump(mode="json") for h in hits], indent=2, ensure_ascii=False)
+            )
+            return 0
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank:>2}. {h.score:.3f}  {_pattern_line(h.pattern)}")
+        if not hits:
+            print("no matching patterns", file=sys.stderr)
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def cmd_patterns_delete(args: argparse.Namespace) -> int:
+    async def action(store: Any) -> int:
+        deleted = 0
+        for collection in _collections(args.collection):
+            deleted += await store.delete(collection, args.ids)
+        print(f"deleted {deleted} of {len(set(args.ids))} pattern(s)")
+        return 0 if deleted == len(set(args.ids)) else 1
+
+    return asyncio.run(_with_store(get_settings(), action))
+
+
+def cmd_patterns_stats(args: argparse.Namespace) -> int:
+    settings = get_settings()
+
+    async def action(store: Any) -> int:
+        stats = await store.stats()
+        health = await store.health()
+        if args.json:
+            print(json.dumps({**stats.model_dump(mode="json"), "health": health}, indent=2))
+            return 0
+        print(f"store     {_store_location(settings)} ({stats.backend})")
+        print(f"health    {health}")
+        print(f"ranking   {'hybrid (keywords + vectors)' if stats.semantic else 'keywords only'}")
+        for key, n in sorted(stats.counts.items()):
+            print(f"  {key:<40} {n:>6}")
+        print(f"  {'total':<40} {sum(stats.counts.values()):>6}")
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _patterns_parser(sub: Any) -> None:
+    from services.kit.patterns import Collection
+
+    names = [c.value for c in Collection]
+    p = sub.add_parser("patterns", help="the pattern store behind the RAG and hybrid paths")
+    psub = p.add_subparsers(dest="patterns_command", required=True)
+
+    def scope(q: argparse.ArgumentParser, collection_help: str) -> None:
+        q.add_argument("--collection", choices=names, help=collection_help)
+        q.add_argument("--domain", help="only this domain (exact), e.g. ecommerce")
+        q.add_argument("--entity", help="only this entity (exact), e.g. cart")
+
+    q = psub.add_parser("seed", help="store the shipped seed patterns (idempotent)")
+    q.add_argument(
+        "--if-empty", action="store_true", help="only when the store holds no pattern at all"
+    )
+    q.set_defaults(fn=cmd_patterns_seed)
+    q = psub.add_parser("list", help="list stored patterns, newest first")
+    scope(q, "only this collection (default: all)")
+    q.add_argument("--limit", type=_positive_int, default=50, help="at most this many (default 50)")
+    q.add_argument("--json", action="store_true", help="full patterns as JSON")
+    q.set_defaults(fn=cmd_patterns_list)
+    q = psub.add_parser("search", help="hybrid search, best first, with scores")
+    q.add_argument("query", help="what the examples should be about")
+    q.add_argument(
+        "--collection",
+        choices=names,
+        default=Collection.PATTERNS.value,
+        help="collection to search (default patterns)",
+    )
+    q.add_argument("--domain", help="only this domain (exact), e.g. ecommerce")
+    q.add_argument("--entity", help="only this entity (exact), e.g. cart")
+    q.add_argument("--top-k", type=_positive_int, default=5, help="how many hits (default 5)")
+    q.add_argument(
+        "--alpha",
+        type=float,
+        help="1 = vectors only, 0 = keywords only (default: RAG_ALPHA, 0.75)",
+    )
+    q.add_argument("--json", action="store_true", help="hits as JSON")
+    q.set_defaults(fn=cmd_patterns_search)
+    q = psub.add_parser("delete", help="delete patterns by id")
+    q.add_argument("ids", nargs="+", metavar="ID", help="pattern ids as `list` shows them")
+    q.add_argument("--collection", choices=names, help="only in this collection (default: all)")
+    q.set_defaults(fn=cmd_patterns_delete)
+    q = psub.add_parser("stats", help="backend, health and pattern counts")
+    q.add_argument("--json", action="store_true", help="as JSON")
+    q.set_defaults(fn=cmd_patterns_stats)
+
+
 def _caller_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request", help="JSON file with a GenerateRequest (fields as in the proto)")
     p.add_argument("--entity")
@@ -422,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     p = tsub.add_parser("create", help="create the catalogue's topics on a cluster")
     p.add_argument("--replication", type=int, help="override the catalogue's replication")
     p.set_defaults(fn=cmd_topics)
+    _patterns_parser(sub)
     args = parser.parse_args(argv)
     return int(args.fn(args) or 0)
 

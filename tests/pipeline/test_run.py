@@ -30,6 +30,7 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
         "KAFKA_BOOTSTRAP_SERVERS": "",
         "ANTHROPIC_API_KEY": "",
         "USE_LOCAL_LLM": "false",
+        "PATTERN_STORE_PATH": str(tmp_path / "patterns.sqlite"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"],
@@ -48,6 +49,8 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
                 break
             banner += line
         assert "Kafka bootstrap" in banner and f"127.0.0.1:{grpc_port}" in banner, banner
+        # a new pattern store is seeded on first start, and the banner says so
+        assert "(first start)" in banner and str(tmp_path / "patterns.sqlite") in banner, banner
         out = tmp_path / "carts.sql"
         gen = subprocess.run(
             [

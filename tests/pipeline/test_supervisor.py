@@ -120,13 +120,14 @@ def test_a_crash_looping_service_is_reported_while_the_rest_serve(sup, stub):
     assert check.components["process_llm"].startswith("unhealthy: crash-looping")
 
 
-def test_a_second_run_on_taken_ports_fails_naming_the_port(sup):
+def test_a_second_run_on_taken_ports_fails_naming_the_port(sup, tmp_path):
     bridge = sup.pid("bridge")
     env = {
         **os.environ,
         **QUIET,
         "GRPC_PORT": str(sup.settings.grpc_port),
         "HTTP_PORT": str(sup.settings.http_port),
+        "PATTERN_STORE_PATH": str(tmp_path / "patterns.sqlite"),
     }
     second = subprocess.run(
         [sys.executable, "-m", "services.cli", "run"],

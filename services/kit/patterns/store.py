@@ -99,7 +99,9 @@ class PatternStore(ABC):
 
     @abstractmethod
     async def upsert(self, patterns: Sequence[Pattern]) -> int:
-        """Store patterns by content id; returns how many were new."""
+        """Store patterns by content id; returns how many were new. A pattern already
+        stored takes the new description, quality and other properties but keeps its
+        usage_count and created_at (learning a dataset again must not reset its use)."""
 
     @abstractmethod
     async def search(
