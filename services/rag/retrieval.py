@@ -1,8 +1,8 @@
 """Retrieval for the RAG and hybrid paths: a request's best-matching stored patterns.
 
 The collection follows the request (defects, production samples or patterns), the filter
-is its domain and entity, and the query its words: domain, entity, context and scenario
-names and descriptions. Whatever goes wrong is an answer, not an exception: `failure`
+is its domain and entity, and the query its words: domain, entity, context, scenario
+names and descriptions, hints. Whatever goes wrong is an answer, not an exception: `failure`
 says why nothing was retrieved, and the path falls back with that reason.
 """
 
@@ -51,10 +51,13 @@ class Retrieval:
 
 
 def query_text(plan: Plan) -> str:
+    """Domain, entity, context, scenario names and descriptions, and the hints (a RAG
+    request says what it wants in them: "similar to last sprint's marathon carts")."""
     req = plan.request
     words = [req.domain or plan.schema.domain, plan.schema.name, req.context]
     for s in req.scenarios:
         words += [s.name.replace("_", " "), s.description]
+    words += req.hints
     return " ".join(w.strip() for w in words if w and w.strip())[:MAX_QUERY_CHARS]
 
 
