@@ -95,13 +95,20 @@ async def build_store(path: Path) -> float:
     tmp = path.with_suffix(".building")
     for leftover in path.parent.glob(tmp.name + "*"):
         leftover.unlink()
-    store = open_store(Settings(_env_file=None, pattern_store_path=str(tmp), weaviate_url=None))
+    store = open_store(
+        Settings(
+            _env_file=None,
+            pattern_store_path=str(tmp),
+            weaviate_url=None,
+            pattern_store_timeout_seconds=600,  # embedding a batch takes seconds
+        )
+    )
     await store.start()
     t = time.perf_counter()
     try:
         patterns = synthetic_patterns(STORED)
-        for i in range(0, len(patterns), 500):
-            await store.upsert(patterns[i : i + 500])
+        for i in range(0, len(patterns), 250):
+            await store.upsert(patterns[i : i + 250])
         count = await store.count(Collection.PATTERNS)
     finally:
         await store.aclose()

@@ -427,8 +427,14 @@ class Variation:
         self.composer = plan.composer
         derived = plan.composer.derived if plan.composer is not None else frozenset()
         kept = derived | MONEY_FIELDS if derived else frozenset()
-        self.checks = [
-            (p.split("."), f) for p in sorted(derived) if (f := lookup(plan.schema.fields, p))
+        self.checks = [  # (path, lower, upper) of each re-derived number
+            (
+                p.split("."),
+                f.constraint.min if f.constraint.min is not None else -math.inf,
+                f.constraint.max if f.constraint.max is not None else math.inf,
+            )
+            for p in sorted(derived)
+            if (f := lookup(plan.schema.fields, p)) is not None
         ]
         self.anchor = int(plan.anchor.timestamp())
         usable = [e for e in examples if isinstance(e.record, Mapping)]
@@ -515,11 +521,11 @@ class Variation:
 
     def _derived_ok(self, body: dict[str, Any]) -> bool:
         """Re-derived money inside its constraints (the rest is valid by construction)."""
-        for parts, f in self.checks:
+        for parts, lo, hi in self.checks:
             v: Any = body
             for p in parts:
                 v = v.get(p) if isinstance(v, dict) else None
-            if v is not None and check_value(f, v, f.name):
+            if v is not None and not lo <= v <= hi:
                 return False
         return True
 
