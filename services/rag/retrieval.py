@@ -1,9 +1,10 @@
 """Retrieval for the RAG and hybrid paths: a request's best-matching stored patterns.
 
 The collection follows the request (defects, production samples or patterns), the filter
-is its domain and entity, and the query its words: domain, entity, context, scenario
-names and descriptions, hints. Whatever goes wrong is an answer, not an exception: `failure`
-says why nothing was retrieved, and the path falls back with that reason.
+is its domain and entity, and the query its own words (context, scenario names and
+descriptions, hints); a request with none ranks its scope by meaning alone. Whatever goes
+wrong is an answer, not an exception: `failure` says why nothing was retrieved, and the
+path falls back with that reason.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,8 @@ from services.kit.settings import Settings
 log = logging.getLogger("testdata.rag")
 MAX_QUERY_CHARS = 1000
 MAX_EXAMPLES = 100  # example records taken from the hits, best first
+TRIGGERS = ("similar", "pattern", "patterns", "historical", "history")
+_WORD = re.compile(r"[\w'-]+")
 
 
 @dataclass
@@ -51,14 +55,29 @@ class Retrieval:
 
 
 def query_text(plan: Plan) -> str:
-    """Domain, entity, context, scenario names and descriptions, and the hints (a RAG
-    request says what it wants in them: "similar to last sprint's marathon carts")."""
+    """What the request asks for in words: context, scenario names and descriptions, hints.
+    Words the filter already pins (domain, entity) and the words that only asked for
+    retrieval ("similar", "pattern", "historical") are left out: every pattern in scope
+    matches them, so they would only make the keyword leg rank the whole scope."""
     req = plan.request
-    words = [req.domain or plan.schema.domain, plan.schema.name, req.context]
+    scope = scope_of(req, plan.schema)
+    words = [req.context]
     for s in req.scenarios:
         words += [s.name.replace("_", " "), s.description]
     words += req.hints
-    return " ".join(w.strip() for w in words if w and w.strip())[:MAX_QUERY_CHARS]
+    filler = {scope.domain, scope.entity, f"{scope.entity}s", *TRIGGERS}
+    text = " ".join(w.strip() for w in words if w and w.strip())[:MAX_QUERY_CHARS]
+    return " ".join(t for t in _WORD.findall(text) if t.lower() not in filler)
+
+
+def search_terms(plan: Plan, settings: Settings) -> tuple[str, float]:
+    """(query, alpha): the request's own words with the configured ranking weight; with
+    none, the scope's name ranked by meaning alone (every pattern in scope would match
+    its words as keywords)."""
+    if text := query_text(plan):
+        return text, settings.rag_alpha
+    scope = scope_of(plan.request, plan.schema)
+    return f"{scope.domain} {scope.entity}", 1.0
 
 
 def examples_of(hits: Sequence[Hit], collection: Collection) -> list[Example]:
@@ -79,14 +98,15 @@ async def retrieve(store: StoreAvailability, plan: Plan, settings: Settings) -> 
     got = Retrieval(scope=scope)
     try:
         s = await store.store()
+        query, alpha = search_terms(plan, settings)
         got.hits = await store.bounded(
             s.search(
                 scope.collection,
-                query_text(plan),
+                query,
                 domain=scope.domain,
                 entity=scope.entity,
                 top_k=settings.rag_top_k,
-                alpha=settings.rag_alpha,
+                alpha=alpha,
             )
         )
     except asyncio.CancelledError:
