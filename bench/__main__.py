@@ -1,5 +1,5 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery)."""
+pipeline delivery patterns)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 
 def main() -> None:
-    sections = sys.argv[1:] or ["core", "codec", "llm", "pipeline", "delivery"]
+    sections = sys.argv[1:] or ["core", "codec", "llm", "pipeline", "delivery", "patterns"]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])
         module.run()
