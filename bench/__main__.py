@@ -1,5 +1,5 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery rag)."""
+pipeline delivery patterns rag)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import sys
 
 
 def main() -> None:
-    sections = sys.argv[1:] or ["core", "codec", "llm", "pipeline", "delivery", "rag"]
+    sections = sys.argv[1:] or [
+        "core",
+        "codec",
+        "llm",
+        "pipeline",
+        "delivery",
+        "patterns",
+        "rag",
+    ]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])
         module.run()

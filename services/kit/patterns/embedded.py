@@ -177,6 +177,10 @@ class _Db:
             conn.execute(f"pragma busy_timeout = {int(self.timeout * 1000)}")
             conn.execute("pragma journal_mode = wal")
             conn.execute("pragma synchronous = normal")
+            # Reads through a shared mapping (the OS page cache, one copy for every
+            # process): keyword search at 10k patterns measured ~2x faster than through
+            # SQLite's default 2 MB page cache, which the wide rows thrash.
+            conn.execute("pragma mmap_size = 268435456")
             # executescript commits first, so the script carries its own transaction;
             # immediate: processes starting together create the schema one at a time.
             try:
