@@ -99,6 +99,9 @@ on conflict(id) do update set
   gen = excluded.gen
 """
 _COLUMNS = "id, collection, domain, entity, quality, usage_count, created_at, body"
+# By id, `+collection` keeps SQLite on the unique id index: with a plain `collection = ?`
+# it picks the scope index and visits every row of the collection (mark_used on 10,000
+# patterns: 18 ms instead of 0.5 ms, holding the store's lock).
 # Properties kept in the JSON body; the rest are columns.
 _BODY = {"scenario", "description", "records", "source", "defect_type", "severity"}
 _WRITE_CHUNK = 16  # patterns embedded and written per bounded step (~0.2 s idle)
@@ -266,7 +269,7 @@ class _Db:
             return []
         with self.locked() as conn:
             rows = conn.execute(
-                f"select {_COLUMNS} from patterns where collection = ?"
+                f"select {_COLUMNS} from patterns where +collection = ?"
                 f" and id in ({','.join('?' * len(wanted))})",
                 [str(collection), *wanted],
             ).fetchall()
@@ -323,7 +326,7 @@ class _Db:
             return 0
         with self.locked() as conn, self._tx(conn):
             n = conn.execute(
-                "delete from patterns where collection = ?"
+                "delete from patterns where +collection = ?"
                 f" and id in ({','.join('?' * len(wanted))})",
                 [str(collection), *wanted],
             ).rowcount
@@ -337,7 +340,7 @@ class _Db:
             return
         with self.locked() as conn, self._tx(conn):
             conn.execute(
-                "update patterns set usage_count = usage_count + 1 where collection = ?"
+                "update patterns set usage_count = usage_count + 1 where +collection = ?"
                 f" and id in ({','.join('?' * len(wanted))})",
                 [str(collection), *wanted],
             )
