@@ -31,8 +31,10 @@ so the same plan and examples give the same records however the range is chunked
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +74,9 @@ class Example:
 
     record: Mapping[str, Any]
     edge_case: str | None = None
+    # Names this record's content for good ("<pattern id>:<n>": pattern ids are content
+    # hashes), so its compiled form is reused by later requests of the same shape.
+    key: str = ""
 
 
 @dataclass
@@ -419,6 +424,36 @@ def _number(f: FieldSpec, v: float) -> Node:
     return number
 
 
+_COMPILED: OrderedDict[tuple[str, str, str | None], _Compiled | str] = OrderedDict()
+COMPILED_CACHE = 4096  # compiled examples kept (a few KB each)
+
+
+def _shape(plan: Plan) -> str:
+    """What compiling depends on besides the example: the (request-merged) schema, the
+    constraints a request set, whether a composer derives money."""
+    body = plan.schema.model_dump_json() + repr(sorted(plan.request.constraints.field_constraints))
+    body += type(plan.composer).__name__
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _compile(plan: Plan, kept: frozenset[str], ex: Example, shape: str) -> _Compiled | str:
+    """The example's builder, or why it cannot fit the plan; reused across requests for
+    keyed examples of the same shape (compiling is a schema walk with checks)."""
+    ck = (shape, ex.key, ex.edge_case)
+    if ex.key and (hit := _COMPILED.get(ck)) is not None:
+        _COMPILED.move_to_end(ck)
+        return hit
+    try:
+        got: _Compiled | str = _Compiler(plan, kept).example(ex)
+    except _Unfit as exc:
+        got = str(exc)
+    if ex.key:
+        _COMPILED[ck] = got
+        while len(_COMPILED) > COMPILED_CACHE:
+            _COMPILED.popitem(last=False)
+    return got
+
+
 class Variation:
     """Varies one plan's records from one list of examples (compiled once per request)."""
 
@@ -442,12 +477,14 @@ class Variation:
             raise NoExamples("no example record to vary")
         self.examples: list[_Compiled | None] = []
         self.unfit: list[str] = []
+        shape = _shape(plan) if any(ex.key for ex in usable) else ""
         for ex in usable:
-            try:
-                self.examples.append(_Compiler(plan, kept).example(ex))
-            except _Unfit as exc:
+            compiled = _compile(plan, kept, ex, shape)
+            if isinstance(compiled, str):
                 self.examples.append(None)
-                self.unfit.append(str(exc))
+                self.unfit.append(compiled)
+            else:
+                self.examples.append(compiled)
         latest = [e.t_max for e in self.examples if e is not None and e.t_max is not None]
         self.ref = max(latest) if latest else self.anchor
         self.spread = max(MIN_SPREAD, self.ref - min(latest)) if latest else MIN_SPREAD

@@ -88,7 +88,11 @@ def examples_of(hits: Sequence[Hit], collection: Collection) -> list[Example]:
             if collection == Collection.DEFECTS
             else None
         )
-        out += [Example(r, edge_case=kind) for r in h.pattern.records if isinstance(r, dict)]
+        out += [
+            Example(r, edge_case=kind, key=f"{h.pattern.id}:{j}" if h.pattern.id else "")
+            for j, r in enumerate(h.pattern.records)
+            if isinstance(r, dict)
+        ]
     return out[:MAX_EXAMPLES]
 
 

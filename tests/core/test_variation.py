@@ -366,3 +366,23 @@ def test_every_seed_pattern_varies_into_valid_unique_records(registry, collectio
             if key.startswith("_") or key in (*ID_FIELDS[pattern["entity"]], *PEOPLE_FIELDS):
                 continue
             assert r.get(key) == value, key  # everything but identities kept verbatim
+
+
+def test_compiled_examples_are_reused_only_for_the_same_shape(registry):
+    """Keyed examples (pattern id and position) compile once per plan shape; the records
+    are the same as from unkeyed ones, and other constraints compile anew."""
+    from services.core import variation
+
+    plain = seed_like(registry, "cart", n=3)
+    keyed = [Example(e.record, key=f"p{i}:0") for i, e in enumerate(plain)]
+    plan = plan_for(registry, "cart", count=50)
+    expected = vary_records(plan, plain, 0, 50)
+    assert vary_records(plan, keyed, 0, 50) == expected
+    cached = [k for k in variation._COMPILED if k[1] in ("p0:0", "p1:0", "p2:0")]
+    assert len(cached) == 3
+    assert vary_records(plan_for(registry, "cart", count=50), keyed, 0, 50) == expected
+    tight = plan_for(
+        registry, "cart", count=50, constraints={"field_constraints": {"items": {"min": 5}}}
+    )
+    assert Variation(tight, keyed).records(0, 50).traditional  # not the cached builders
+    assert len([k for k in variation._COMPILED if k[1] == "p0:0"]) == 2
