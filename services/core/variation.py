@@ -10,9 +10,12 @@ Record i of a plan starts from example `i mod n` (examples in the order retrieve
 - the plan's shape: unknown keys dropped, missing required fields generated, values that
   break a constraint regenerated;
 - `_index`, `_scenario` and the scenario's overrides from `finalize`, as on every path.
-A record whose re-derived money breaks a constraint is tried again with the example's own
-numbers, then taken from the traditional generator, as are the records of an example that
-cannot fit the plan (too few items for a constrained count): `Varied.traditional` lists them.
+Records do not repeat: each gets fresh random identifiers, and one from an example without
+any (or with a scenario override that may pin them) is checked against its block of
+records and drawn again. A record whose re-derived money breaks a constraint is tried
+again with the example's own numbers, then taken from the traditional generator, as are
+the records of an example that cannot fit the plan (too few items for a constrained
+count): `Varied.traditional` lists them.
 
 Defect examples (from the defect collection, or records carrying `_edge_case_type`) keep
 what makes them defects: the values where the example breaks the schema, every number,
@@ -215,6 +218,9 @@ class _Compiled:
     defect: str | None  # its edge-case type, when it is a defect
     invalid: tuple[str, ...]  # where a defect breaks the schema, in schema order
     t_max: int | None  # its latest timestamp (epoch seconds)
+    # It gets a fresh identifier (7 random base-36 characters, or a UUID) each time: its
+    # variations cannot repeat, so they need no duplicate check.
+    unique: bool = False
 
 
 class _Compiler:
@@ -225,6 +231,7 @@ class _Compiler:
         self.kept = kept  # numbers left as they are: the composer derives or reads them
         self.touched = frozenset(plan.request.constraints.field_constraints)
         self.times: list[int] = []
+        self.unique = False
         self.invalid: frozenset[str] = frozenset()
 
     def example(self, ex: Example) -> _Compiled:
@@ -249,6 +256,7 @@ class _Compiler:
             defect=kind,
             invalid=invalid,
             t_max=max(self.times) if self.times else None,
+            unique=self.unique,
         )
 
     # ---- ordinary examples: everything checked here, fresh values made valid --------------
@@ -286,6 +294,7 @@ class _Compiler:
         if t == FieldType.BOOLEAN:
             return _const(v) if isinstance(v, bool) else _gen(f)
         if (fresh := _identity(f, v, addr)) is not None:
+            self.unique = self.unique or _random_id(f)
             return _checked(f, fresh) if self._constrained(f, path) else fresh
         return _const(v) if isinstance(v, str) and not check_value(f, v, path) else _gen(f)
 
@@ -354,8 +363,13 @@ class _Compiler:
                 ]
             )
         if isinstance(v, str) and (fresh := _identity(f, v, addr)) is not None:
+            self.unique = self.unique or _random_id(f)
             return fresh
         return _const(v)
+
+
+def _random_id(f: FieldSpec) -> bool:
+    return (f.semantic or "").startswith("id:") or f.type == FieldType.UUID or f.semantic == "uuid"
 
 
 def _identity(f: FieldSpec, v: Any, addr: tuple[str, ...] | None) -> Node | None:
@@ -498,7 +512,7 @@ class Variation:
         ctx = Ctx(rng, self.plan.anchor, get_pools())
         first = start - start % BLOCK
         slot = self.plan.slot_for(first)
-        seen: set[bytes] = set()  # a block never repeats a record (chunk-independent)
+        seen: set[bytes] = set()  # per block, so chunk-independent
         n = len(self.examples)
         for i in range(first, stop):
             if i % BLOCK == 0:
@@ -523,6 +537,8 @@ class Variation:
             rec = self._vary(ctx, ex, i, slot, perturb=attempt != 1)
             if rec is None:
                 continue
+            if ex.unique and not slot.overrides:  # an override may pin the identifier
+                return rec
             key = _key(rec)
             if key not in seen:
                 seen.add(key)
