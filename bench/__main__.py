@@ -1,5 +1,5 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery budget patterns weaviate learner)."""
+pipeline delivery budget patterns weaviate learner rag)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def main() -> None:
         "patterns",
         "weaviate",
         "learner",
+        "rag",
     ]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])

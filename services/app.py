@@ -21,16 +21,20 @@ import grpc
 from services.core.models import GenerationPath
 from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
+from services.hybrid.service import HybridService
 from services.kit.control import ControlListener, DeliveryGuard
 from services.kit.deliveries import Attempts, window_for
 from services.kit.generation import Availability, PathService
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
+from services.kit.patterns.availability import StoreAvailability
+from services.kit.patterns.scope import Scope
 from services.kit.procstate import supervisor_probes
 from services.kit.settings import Settings
 from services.kit.stream import Runtime, Subscriber
 from services.learner.service import LearnerService
 from services.llm.service import LLMService
+from services.rag.service import RagService
 from services.router.service import RouterService
 from services.traditional.service import TraditionalService
 
@@ -44,6 +48,8 @@ HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
 PATHS: dict[GenerationPath, type[PathService]] = {
     GenerationPath.TRADITIONAL: TraditionalService,
     GenerationPath.LLM: LLMService,
+    GenerationPath.RAG: RagService,
+    GenerationPath.HYBRID: HybridService,
 }
 BRIDGE = "bridge"
 LEARNER = "learner"
@@ -107,6 +113,12 @@ class App:
                 except Exception:
                     log.warning("availability probe failed", exc_info=True)
 
+    def pattern_gap(self, scope: Scope) -> str | None:
+        """Why the pattern store cannot serve requests of `scope` (None if it can), from
+        the RAG path's cached counts: the router never waits on the store."""
+        probe = self.probe(GenerationPath.RAG) if GenerationPath.RAG in PATHS else None
+        return probe.gap(scope) if isinstance(probe, StoreAvailability) else None
+
     def _probe_components(self) -> list[HealthProbe]:
         """What the bridge's HealthCheck reports besides itself: the paths' probes, and
         the learner when it runs in this process."""
@@ -136,7 +148,9 @@ class App:
         if name == "router":
             for p in PATHS:
                 self.probe(p)
-            sub = RouterService(self.rt, self.registry, self.availability).subscriber()
+            sub = RouterService(
+                self.rt, self.registry, self.availability, self.pattern_gap
+            ).subscriber()
         else:
             path = GenerationPath(name)
             service = PATHS[path](self.rt, self.registry, self.probe(path), listener.cancellations)

@@ -154,6 +154,8 @@ def metadata_to_proto(md: GenerationMetadata | None) -> pb.GenerationMetadata | 
         record_count=md.record_count,
         backend=md.backend,
         retries=md.retries,
+        rag_examples_used=md.rag_examples_used,
+        pattern_ids=md.pattern_ids,
     )
 
 

@@ -364,7 +364,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
 
 def overall(components: Mapping[str, str]) -> str:
     """unhealthy if Kafka or the schemas are down; degraded if an optional part is."""
-    bad = [k for k, v in components.items() if v.startswith("unhealthy")]
+    bad = [k for k, v in components.items() if v.startswith(("unhealthy", "unavailable"))]
     if any(k in ("kafka", "schema_registry", "reply_inbox") for k in bad):
         return "unhealthy"
     return "degraded" if bad else "healthy"

@@ -269,6 +269,9 @@ class Composer:
     # Numeric and item-count fields whose request min/max the composer meets; the others
     # are derived (tax from the subtotal...) and the planner refuses bounds on them.
     honours: frozenset[str] = frozenset()
+    # Paths `reconcile` re-derives from the others once items changed (money of baskets):
+    # whoever edits a record's items leaves these to `reconcile`.
+    derived: frozenset[str] = frozenset()
 
     def __init__(self, schema: EntitySchema):
         self.schema = schema
@@ -303,6 +306,8 @@ class Composer:
 
 
 MONEY_FIELDS = frozenset({"subtotal", "tax", "shipping", "discount", "total"})
+# What reconcile_basket recomputes (shipping and discount amounts are kept).
+BASKET_DERIVED = frozenset({"subtotal", "tax", "total", "payment.amount"})
 
 
 def reconcile_basket(rec: dict[str, Any], overridden: Iterable[str]) -> None:
@@ -381,6 +386,7 @@ class BasketComposer(Composer):
 
 class CartComposer(BasketComposer):
     reconcile = staticmethod(reconcile_basket)
+    derived = BASKET_DERIVED
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
@@ -421,6 +427,7 @@ METHOD_WEIGHTS = {
 
 class OrderComposer(BasketComposer):
     reconcile = staticmethod(reconcile_basket)
+    derived = BASKET_DERIVED
 
     def __init__(self, schema: EntitySchema):
         super().__init__(schema)

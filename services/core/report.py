@@ -58,6 +58,10 @@ class Batch(BaseModel):
     fallbacks: list[Fallback] = Field(default_factory=list)
     coherence: float | None = None
     scored: int = 0
+    # Retrieval (RAG and hybrid): the stored patterns the records were made from, and how
+    # many example records they gave. A run's first batch carries them.
+    pattern_ids: list[str] = Field(default_factory=list)
+    rag_examples: int = 0
 
 
 class RunReport(BaseModel):
@@ -71,6 +75,8 @@ class RunReport(BaseModel):
     backends: list[str] = Field(default_factory=list)  # "backend[:model]", first use first
     coherence_sum: float = 0.0
     coherence_n: int = 0
+    pattern_ids: list[str] = Field(default_factory=list)
+    rag_examples: int = 0
 
     def add(self, batch: Batch) -> None:
         self.records += len(batch.records)
@@ -81,6 +87,8 @@ class RunReport(BaseModel):
         used = f"{batch.backend}:{batch.model}" if batch.model else batch.backend
         if used and used not in self.backends:
             self.backends.append(used)
+        self.pattern_ids.extend(p for p in batch.pattern_ids if p not in self.pattern_ids)
+        self.rag_examples = max(self.rag_examples, batch.rag_examples)
         if batch.coherence is not None and batch.scored:
             self.coherence_sum += batch.coherence * batch.scored
             self.coherence_n += batch.scored

@@ -7,7 +7,7 @@ the traditional path, and the decision says so (never silently).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,14 +94,26 @@ _NEXT: dict[GenerationPath, tuple[GenerationPath, ...]] = {
 }
 
 
-def route(req: GenerateRequest, available: Mapping[GenerationPath, str | None]) -> RoutingDecision:
+#: Paths that serve from the pattern store: they also need its patterns for the request.
+STORE_PATHS = frozenset({GenerationPath.RAG, GenerationPath.HYBRID})
+
+
+def route(
+    req: GenerateRequest,
+    available: Mapping[GenerationPath, str | None],
+    patterns: Callable[[], str | None] | None = None,
+) -> RoutingDecision:
     """Rules, then availability: `available[path]` is None when the path can serve,
-    else the reason it cannot (e.g. "no LLM backend configured")."""
+    else the reason it cannot (e.g. "no LLM backend configured"). `patterns()` says why
+    the pattern store cannot serve this request (None when it holds patterns for it); it
+    is asked only when a store path is considered."""
     path, reason, confidence = choose(req)
     fallbacks: list[Fallback] = []
     chosen = path
     for nxt in _NEXT.get(path, ()):
         why = available.get(chosen)
+        if why is None and chosen in STORE_PATHS and patterns is not None:
+            why = patterns()
         if why is None:
             break
         fallbacks.append(Fallback(source=chosen.value, target=nxt.value, reason=why))

@@ -165,10 +165,51 @@ def check_object(
     return errs
 
 
-def validate_record(schema: EntitySchema, record: dict[str, Any]) -> list[FieldError]:
-    """Every problem with one record; an empty list means valid."""
+#: A defect record names its class of defect here...
+EDGE_CASE_KEY = "_edge_case_type"
+#: ...and here the paths it breaks on purpose (exactly those: a stale mark is an error).
+INVALID_KEY = "_intentionally_invalid"
+
+
+def with_defect_columns(schema: EntitySchema) -> EntitySchema:
+    """The schema as a defect request's output shows it: CSV and SQL get the two defect
+    keys as columns (JSON shows whatever keys a record has)."""
+    extra = [k for k in (EDGE_CASE_KEY, INVALID_KEY) if k not in schema.meta_fields]
+    return schema.model_copy(update={"meta_fields": [*schema.meta_fields, *extra]})
+
+
+def validate_record(
+    schema: EntitySchema, record: dict[str, Any], *, honour_marks: bool = False
+) -> list[FieldError]:
+    """Every problem with one record; an empty list means valid.
+
+    With `honour_marks`, a defect record (one with `_edge_case_type`) may break the
+    schema at the paths its `_intentionally_invalid` list names, and only there: those
+    errors are dropped, and a listed path that is in fact valid is an error itself, so a
+    mark always says exactly where the defect is. Only paths that produce defects on
+    purpose pass it; model output never does.
+    """
     errs = check_object(schema.fields, record)
     for meta in ("_index", "_scenario"):
         if meta not in record:
             errs.append(FieldError(path=meta, message="required field missing"))
+    if honour_marks and (INVALID_KEY in record or EDGE_CASE_KEY in record):
+        errs = _apply_marks(record, errs)
     return errs
+
+
+def _apply_marks(record: dict[str, Any], errs: list[FieldError]) -> list[FieldError]:
+    kind, marks = record.get(EDGE_CASE_KEY), record.get(INVALID_KEY, [])
+    if not isinstance(kind, str) or not kind:
+        return [*errs, FieldError(path=EDGE_CASE_KEY, message="a defect record must name its type")]
+    if not isinstance(marks, list) or not all(isinstance(m, str) for m in marks):
+        return [*errs, FieldError(path=INVALID_KEY, message="must be a list of paths")]
+    marked = set(marks)
+    out = [e for e in errs if e.path not in marked]
+    hit = {e.path for e in errs}
+    out += [
+        FieldError(path=INVALID_KEY, message=f"{m} is marked intentionally invalid but is valid")
+        for m in marks
+        if m not in hit
+    ]
+    return out

@@ -33,6 +33,7 @@ from services.core.plan import Plan, build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import Batch, ErrorKind, RunReport
+from services.core.validate import with_defect_columns
 from services.kit import metrics
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
@@ -61,7 +62,8 @@ class Availability(Protocol):
     """Whether a path can serve now: `reason` is None when it can, else why not.
     The router asks it before choosing the path; HealthCheck shows `components()`."""
 
-    reason: str | None
+    @property
+    def reason(self) -> str | None: ...
 
     async def refresh(self) -> None: ...
 
@@ -91,6 +93,18 @@ def records_per_chunk(head: list[dict[str, Any]], limit: int) -> int:
     head = head[:SIZING_SAMPLE]
     per_record = max(1, len(orjson.dumps(head)) // max(1, len(head)))
     return max(1, min(limit, MAX_CHUNK_BYTES // per_record))
+
+
+FIRST_BATCH = 128  # a stream's first chunk leaves after ~2 ms of work, whatever its size
+SLICE = 256  # records generated between turns of other requests (multiples of the RNG block)
+
+
+def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) of each batch: a small first one, then `size` records each."""
+    first = min(count, size, FIRST_BATCH)
+    bounds = [(0, first)] if first else []
+    bounds += [(lo, min(lo + size, count)) for lo in range(first, count, size)]
+    return bounds
 
 
 class PathIncomplete(RuntimeError):
@@ -245,8 +259,9 @@ class PathService(ABC):
         req = routed.request
         t0 = time.perf_counter()
         budget = Budget.start(self.budget_seconds, deadline_of(msg))
+        schema = with_defect_columns(plan.schema) if req.defect_triggering else plan.schema
         emitter = ChunkEmitter(
-            self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
+            self.rt, msg, req.request_id, schema, req.output_format, self.path.value
         )
         report = RunReport()
         sample = Sample(
@@ -412,6 +427,8 @@ class PathService(ABC):
             record_count=plan.count,
             backend=report.backend,
             retries=report.retries,
+            rag_examples_used=report.rag_examples,
+            pattern_ids=report.pattern_ids,
         )
 
 

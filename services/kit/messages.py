@@ -47,6 +47,8 @@ class GenerationMetadata(_Msg):
     record_count: int = 0
     backend: str = ""
     retries: int = 0
+    rag_examples_used: int = 0
+    pattern_ids: list[str] = Field(default_factory=list)
 
 
 class ResultChunk(_Msg):

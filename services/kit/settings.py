@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     weaviate_grpc_port: int = 50051
     # Every store call is bounded by this: the Weaviate client alone retries for ~60 s.
     pattern_store_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long the router trusts its cached per-(collection, domain, entity) pattern counts
+    # before re-reading them in the background (it never waits on the store per request).
+    pattern_store_refresh_seconds: float = Field(default=5.0, gt=0)
     rag_top_k: int = Field(default=5, ge=1, le=100)
     # Hybrid ranking weight: 1.0 vectors only, 0.0 keywords only (Weaviate's default 0.75).
     rag_alpha: float = Field(default=0.75, ge=0.0, le=1.0)

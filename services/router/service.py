@@ -25,6 +25,7 @@ from services.kit.codec import DecodeError
 from services.kit.control import deadline_passed
 from services.kit.headers import CONTENT_TYPE, ROUTED
 from services.kit.messages import RoutedRequest
+from services.kit.patterns.scope import Scope, scope_of
 from services.kit.replies import answer_failure, reply_headers, send_failure
 from services.kit.stream import Message, Runtime, Subscriber
 
@@ -32,6 +33,7 @@ log = logging.getLogger("testdata.router")
 NAME = "router"
 
 Availability = Callable[[], Mapping[GenerationPath, str | None]]
+PatternGap = Callable[[Scope], str | None]  # why the store cannot serve a scope, or None
 
 
 def derive_request_id(msg: Message) -> str:
@@ -59,10 +61,17 @@ def stamp(req: GenerateRequest, msg: Message) -> GenerateRequest:
 
 
 class RouterService:
-    def __init__(self, runtime: Runtime, registry: SchemaRegistry, availability: Availability):
+    def __init__(
+        self,
+        runtime: Runtime,
+        registry: SchemaRegistry,
+        availability: Availability,
+        pattern_gap: PatternGap | None = None,
+    ):
         self.rt = runtime
         self.registry = registry
         self.availability = availability
+        self.pattern_gap = pattern_gap
         s = runtime.settings
         self.limits = s.limits()
         self._entities = set(registry.names())
@@ -98,7 +107,7 @@ class RouterService:
             )
             return
         try:
-            build_plan(req, self.registry, self.limits)
+            plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
             await self.reject(
                 msg,
@@ -109,7 +118,12 @@ class RouterService:
                 req,
             )
             return
-        decision = route(req, self.availability())
+        gap = self.pattern_gap
+        decision = route(
+            req,
+            self.availability(),
+            (lambda: gap(scope_of(req, plan.schema))) if gap is not None else None,
+        )
         for fb in decision.fallbacks:
             metrics.FALLBACKS.labels(fb.source, fb.target, "unavailable").inc()
         routed = RoutedRequest(request=req, routing=decision, received_at_ms=msg.timestamp_ms)

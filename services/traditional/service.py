@@ -25,24 +25,21 @@ from services.core.generate import iter_records
 from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.report import TRADITIONAL_BACKEND, Batch
-from services.kit.generation import SIZING_SAMPLE, Budget, PathService, records_per_chunk
+from services.kit.generation import (
+    SIZING_SAMPLE,
+    Budget,
+    PathService,
+    batch_bounds,
+    records_per_chunk,
+)
 
 COHERENCE_SAMPLE = 50  # records scored per batch: scoring everything would cost as much as
 # generating it; a fixed per-batch sample keeps the score deterministic.
-FIRST_BATCH = 128  # a stream's first chunk leaves after ~2 ms of work, whatever its size
 # Work between turns of other requests. 5 ms: 256 carts took 6.7 ms before, so neighbours
 # wait no longer than they did; the turns cost ~0.3% of a 1,000,000-cart stream.
 SLICE_SECONDS = 0.005
 MAX_SLICE = 4096  # records per slice at most, however cheap they seem
 SLICE_GROWTH = 4  # a slice at most this many times the last one (one fast slice is noise)
-
-
-def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) of each batch: a small first one, then `size` records each."""
-    first = min(count, size, FIRST_BATCH)
-    bounds = [(0, first)] if first else []
-    bounds += [(lo, min(lo + size, count)) for lo in range(first, count, size)]
-    return bounds
 
 
 @dataclass

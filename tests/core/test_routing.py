@@ -67,3 +67,31 @@ def test_hybrid_falls_back_to_llm_then_traditional():
 def test_available_path_is_used_as_chosen():
     d = route(GenerateRequest(entity="cart", learn_from_history=True), ALL_UP)
     assert d.path == R and d.fallbacks == []
+
+
+def test_store_paths_need_patterns_for_the_request():
+    """RAG and hybrid serve only while the store holds the request's patterns; the gap
+    is asked for only when a store path is considered."""
+    asked: list[str] = []
+
+    def gap() -> str:
+        asked.append("x")
+        return "no patterns for ecommerce/payment in the pattern store"
+
+    d = route(GenerateRequest(entity="payment", learn_from_history=True), ALL_UP, gap)
+    assert (d.path, d.requested_path) == (T, R)
+    assert d.fallbacks == [Fallback(source="rag", target="traditional", reason=gap())]
+    hybrid = GenerateRequest(entity="payment", learn_from_history=True, hints=["coherent"])
+    d = route(hybrid, ALL_UP, gap)
+    assert d.path == L and [f.reason for f in d.fallbacks] == [gap()]
+    asked.clear()
+    assert route(GenerateRequest(entity="payment", hints=["coherent"]), ALL_UP, gap).path == L
+    assert route(GenerateRequest(entity="user"), ALL_UP, gap).path == T
+    assert asked == []  # not asked for requests no store path would serve
+
+
+def test_a_path_level_reason_comes_before_the_pattern_gap():
+    req = GenerateRequest(entity="cart", learn_from_history=True)
+    d = route(req, {**ALL_UP, R: "pattern store unavailable: disk I/O error"}, lambda: "empty")
+    assert [f.reason for f in d.fallbacks] == ["pattern store unavailable: disk I/O error"]
+    assert route(req, ALL_UP, lambda: None).path == R

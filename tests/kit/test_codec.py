@@ -124,6 +124,8 @@ def test_all_messages_round_trip(codec):
             scenario_counts={"a": 2},
             seed=-5,
             fallbacks=[Fallback(source="claude", target="openai_compat", reason="401")],
+            rag_examples_used=12,
+            pattern_ids=["p1", "p2"],
         ),
     )
     assert codec.decode_chunk(codec.encode_chunk(chunk)) == chunk
@@ -274,6 +276,27 @@ def test_schema_changes_stay_backward_compatible(old):
 
     framed = MAGIC + crc64_avro(to_parsing_canonical_form(writer).encode()) + buf.getvalue()
     assert codec.decode(key, framed)  # resolves old writer -> current reader
+
+
+def test_a_v2_final_chunk_reads_with_no_retrieval(codec):
+    """Chunks written before retrieval metadata existed read as "no examples used"."""
+    named: dict = {}
+    for dep in ("generate_request", "routed_request", "result_chunk"):
+        writer = fastavro.parse_schema(
+            json.loads((AVRO_DIR / "history" / f"{dep}.v2.avsc").read_text()), named_schemas=named
+        )
+    old = GenerationMetadata(generation_path="traditional", seed=3).model_dump(
+        mode="json", by_alias=True, exclude={"rag_examples_used", "pattern_ids"}
+    )
+    record = {"request_id": "r", "chunk_index": 0, "is_final": True, "metadata": old}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, writer, record)
+    from fastavro.schema import to_parsing_canonical_form
+
+    framed = MAGIC + crc64_avro(to_parsing_canonical_form(writer).encode()) + buf.getvalue()
+    md = codec.decode_chunk(framed).metadata
+    assert md is not None and md.seed == 3
+    assert (md.rag_examples_used, md.pattern_ids) == (0, [])
 
 
 def test_every_current_schema_is_in_the_history():

@@ -9,15 +9,30 @@ import pytest
 from services.app import SERVICES, App
 from services.kit.codec import get_codec
 from services.kit.kafka import InOrder, assign_all, make_consumer, make_producer
+from services.kit.patterns import open_store
+from services.kit.patterns.seeds import seed_store
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import make_settings
+from tests.support import make_settings, temp_store_path
 
 ALL = list(SERVICES)
 
 
 @pytest.fixture(scope="session")
-def settings(embedded_broker):
-    return make_settings(embedded_broker.bootstrap_servers)
+async def seeded_store_path():
+    """An embedded pattern store in a temporary directory holding the seed patterns."""
+    path = temp_store_path()
+    store = open_store(make_settings(pattern_store_path=path))
+    await store.start()
+    try:
+        await seed_store(store)
+    finally:
+        await store.aclose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(embedded_broker, seeded_store_path):
+    return make_settings(embedded_broker.bootstrap_servers, pattern_store_path=seeded_store_path)
 
 
 @pytest.fixture(scope="session")

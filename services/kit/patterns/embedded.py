@@ -99,6 +99,9 @@ on conflict(id) do update set
   gen = excluded.gen
 """
 _COLUMNS = "id, collection, domain, entity, quality, usage_count, created_at, body"
+# By id, `+collection` keeps SQLite on the unique id index: with a plain `collection = ?`
+# it picks the scope index and visits every row of the collection (mark_used on 10,000
+# patterns: 18 ms instead of 0.5 ms, holding the store's lock).
 # Properties kept in the JSON body; the rest are columns.
 _BODY = {"scenario", "description", "records", "source", "defect_type", "severity"}
 _WRITE_CHUNK = 16  # patterns embedded and written per bounded step (~0.2 s idle)
@@ -177,6 +180,10 @@ class _Db:
             conn.execute(f"pragma busy_timeout = {int(self.timeout * 1000)}")
             conn.execute("pragma journal_mode = wal")
             conn.execute("pragma synchronous = normal")
+            # Reads through a shared mapping (the OS page cache, one copy for every
+            # process): keyword search at 10k patterns measured ~2x faster than through
+            # SQLite's default 2 MB page cache, which the wide rows thrash.
+            conn.execute("pragma mmap_size = 268435456")
             # executescript commits first, so the script carries its own transaction;
             # immediate: processes starting together create the schema one at a time.
             try:
@@ -262,7 +269,7 @@ class _Db:
             return []
         with self.locked() as conn:
             rows = conn.execute(
-                f"select {_COLUMNS} from patterns where collection = ?"
+                f"select {_COLUMNS} from patterns where +collection = ?"
                 f" and id in ({','.join('?' * len(wanted))})",
                 [str(collection), *wanted],
             ).fetchall()
@@ -319,7 +326,7 @@ class _Db:
             return 0
         with self.locked() as conn, self._tx(conn):
             n = conn.execute(
-                "delete from patterns where collection = ?"
+                "delete from patterns where +collection = ?"
                 f" and id in ({','.join('?' * len(wanted))})",
                 [str(collection), *wanted],
             ).rowcount
@@ -333,7 +340,7 @@ class _Db:
             return
         with self.locked() as conn, self._tx(conn):
             conn.execute(
-                "update patterns set usage_count = usage_count + 1 where collection = ?"
+                "update patterns set usage_count = usage_count + 1 where +collection = ?"
                 f" and id in ({','.join('?' * len(wanted))})",
                 [str(collection), *wanted],
             )

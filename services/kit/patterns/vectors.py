@@ -25,6 +25,8 @@ class VectorIndex:
         self._n = 0
         self._pos: dict[int, int] = {}  # row id -> position in the matrix
         self._scopes: dict[Scope, int] = {}
+        # positions per filter, until the next change: searches repeat the same filters
+        self._selected: dict[tuple[str, str | None, str | None], np.ndarray] = {}
 
     def __len__(self) -> int:
         return self._n
@@ -56,6 +58,7 @@ class VectorIndex:
 
     def put(self, rows: Sequence[tuple[int, Scope, np.ndarray]]) -> None:
         """Add rows or replace them by id."""
+        self._selected.clear()
         self._grow(self._n + len(rows))
         for row_id, scope, vec in rows:
             pos = self._pos.get(row_id)
@@ -68,6 +71,7 @@ class VectorIndex:
 
     def remove(self, row_ids: Sequence[int] | set[int]) -> None:
         """Drop rows by id: the last row moves into the hole."""
+        self._selected.clear()
         for row_id in row_ids:
             pos = self._pos.pop(row_id, None)
             if pos is None:
@@ -90,20 +94,25 @@ class VectorIndex:
         limit: int,
     ) -> dict[int, float]:
         """The `limit` most similar rows within the filter: {row id: cosine}."""
-        codes = [
-            code
-            for (c, d, e), code in self._scopes.items()
-            if c == collection and domain in (None, d) and entity in (None, e)
-        ]
-        if not codes or not self._n or limit <= 0:
+        if not self._n or limit <= 0:
             return {}
-        scores = self._m[: self._n] @ query.astype(np.float32, copy=False)
-        if len(codes) == len(self._scopes):
-            idx = np.arange(self._n)
-        else:
-            idx = np.flatnonzero(np.isin(self._codes[: self._n], codes))
+        idx = self._positions(collection, domain, entity)
         if not idx.size:
             return {}
+        scores = self._m[: self._n] @ query.astype(np.float32, copy=False)
         sel = scores[idx]
         best = np.argpartition(-sel, limit - 1)[:limit] if sel.size > limit else range(sel.size)
-        return {int(self._ids[idx[j]]): float(sel[j]) for j in best}
+        ids = self._ids[idx]
+        return {int(ids[j]): float(sel[j]) for j in best}
+
+    def _positions(self, collection: str, domain: str | None, entity: str | None) -> np.ndarray:
+        key = (collection, domain, entity)
+        if (idx := self._selected.get(key)) is None:
+            codes = [
+                code
+                for (c, d, e), code in self._scopes.items()
+                if c == collection and domain in (None, d) and entity in (None, e)
+            ]
+            idx = np.flatnonzero(np.isin(self._codes[: self._n], codes))
+            self._selected[key] = idx
+        return idx

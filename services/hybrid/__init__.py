@@ -1,0 +1,1 @@
+"""The hybrid generation path, retrieval plus the LLM (`testdata service hybrid`)."""

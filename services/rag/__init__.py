@@ -1,0 +1,1 @@
+"""The RAG generation path (its own deployable: `testdata service rag`)."""
