@@ -34,6 +34,17 @@ class FieldType(StrEnum):
 
 
 FIELD_TYPE_NUMBERS: dict[FieldType, int] = {t: i for i, t in enumerate(FieldType)}
+#: Types whose values are strings: length, enum and NUL checks apply to them.
+TEXT_TYPES = (
+    FieldType.STRING,
+    FieldType.EMAIL,
+    FieldType.PHONE,
+    FieldType.ADDRESS,
+    FieldType.UUID,
+    FieldType.DATE,
+    FieldType.DATETIME,
+    FieldType.ENUM,
+)
 
 
 class OutputFormat(StrEnum):

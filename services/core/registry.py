@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from services.core import regexgen
 from services.core.limits import Limits
 from services.core.models import (
+    TEXT_TYPES,
     EntitySchema,
     FieldConstraint,
     FieldError,
@@ -32,16 +33,7 @@ CONTAINERS = (FieldType.OBJECT, FieldType.ARRAY)
 FIXED_LENGTH = {FieldType.UUID: 36, FieldType.DATE: 10, FieldType.DATETIME: 20}
 EMAIL_MIN = 6  # a@b.io: the shortest address the validator accepts
 PHONE_LENGTHS = (7, 21)  # what the validator's phone pattern accepts
-LENGTH_TYPES = (
-    FieldType.STRING,
-    FieldType.EMAIL,
-    FieldType.PHONE,
-    FieldType.ADDRESS,
-    FieldType.UUID,
-    FieldType.DATE,
-    FieldType.DATETIME,
-    FieldType.ENUM,
-)
+LENGTH_TYPES = TEXT_TYPES
 REGEX_TYPES = (FieldType.STRING, FieldType.ADDRESS, FieldType.ENUM)
 MAX_REPORTED = 5  # of one kind of problem (duplicates, bad enum values) before a summary
 

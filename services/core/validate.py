@@ -9,22 +9,19 @@ from datetime import date, datetime
 from typing import Any
 
 from services.core import regexgen
-from services.core.models import EntitySchema, FieldConstraint, FieldError, FieldSpec, FieldType
+from services.core.models import (
+    TEXT_TYPES,
+    EntitySchema,
+    FieldConstraint,
+    FieldError,
+    FieldSpec,
+    FieldType,
+)
 from services.core.values import array_bounds
 
 # Our own patterns, fixed and linear on any input; callers' patterns go through RE2.
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 PHONE_RE = re.compile(r"^\+?[\d\s().-]{7,20}$")
-TEXT_TYPES = (
-    FieldType.STRING,
-    FieldType.EMAIL,
-    FieldType.PHONE,
-    FieldType.ADDRESS,
-    FieldType.UUID,
-    FieldType.DATE,
-    FieldType.DATETIME,
-    FieldType.ENUM,
-)
 
 
 INT64 = 1 << 63  # what JSON encoders, Avro longs and SQL integers carry

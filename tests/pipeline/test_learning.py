@@ -29,6 +29,7 @@ from services.kit.control import publish_cancel
 from services.kit.headers import CONTENT_TYPE
 from services.kit.kafka import InOrder, assign_all, high_watermarks, make_consumer
 from services.kit.patterns import Collection
+from services.kit.patterns.scope import scope_of
 from services.learner.gate import Policy, judge
 from services.learner.service import LearnerService
 from services.proto.testdata.v1 import test_data_pb2 as pb
@@ -67,6 +68,7 @@ async def learning(embedded_broker, model):
         patterns_per_entity_max=KEEP,
         pattern_store_timeout_seconds=2.0,
         learner_retry_max_seconds=0.3,
+        pattern_store_refresh_seconds=0.2,
     )
     app = App(settings, embedded_broker.bootstrap_servers)
     await app.start(SERVICES, grpc_port=0)
@@ -249,6 +251,27 @@ async def test_an_agents_llm_dataset_is_learned_too(learning, model):
     )
     assert pattern.source == "learned:llm" and "back-to-school" in pattern.description
     assert len(pattern.records) == 6
+
+
+async def test_a_later_request_learns_from_history_and_names_the_pattern(learning):
+    """The loop closed: a learned dataset is what a later learn_from_history request is
+    varied from (its metadata names the pattern), and that rag output is not learned."""
+    app, stub = learning
+    served = await stub.GenerateData(traditional("history", 11), timeout=30)
+    assert served.success
+    await eventually(lambda: has(app, "history", 1))
+    (learned,) = await learner_of(app).store.list_patterns(Collection.PATTERNS, domain="history")
+    asked = GenerateRequest(domain="history", entity="cart", learn_from_history=True)
+    scope = scope_of(asked, app.registry.get("cart"))
+    await eventually(lambda: app.pattern_gap(scope) is None)  # the router's cached counts
+    later = pb.GenerateRequest(
+        domain="history", entity="cart", count=8, seed=5, learn_from_history=True
+    )
+    resp = await skipped_after(app, "rag_path", lambda: stub.GenerateData(later, timeout=30))
+    assert resp.success and resp.metadata.generation_path == "rag", resp.metadata
+    assert list(resp.metadata.pattern_ids) == [learned.id]
+    assert resp.metadata.rag_examples_used > 0
+    assert await count(app, "history") == 1  # its own variations are not fed back
 
 
 # ---- what is not learned ---------------------------------------------------------------
