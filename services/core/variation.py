@@ -412,7 +412,8 @@ def _number(f: FieldSpec, v: float) -> Node:
         def integer(r: _Record) -> int:
             if not r.perturb:
                 return n0
-            return int(min(max(int(v) + r.ctx.rng.randint(-step, step), lo), hi))
+            moved = int(v) + int(r.ctx.rng.random() * (2 * step + 1)) - step
+            return int(min(max(moved, lo), hi))
 
         return integer
     if f.semantic == "money":
