@@ -133,7 +133,11 @@ async def test_an_llm_request_past_its_budget_is_stopped_and_its_caller_told(
         async for _ in stub.GenerateDataStream(req, timeout=30):
             pass
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "generation budget of 1 s spent after 0 of 6 records" in err.value.details()
+    # Which call hangs (the batch's, or a coherence follow-up after records were kept)
+    # depends on scheduling; either way the budget ends the request.
+    assert re.search(
+        r"generation budget of 1 s spent after [0-5] of 6 records", err.value.details()
+    )
     assert REGISTRY.get_sample_value("testdata_over_budget_total", {"path": "llm"}) >= 1
 
 
