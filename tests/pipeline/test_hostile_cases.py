@@ -152,17 +152,17 @@ async def test_hostile_request_refused_with_details_then_service_goes_on(stub, n
     await still_serving(stub)
 
 
-@pytest.mark.parametrize("max_length", [3, 5, 6])
+@pytest.mark.parametrize("max_length", [3, 5, 6, 7])
 async def test_email_length_constraint_met_or_refused(stub, max_length):
+    """Below the shortest valid address (a@b.io, 6) it is refused; from there it is met."""
     req = constrained("email", entity="user", max_length=max_length)
     codes = await both(stub, req)
-    assert codes[0] == codes[1] and codes[0] in (
-        grpc.StatusCode.OK,
-        grpc.StatusCode.INVALID_ARGUMENT,
-    )
-    if codes[0] == grpc.StatusCode.OK:
-        resp = await stub.GenerateData(req, timeout=DEADLINE)
-        assert all(len(r["email"]) <= max_length for r in json.loads(resp.data))
+    if max_length < 6:
+        assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+        return
+    assert codes == [grpc.StatusCode.OK] * 2
+    resp = await stub.GenerateData(req, timeout=DEADLINE)
+    assert all(len(r["email"]) <= max_length for r in json.loads(resp.data))
 
 
 async def test_ten_thousand_scenarios_answered_in_time(stub):
@@ -172,7 +172,7 @@ async def test_ten_thousand_scenarios_answered_in_time(stub):
         scenarios=[pb.Scenario(name=f"s{i}") for i in range(10_000)],
     )
     codes = await both(stub, req)
-    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 2  # above MAX_SCENARIOS (1,000)
 
 
 async def test_catastrophic_regex_does_not_block_health(stub):
