@@ -156,6 +156,18 @@ def metadata_to_proto(md: GenerationMetadata | None) -> pb.GenerationMetadata | 
         retries=md.retries,
         rag_examples_used=md.rag_examples_used,
         pattern_ids=md.pattern_ids,
+        understood=[
+            pb.Interpretation(phrase=u.phrase, meaning=u.meaning, scope=u.scope)
+            for u in md.understood
+        ],
+        not_understood=md.not_understood,
+        contradictions=md.contradictions,
+        themes=md.themes,
+        coherence_status=md.coherence_status,
+        edge_case_counts=md.edge_case_counts,
+        cache_hit=md.cache_hit,
+        replay_of=md.replay_of,
+        fingerprint=md.fingerprint,
     )
 
 

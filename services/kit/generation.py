@@ -47,6 +47,7 @@ from services.kit.outcomes import (
     opts_out,
     path_learnable,
     publish_outcome,
+    request_fingerprint,
     shaped,
 )
 from services.kit.replies import answer_failure, send_failure
@@ -429,6 +430,12 @@ class PathService(ABC):
             retries=report.retries,
             rag_examples_used=report.rag_examples,
             pattern_ids=report.pattern_ids,
+            coherence_status=(
+                "scored"
+                if report.coherence is not None
+                else f"not_applicable: no coherence rules scored {plan.schema.name!r} records"
+            ),
+            fingerprint=request_fingerprint(plan.request),
         )
 
 

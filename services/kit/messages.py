@@ -31,6 +31,14 @@ class ErrorDetail(_Msg):
         return cls(path=e.path, message=e.message)
 
 
+class Interpretation(_Msg):
+    """One phrase of a request's words and the constraint it became."""
+
+    phrase: str
+    meaning: str
+    scope: str  # "context", "hints" or "scenario:<name>"
+
+
 class GenerationMetadata(_Msg):
     generation_path: str = ""
     routing_reason: str = ""
@@ -49,6 +57,15 @@ class GenerationMetadata(_Msg):
     retries: int = 0
     rag_examples_used: int = 0
     pattern_ids: list[str] = Field(default_factory=list)
+    understood: list[Interpretation] = Field(default_factory=list)
+    not_understood: list[str] = Field(default_factory=list)
+    contradictions: list[str] = Field(default_factory=list)
+    themes: list[str] = Field(default_factory=list)
+    coherence_status: str = ""  # "scored" or "not_applicable: <why>"
+    edge_case_counts: dict[str, int] = Field(default_factory=dict)
+    cache_hit: bool = False
+    replay_of: str = ""
+    fingerprint: str = ""
 
 
 class ResultChunk(_Msg):
