@@ -17,6 +17,7 @@ from typing import Any
 
 from services.core.bounds import check_output, check_request
 from services.core.entities import COMPOSERS, Composer, lookup
+from services.core.intent import RECOGNIZERS, Intent, ScopeIntent, interpret
 from services.core.limits import Limits
 from services.core.models import (
     DEFAULT_ANCHOR,
@@ -48,6 +49,9 @@ class Slot:
     start: int
     stop: int
     overrides: dict[str, Any]
+    # What the request's words (context, hints, this scenario's description) asked of
+    # these records: themes, constraints, edge cases (services/core/intent.py).
+    intent: ScopeIntent = field(default_factory=ScopeIntent)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Plan:
     composer: Composer | None
     # Fields whose request constraints a composer does not model: regenerated generically.
     enforce: tuple[str, ...] = field(default=())
+    intent: Intent = field(default_factory=Intent)
     _stops: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -390,6 +395,8 @@ def build_plan(
     if composer is not None and (errs := composer.check_bounds(touched) or composer.check(touched)):
         raise RequestInvalid(errs)
     enforce = tuple(p for p in touched if _needs_enforcement(schema, p)) if composer else ()
+    intent = interpret(req, RECOGNIZERS)
+    slots = [_with_intent(s, intent) for s in slots]
     seed = req.seed if req.seed is not None else 0
     anchor = utc(req.anchor) if req.anchor is not None else DEFAULT_ANCHOR
     return Plan(
@@ -402,7 +409,23 @@ def build_plan(
         base_seed=base_seed(req, seed),
         composer=composer,
         enforce=enforce,
+        intent=intent,
     )
+
+
+def _with_intent(slot: Slot, intent: Intent) -> Slot:
+    """The slot with the effects of the request's words that apply to its records."""
+    own = intent.scenarios.get(slot.name, ScopeIntent())
+    req = intent.request
+    if own == ScopeIntent() and req == ScopeIntent():
+        return slot
+    merged = ScopeIntent(
+        themes=tuple(dict.fromkeys((*own.themes, *req.themes))),  # the scenario's first
+        constraints=(*req.constraints, *own.constraints),
+        overrides=(*req.overrides, *own.overrides),
+        edge_cases=tuple(dict.fromkeys((*req.edge_cases, *own.edge_cases))),
+    )
+    return Slot(slot.name, slot.start, slot.stop, slot.overrides, merged)
 
 
 def _capped(errs: list[FieldError], limits: Limits) -> list[FieldError]:

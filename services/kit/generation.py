@@ -39,7 +39,7 @@ from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
 from services.kit.headers import CORRELATION
-from services.kit.messages import GenerationMetadata, RoutedRequest
+from services.kit.messages import GenerationMetadata, Interpretation, RoutedRequest
 from services.kit.outcomes import (
     Sample,
     build_outcome,
@@ -436,6 +436,13 @@ class PathService(ABC):
                 else f"not_applicable: no coherence rules scored {plan.schema.name!r} records"
             ),
             fingerprint=request_fingerprint(plan.request),
+            understood=[
+                Interpretation(phrase=u.phrase, meaning=u.meaning, scope=u.scope)
+                for u in plan.intent.understood
+            ],
+            not_understood=list(plan.intent.not_understood),
+            contradictions=list(plan.intent.contradictions),
+            themes=list(plan.intent.themes),
         )
 
 
