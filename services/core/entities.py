@@ -13,6 +13,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from services.core.models import (
@@ -163,7 +164,7 @@ def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int)
     lines: list[list[Any]] = []
     for p in prods:
         q = min(max(N_UNITS(rng), qlo), qhi)
-        price = int(min(max(round(p.price * 100), plo), phi))
+        price = int(min(max(p.cents(rng.random()), plo), phi))
         lines.append([p, q, price])
 
     def s() -> int:
@@ -189,7 +190,7 @@ def plan_basket(ctx: Ctx, occ: Occasion, rules: BasketRules, k: float, add: int)
             ln[1] += min(qhi - ln[1], math.ceil(gap / ln[2]))
         while s() < lo and len(lines) < nhi:
             p = ctx.pick(occ.products)
-            price = int(min(max(round(p.price * 100), plo), phi))
+            price = int(min(max(p.cents(rng.random()), plo), phi))
             lines.append([p, min(qhi, max(qlo, math.ceil((lo - s()) / price))), price])
         if s() < lo:
             f = lo / s()
@@ -248,7 +249,7 @@ def distinct(ctx: Ctx, items: tuple[Product, ...], n: int) -> list[Product]:
 def item_dicts(ctx: Ctx, lines: list[list[Any]]) -> list[dict[str, Any]]:
     return [
         {
-            "sku": ctx.sku(p.sku_stem),
+            "sku": ctx.sku(p),
             "name": p.name,
             "quantity": q,
             "price": pr / 100,
@@ -377,7 +378,7 @@ class BasketComposer(Composer):
 
     def basket(self, ctx: Ctx, add: int = 0) -> tuple[Occasion, float, list[list[Any]], int, int]:
         """(occasion, tax rate, lines, subtotal cents, tax cents)."""
-        occ = ctx.pick(ctx.pools.occasions)
+        occ = ctx.pick(ctx.occasions)
         rate = ctx.pick(TAX_RATES)
         lines = plan_basket(ctx, occ, self.rules, 1 + rate, add)
         sub = _subtotal(lines)
@@ -540,13 +541,13 @@ class ProductComposer(Composer):
     honours = frozenset({"price", "stock"})
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
-        p = ctx.pick(ctx.pick(ctx.pools.occasions).products)
+        p = ctx.pick(ctx.products)
         pc = _c(self.schema, "price")
         lo, hi = num_range(pc, 0.01, INF)
-        price = cents_within(min(max(p.price, lo), hi), lo, hi)
+        price = cents_within(min(max(p.cents(ctx.rng.random()) / 100, lo), hi), lo, hi)
         return {
             "product_id": ctx.ident("id:PRD"),
-            "sku": ctx.sku(p.sku_stem),
+            "sku": ctx.sku(p),
             "name": p.name,
             "description": f"{p.name} by {p.brand}. {ctx.pick(FEATURES)}",
             "price": price,
@@ -557,24 +558,17 @@ class ProductComposer(Composer):
         }
 
 
-# Review text: ratings 4-5 read positive, 3 mixed, 1-2 negative (the scorer's lexicon agrees).
-REVIEW_TEXT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+# Review text: ratings 4-5 read positive, 3 mixed, 1-2 negative (the scorer's lexicon
+# agrees). Generic lines suit any product; each kind of product adds its own (fit only
+# where there are sizes, sound only where there is sound...).
+Texts = tuple[tuple[str, ...], tuple[str, ...]]  # (titles, bodies)
+REVIEW_TEXT: dict[str, Texts] = {
     "positive": (
-        (
-            "Love it",
-            "Excellent quality",
-            "Great purchase",
-            "Highly recommend",
-            "Perfect fit",
-            "Really happy with this",
-        ),
+        ("Love it", "Excellent quality", "Great purchase", "Highly recommend", "Really happy"),
         (
             "I love the {p}, it exceeded my expectations.",
             "Great quality for the price.",
-            "Comfortable and well made, I would buy it again.",
             "Excellent value, fast shipping too.",
-            "Works perfectly and looks great.",
-            "My family loves it, highly recommend.",
             "Fantastic {c} pick, the quality is excellent.",
         ),
     ),
@@ -584,21 +578,104 @@ REVIEW_TEXT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "The {p} is okay for the price.",
             "Decent quality, nothing special.",
             "Some things are good, some are average.",
-            "It does the job but the fit is just okay.",
             "Average {c} item, fine for everyday use.",
         ),
     ),
     "negative": (
         ("Disappointed", "Poor quality", "Would not recommend", "Returned it", "Not worth it"),
         (
-            "The {p} broke after a week, very disappointed.",
             "Poor quality and cheap materials.",
-            "Terrible fit, I returned it.",
             "Not worth the money, would not buy again.",
             "Arrived damaged and customer service was awful.",
         ),
     ),
 }
+REVIEW_TEXT_BY_KIND: dict[str, dict[str, Texts]] = {
+    "wearable": {
+        "positive": (
+            ("Perfect fit", "So comfortable"),
+            ("Comfortable and well made, I would buy it again.", "True to size and a perfect fit."),
+        ),
+        "neutral": (("Fit is just okay",), ("It does the job but the fit is just okay.",)),
+        "negative": (
+            ("Terrible fit",),
+            (
+                "Terrible fit, I returned it.",
+                "The {p} fell apart after a few wears, very disappointed.",
+            ),
+        ),
+    },
+    "beauty": {
+        "positive": (
+            ("My new favorite", "Beautiful results"),
+            ("The shade is perfect and it lasts all day.", "Great texture, my skin loves it."),
+        ),
+        "neutral": (("Just okay",), ("The {p} is fine but the results are average.",)),
+        "negative": (
+            ("Broke me out",),
+            ("Irritated my skin, I returned it.", "The scent was awful and it did not last."),
+        ),
+    },
+    "tech": {
+        "positive": (
+            ("Amazing sound", "Works perfectly"),
+            (
+                "Setup was easy and the battery life is excellent.",
+                "Works perfectly and sounds great.",
+            ),
+        ),
+        "neutral": (("Decent device",), ("The {p} works, but the battery life is just average.",)),
+        "negative": (
+            ("Stopped working",),
+            (
+                "The {p} broke after a week, very disappointed.",
+                "Terrible battery life, returned it.",
+            ),
+        ),
+    },
+    "home": {
+        "positive": (
+            ("Beautiful and sturdy", "Use it every day"),
+            ("Sturdy, easy to clean and looks great.", "My family loves it, highly recommend."),
+        ),
+        "neutral": (("Does the job",), ("The {p} is fine, nothing special, cleans up okay.",)),
+        "negative": (
+            ("Cheaply made",),
+            ("The {p} broke after a week, very disappointed.", "Arrived chipped and looked cheap."),
+        ),
+    },
+}
+KIND_OF_CATEGORY = {
+    **dict.fromkeys(
+        (
+            "Apparel",
+            "Activewear",
+            "Outerwear",
+            "Swimwear",
+            "Sleepwear",
+            "Baby Apparel",
+            "Kids Apparel",
+            "Footwear",
+        ),
+        "wearable",
+    ),
+    **dict.fromkeys(("Beauty", "Skincare", "Fragrance", "Haircare"), "beauty"),
+    **dict.fromkeys(("Electronics", "Gaming"), "tech"),
+    **dict.fromkeys(
+        ("Home", "Bedding", "Bath", "Kitchen", "Appliances", "Tableware", "Outdoor"), "home"
+    ),
+}
+
+
+@lru_cache(maxsize=256)
+def review_text(category: str, sentiment: str) -> Texts:
+    """Titles and bodies that suit this kind of product and this sentiment."""
+    titles, bodies = REVIEW_TEXT[sentiment]
+    kind = REVIEW_TEXT_BY_KIND.get(KIND_OF_CATEGORY.get(category, ""), {})
+    more_t, more_b = kind.get(sentiment, ((), ()))
+    return (*titles, *more_t), (*bodies, *more_b)
+
+
 RATING_WEIGHTS = {1: 8, 2: 7, 3: 12, 4: 30, 5: 43}
 
 
@@ -617,9 +694,9 @@ class ReviewComposer(Composer):
 
     def __call__(self, ctx: Ctx) -> dict[str, Any]:
         rng = ctx.rng
-        p = ctx.pick(ctx.pick(ctx.pools.occasions).products)
+        p = ctx.pick(ctx.products)
         rating = self.rating(rng)
-        titles, bodies = REVIEW_TEXT[sentiment_of_rating(rating)]
+        titles, bodies = review_text(p.category, sentiment_of_rating(rating))
         sentences = rng.sample(bodies, rng.randint(1, 3))
         body = " ".join(s.format(p=p.name, c=p.category.lower()) for s in sentences)
         return {

@@ -97,10 +97,9 @@ def iter_records(
     pools = get_pools()
     rng = random.Random()
     ctx = Ctx(rng, plan.anchor, pools)
-    composer = plan.composer
-    fields = plan.schema.fields
     first = start - start % BLOCK
     slot = plan.slot_for(first)
+    composer, fields = _use_slot(plan, ctx, slot)
     for i in range(first, stop):
         if i % BLOCK == 0:
             if should_stop is not None and should_stop():
@@ -108,12 +107,28 @@ def iter_records(
             rng.seed(block_seed(plan, i // BLOCK))
         if i >= slot.stop:
             slot = plan.slot_for(i)
+            composer, fields = _use_slot(plan, ctx, slot)
         body = composer(ctx) if composer is not None else gen_object(ctx, fields)
         for path in plan.enforce:
             _regen_path(ctx, plan, body, path, path)
         if i < start:
             continue  # replayed only to reach `start` with the block's RNG state
         yield finalize(plan, i, body, slot)
+
+
+def _use_slot(plan: Plan, ctx: Ctx, slot: Slot) -> tuple[Any, list[Any]]:
+    """The composer and fields for a scenario's records, and what they draw from."""
+    occasions = plan.occasions.get(slot.name)
+    if occasions:
+        ctx.occasions = occasions
+        ctx.products = tuple(p for o in occasions for p in o.products)
+    else:
+        ctx.occasions = ctx.pools.occasions
+        ctx.products = ctx.pools.all_products
+    return (
+        plan.composers.get(slot.name, plan.composer),
+        plan.fields_by_slot.get(slot.name, plan.schema.fields),
+    )
 
 
 def generate_records(

@@ -9,6 +9,7 @@ Pure: no I/O, no clock, no randomness (same request, same intent).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class Understood:
     phrase: str
     meaning: str
     scope: str  # CONTEXT, HINTS or scenario_scope(name)
+    match: Match | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,12 @@ def texts_of(req: GenerateRequest) -> list[tuple[str, str]]:
     """(scope, text) for every text of a request that may carry meaning."""
     out = [(CONTEXT, req.context)] if req.context.strip() else []
     out += [(HINTS, h) for h in req.hints if h.strip()]
+    # A scenario's description, or its name when it has none ("single_item").
     out += [
-        (scenario_scope(s.name), text)
+        (scenario_scope(s.name), s.description if s.description.strip() else s.name)
         for s in req.scenarios
-        for text in (s.description, s.name)
-        if text.strip()
     ]
-    return out
+    return [(scope, text) for scope, text in out if text.strip()]
 
 
 def _scope_intent(matches: Sequence[Match]) -> ScopeIntent:
@@ -96,18 +97,60 @@ def _scope_intent(matches: Sequence[Match]) -> ScopeIntent:
     )
 
 
+# Clauses are read one by one: a clause no recognizer understood is reported as such.
+_CLAUSE = re.compile(r"[,;.!?()\n]+|\s(?:and|but|with|plus|while|where)\s", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z0-9$%]+")
+# Words that carry no request on their own (a clause of only these is not "not understood").
+FILLER = frozenset(
+    """
+    a an the of for to in on at by with and or but as is are be please make create
+    generate give me us i we need want some realistic synthetic test data records record
+    sample samples set list dataset them that which who whose they their its it this
+    these those using use also all each every per like e g eg etc just only mostly
+    mainly
+    """.split()  # noqa: SIM905
+)
+
+
+def _resolve_overlaps(found: list[tuple[int, Match]]) -> list[Match]:
+    """Longest spans first (then the earlier recognizer): no two kept matches overlap."""
+    kept: list[Match] = []
+    for _, m in sorted(found, key=lambda x: (-(x[1].end - x[1].start), x[0], x[1].start)):
+        if all(m.end <= k.start or m.start >= k.end for k in kept):
+            kept.append(m)
+    return sorted(kept, key=lambda m: m.start)
+
+
+def leftovers(text: str, matches: Sequence[Match]) -> list[str]:
+    """Clauses of `text` that no match touched and that say something."""
+    out = []
+    pos = 0
+    for sep in [*_CLAUSE.finditer(text), None]:
+        end = sep.start() if sep else len(text)
+        lo, hi = pos, end
+        pos = sep.end() if sep else len(text)
+        clause = text[lo:hi].strip()
+        if not clause or any(m.start < hi and m.end > lo for m in matches):
+            continue
+        words = [w.lower() for w in _WORD.findall(clause)]
+        if any(w not in FILLER and not w.isdigit() for w in words):
+            out.append(clause)
+    return out
+
+
 def interpret(req: GenerateRequest, recognizers: Sequence[Recognizer]) -> Intent:
-    """Every recognizer over every text; a text nothing matched is listed as not
-    understood."""
+    """Every recognizer over every text; overlapping matches resolved longest first; each
+    clause nothing understood is listed as not understood."""
     understood: list[Understood] = []
     not_understood: list[str] = []
     by_scope: dict[str, list[Match]] = {}
     for scope, text in texts_of(req):
-        found = [m for r in recognizers for m in r(text)]
+        found = _resolve_overlaps([(i, m) for i, r in enumerate(recognizers) for m in r(text)])
         by_scope.setdefault(scope, []).extend(found)
-        understood += [Understood(text[m.start : m.end], m.meaning, scope) for m in found]
-        if not found and not scope.startswith("scenario:"):
-            not_understood.append(f"{scope}: {text}")
+        understood += [Understood(text[m.start : m.end], m.meaning, scope, m) for m in found]
+        if scope.startswith("scenario:") and not found and _is_name(req, scope, text):
+            continue  # a scenario's name is read only for what it may say
+        not_understood += [f"{scope}: {c}" for c in leftovers(text, found)]
     request = _scope_intent([*by_scope.get(CONTEXT, []), *by_scope.get(HINTS, [])])
     scenarios = {
         s.name: _scope_intent(by_scope.get(scenario_scope(s.name), [])) for s in req.scenarios
@@ -120,5 +163,5 @@ def interpret(req: GenerateRequest, recognizers: Sequence[Recognizer]) -> Intent
     )
 
 
-# The recognizers every plan uses, in order (each module of meaning adds its own).
-RECOGNIZERS: list[Recognizer] = []
+def _is_name(req: GenerateRequest, scope: str, text: str) -> bool:
+    return any(scenario_scope(s.name) == scope and s.name == text for s in req.scenarios)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.core import lexicon, phrases
 from services.core.bounds import check_output, check_request
 from services.core.entities import COMPOSERS, Composer, lookup
-from services.core.intent import RECOGNIZERS, Intent, ScopeIntent, interpret
+from services.core.intent import Intent, Recognizer, ScopeIntent, interpret, scenario_scope
 from services.core.limits import Limits
 from services.core.models import (
     DEFAULT_ANCHOR,
@@ -29,6 +30,7 @@ from services.core.models import (
     RequestInvalid,
     clip,
 )
+from services.core.pools import Occasion
 from services.core.registry import (
     MAX_REPORTED,
     SchemaRegistry,
@@ -36,9 +38,13 @@ from services.core.registry import (
     check_fields,
     fields_from_request,
 )
+from services.core.shaping import shape, with_constraints
 from services.core.values import utc
 
 __all__ = ["Limits", "Plan", "Slot", "build_plan"]
+
+# What reads a request's words, in priority order where two find the same span.
+RECOGNIZERS: list[Recognizer] = [phrases.recognize, lexicon.recognize]
 
 DEFAULT_SCENARIO = "default"
 
@@ -67,6 +73,11 @@ class Plan:
     # Fields whose request constraints a composer does not model: regenerated generically.
     enforce: tuple[str, ...] = field(default=())
     intent: Intent = field(default_factory=Intent)
+    # Per scenario, where its words changed them: its own composer (narrower bounds), its
+    # own fields (custom schemas), and the occasions its records draw from.
+    composers: dict[str, Composer] = field(default_factory=dict)
+    fields_by_slot: dict[str, list[FieldSpec]] = field(default_factory=dict)
+    occasions: dict[str, tuple[Occasion, ...]] = field(default_factory=dict)
     _stops: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -396,7 +407,47 @@ def build_plan(
         raise RequestInvalid(errs)
     enforce = tuple(p for p in touched if _needs_enforcement(schema, p)) if composer else ()
     intent = interpret(req, RECOGNIZERS)
-    slots = [_with_intent(s, intent) for s in slots]
+    shaping = shape(
+        intent,
+        schema,
+        [sl.name for sl in slots],
+        dict(req.constraints.field_constraints),
+        {sl.name: sl.overrides for sl in slots},
+    )
+    intent = shaping.intent
+    composers: dict[str, Composer] = {}
+    fields_by_slot: dict[str, list[FieldSpec]] = {}
+    occasions: dict[str, tuple[Occasion, ...]] = {}
+    shaped_slots = []
+    for i, sl in enumerate(slots):
+        sh = shaping.slots[sl.name]
+        merged = _merged_intent(sl.name, intent)
+        shaped_slots.append(
+            Slot(sl.name, sl.start, sl.stop, {**sh.overrides, **sl.overrides}, merged)
+        )
+        if merged.themes and (occ := lexicon.resolve(merged.themes)):
+            occasions[sl.name] = occ
+        if not sh.constraints:
+            continue
+        slot_schema = with_constraints(schema, sh.constraints)
+        fields_by_slot[sl.name] = slot_schema.fields
+        if composer is not None:
+            c = COMPOSERS[schema.name](slot_schema)
+            paths = [*touched, *sh.constraints]
+            if problems := c.check_bounds(paths) or c.check(paths):
+                where = (
+                    f"scenarios[{i}].description"
+                    if any(u.scope == scenario_scope(sl.name) for u in intent.understood)
+                    else "context"
+                )
+                raise RequestInvalid(
+                    [
+                        FieldError(path=where, message=f"{e.message} (from the request's words)")
+                        for e in problems
+                    ]
+                )
+            composers[sl.name] = c
+    slots = shaped_slots
     seed = req.seed if req.seed is not None else 0
     anchor = utc(req.anchor) if req.anchor is not None else DEFAULT_ANCHOR
     return Plan(
@@ -410,22 +461,22 @@ def build_plan(
         composer=composer,
         enforce=enforce,
         intent=intent,
+        composers=composers,
+        fields_by_slot=fields_by_slot,
+        occasions=occasions,
     )
 
 
-def _with_intent(slot: Slot, intent: Intent) -> Slot:
-    """The slot with the effects of the request's words that apply to its records."""
-    own = intent.scenarios.get(slot.name, ScopeIntent())
+def _merged_intent(name: str, intent: Intent) -> ScopeIntent:
+    """The effects of the request's words on one scenario: its own, then the request's."""
+    own = intent.scenarios.get(name, ScopeIntent())
     req = intent.request
-    if own == ScopeIntent() and req == ScopeIntent():
-        return slot
-    merged = ScopeIntent(
-        themes=tuple(dict.fromkeys((*own.themes, *req.themes))),  # the scenario's first
+    return ScopeIntent(
+        themes=tuple(dict.fromkeys((*own.themes, *req.themes))),
         constraints=(*req.constraints, *own.constraints),
         overrides=(*req.overrides, *own.overrides),
         edge_cases=tuple(dict.fromkeys((*req.edge_cases, *own.edge_cases))),
     )
-    return Slot(slot.name, slot.start, slot.stop, slot.overrides, merged)
 
 
 def _capped(errs: list[FieldError], limits: Limits) -> list[FieldError]:

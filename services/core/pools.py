@@ -16,7 +16,9 @@ from pathlib import Path
 
 import faker
 
-CORE_VERSION = "2"  # 2: constraints met by construction (regex lengths, short emails...)
+# 2: constraints met by construction (regex lengths, short emails...)
+# 3: 35 occasions, 346 products with price ranges, SKU attributes by category, themes
+CORE_VERSION = "3"
 GENERATOR_VERSION = f"tdcore-{CORE_VERSION}+faker-{faker.VERSION}"
 POOL_SEED = 20250101
 POOL_SIZE = 1000
@@ -34,15 +36,24 @@ class Product:
     name: str
     category: str
     brand: str  # full brand name
-    price: float
-    sku_stem: str  # BRAND-CAT, colour and size are drawn per line item
+    price: float  # list price: the top of its range
+    sku_stem: str  # BRAND-CAT; colour and variant are drawn per line item
+    low: float = 0.0  # the lowest price a store charges for it over a season
+    colors: tuple[str, ...] = ("BLK",)  # colours, shades or metals its category has
+    variants: tuple[str, ...] = ("STD",)  # sizes where the category has sizes, else "OS"...
+
+    def cents(self, r: float) -> int:
+        """A price in its range, in cents, from one uniform draw r in [0, 1)."""
+        lo, hi = round((self.low or self.price) * 100), round(self.price * 100)
+        return lo + int(r * (hi - lo + 1))
 
 
 @dataclass(frozen=True)
 class Occasion:
     name: str
-    keywords: tuple[str, ...]
+    keywords: tuple[str, ...]  # words of its products' names (the coherence scorer's)
     products: tuple[Product, ...]
+    synonyms: tuple[str, ...] = ()  # words a request uses for it ("marathon runners")
 
 
 @dataclass(frozen=True)
@@ -58,23 +69,63 @@ class Pools:
     area_codes: tuple[str, ...]
     occasions: tuple[Occasion, ...]
 
+    @property
+    def all_products(self) -> tuple[Product, ...]:
+        return _all_products(self.occasions)
+
+
+@lru_cache(maxsize=4)
+def _all_products(occasions: tuple[Occasion, ...]) -> tuple[Product, ...]:
+    return tuple(p for o in occasions for p in o.products)
+
 
 COLORS = ("BLK", "WHT", "NVY", "GRY", "RED", "BLU", "GRN", "BGE", "PNK", "BRN")
-SIZES = ("XS", "S", "M", "L", "XL", "6", "7", "8", "9", "10", "11", "OS")
 EMAIL_DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "icloud.com", "aol.com", "proton.me")
 AREA_CODES = ("212", "312", "415", "617", "702", "713", "305", "404", "503", "206", "303", "512")
 
 
-def load_occasions(path: Path | None = None) -> tuple[Occasion, ...]:
+@dataclass(frozen=True)
+class Category:
+    colors: tuple[str, ...]
+    variants: tuple[str, ...]  # sizes only where the category has sizes
+
+
+def load_catalog(path: Path | None = None) -> tuple[tuple[Occasion, ...], dict[str, Category]]:
     data = json.loads((path or SCHEMAS_DIR / "catalog" / "occasions.json").read_text())
+    cats = {
+        name: Category(tuple(c["colors"]), tuple(c["variants"]))
+        for name, c in data["categories"].items()
+    }
     out = []
     for occ in data["occasions"]:
-        products = tuple(
-            Product(name, cat, data["brands"][code], float(price), f"{code}-{cat[:3].upper()}")
-            for name, cat, code, price in occ["products"]
+        products = []
+        for name, cat, code, low, high in occ["products"]:
+            c = cats[cat]
+            stem = f"{code}-{cat.replace(' ', '')[:3].upper()}"
+            products.append(
+                Product(
+                    name,
+                    cat,
+                    data["brands"][code],
+                    float(high),
+                    stem,
+                    float(low),
+                    *(c.colors, c.variants),
+                )
+            )
+        out.append(
+            Occasion(
+                occ["name"],
+                tuple(k.lower() for k in occ["keywords"]),
+                tuple(products),
+                tuple(s.lower() for s in occ.get("synonyms", ())),
+            )
         )
-        out.append(Occasion(occ["name"], tuple(k.lower() for k in occ["keywords"]), products))
-    return tuple(out)
+    return tuple(out), cats
+
+
+def load_occasions(path: Path | None = None) -> tuple[Occasion, ...]:
+    return load_catalog(path)[0]
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from services.core import regexgen
 from services.core.models import FieldConstraint, FieldSpec, FieldType
-from services.core.pools import COLORS, SIZES, Pools
+from services.core.pools import Pools, Product
 
 T = TypeVar("T")
 
@@ -62,13 +62,17 @@ def iso(t: int) -> str:
 class Ctx:
     """Per-record generation state: the RNG, the time anchor and the value pools."""
 
-    __slots__ = ("anchor", "pools", "rng", "year")
+    __slots__ = ("anchor", "occasions", "pools", "products", "rng", "year")
 
     def __init__(self, rng: random.Random, anchor: datetime, pools: Pools):
         self.rng = rng
         self.anchor = int(anchor.timestamp())  # epoch seconds
         self.year = anchor.year
         self.pools = pools
+        # What the current records draw from: the whole catalogue, or the occasions and
+        # products the request's words selected (set per scenario by the generator).
+        self.occasions = pools.occasions
+        self.products = pools.all_products
 
     def pick(self, seq: Sequence[T]) -> T:
         return seq[int(self.rng.random() * len(seq))]
@@ -93,8 +97,10 @@ class Ctx:
     def uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    def sku(self, stem: str) -> str:
-        return f"{stem}-{self.pick(COLORS)}-{self.pick(SIZES)}"
+    def sku(self, p: Product) -> str:
+        """BRAND-CAT-COLOUR-VARIANT, from the attributes its category has (a size only
+        where sizes exist: no lipstick in XL)."""
+        return f"{p.sku_stem}-{self.pick(p.colors)}-{self.pick(p.variants)}"
 
     # ---- people and places ---------------------------------------------------------
     def first_name(self) -> str:
@@ -216,7 +222,7 @@ def text_by_semantic(ctx: Ctx, semantic: str | None, name: str) -> str:
             return ctx.uuid()
         case "sku":
             occ = ctx.pick(p.occasions)
-            return ctx.sku(ctx.pick(occ.products).sku_stem)
+            return ctx.sku(ctx.pick(occ.products))
         case "product_name":
             return ctx.pick(ctx.pick(p.occasions).products).name
         case "category":
