@@ -200,12 +200,92 @@ def score_review(rec: dict[str, Any]) -> float:
     return 0.0 if {got, expected} == {"positive", "negative"} else 0.5
 
 
-SCORERS = {"cart": score_cart, "order": score_order, "review": score_review}
+CARD_METHODS = frozenset({"credit_card", "debit_card", "macys_card"})
+_LAST4 = re.compile(r"^\d{4}$")
+
+
+def score_payment(rec: dict[str, Any]) -> float:
+    """Method and card fields agree (a card number only for card methods), the amount is
+    positive, the timestamps are in order."""
+    method, last4 = rec.get("method"), rec.get("card_last_four")
+    if method in CARD_METHODS:
+        card = 1.0 if isinstance(last4, str) and _LAST4.match(last4) else 0.0
+    else:
+        card = 1.0 if last4 in (None, "") else 0.0
+    amount = num(rec.get("amount"))
+    return (
+        0.4 * card
+        + 0.3 * (1.0 if amount is not None and amount > 0 else 0.0)
+        + 0.3 * chronology(rec, ("created_at", "updated_at"))
+    )
+
+
+_NON_ALNUM = re.compile(r"[^a-z0-9]")
+
+
+def score_user(rec: dict[str, Any]) -> float:
+    """The email agrees with the name, the tier is one we know, the dates are in order."""
+    first = _NON_ALNUM.sub("", str(rec.get("first_name", "")).lower())
+    last = _NON_ALNUM.sub("", str(rec.get("last_name", "")).lower())
+    local = _NON_ALNUM.sub("", str(rec.get("email", "")).split("@")[0].lower())
+    named = bool(last) and last in local and (bool(first) and first[0] == local[0])
+    tier = rec.get("loyalty_tier")
+    return (
+        0.5 * (1.0 if named else 0.0)
+        + 0.2 * (1.0 if tier in (None, "Bronze", "Silver", "Gold", "Platinum") else 0.0)
+        + 0.3 * chronology(rec, ("created_at", "updated_at"))
+    )
+
+
+@lru_cache(maxsize=1)
+def _category_ranges() -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for o in get_pools().occasions:
+        for p in o.products:
+            lo, hi = out.get(p.category, (float("inf"), 0.0))
+            out[p.category] = (min(lo, p.low or p.price), max(hi, p.price))
+    return out
+
+
+def score_product(rec: dict[str, Any]) -> float:
+    """The price is within its category's range in the catalogue (an unknown category
+    cannot be judged and counts as in range), stock is not negative."""
+    price, stock = num(rec.get("price")), num(rec.get("stock"))
+    rng = _category_ranges().get(str(rec.get("category", "")))
+    if price is None or price <= 0:
+        priced = 0.0
+    elif rng is None:
+        priced = 1.0
+    else:
+        priced = 1.0 if rng[0] - TOL <= price <= rng[1] + TOL else 0.0
+    return 0.6 * priced + 0.4 * (1.0 if stock is None or stock >= 0 else 0.0)
+
+
+SCORERS = {
+    "cart": score_cart,
+    "order": score_order,
+    "review": score_review,
+    "payment": score_payment,
+    "user": score_user,
+    "product": score_product,
+}
+EDGE_CASE_KEY = "_edge_case_type"
+
+
+def not_applicable(entity: str, records: list[dict[str, Any]]) -> str | None:
+    """Why no score means nothing here, or None when records can be scored."""
+    if entity not in SCORERS:
+        return f"no coherence rules for {entity!r} (a custom schema)"
+    if records and all(EDGE_CASE_KEY in r for r in records):
+        return "every record is an edge case, incoherent on purpose"
+    return None
 
 
 def score_records(entity: str, records: list[dict[str, Any]]) -> float | None:
-    """Mean score over records, or None for entities without coherence rules."""
+    """Mean score over the records that are meant to be coherent (edge cases are not),
+    or None for entities without coherence rules."""
     scorer = SCORERS.get(entity)
-    if scorer is None or not records:
+    scored = [r for r in records if EDGE_CASE_KEY not in r] if scorer else []
+    if scorer is None or not scored:
         return None
-    return sum(scorer(r) for r in records) / len(records)
+    return sum(scorer(r) for r in scored) / len(scored)

@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from services.core import edgecases
 from services.core.entities import lookup
 from services.core.plan import Plan, Slot
 from services.core.pools import get_pools
@@ -25,6 +26,7 @@ from services.core.values import Ctx, gen_field, gen_object
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 BLOCK = 16
+_EDGE_SALT = 0xED6E  # an edge record's own RNG, apart from the block's
 
 
 def block_seed(plan: Plan, block: int) -> int:
@@ -113,7 +115,11 @@ def iter_records(
             _regen_path(ctx, plan, body, path, path)
         if i < start:
             continue  # replayed only to reach `start` with the block's RNG state
-        yield finalize(plan, i, body, slot)
+        rec = finalize(plan, i, body, slot)
+        if plan.edges and (ep := plan.edges.get(slot.name)) is not None:
+            seed = block_seed(plan, i) ^ _EDGE_SALT
+            rec = edgecases.apply(ep, i - slot.start, rec, fields, seed, plan.anchor)
+        yield rec
 
 
 def _use_slot(plan: Plan, ctx: Ctx, slot: Slot) -> tuple[Any, list[Any]]:

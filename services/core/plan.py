@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.core import lexicon, phrases
+from services.core import edgecases, lexicon, phrases
 from services.core.bounds import check_output, check_request
 from services.core.entities import COMPOSERS, Composer, lookup
 from services.core.intent import Intent, Recognizer, ScopeIntent, interpret, scenario_scope
@@ -44,7 +44,7 @@ from services.core.values import utc
 __all__ = ["Limits", "Plan", "Slot", "build_plan"]
 
 # What reads a request's words, in priority order where two find the same span.
-RECOGNIZERS: list[Recognizer] = [phrases.recognize, lexicon.recognize]
+RECOGNIZERS: list[Recognizer] = [phrases.recognize, edgecases.recognize, lexicon.recognize]
 
 DEFAULT_SCENARIO = "default"
 
@@ -78,10 +78,20 @@ class Plan:
     composers: dict[str, Composer] = field(default_factory=dict)
     fields_by_slot: dict[str, list[FieldSpec]] = field(default_factory=dict)
     occasions: dict[str, tuple[Occasion, ...]] = field(default_factory=dict)
+    edges: dict[str, edgecases.EdgePlan] = field(default_factory=dict)  # edge-case scenarios
     _stops: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._stops.extend(s.stop for s in self.slots)
+
+    def edge_case_counts(self) -> dict[str, int]:
+        """Records per edge-case class, known before any record is made."""
+        out: dict[str, int] = {}
+        for s in self.slots:
+            if (ep := self.edges.get(s.name)) is not None:
+                for k, n in ep.counts(s.stop - s.start).items():
+                    out[k] = out.get(k, 0) + n
+        return out
 
     def scenario_counts(self) -> dict[str, int]:
         return {s.name: s.stop - s.start for s in self.slots}
@@ -418,10 +428,14 @@ def build_plan(
     composers: dict[str, Composer] = {}
     fields_by_slot: dict[str, list[FieldSpec]] = {}
     occasions: dict[str, tuple[Occasion, ...]] = {}
+    edges: dict[str, edgecases.EdgePlan] = {}
     shaped_slots = []
     for i, sl in enumerate(slots):
         sh = shaping.slots[sl.name]
         merged = _merged_intent(sl.name, intent)
+        wanted = merged.edge_cases or ((edgecases.ALL,) if req.defect_triggering else ())
+        if wanted and (ep := edgecases.edge_plan(schema, wanted)) is not None:
+            edges[sl.name] = ep
         shaped_slots.append(
             Slot(sl.name, sl.start, sl.stop, {**sh.overrides, **sl.overrides}, merged)
         )
@@ -464,6 +478,7 @@ def build_plan(
         composers=composers,
         fields_by_slot=fields_by_slot,
         occasions=occasions,
+        edges=edges,
     )
 
 

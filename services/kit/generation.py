@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
+from services.core.coherence import SCORERS
 from services.core.entities import ConstraintUnsatisfiable
 from services.core.generate import GenerationStopped
 from services.core.models import GenerationPath, RequestInvalid
@@ -260,7 +261,9 @@ class PathService(ABC):
         req = routed.request
         t0 = time.perf_counter()
         budget = Budget.start(self.budget_seconds, deadline_of(msg))
-        schema = with_defect_columns(plan.schema) if req.defect_triggering else plan.schema
+        schema = (
+            with_defect_columns(plan.schema) if req.defect_triggering or plan.edges else plan.schema
+        )
         emitter = ChunkEmitter(
             self.rt, msg, req.request_id, schema, req.output_format, self.path.value
         )
@@ -431,9 +434,7 @@ class PathService(ABC):
             rag_examples_used=report.rag_examples,
             pattern_ids=report.pattern_ids,
             coherence_status=(
-                "scored"
-                if report.coherence is not None
-                else f"not_applicable: no coherence rules scored {plan.schema.name!r} records"
+                "scored" if report.coherence is not None else f"not_applicable: {_unscored(plan)}"
             ),
             fingerprint=request_fingerprint(plan.request),
             understood=[
@@ -443,7 +444,17 @@ class PathService(ABC):
             not_understood=list(plan.intent.not_understood),
             contradictions=list(plan.intent.contradictions),
             themes=list(plan.intent.themes),
+            edge_case_counts=plan.edge_case_counts(),
         )
+
+
+def _unscored(plan: Plan) -> str:
+    """Why a run has no coherence score (so that no one reads 0.0 as a verdict)."""
+    if plan.composer is None or plan.schema.name not in SCORERS:
+        return f"no coherence rules for a custom schema ({plan.schema.name!r})"
+    if all(s.name in plan.edges for s in plan.slots):
+        return "every record is an edge case, incoherent on purpose"
+    return "no record was scored"
 
 
 def _pieces(records: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -93,7 +93,7 @@ async def produce_batches(
             if hi < stop:
                 await asyncio.sleep(0)  # a small request's turn comes within a slice
         sample = records[:COHERENCE_SAMPLE]
-        score = score_records(plan.schema.name, sample)
+        score = score_records(plan.schema.name, sample) if plan.composer else None
         batch = Batch(
             records=records,
             backend=backend,

@@ -84,7 +84,7 @@ class TraditionalService(PathService):
             if (more := stop - max(start, len(head))) > 0:
                 records += await _take(source, more, pacer)
             sample = records[:COHERENCE_SAMPLE]
-            score = score_records(plan.schema.name, sample)
+            score = score_records(plan.schema.name, sample) if plan.composer else None
             yield Batch(
                 records=records,
                 backend=TRADITIONAL_BACKEND,

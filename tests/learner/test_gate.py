@@ -111,11 +111,12 @@ def test_low_coherence_is_not_learned():
     )
 
 
-def test_an_entity_without_coherence_rules_is_gated_on_validity_only():
-    o = outcome("llm", entity="payment", count=4)
-    assert o.coherence_score is None
-    v = judge(o, REGISTRY, POLICY)
-    assert v.pattern is not None and v.pattern.quality == 1.0
+def test_payments_users_and_products_are_gated_on_their_coherence_rules():
+    for entity in ("payment", "user", "product"):
+        o = outcome("llm", entity=entity, count=4)
+        assert o.coherence_score == 1.0, entity
+        v = judge(o, REGISTRY, POLICY)
+        assert v.pattern is not None and v.pattern.quality == 1.0
 
 
 def test_any_invalid_record_keeps_the_dataset_out():

@@ -501,7 +501,13 @@ async def test_coherence_retry_keeps_the_better_result(server, make_engine):
 
 
 async def test_entities_without_coherence_rules_are_not_scored(server, make_engine):
-    plan = make_plan("user", count=5)
+    schema = {"fields": [{"name": "code", "type": "STRING"}, {"name": "n", "type": "INTEGER"}]}
+    plan = build_plan(
+        GenerateRequest.model_validate(
+            {"entity": "gadget", "count": 5, "seed": 7, "schema": schema}
+        ),
+        REGISTRY_,
+    )
     server.default = competent(plan)
     (batch,) = await collect(make_engine("claude").run(plan))
     assert_valid(plan, batch.records)
