@@ -676,6 +676,11 @@ def review_text(category: str, sentiment: str) -> Texts:
     return (*titles, *more_t), (*bodies, *more_b)
 
 
+OPENERS = {
+    "positive": "Really happy with the {p}.",
+    "neutral": "The {p} is okay.",
+    "negative": "The {p} was a disappointment.",
+}
 RATING_WEIGHTS = {1: 8, 2: 7, 3: 12, 4: 30, 5: 43}
 
 
@@ -697,7 +702,8 @@ class ReviewComposer(Composer):
         p = ctx.pick(ctx.products)
         rating = self.rating(rng)
         titles, bodies = review_text(p.category, sentiment_of_rating(rating))
-        sentences = rng.sample(bodies, rng.randint(1, 3))
+        # The first sentence names the product, so a review says what it is about.
+        sentences = [OPENERS[sentiment_of_rating(rating)], *rng.sample(bodies, rng.randint(0, 2))]
         body = " ".join(s.format(p=p.name, c=p.category.lower()) for s in sentences)
         return {
             "review_id": ctx.ident("id:REV"),

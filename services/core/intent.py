@@ -107,7 +107,9 @@ FILLER = frozenset(
     generate give me us i we need want some realistic synthetic test data records record
     sample samples set list dataset them that which who whose they their its it this
     these those using use also all each every per like e g eg etc just only mostly
-    mainly
+    mainly carts cart orders order payments payment users user customers customer
+    products product reviews review items item transactions transaction accounts
+    account people shoppers entries rows
     """.split()  # noqa: SIM905
 )
 

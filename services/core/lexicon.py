@@ -111,12 +111,15 @@ def recognize(text: str) -> list[Match]:
             i += 1
             continue
         j = i
-        while j < len(toks) and not taken[j] and toks[j][0] in words:
+        while (
+            j < len(toks) and not taken[j] and toks[j][0] in words and toks[j][0] not in categories
+        ):
             j += 1
         if j > i:
             key = " ".join(t for t, _, _ in toks[i:j])
             n = len(resolve_products(f"product:{key}"))
-            out.append(_match(toks, i, j, f"products matching {key!r} ({n})", f"product:{key}"))
+            meaning = f"products matching {key!r} ({n}; unless an occasion is named)"
+            out.append(_match(toks, i, j, meaning, f"product:{key}"))
             i = j
         else:
             i += 1
@@ -148,9 +151,14 @@ def resolve_products(theme: str) -> tuple[Product, ...]:
 
 def resolve(themes: Iterable[str]) -> tuple[Occasion, ...]:
     """Occasions to draw records from: named occasions as they are, categories and
-    product words as one occasion of their products each. Empty: no theme resolved."""
+    product words as one occasion of their products each. Product words are the weakest
+    sign ("training" may just be a verb): they count only where no occasion or category
+    is named. Empty: no theme resolved."""
     pools = get_pools()
     by_name = {o.name: o for o in pools.occasions}
+    themes = list(themes)
+    if any(not t.startswith("product:") for t in themes):
+        themes = [t for t in themes if not t.startswith("product:")]
     out: list[Occasion] = []
     for theme in themes:
         kind, _, value = theme.partition(":")
