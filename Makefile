@@ -34,14 +34,14 @@ bench: install
 	$(PY) -m bench
 
 lint: install
-	$(VENV)/bin/ruff check services tests bench scripts
-	$(VENV)/bin/ruff format --check services tests bench scripts
+	$(VENV)/bin/ruff check services tests bench scripts examples
+	$(VENV)/bin/ruff format --check services tests bench scripts examples
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_layers.py
 
 format: install
-	$(VENV)/bin/ruff format services tests bench scripts
-	$(VENV)/bin/ruff check --fix services tests bench scripts
+	$(VENV)/bin/ruff format services tests bench scripts examples
+	$(VENV)/bin/ruff check --fix services tests bench scripts examples
 
 clean:
 	rm -rf $(VENV) services/proto .pytest_cache .mypy_cache .ruff_cache

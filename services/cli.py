@@ -828,6 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=int, help="override the catalogue's replication")
     p.set_defaults(fn=cmd_topics)
     _patterns_parser(sub)
+    from services.datasets.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -168,6 +168,7 @@ def metadata_to_proto(md: GenerationMetadata | None) -> pb.GenerationMetadata | 
         cache_hit=md.cache_hit,
         replay_of=md.replay_of,
         fingerprint=md.fingerprint,
+        data_sha256=md.data_sha256,
     )
 
 

@@ -14,6 +14,7 @@ The shape of a stream's chunks (`DataChunk.data`):
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import re
@@ -117,6 +118,23 @@ class Joiner:
 
     def closing(self) -> str:
         return "]" if self.json else ""
+
+
+class DatasetDigest:
+    """SHA-256 of the one document a request's chunks make, fed chunk by chunk: the same
+    dataset has the same digest however it was cut into chunks."""
+
+    def __init__(self, fmt: OutputFormat):
+        self._joiner = Joiner(fmt)
+        self._h = hashlib.sha256(self._joiner.opening().encode())
+
+    def update(self, data: str) -> None:
+        self._h.update(self._joiner.part(data).encode())
+
+    def hexdigest(self) -> str:
+        h = self._h.copy()
+        h.update(self._joiner.closing().encode())
+        return h.hexdigest()
 
 
 def iter_joined(fmt: OutputFormat, parts: Iterable[str]) -> Iterator[str]:

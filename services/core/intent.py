@@ -114,6 +114,26 @@ FILLER = frozenset(
 )
 
 
+# Hints that steer routing or learning rather than the records: understood as such.
+CONTROL_HINTS = {
+    "fast": "routing: the fastest path (traditional)",
+    "realistic": "routing: asks for the LLM path",
+    "coherent": "routing: asks for the LLM path",
+    "intelligent": "routing: asks for the LLM path",
+    "similar": "routing: asks for the pattern store (RAG)",
+    "pattern": "routing: asks for the pattern store (RAG)",
+    "patterns": "routing: asks for the pattern store (RAG)",
+    "historical": "routing: asks for the pattern store (RAG)",
+    "no_learn": "learning: this dataset is kept out of the pattern store",
+}
+
+
+def _control(text: str) -> Match | None:
+    key = text.strip().lower().replace("-", "_")
+    meaning = CONTROL_HINTS.get(key)
+    return Match(0, len(text), meaning) if meaning else None
+
+
 def _resolve_overlaps(found: list[tuple[int, Match]]) -> list[Match]:
     """Longest spans first (then the earlier recognizer): no two kept matches overlap."""
     kept: list[Match] = []
@@ -147,7 +167,12 @@ def interpret(req: GenerateRequest, recognizers: Sequence[Recognizer]) -> Intent
     not_understood: list[str] = []
     by_scope: dict[str, list[Match]] = {}
     for scope, text in texts_of(req):
-        found = _resolve_overlaps([(i, m) for i, r in enumerate(recognizers) for m in r(text)])
+        control = _control(text) if scope == HINTS else None
+        found = (
+            [control]
+            if control
+            else _resolve_overlaps([(i, m) for i, r in enumerate(recognizers) for m in r(text)])
+        )
         by_scope.setdefault(scope, []).extend(found)
         understood += [Understood(text[m.start : m.end], m.meaning, scope, m) for m in found]
         if scope.startswith("scenario:") and not found and _is_name(req, scope, text):

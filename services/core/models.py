@@ -160,6 +160,9 @@ class GenerateRequest(_Model):
     # request as logged on the requests topic regenerates the same dataset.
     seed: int | None = None
     anchor: datetime | None = None
+    # A replay (`testdata replay`): the request id this one regenerates. Not part of what
+    # determines the records.
+    replay_of: str = ""
 
     def hint_set(self) -> set[str]:
         return {h.strip().lower() for h in self.hints if h.strip()}

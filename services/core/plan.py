@@ -107,7 +107,9 @@ class Plan:
 def fingerprint(request: GenerateRequest) -> bytes:
     """Canonical bytes of what determines the records (not id, format or cache use)."""
     body = request.model_dump(
-        mode="json", by_alias=True, exclude={"request_id", "output_format", "use_cache"}
+        mode="json",
+        by_alias=True,
+        exclude={"request_id", "output_format", "use_cache", "replay_of"},
     )
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 

@@ -13,6 +13,7 @@ is logged, so a replay of the log regenerates the same bytes. The rule for the a
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 from services.core.models import DEFAULT_ANCHOR, GenerateRequest
@@ -47,3 +48,9 @@ def pin(req: GenerateRequest, *, request_id: str, seed: int, now: datetime) -> G
             "anchor": anchor,
         }
     )
+
+
+def derive_seed(request_id: str) -> int:
+    """The seed of a request logged without one: a function of its id, so every reader of
+    the log (router, replay, export) pins the same one."""
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") >> 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.core.formats import ChunkEncoder
+from services.core.formats import ChunkEncoder, DatasetDigest
 from services.core.models import EntitySchema, OutputFormat
 from services.core.report import ErrorKind
 from services.kit import metrics
@@ -43,16 +43,28 @@ class ChunkEmitter:
         self.index = 0
         self.records = 0
         self.finished = False  # the final chunk has been sent
+        self.digest = DatasetDigest(fmt)
+        # The results topic is the log of datasets (export, replay --verify). A caller's own
+        # reply topic is not: it goes when its bridge stops. So where the chunks go to a
+        # reply topic, the results log gets a copy of every chunk of a path whose output a
+        # request alone cannot rebuild (llm, rag, hybrid), and of the final chunk (its
+        # metadata and digest, data aside) of a deterministic one.
+        self.log_all = self.topic != runtime.topics.results and path != "traditional"
+        self.log_final = self.topic != runtime.topics.results
         self._pending: list[asyncio.Future[Any]] = []
 
     async def emit(
         self, records: list[dict[str, Any]], last: bool, metadata: GenerationMetadata | None = None
     ) -> None:
+        data = self.encoder.encode(records)
+        self.digest.update(data)
+        if last and metadata is not None:
+            metadata = metadata.model_copy(update={"data_sha256": self.digest.hexdigest()})
         chunk = ResultChunk(
             request_id=self.request_id,
             chunk_index=self.index,
             is_final=last,
-            data=self.encoder.encode(records),
+            data=data,
             record_count=len(records),
             output_format=self.fmt,
             metadata=metadata,
@@ -79,10 +91,16 @@ class ChunkEmitter:
         )
 
     async def _send(self, chunk: ResultChunk) -> None:
-        fut = await self.rt.send(
-            self.topic, self.rt.codec.encode_chunk(chunk), self.request_id, self.headers
-        )
+        value = self.rt.codec.encode_chunk(chunk)
+        fut = await self.rt.send(self.topic, value, self.request_id, self.headers)
         self._pending.append(fut)
+        if self.log_all or (self.log_final and chunk.is_final):
+            if not self.log_all:
+                value = self.rt.codec.encode_chunk(chunk.model_copy(update={"data": ""}))
+            logged = await self.rt.send(
+                self.rt.topics.results, value, self.request_id, self.headers
+            )
+            self._pending.append(logged)
         self.index += 1
         metrics.CHUNKS.labels(self.path).inc()
         if len(self._pending) >= MAX_IN_FLIGHT:

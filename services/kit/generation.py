@@ -437,6 +437,7 @@ class PathService(ABC):
                 "scored" if report.coherence is not None else f"not_applicable: {_unscored(plan)}"
             ),
             fingerprint=request_fingerprint(plan.request),
+            replay_of=plan.request.replay_of,
             understood=[
                 Interpretation(phrase=u.phrase, meaning=u.meaning, scope=u.scope)
                 for u in plan.intent.understood

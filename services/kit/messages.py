@@ -66,6 +66,7 @@ class GenerationMetadata(_Msg):
     cache_hit: bool = False
     replay_of: str = ""
     fingerprint: str = ""
+    data_sha256: str = ""
 
 
 class ResultChunk(_Msg):

@@ -18,7 +18,7 @@ from services.core.models import GenerateRequest, GenerationPath, OutputFormat, 
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
-from services.core.reproducible import pin
+from services.core.reproducible import derive_seed, pin
 from services.core.routing import route
 from services.kit import metrics
 from services.kit.codec import DecodeError
@@ -39,10 +39,6 @@ PatternGap = Callable[[Scope], str | None]  # why the store cannot serve a scope
 def derive_request_id(msg: Message) -> str:
     h = hashlib.sha256(msg.value + str(msg.timestamp_ms).encode()).hexdigest()
     return f"req-{h[:20]}"
-
-
-def derive_seed(request_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") >> 1
 
 
 def stamp(req: GenerateRequest, msg: Message) -> GenerateRequest:

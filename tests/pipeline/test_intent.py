@@ -22,6 +22,7 @@ ALL_PRODUCTS = {p for names in OCCASION_PRODUCTS.values() for p in names}
 
 async def call(stub, **kw) -> tuple[list[dict], pb.GenerationMetadata]:
     kw.setdefault("seed", 21)
+    kw["hints"] = [*kw.get("hints", []), "no_learn"]  # the shared store stays as seeded
     resp = await stub.GenerateData(pb.GenerateRequest(request_id=rid("intent"), **kw), timeout=30)
     assert resp.success, resp.error
     return json.loads(resp.data), resp.metadata
@@ -116,14 +117,14 @@ async def test_scenario_descriptions_and_context_become_constraints(stub):
 async def test_each_supported_phrase_holds_and_is_listed(stub, entity, context, check):
     records, md = await call(stub, entity=entity, count=15, context=context)
     assert all(check(r) for r in records), context
-    assert md.understood and all(u.scope == "context" for u in md.understood)
+    assert [u.scope for u in md.understood] == ["context", "hints"]
     assert list(md.not_understood) == [] and list(md.contradictions) == []
 
 
 async def test_unsupported_words_are_listed_as_not_understood(stub):
     _, md = await call(stub, entity="cart", count=5, context="single item, with a touch of whimsy")
     assert "context: a touch of whimsy" in md.not_understood
-    assert [u.phrase for u in md.understood] == ["single item"]
+    assert [u.phrase for u in md.understood] == ["single item", "no_learn"]
 
 
 async def test_contradiction_with_an_explicit_constraint_is_reported(stub):

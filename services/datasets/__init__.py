@@ -1,0 +1,1 @@
+"""Datasets from the logs: replay requests through the pipeline, export datasets to files."""

@@ -1,0 +1,218 @@
+"""`testdata replay` and `testdata export`: argument parsing and the runs around them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from services.kit.settings import Settings, get_settings
+
+
+def _user_error(message: str) -> Exception:
+    from services.cli import UserError
+
+    return UserError(message)
+
+
+def _ms(text: str | None) -> int | None:
+    """An RFC 3339 instant (or epoch milliseconds) as epoch milliseconds."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from services.core.reproducible import parse_anchor
+
+    try:
+        return int(parse_anchor(text).timestamp() * 1000)
+    except ValueError as exc:
+        raise _user_error(f"not a time: {text!r} (RFC 3339, e.g. 2026-11-22T10:00:00Z)") from exc
+
+
+def _window(args: argparse.Namespace) -> Any:
+    from services.datasets.log import Window
+
+    return Window(
+        since_ms=_ms(args.since),
+        until_ms=_ms(args.until),
+        from_offset=getattr(args, "from_offset", None),
+        to_offset=getattr(args, "to_offset", None),
+        partition=getattr(args, "partition", None),
+    )
+
+
+@contextmanager
+def _bar(total: int | None, what: str, quiet: bool) -> Iterator[Callable[[int], Any]]:
+    from tqdm import tqdm
+
+    with tqdm(
+        total=total,
+        unit=what,
+        file=sys.stderr,
+        disable=quiet or not sys.stderr.isatty(),
+        leave=False,
+    ) as bar:
+        yield bar.update
+
+
+def _filters(args: argparse.Namespace) -> Callable[[Any], bool]:
+    ids = set(args.request_id or [])
+
+    def keep(req: Any) -> bool:
+        return (
+            (not ids or req.request_id in ids)
+            and (not args.domain or req.domain == args.domain)
+            and (not args.entity or (req.entity or req.schema_.predefined_schema) == args.entity)
+        )
+
+    return keep
+
+
+def _bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise _user_error("KAFKA_BOOTSTRAP_SERVERS is required (printed by `testdata run`)")
+    return settings.kafka_bootstrap_servers
+
+
+async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli import _reach_broker
+    from services.datasets.log import Window, read_requests, read_results
+    from services.datasets.replay import replay, summary
+    from services.kit.client import KafkaTestDataClient
+    from services.kit.topics import Topics
+
+    bootstrap = _bootstrap(settings)
+    topics = Topics(settings.topic_prefix)
+    with _bar(None, "req", args.quiet) as tick:
+        requests, bad = await _reach_broker(
+            read_requests(
+                bootstrap, topics.requests, _window(args), keep=_filters(args), progress=tick
+            ),
+            bootstrap,
+        )
+    requests = [r for r in requests if not r.request.replay_of or args.include_replays]
+    ids = {r.request.request_id for r in requests}
+    originals = {}
+    if args.verify or args.path:
+        with _bar(None, "chunk", args.quiet) as tick:
+            originals = await read_results(bootstrap, topics.results, Window(), ids, tick)
+    if args.path:
+        requests = [
+            r
+            for r in requests
+            if (o := originals.get(r.request.request_id)) and o.path == args.path
+        ]
+    if not requests:
+        print("nothing to replay in that range", file=sys.stderr)
+        return 0 if not args.verify else 1
+    if args.limit:
+        requests = requests[: args.limit]
+    async with KafkaTestDataClient(
+        bootstrap, topic_prefix=settings.topic_prefix, timeout_s=args.timeout
+    ) as client:
+        with _bar(len(requests), "req", args.quiet) as tick:
+            verdicts = await replay(
+                client,
+                requests,
+                originals,
+                verify=args.verify,
+                concurrency=args.concurrency,
+                progress=tick,
+            )
+    print(summary(verdicts))
+    if bad:
+        print(f"({bad} records on the requests topic were not requests and were skipped)")
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli import _reach_broker
+    from services.core.registry import SchemaRegistry
+    from services.datasets.export import export
+    from services.datasets.log import Window, read_requests, read_results
+    from services.kit.topics import Topics
+
+    bootstrap = _bootstrap(settings)
+    topics = Topics(settings.topic_prefix)
+    requests, _ = await _reach_broker(
+        read_requests(bootstrap, topics.requests, _window(args), keep=_filters(args)), bootstrap
+    )
+    if args.combined and args.format == "csv":
+        entities = {r.request.entity for r in requests}
+        if len(entities) > 1:
+            raise _user_error(
+                f"one CSV file needs one entity; these are {sorted(entities)}: use --entity"
+            )
+    ids = {r.request.request_id for r in requests}
+    with _bar(None, "chunk", args.quiet) as tick:
+        results = await read_results(bootstrap, topics.results, Window(), ids, tick)
+    with _bar(len(requests), "dataset", args.quiet) as tick:
+        done = export(
+            requests,
+            results,
+            SchemaRegistry.load(),
+            args.format,
+            Path(args.out),
+            args.combined,
+            tick,
+        )
+    written = [d for d in done if d.status == "written"]
+    for d in done:
+        if d.status != "written":
+            print(f"  {d.request_id}: incomplete: {d.how}")
+    n = sum(d.records for d in written)
+    print(
+        f"{len(written)} datasets, {n:,} records written to {args.out}; "
+        f"{len(done) - len(written)} incomplete"
+    )
+    return 0 if len(written) == len(done) else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    return asyncio.run(_replay(args, get_settings()))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return asyncio.run(_export(args, get_settings()))
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="from this time (RFC 3339 or epoch ms)")
+    p.add_argument("--until", help="up to this time (RFC 3339 or epoch ms)")
+    p.add_argument("--request-id", action="append", help="this request (repeatable)")
+    p.add_argument("--domain", help="only requests of this domain")
+    p.add_argument("--entity", help="only requests for this entity")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("replay", help="regenerate logged requests through the pipeline")
+    _selection(p)
+    p.add_argument("--from-offset", type=int, help="first offset of the requests topic to read")
+    p.add_argument("--to-offset", type=int, help="offset to stop before")
+    p.add_argument("--partition", type=int, help="only this partition of the requests topic")
+    p.add_argument("--path", help="only requests the original served on this path")
+    p.add_argument("--verify", action="store_true", help="compare each dataset with the original")
+    p.add_argument("--include-replays", action="store_true", help="replay earlier replays too")
+    p.add_argument("--limit", type=int, help="at most this many requests")
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    p.set_defaults(fn=cmd_replay)
+    p = sub.add_parser("export", help="write logged datasets to files")
+    _selection(p)
+    p.add_argument(
+        "--format", choices=("jsonl", "json", "csv", "sql"), default="jsonl", help="file format"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="a directory (one file per dataset) or, with --combined, a file",
+    )
+    p.add_argument("--combined", action="store_true", help="every dataset in one file")
+    p.set_defaults(fn=cmd_export)

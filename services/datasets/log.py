@@ -1,0 +1,188 @@
+"""Reading the logs datasets come from: the requests topic (what was asked, exactly as
+logged) and the results topic (what was delivered: every chunk of a path whose output a
+request alone cannot rebuild, and the final chunk with its metadata and digest for all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from services.core.models import GenerateRequest
+from services.core.reproducible import derive_seed, pin
+from services.kit.codec import DecodeError, get_codec
+from services.kit.headers import CONTENT_TYPE
+from services.kit.kafka import (
+    end_positions,
+    make_consumer,
+    partitions_of,
+    positions_at,
+    stop_quietly,
+)
+from services.kit.messages import ResultChunk
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    request: GenerateRequest  # as the router pinned it: id, seed and anchor set
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass
+class LoggedDataset:
+    """What the results topic holds of one request."""
+
+    request_id: str
+    chunks: dict[int, ResultChunk] = field(default_factory=dict)
+    final: ResultChunk | None = None
+
+    def add(self, c: ResultChunk) -> None:
+        if c.is_final and (self.final is None or c.data or not self.final.data):
+            self.final = c
+        if c.data or not c.is_final:
+            self.chunks.setdefault(c.chunk_index, c)
+
+    @property
+    def path(self) -> str:
+        md = self.final.metadata if self.final else None
+        return md.generation_path if md else ""
+
+    def gaps(self) -> list[int]:
+        """Missing chunk indexes before the final one (all of them if there is no final)."""
+        if self.final is None:
+            return [-1]
+        return [i for i in range(self.final.chunk_index) if i not in self.chunks]
+
+    def kept(self) -> bool:
+        """Every chunk is on the log (not only the final chunk's metadata)."""
+        return (
+            self.final is not None
+            and not self.gaps()
+            and (self.final.chunk_index in self.chunks or self.final.record_count == 0)
+        )
+
+
+@dataclass
+class Window:
+    """Which records of a topic to read: by offsets per partition or by time."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    from_offset: int | None = None  # the same on every partition (or the one asked)
+    to_offset: int | None = None  # exclusive
+    partition: int | None = None
+
+
+async def _read(
+    bootstrap: str,
+    topic: str,
+    window: Window,
+    on_record: Callable[[Any], None],
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    consumer = make_consumer(bootstrap, None, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        parts = await partitions_of(consumer, topic)
+        if window.partition is not None:
+            parts = [p for p in parts if p == window.partition]
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        ends = await end_positions(consumer, tps)
+        starts = await consumer.beginning_offsets(tps)
+        if window.since_ms is not None:
+            starts = await positions_at(consumer, tps, window.since_ms)
+        if window.from_offset is not None:
+            starts = {tp: max(starts[tp], window.from_offset) for tp in tps}
+        if window.to_offset is not None:
+            ends = {tp: min(ends[tp], window.to_offset) for tp in tps}
+        todo = {tp for tp in tps if starts[tp] < ends[tp]}
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=2000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset >= ends[tp]:
+                        todo.discard(tp)
+                        break
+                    if window.until_ms is not None and r.timestamp > window.until_ms:
+                        todo.discard(tp)
+                        break
+                    on_record(r)
+                    if progress:
+                        progress(1)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await stop_quietly(consumer, "log reader")
+
+
+async def read_requests(
+    bootstrap: str,
+    topic: str,
+    window: Window,
+    *,
+    keep: Callable[[GenerateRequest], bool] = lambda r: True,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[LoggedRequest], int]:
+    """The requests in the window that `keep` accepts, pinned as the router pins them;
+    and how many records were not requests at all (undecodable)."""
+    codec = get_codec()
+    out: list[LoggedRequest] = []
+    bad = 0
+
+    def on_record(r: Any) -> None:
+        nonlocal bad
+        headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or ())}
+        try:
+            req = codec.decode_request(r.value or b"", headers.get(CONTENT_TYPE))
+        except (DecodeError, ValueError):
+            bad += 1
+            return
+        rid = req.request_id or (r.key.decode("utf-8", "replace") if r.key else "")
+        if not rid:
+            bad += 1  # the router derives one from bytes and time; not worth guessing
+            return
+        req = pin(
+            req,
+            request_id=rid,
+            seed=derive_seed(rid),
+            now=datetime.fromtimestamp(r.timestamp / 1000, UTC),
+        )
+        if keep(req):
+            out.append(LoggedRequest(req, r.partition, r.offset, r.timestamp))
+
+    await _read(bootstrap, topic, window, on_record, progress)
+    return out, bad
+
+
+async def read_results(
+    bootstrap: str,
+    topic: str,
+    window: Window,
+    wanted: set[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, LoggedDataset]:
+    """Every request's chunks and final metadata on the results log (duplicates dropped)."""
+    codec = get_codec()
+    out: dict[str, LoggedDataset] = {}
+
+    def on_record(r: Any) -> None:
+        rid = r.key.decode("utf-8", "replace") if r.key else ""
+        if wanted is not None and rid not in wanted:
+            return
+        try:
+            chunk = codec.decode_chunk(r.value or b"")
+        except DecodeError:
+            return
+        out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id)).add(chunk)
+
+    await _read(bootstrap, topic, window, on_record, progress)
+    return out

@@ -1,0 +1,203 @@
+"""Datasets from the logs: replay with verify, export to files, incomplete datasets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+
+from services.cli import build_parser
+from services.core.models import GenerateRequest
+from services.datasets.cli import _export, _replay
+from services.kit.client import KafkaTestDataClient
+from services.kit.messages import ResultChunk
+from services.proto.testdata.v1 import test_data_pb2 as pb
+
+from .conftest import rid
+
+
+def args(*argv: str):
+    return build_parser().parse_args(list(argv))
+
+
+async def record(stub, settings) -> tuple[list[str], dict[str, str]]:
+    """A few datasets delivered over gRPC and over Kafka; their ids and digests."""
+    ids, digests = [], {}
+    for entity, fmt, seed in (("cart", pb.JSON, 1), ("order", pb.CSV, None), ("user", pb.SQL, 3)):
+        req = pb.GenerateRequest(
+            request_id=rid("rec"),
+            entity=entity,
+            count=40,
+            output_format=fmt,
+            context="marathon runners",
+            hints=["no_learn"],
+        )
+        if seed is not None:
+            req.seed = seed
+        resp = await stub.GenerateData(req, timeout=30)
+        ids.append(resp.request_id)
+        digests[resp.request_id] = resp.metadata.data_sha256
+    async with KafkaTestDataClient(
+        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix
+    ) as kc:
+        ds = await kc.generate(
+            GenerateRequest(request_id=rid("agent"), entity="review", count=25, hints=["no_learn"])
+        )
+    ids.append(ds.request_id)
+    digests[ds.request_id] = ds.metadata.data_sha256
+    return ids, digests
+
+
+async def test_replay_regenerates_identical_datasets_and_says_so(stub, settings, capsys):
+    ids, digests = await record(stub, settings)
+    assert all(len(d) == 64 for d in digests.values())
+    picks = [a for i in ids for a in ("--request-id", i)]
+    code = await _replay(args("replay", "--verify", "--quiet", *picks), settings)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "identical" in out and "traditional" in out
+    assert "differs" not in out and "unverifiable" not in out
+
+
+async def test_replays_point_back_to_their_originals(stub, settings, capsys):
+    ids, _ = await record(stub, settings)
+    since = str(int(time.time() * 1000) - 60_000)
+    code = await _replay(
+        args("replay", "--quiet", "--since", since, "--request-id", ids[0]), settings
+    )
+    assert code == 0
+    # the replay is itself logged, marked as one, and its final metadata says whose it is
+    from services.datasets.log import Window, read_requests, read_results
+
+    reqs, _ = await read_requests(
+        settings.kafka_bootstrap_servers, "testdata.requests", Window(since_ms=int(since))
+    )
+    replays = [r.request for r in reqs if r.request.replay_of == ids[0]]
+    assert replays and replays[-1].request_id.startswith(f"{ids[0]}~replay-")
+    res = await read_results(
+        settings.kafka_bootstrap_servers, "testdata.results", Window(), {replays[-1].request_id}
+    )
+    assert res[replays[-1].request_id].final.metadata.replay_of == ids[0]
+
+
+async def test_export_writes_complete_files_that_parse(stub, settings, tmp_path, capsys):
+    ids, _ = await record(stub, settings)
+    picks = [a for i in ids for a in ("--request-id", i)]
+    assert (
+        await _export(
+            args("export", "--quiet", "--format", "jsonl", "--out", str(tmp_path / "jl"), *picks),
+            settings,
+        )
+        == 0
+    )
+    files = sorted((tmp_path / "jl").iterdir())
+    assert len(files) == 4
+    counts = sorted(len([json.loads(line) for line in f.read_text().splitlines()]) for f in files)
+    assert counts == [25, 40, 40, 40]
+    # CSV of one entity, and SQL that SQLite accepts
+    cart = ids[0]
+    assert (
+        await _export(
+            args(
+                "export",
+                "--quiet",
+                "--format",
+                "csv",
+                "--out",
+                str(tmp_path / "c"),
+                "--request-id",
+                cart,
+            ),
+            settings,
+        )
+        == 0
+    )
+    (csv_file,) = (tmp_path / "c").iterdir()
+    rows = list(csv.DictReader(csv_file.open(newline="")))
+    assert len(rows) == 40 and rows[0]["cart_id"].startswith("CRT-")
+    assert (
+        await _export(
+            args(
+                "export",
+                "--quiet",
+                "--format",
+                "sql",
+                "--combined",
+                "--out",
+                str(tmp_path / "all.sql"),
+                *picks,
+            ),
+            settings,
+        )
+        == 0
+    )
+    db = sqlite3.connect(":memory:")
+    db.executescript((tmp_path / "all.sql").read_text())
+    tables = {t for (t,) in db.execute("select name from sqlite_master where type='table'")}
+    assert tables
+    total = sum(db.execute(f'select count(*) from "{t}"').fetchone()[0] for t in tables)
+    assert total == 145
+    assert (
+        await _export(
+            args(
+                "export",
+                "--quiet",
+                "--format",
+                "json",
+                "--combined",
+                "--out",
+                str(tmp_path / "all.json"),
+                *picks,
+            ),
+            settings,
+        )
+        == 0
+    )
+    assert len(json.loads((tmp_path / "all.json").read_text())) == 145
+
+
+def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
+    """An LLM dataset kept on the results log with chunk 1 of 3 missing, and one whose
+    final chunk never came: both reported, neither written."""
+    from services.core.registry import SchemaRegistry
+    from services.datasets.export import export
+    from services.datasets.log import LoggedDataset, LoggedRequest
+    from services.kit.messages import GenerationMetadata
+
+    def logged(request_id: str) -> LoggedRequest:
+        return LoggedRequest(
+            GenerateRequest(request_id=request_id, entity="cart", count=3, seed=5), 0, 0, 0
+        )
+
+    gap = LoggedDataset("gap")
+    for i, final in ((0, False), (2, True)):
+        md = GenerationMetadata(generation_path="llm", record_count=3) if final else None
+        gap.add(
+            ResultChunk(
+                request_id="gap",
+                chunk_index=i,
+                is_final=final,
+                data=f'[{{"_index": {i}}}]',
+                record_count=1,
+                metadata=md,
+            )
+        )
+    unfinished = LoggedDataset("unfinished")
+    unfinished.add(ResultChunk(request_id="unfinished", chunk_index=0, is_final=False, data="[]"))
+    done = export(
+        [logged("gap"), logged("unfinished"), logged("absent")],
+        {"gap": gap, "unfinished": unfinished},
+        SchemaRegistry.load(),
+        "jsonl",
+        tmp_path,
+        False,
+    )
+    assert [(d.request_id, d.status) for d in done] == [
+        ("gap", "incomplete"),
+        ("unfinished", "incomplete"),
+        ("absent", "incomplete"),
+    ]
+    assert done[0].how == "chunks missing from the results log: [1]"
+    assert done[1].how == done[2].how == "no final chunk on the results log"
+    assert list(tmp_path.iterdir()) == []
