@@ -29,6 +29,7 @@ from pathlib import Path
 
 from services.app import SERVICES
 from services.kit.broker import EmbeddedBroker
+from services.kit.journal import Journal
 from services.kit.procstate import (
     CRASH_LOOPING,
     EXIT_STARTUP,
@@ -112,6 +113,7 @@ class Supervisor:
         # Names this run's bridge, so readiness cannot be confused with another instance.
         self.instance = settings.instance_id or f"run-{uuid.uuid4().hex[:12]}"
         self.services: dict[str, Service] = {}
+        self.journal: Journal | None = None
         self.run_dir: Path | None = None
         self._starting = False
         self._stopped = False
@@ -128,6 +130,7 @@ class Supervisor:
                     topic_configs={t.name: t.configs() for t in fixed},
                 ).start()
                 self.bootstrap = self.broker.bootstrap_servers
+                self._start_journal()
             self.run_dir = Path(tempfile.mkdtemp(prefix="testdata-run-"))
             self.metrics_dir.mkdir()
             env = self._env()
@@ -142,6 +145,29 @@ class Supervisor:
             self.stop()
             raise
         return self
+
+    def _start_journal(self) -> None:
+        """Bring back what the journal kept of the requests and results logs, then keep
+        journaling them (embedded broker only: its logs live in memory)."""
+        if not self.settings.journal_dir:
+            return
+        topics = Topics(self.settings.topic_prefix)
+        specs = {s.name: s for s in topics.fixed()}
+        retention = {
+            name: int(specs[name].configs().get("retention.ms", "-1"))
+            for name in (topics.requests, topics.results)
+        }
+        self.journal = Journal(
+            Path(self.settings.journal_dir),
+            self.bootstrap,
+            retention,
+            max_bytes_per_partition=self.settings.journal_max_mb_per_partition * 1024 * 1024,
+            served={topics.requests: f"{topics.requests}.router"},
+        )
+        restored = self.journal.restore()
+        if restored:
+            log.info("journal: %d records of the requests and results logs restored", restored)
+        self.journal.start()
 
     def watch(self, should_stop: Callable[[], bool], interval_s: float = 0.2) -> None:
         """The supervisor's main loop: restart what dies until asked to stop."""
@@ -173,6 +199,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self.journal is not None:
+            self.journal.stop()
         if self.broker is not None:
             self.broker.stop()
         if self.run_dir is not None:

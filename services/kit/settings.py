@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     # Pattern store (RAG, hybrid, learning). Unset WEAVIATE_URL: the embedded store, a
     # SQLite file here plus the packaged MiniLM model (keywords only without the model).
     pattern_store_path: str = ".data/patterns.sqlite"
+    # The embedded broker keeps its logs in memory: the requests and results topics are
+    # journaled here and produced back on the next start (empty: no journal). Not used
+    # against a real cluster.
+    journal_dir: str = ".data/journal"
+    journal_max_mb_per_partition: int = Field(default=256, ge=1)
     weaviate_url: str | None = None
     weaviate_api_key: str | None = None
     weaviate_grpc_port: int = 50051

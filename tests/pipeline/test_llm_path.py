@@ -24,10 +24,10 @@ from tests.support import make_settings
 TASK_RE = re.compile(r"with _index (\d+) to (\d+)\.")
 
 
-def competent_model():
+def competent_model(seed: int = 4242):
     """Answers each prompt with valid, coherent carts for exactly the requested indices."""
     registry = __import__("services.core.registry", fromlist=["x"]).SchemaRegistry.load()
-    source = build_plan(GenerateRequest(entity="cart", count=10_000, seed=4242), registry)
+    source = build_plan(GenerateRequest(entity="cart", count=10_000, seed=seed), registry)
 
     def respond(body):
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
@@ -199,3 +199,28 @@ async def test_router_stops_choosing_llm_when_the_backend_stops_answering(embedd
     finally:
         await app.stop()
         server.stop()
+
+
+async def test_replay_reports_that_an_llm_dataset_differs_and_why(llm_stack, model, capsys):
+    from services.cli import build_parser
+    from services.datasets.cli import _replay
+
+    app, stub = llm_stack
+    model.reset()
+    resp = await stub.GenerateData(
+        pb.GenerateRequest(
+            entity="cart", count=5, seed=3, context=CONTEXT, hints=["coherent", "no_learn"]
+        ),
+        timeout=60,
+    )
+    assert resp.metadata.generation_path == "llm" and resp.metadata.data_sha256
+    before = model.default
+    model.default = competent_model(seed=777)  # the model writes other carts today
+    try:
+        argv = ["replay", "--verify", "--quiet", "--request-id", resp.request_id]
+        code = await _replay(build_parser().parse_args(argv), app.settings)
+    finally:
+        model.default = before
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "differs" in out and "path llm is not deterministic (a model wrote the records)" in out
