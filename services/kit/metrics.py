@@ -144,3 +144,22 @@ LEARNER_STORE_UP = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemin",
 )
+CACHE_LOOKUPS = Counter(
+    "testdata_cache_lookups",
+    "use_cache=true requests at the bridge: hit, miss, or unavailable (Redis down)",
+    ["result"],
+    registry=REGISTRY,
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "testdata_idempotent_replays",
+    "Calls answered from an earlier call's result (idempotency-key), not generated again",
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "testdata_rate_limited", "Calls refused by the per-client rate limit", registry=REGISTRY
+)
+REDIS_ERRORS = Counter(
+    "testdata_redis_errors",
+    "Redis operations that failed (the caller was served without)",
+    registry=REGISTRY,
+)
