@@ -157,6 +157,7 @@ class App:
         else:
             path = GenerationPath(name)
             service = PATHS[path](self.rt, self.registry, self.probe(path), listener.cancellations)
+            service.keystore = self.keystore
             self.paths.append(service)
             sub = service.subscriber()
         if self.guard is not None and listener.attempts is not None:

@@ -49,7 +49,7 @@ from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
-from .inbox import ChunkGap, Inbox, Pending
+from .inbox import ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
 from .retries import Idempotency, KeyReused, Pinned, ResultCache, answered_from_cache
 from .status import (
     STATUS_BY_KIND,
@@ -157,7 +157,9 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             raise AssertionError("unreachable") from exc
         return req, plan.count
 
-    async def _submit(self, req: GenerateRequest, context: grpc.aio.ServicerContext) -> Pending:
+    async def _submit(
+        self, req: GenerateRequest, context: grpc.aio.ServicerContext, restartable: bool = False
+    ) -> Pending:
         if not self.inbox.healthy:  # its answer could never be read: fail now, not at the deadline
             await context.abort_with_status(
                 failure(
@@ -168,7 +170,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
         try:
-            pending = self.inbox.open(req.request_id)
+            pending = self.inbox.open(req.request_id, restartable)
         except KeyError:
             await context.abort_with_status(
                 failure(
@@ -256,6 +258,15 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     grpc.StatusCode.DATA_LOSS,
                     str(exc),
                     Reason.CHUNK_GAP,
+                    request_id=pending.request_id,
+                )
+            )
+        except GenerationRestarted as exc:
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.ABORTED,
+                    str(exc),
+                    Reason.GENERATION_RESTARTED,
                     request_id=pending.request_id,
                 )
             )
@@ -354,12 +365,16 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     async def _collect(
         self, req: GenerateRequest, context: grpc.aio.ServicerContext
     ) -> list[ResultChunk]:
-        pending = await self._submit(req, context)
+        pending = await self._submit(req, context, restartable=True)
         got_final = False
         chunks: list[ResultChunk] = []
         try:
             while not got_final:
-                chunk = await self._next(pending, context)
+                try:
+                    chunk = await self._next(pending, context)
+                except Restarted:  # a newer run replaces what came so far: take it whole
+                    chunks.clear()
+                    continue
                 chunks.append(chunk)
                 got_final = chunk.is_final
         finally:

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"  # the client's token bucket is empty: retry after a delay
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # same key, different request
     NOT_RESUMABLE = "NOT_RESUMABLE"  # resume-from-chunk for a request this bridge never saw
+    GENERATION_RESTARTED = "GENERATION_RESTARTED"  # a redelivery reran a non-deterministic path
 
 
 #: The gRPC status of a failed request, by what failed.

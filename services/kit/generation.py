@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from services.kit import metrics
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
-from services.kit.headers import CORRELATION
+from services.kit.headers import CORRELATION, RUN
+from services.kit.keystore import KeyStore
 from services.kit.messages import GenerationMetadata, Interpretation, RoutedRequest
 from services.kit.outcomes import (
     Sample,
@@ -108,6 +110,11 @@ def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+#: A running request's lease in Redis lives this long unless refreshed (every third).
+LEASE_SECONDS = 15
+LEASE_POLL_SECONDS = 0.2
+
+
 class PathIncomplete(RuntimeError):
     """A path's generator ended with more or fewer records than the plan has."""
 
@@ -169,6 +176,8 @@ class PathService(ABC):
     """One generation path as a consumer of its path topic."""
 
     path: ClassVar[GenerationPath]
+    #: Whether a rerun of a request yields the same chunks (then runs carry no run id).
+    deterministic: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -186,6 +195,8 @@ class PathService(ABC):
         self.chunk_size = s.chunk_size
         self.budget_seconds = s.generation_budget_seconds
         self.learn_rules = learn_rules(s.learn_paths)
+        # Redis (set by the process): leases so a redelivered request is not run twice.
+        self.keystore = KeyStore(None)
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
@@ -246,7 +257,59 @@ class PathService(ABC):
                 self.rt, msg, req.request_id, str(abandoned), abandoned.kind, fmt=req.output_format
             )
             return
-        await self._run(msg, routed, plan)
+        claim = await self._claim(msg, req.request_id)
+        if claim is None:
+            return
+        refresher = asyncio.create_task(self._hold(claim))
+        ran = False
+        try:
+            await self._run(msg, routed, plan)
+            ran = True
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            if ran:  # interrupted (shutdown): the lease expires and a redelivery runs
+                await self._release(claim)
+
+    # ---- one run per request attempt (with Redis) --------------------------------------
+    def _names(self, msg: Message, request_id: str) -> tuple[str, str]:
+        attempt = msg.header(CORRELATION) or ""
+        return (
+            self.keystore.key("lease", self.path.value, request_id, attempt),
+            self.keystore.key("done", self.path.value, request_id, attempt),
+        )
+
+    async def _claim(self, msg: Message, request_id: str) -> tuple[str, str] | None:
+        """The lease on this attempt, or None when it must not run: it completed before
+        (a redelivery: acknowledged without work), or ran elsewhere until it completed.
+        A lease whose holder died expires (LEASE_SECONDS) and is taken over. Without
+        Redis every delivery runs, and the bridge still never splices two runs."""
+        lease, done = names = self._names(msg, request_id)
+        waited = False
+        give_up = time.monotonic() + self.budget_seconds
+        while True:
+            if await self.keystore.get(done) is not None:
+                reason = "in_flight" if waited else "completed"
+                metrics.DUPLICATE_RUNS_AVOIDED.labels(self.path.value, reason).inc()
+                log.info("%s: %s already; not generated again", request_id, reason)
+                return None
+            held = await self.keystore.set(lease, b"1", LEASE_SECONDS, nx=True)
+            if held is not False or time.monotonic() > give_up:
+                return names  # ours, or no Redis: run
+            waited = True
+            await asyncio.sleep(LEASE_POLL_SECONDS)
+
+    async def _hold(self, claim: tuple[str, str]) -> None:
+        while self.keystore.configured:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            await self.keystore.set(claim[0], b"1", LEASE_SECONDS)
+
+    async def _release(self, claim: tuple[str, str]) -> None:
+        if self.keystore.configured:
+            ttl = int(2 * self.budget_seconds + 60)  # as long as a redelivery may come
+            await self.keystore.set(claim[1], b"1", ttl)
+            await self.keystore.delete(claim[0])
 
     def _abandoned(self, msg: Message, request_id: str) -> Abandoned | None:
         """Why nobody waits for this request any more, if so."""
@@ -264,6 +327,8 @@ class PathService(ABC):
         emitter = ChunkEmitter(
             self.rt, msg, req.request_id, schema, req.output_format, self.path.value
         )
+        if not self.deterministic:
+            emitter.headers.append((RUN, uuid.uuid4().hex.encode()))
         report = RunReport()
         sample = Sample(
             self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes

@@ -163,3 +163,9 @@ REDIS_ERRORS = Counter(
     "Redis operations that failed (the caller was served without)",
     registry=REGISTRY,
 )
+DUPLICATE_RUNS_AVOIDED = Counter(
+    "testdata_duplicate_runs_avoided",
+    "Redelivered requests not generated again: completed before, or running elsewhere",
+    ["path", "reason"],
+    registry=REGISTRY,
+)

@@ -13,7 +13,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.app import App
+from services.core.models import GenerateRequest, GenerationPath
 from services.kit import metrics
+from services.kit.messages import ResultChunk, RoutedRequest, RoutingDecision
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.redis_support import OwnRedis
@@ -24,9 +26,9 @@ from .conftest import rid
 SERVICES = ["router", "traditional", "bridge"]
 
 
-async def start_app(bootstrap: str, prefix: str, **over) -> App:
+async def start_app(bootstrap: str, prefix: str, names=SERVICES, **over) -> App:
     settings = make_settings(bootstrap, topic_prefix=prefix, instance_id=prefix.strip("."), **over)
-    return await App(settings, bootstrap).start(SERVICES, grpc_port=0)
+    return await App(settings, bootstrap).start(names, grpc_port=0)
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +234,144 @@ async def test_redis_stopped_mid_test_requests_still_succeed_and_health_says_deg
         own.stop()
         await ch.close()
         await app.stop()
+
+
+async def test_a_redelivered_request_is_not_generated_twice(redis_app, agent_producer, codec):
+    """The same routed request twice on the path topic (a redelivery): with Redis the
+    second copy is acknowledged without generating (completed, or waited for in flight)."""
+    inbox = redis_app.servicer.inbox
+    request_id = rid("redeliver")
+    req = GenerateRequest(request_id=request_id, entity="order", count=2500, seed=8)
+    routed = RoutedRequest(
+        request=req,
+        routing=RoutingDecision(
+            path="traditional", reason="test", confidence=1.0, requested_path="traditional"
+        ),
+        received_at_ms=0,
+    )
+    avoided = metrics.DUPLICATE_RUNS_AVOIDED
+    before = sum(avoided.labels("traditional", r)._value.get() for r in ("completed", "in_flight"))
+    runs_before = metrics.REQUESTS.labels("traditional", "", "order", "success")._value.get()
+    pending = inbox.open(request_id)
+    try:
+        headers = [
+            ("content-type", b"application/avro"),
+            ("reply-to", inbox.topic.encode()),
+            ("correlation-id", pending.correlation.encode()),
+        ]
+        for _ in range(2):
+            await agent_producer.send_and_wait(
+                redis_app.rt.topics.path(GenerationPath.TRADITIONAL),
+                codec.encode_routed(routed),
+                key=request_id.encode(),
+                headers=headers,
+            )
+        chunks = []
+        while not (chunks and chunks[-1].is_final):
+            chunks.append(await asyncio.wait_for(pending.get(), 30))
+        assert sum(c.record_count for c in chunks) == 2500
+        for _ in range(600):  # the second copy is consumed after the first completes
+            now = sum(
+                avoided.labels("traditional", r)._value.get() for r in ("completed", "in_flight")
+            )
+            if now > before:
+                break
+            await asyncio.sleep(0.05)
+        assert now == before + 1
+        runs = metrics.REQUESTS.labels("traditional", "", "order", "success")._value.get()
+        assert runs == runs_before + 1  # generated once
+    finally:
+        inbox.close(request_id)
+
+
+@pytest.fixture(scope="module")
+async def bridge_only(embedded_broker):
+    """A bridge with no router or generator: the test answers at the wire, as a
+    non-deterministic path whose request was redelivered would."""
+    app = await start_app(embedded_broker.bootstrap_servers, "rmix.", ["bridge"])
+    ch = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
+    yield app, pb_grpc.TestDataServiceStub(ch)
+    await ch.close()
+    await app.stop()
+
+
+async def answer_runs(app, tail, agent_producer, codec, call, runs):
+    """Starts `call`, reads the request the bridge published and answers it with `runs`:
+    (run id, chunk index, is_final, records) sent in that order. Returns the call's task."""
+    async with tail(app.rt.topics.requests) as requests:
+        task = asyncio.ensure_future(call())
+        recs = await requests.until(lambda got: got)
+    headers = dict(recs[0].headers)
+    request_id = recs[0].key.decode()
+    for run, index, final, records in runs:
+        chunk = ResultChunk(
+            request_id=request_id,
+            chunk_index=index,
+            is_final=final,
+            data=json.dumps(records),
+            record_count=len(records),
+        )
+        await agent_producer.send_and_wait(
+            headers["reply-to"].decode(),
+            codec.encode_chunk(chunk),
+            key=request_id.encode(),
+            headers=[
+                ("content-type", b"application/avro"),
+                ("correlation-id", headers["correlation-id"]),
+                ("run-id", run.encode()),
+            ],
+        )
+    return task
+
+
+async def test_a_stream_never_mixes_two_runs_of_a_nondeterministic_path(
+    bridge_only, tail, agent_producer, codec
+):
+    app, stub = bridge_only
+    got: list[pb.DataChunk] = []
+
+    async def read():
+        async for c in stub.GenerateDataStream(
+            pb.GenerateRequest(entity="user", count=5), timeout=30
+        ):
+            got.append(c)
+
+    reader = await answer_runs(
+        app,
+        tail,
+        agent_producer,
+        codec,
+        read,
+        [
+            ("A", 0, False, [{"run": "A", "i": 0}]),
+            ("A", 1, False, [{"run": "A", "i": 1}]),
+            ("B", 0, False, [{"run": "B", "i": 0}]),  # a redelivery's rerun starts
+            ("B", 1, False, [{"run": "B", "i": 1}]),
+            ("B", 2, True, [{"run": "B", "i": 2}]),
+        ],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await reader
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert "generation restarted" in err.value.details()
+    assert [json.loads(c.data)[0]["run"] for c in got] == ["A", "A"]
+
+
+async def test_a_unary_call_takes_the_newest_run_whole(bridge_only, tail, agent_producer, codec):
+    app, stub = bridge_only
+    call = await answer_runs(
+        app,
+        tail,
+        agent_producer,
+        codec,
+        lambda: stub.GenerateData(pb.GenerateRequest(entity="user", count=3), timeout=30),
+        [
+            ("A", 0, False, [{"run": "A", "i": 0}]),
+            ("B", 0, False, [{"run": "B", "i": 0}]),
+            ("A", 1, False, [{"run": "A", "i": 1}]),  # the old run's late chunk
+            ("B", 1, True, [{"run": "B", "i": 1}, {"run": "B", "i": 2}]),
+        ],
+    )
+    resp = await call
+    assert [r["run"] for r in json.loads(resp.data)] == ["B", "B", "B"]
+    assert resp.record_count == 3
