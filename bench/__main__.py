@@ -1,5 +1,5 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery budget patterns weaviate learner rag)."""
+pipeline delivery budget patterns weaviate learner rag cache)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def main() -> None:
         "weaviate",
         "learner",
         "rag",
+        "cache",
     ]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])

@@ -413,6 +413,16 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     kept.append(chunk)
                     size = sum(c.record_count for c in kept), sum(len(c.data) for c in kept)
                     kept = kept if self.cache.fits(*size) else None
+                if resume is not None and pending.run:  # a rerun would differ: no resume
+                    await context.abort_with_status(
+                        failure(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            "cannot resume: this request's generation path is not "
+                            "deterministic, a rerun differs; retry the whole request",
+                            Reason.NOT_RESUMABLE,
+                            request_id=req.request_id,
+                        )
+                    )
                 if chunk.chunk_index <= skip:
                     got_final = chunk.is_final
                     continue

@@ -375,3 +375,45 @@ async def test_a_unary_call_takes_the_newest_run_whole(bridge_only, tail, agent_
     resp = await call
     assert [r["run"] for r in json.loads(resp.data)] == ["B", "B", "B"]
     assert resp.record_count == 3
+
+
+async def test_a_stream_of_a_nondeterministic_path_is_not_resumed_with_another_run(
+    bridge_only, tail, agent_producer, codec
+):
+    app, stub = bridge_only
+    request_id = rid("llm-resume")
+
+    async def first() -> list[pb.DataChunk]:
+        call = stub.GenerateDataStream(
+            pb.GenerateRequest(request_id=request_id, entity="user", count=3), timeout=30
+        )
+        async for c in call:
+            call.cancel()  # cut after chunk 0
+            return [c]
+        return []
+
+    cut = await answer_runs(
+        app, tail, agent_producer, codec, first, [("A", 0, False, [{"run": "A"}])]
+    )
+    assert [c.chunk_index for c in await cut] == [0]
+
+    async def resumed() -> None:
+        async for _ in stub.GenerateDataStream(
+            pb.GenerateRequest(request_id=request_id),
+            metadata=(("resume-from-chunk", "0"),),
+            timeout=30,
+        ):
+            raise AssertionError("a chunk of another run was sent")
+
+    again = await answer_runs(
+        app,
+        tail,
+        agent_producer,
+        codec,
+        resumed,
+        [("B", 0, False, [{"run": "B"}]), ("B", 1, True, [{"run": "B"}, {"run": "B"}])],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await again
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not deterministic" in err.value.details()
