@@ -234,6 +234,8 @@ class App:
             out.update(await probe.components())
         if self.learner is not None:
             out.update(await self.learner.components())
+        if self.keystore.configured:  # generators' leases: degraded (runs may repeat) if down
+            out["redis"] = await self.keystore.component()
         return out
 
     async def stop(self) -> None:

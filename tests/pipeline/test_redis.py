@@ -417,3 +417,91 @@ async def test_a_stream_of_a_nondeterministic_path_is_not_resumed_with_another_r
         await again
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "not deterministic" in err.value.details()
+
+
+@pytest.fixture(scope="module")
+async def llm_app(embedded_broker):
+    from tests.fakes.llm_server import FakeLLMServer
+    from tests.pipeline.test_llm_path import competent_model
+
+    with FakeLLMServer(default=competent_model()) as server:
+        app = await start_app(
+            embedded_broker.bootstrap_servers,
+            "rllm.",
+            ["router", "llm", "bridge"],
+            anthropic_api_key="test-key",
+            anthropic_base_url=server.url,
+            claude_model="claude-fake",
+            llm_batch_size=5,
+            llm_timeout_seconds=5,
+        )
+        yield app
+        await app.stop()
+
+
+@pytest.mark.parametrize("with_redis", [False, True])
+async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
+    llm_app, redis_url, agent_producer, codec, tail, with_redis
+):
+    """Published twice on the llm topic (a redelivery). Without Redis both copies run,
+    each with its own run-id, and the caller gets one run's chunks only; with Redis the
+    second copy is not generated at all."""
+    from services.kit.keystore import KeyStore
+
+    service = next(p for p in llm_app.paths if p.path == GenerationPath.LLM)
+    url, key_prefix = redis_url
+    service.keystore = KeyStore(url, key_prefix) if with_redis else KeyStore(None)
+    inbox = llm_app.servicer.inbox
+    request_id = rid("llm-redeliver")
+    req = GenerateRequest(request_id=request_id, entity="cart", count=12, context="runners")
+    routed = RoutedRequest(
+        request=req,
+        routing=RoutingDecision(path="llm", reason="test", confidence=1.0, requested_path="llm"),
+        received_at_ms=0,
+    )
+    before = metrics.DUPLICATE_RUNS_AVOIDED.labels("llm", "completed")._value.get()
+    pending = inbox.open(request_id)
+    try:
+        headers = [
+            ("content-type", b"application/avro"),
+            ("reply-to", inbox.topic.encode()),
+            ("correlation-id", pending.correlation.encode()),
+        ]
+        async with tail(inbox.topic) as replies:
+            for _ in range(2):
+                await agent_producer.send_and_wait(
+                    llm_app.rt.topics.path(GenerationPath.LLM),
+                    codec.encode_routed(routed),
+                    key=request_id.encode(),
+                    headers=headers,
+                )
+            got = []
+            while not (got and got[-1].is_final):
+                got.append(await asyncio.wait_for(pending.get(), 30))
+            runs_expected = 1 if with_redis else 2
+
+            def finals(recs):
+                return [
+                    r
+                    for r in recs
+                    if (c := codec.decode_chunk(r.value)).request_id == request_id and c.is_final
+                ]
+
+            if with_redis:  # the second copy: acknowledged once the first completed
+                avoided = metrics.DUPLICATE_RUNS_AVOIDED.labels("llm", "completed")
+                for _ in range(600):
+                    if avoided._value.get() > before:
+                        break
+                    await asyncio.sleep(0.05)
+                assert avoided._value.get() == before + 1
+            recs = await replies.until(lambda rs: len(finals(rs)) >= runs_expected)
+        mine = [r for r in recs if codec.decode_chunk(r.value).request_id == request_id]
+        runs = {dict(r.headers)["run-id"].decode() for r in mine}
+        assert len(runs) == len(finals(mine)) == runs_expected  # every run has its own id
+        assert pending.run in runs and not pending.old_runs  # the caller got one run
+        assert [c.chunk_index for c in got] == list(range(len(got)))
+        assert sum(c.record_count for c in got) == 12
+    finally:
+        inbox.close(request_id)
+        await service.keystore.aclose()
+        service.keystore = KeyStore(None)
