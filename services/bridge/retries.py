@@ -17,13 +17,10 @@ IDEMPOTENCY_TTL_SECONDS, so they work without Redis on one instance.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-
-import orjson
 
 from services.core.models import GenerateRequest
 from services.core.plan import fingerprint
@@ -31,17 +28,21 @@ from services.kit import metrics
 from services.kit.codec import Codec
 from services.kit.headers import AVRO
 from services.kit.keystore import KeyStore
-from services.kit.messages import ResultChunk
+from services.kit.resultcache import ResultCache, answered_from_cache, cache_key
 from services.kit.settings import Settings
+
+__all__ = [
+    "Bounded",
+    "Idempotency",
+    "KeyReused",
+    "Pinned",
+    "ResultCache",
+    "answered_from_cache",
+    "cache_key",
+]
 
 PENDING = b"\x00pending"
 POLL_SECONDS = 0.05
-
-
-def cache_key(req: GenerateRequest) -> str:
-    """The request as sent (seed/anchor only if the caller set them) and its format."""
-    raw = fingerprint(req) + b"|" + req.output_format.value.encode()
-    return hashlib.sha256(raw).hexdigest()
 
 
 class Bounded:
@@ -63,46 +64,6 @@ class Bounded:
         self.items.move_to_end(key)
         while len(self.items) > self.max:
             self.items.popitem(last=False)
-
-
-class ResultCache:
-    """Complete successful runs' chunks in Redis, keyed by cache_key."""
-
-    def __init__(self, store: KeyStore, codec: Codec, settings: Settings):
-        self.store, self.codec = store, codec
-        self.ttl = settings.cache_ttl_seconds
-        self.max_records, self.max_bytes = settings.cache_max_records, settings.cache_max_bytes
-
-    async def lookup(self, req: GenerateRequest) -> list[ResultChunk] | None:
-        if not self.store.configured:
-            metrics.CACHE_LOOKUPS.labels("unavailable").inc()
-            return None
-        raw = await self.store.get(self.store.key("cache", cache_key(req)))
-        if raw is None:
-            metrics.CACHE_LOOKUPS.labels("unavailable" if self.store.problem else "miss").inc()
-            return None
-        metrics.CACHE_LOOKUPS.labels("hit").inc()
-        return [self.codec.decode_chunk(base64.b64decode(c)) for c in orjson.loads(raw)]
-
-    def fits(self, records: int, size: int) -> bool:
-        return records <= self.max_records and size <= self.max_bytes
-
-    async def store_run(self, req: GenerateRequest, chunks: list[ResultChunk]) -> None:
-        if not self.store.configured or not chunks or not chunks[-1].is_final:
-            return
-        if not self.fits(sum(c.record_count for c in chunks), sum(len(c.data) for c in chunks)):
-            return
-        body = orjson.dumps([base64.b64encode(self.codec.encode_chunk(c)).decode() for c in chunks])
-        await self.store.set(self.store.key("cache", cache_key(req)), body, self.ttl)
-
-
-def answered_from_cache(chunks: list[ResultChunk], request_id: str) -> list[ResultChunk]:
-    """The cached chunks as this request's: its id, and `cache_hit` on the final chunk."""
-    out = []
-    for c in chunks:
-        md = c.metadata.model_copy(update={"cache_hit": True}) if c.metadata else None
-        out.append(c.model_copy(update={"request_id": request_id, "metadata": md}))
-    return out
 
 
 class Idempotency:

@@ -94,7 +94,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self._entities = set(registry.names())
         self._domains = {e.domain for e in registry.list()}
         self.keystore = keystore or KeyStore(None)
-        self.cache = ResultCache(self.keystore, runtime.codec, s)
+        self.cache = ResultCache(self.keystore, runtime.codec, s, "bridge")
         self.idempotency = Idempotency(self.keystore, s)
         self.pinned = Pinned(self.keystore, runtime.codec, s)
         self.rate, self.burst = s.rate_limit_per_second, s.rate_limit_burst

@@ -43,6 +43,9 @@ class ChunkEmitter:
         self.index = 0
         self.records = 0
         self.finished = False  # the final chunk has been sent
+        # What was sent, for the result cache, while within (records, bytes); else None.
+        self.kept: list[ResultChunk] | None = None
+        self.keep_within = (0, 0)
         self._pending: list[asyncio.Future[Any]] = []
 
     async def emit(
@@ -78,7 +81,22 @@ class ChunkEmitter:
             )
         )
 
+    def keep(self, records: int, size: int) -> None:
+        """Keep the chunks sent (for the result cache) while they stay within bounds."""
+        self.kept, self.keep_within = [], (records, size)
+
+    async def resend(self, chunk: ResultChunk) -> None:
+        """A chunk made elsewhere (the result cache), sent as this request's next."""
+        await self._send(chunk)
+        self.finished = self.finished or chunk.is_final
+
     async def _send(self, chunk: ResultChunk) -> None:
+        if self.kept is not None:
+            self.kept.append(chunk)
+            records = sum(c.record_count for c in self.kept)
+            size = sum(len(c.data) for c in self.kept)
+            if records > self.keep_within[0] or size > self.keep_within[1]:
+                self.kept = None
         fut = await self.rt.send(
             self.topic, self.rt.codec.encode_chunk(chunk), self.request_id, self.headers
         )

@@ -53,6 +53,7 @@ from services.kit.outcomes import (
     shaped,
 )
 from services.kit.replies import answer_failure, send_failure
+from services.kit.resultcache import ResultCache, answered_from_cache
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
 
@@ -257,6 +258,8 @@ class PathService(ABC):
                 self.rt, msg, req.request_id, str(abandoned), abandoned.kind, fmt=req.output_format
             )
             return
+        if req.use_cache and await self._from_cache(msg, routed, plan):
+            return
         claim = await self._claim(msg, req.request_id)
         if claim is None:
             return
@@ -272,7 +275,28 @@ class PathService(ABC):
             if ran:  # interrupted (shutdown): the lease expires and a redelivery runs
                 await self._release(claim)
 
-    # ---- one run per request attempt (with Redis) --------------------------------------
+    # ---- result cache and one run per request attempt (with Redis) ---------------------
+    @property
+    def cache(self) -> ResultCache:
+        return ResultCache(self.keystore, self.rt.codec, self.rt.settings, "generator")
+
+    async def _from_cache(self, msg: Message, routed: RoutedRequest, plan: Plan) -> bool:
+        """Answer a use_cache request from the cache, if it holds one (agents publishing
+        directly benefit too; the bridge already answers its callers' hits itself)."""
+        if not self.keystore.configured:
+            return False
+        req = routed.request
+        chunks = await self.cache.lookup(req)
+        if chunks is None:
+            return False
+        emitter = ChunkEmitter(
+            self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
+        )
+        for chunk in answered_from_cache(chunks, req.request_id):
+            await emitter.resend(chunk)
+        await emitter.close()
+        return True
+
     def _names(self, msg: Message, request_id: str) -> tuple[str, str]:
         attempt = msg.header(CORRELATION) or ""
         return (
@@ -329,6 +353,9 @@ class PathService(ABC):
         )
         if not self.deterministic:
             emitter.headers.append((RUN, uuid.uuid4().hex.encode()))
+        cache = self.cache
+        if req.use_cache and self.keystore.configured:
+            emitter.keep(cache.max_records, cache.max_bytes)
         report = RunReport()
         sample = Sample(
             self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes
@@ -364,6 +391,8 @@ class PathService(ABC):
         await emitter.close()
         if status == "success" and failure is None and emitter.records:
             await self._outcome(plan, report, sample)
+        if status == "success" and failure is None and emitter.kept is not None:
+            await cache.store_run(req, emitter.kept)
         elapsed = time.perf_counter() - t0
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
         metrics.GENERATION_SECONDS.labels(self.path.value).observe(elapsed)

@@ -146,8 +146,8 @@ LEARNER_STORE_UP = Gauge(
 )
 CACHE_LOOKUPS = Counter(
     "testdata_cache_lookups",
-    "use_cache=true requests at the bridge: hit, miss, or unavailable (Redis down)",
-    ["result"],
+    "use_cache=true lookups, at the bridge or a generator: hit, miss, unavailable (no Redis)",
+    ["where", "result"],
     registry=REGISTRY,
 )
 IDEMPOTENT_REPLAYS = Counter(

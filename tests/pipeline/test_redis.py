@@ -49,7 +49,7 @@ async def rstub(redis_app):
 
 
 def hits() -> float:
-    return metrics.CACHE_LOOKUPS.labels("hit")._value.get()
+    return metrics.CACHE_LOOKUPS.labels("bridge", "hit")._value.get()
 
 
 async def test_repeated_use_cache_request_is_answered_from_the_cache(rstub):
@@ -505,3 +505,51 @@ async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
         inbox.close(request_id)
         await service.keystore.aclose()
         service.keystore = KeyStore(None)
+
+
+async def test_an_agent_publishing_directly_is_answered_from_the_cache_too(
+    redis_app, agent_producer, codec
+):
+    inbox = redis_app.servicer.inbox
+
+    async def publish() -> list[ResultChunk]:
+        request_id = rid("agent")
+        req = GenerateRequest(
+            request_id=request_id, entity="user", count=40, seed=77, use_cache=True
+        )
+        routed = RoutedRequest(
+            request=req,
+            routing=RoutingDecision(
+                path="traditional", reason="test", confidence=1.0, requested_path="traditional"
+            ),
+            received_at_ms=0,
+        )
+        pending = inbox.open(request_id)
+        try:
+            await agent_producer.send_and_wait(
+                redis_app.rt.topics.path(GenerationPath.TRADITIONAL),
+                codec.encode_routed(routed),
+                key=request_id.encode(),
+                headers=[
+                    ("content-type", b"application/avro"),
+                    ("reply-to", inbox.topic.encode()),
+                    ("correlation-id", pending.correlation.encode()),
+                ],
+            )
+            chunks = []
+            while not (chunks and chunks[-1].is_final):
+                chunks.append(await asyncio.wait_for(pending.get(), 30))
+            return chunks
+        finally:
+            inbox.close(request_id)
+
+    hits = metrics.CACHE_LOOKUPS.labels("generator", "hit")
+    first = await publish()
+    before = hits._value.get()
+    second = await publish()
+    assert not first[-1].metadata.cache_hit and second[-1].metadata.cache_hit
+    assert hits._value.get() == before + 1
+    assert [c.data for c in second] == [c.data for c in first]
+    # the first run's own metadata: nothing was generated for the second
+    took = first[-1].metadata.generation_time_ms
+    assert second[-1].metadata.generation_time_ms == took
