@@ -146,7 +146,23 @@ class Pinned:
         self.local.put(name, raw)
         await self.store.set(name, raw, self.ttl)
 
+    async def refuse(self, request_id: str) -> None:
+        """Its chunks came from a path whose reruns differ: it cannot be resumed."""
+        name = self.store.key("pinned", request_id)
+        self.local.put(name, NOT_RESUMABLE)
+        await self.store.set(name, NOT_RESUMABLE, self.ttl)
+
     async def recall(self, request_id: str) -> GenerateRequest | None:
+        """The request as published; NotResumable if refused; None if unknown."""
         name = self.store.key("pinned", request_id)
         raw = self.local.get(name) or await self.store.get(name)
+        if raw == NOT_RESUMABLE:
+            raise NotResumable(request_id)
         return None if raw is None else self.codec.decode_request(raw, AVRO)
+
+
+class NotResumable(Exception):
+    """The stream's chunks came from a non-deterministic path: a rerun would differ."""
+
+
+NOT_RESUMABLE = b"-"

@@ -50,7 +50,14 @@ from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
 from .inbox import ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
-from .retries import Idempotency, KeyReused, Pinned, ResultCache, answered_from_cache
+from .retries import (
+    Idempotency,
+    KeyReused,
+    NotResumable,
+    Pinned,
+    ResultCache,
+    answered_from_cache,
+)
 from .status import (
     STATUS_BY_KIND,
     Reason,
@@ -68,6 +75,10 @@ SERVICE = "testdata.v1.TestDataService"
 # Extra health components (LLM backends, pattern store...) registered by the process.
 HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
 
+NONDETERMINISTIC = (
+    "cannot resume: this request's generation path is not deterministic, a rerun "
+    "differs; retry the whole request"
+)
 #: After the idle timeout, how many more idle periods the caller has to read again and
 #: receive the status saying why its stream ended.
 IDLE_GRACE_FACTOR = 10
@@ -405,10 +416,13 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             return
         kept: list[ResultChunk] | None = [] if asked is not None else None
         pending = await self._submit(req, context)
-        got_final = released = False
+        got_final = released = refused = False
         try:
             while not got_final:
                 chunk = await self._next(pending, context)
+                if pending.run and not refused and resume is None:
+                    refused = True  # a non-deterministic path's stream cannot be resumed
+                    await self.pinned.refuse(req.request_id)
                 if kept is not None:  # kept for the cache while within its bounds
                     kept.append(chunk)
                     size = sum(c.record_count for c in kept), sum(len(c.data) for c in kept)
@@ -417,8 +431,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     await context.abort_with_status(
                         failure(
                             grpc.StatusCode.FAILED_PRECONDITION,
-                            "cannot resume: this request's generation path is not "
-                            "deterministic, a rerun differs; retry the whole request",
+                            NONDETERMINISTIC,
                             Reason.NOT_RESUMABLE,
                             request_id=req.request_id,
                         )
@@ -463,7 +476,10 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             skip = int(resume)
         except ValueError:
             skip, problem = -1, f"resume-from-chunk must be a chunk index, got {resume!r}"
-        req = await self.pinned.recall(message.request_id) if message.request_id else None
+        try:
+            req = await self.pinned.recall(message.request_id) if message.request_id else None
+        except NotResumable:
+            req, problem = None, NONDETERMINISTIC
         if problem is None and req is None:
             problem = (
                 "cannot resume: give the original request_id of a stream this service "

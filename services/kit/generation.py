@@ -298,7 +298,10 @@ class PathService(ABC):
         return True
 
     def _names(self, msg: Message, request_id: str) -> tuple[str, str]:
-        attempt = msg.header(CORRELATION) or ""
+        """An attempt is its correlation id (a bridge's call: also the router's copies of a
+        redelivered request); without one, the message's position (a Kafka redelivery),
+        so an agent sending a request id again is a new attempt."""
+        attempt = msg.header(CORRELATION) or f"@{msg.topic}:{msg.partition}:{msg.offset}"
         return (
             self.keystore.key("lease", self.path.value, request_id, attempt),
             self.keystore.key("done", self.path.value, request_id, attempt),

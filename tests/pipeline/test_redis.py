@@ -377,9 +377,13 @@ async def test_a_unary_call_takes_the_newest_run_whole(bridge_only, tail, agent_
     assert resp.record_count == 3
 
 
+@pytest.mark.parametrize("first_run", ["A", ""])
 async def test_a_stream_of_a_nondeterministic_path_is_not_resumed_with_another_run(
-    bridge_only, tail, agent_producer, codec
+    bridge_only, tail, agent_producer, codec, first_run
 ):
+    """Cut after chunk 0 of run `first_run` ("": a deterministic path's, no run id), then
+    resumed: a non-deterministic first run is refused at once; a rerun that turns out
+    non-deterministic is refused at its first chunk. Never a chunk of another run."""
     app, stub = bridge_only
     request_id = rid("llm-resume")
 
@@ -393,7 +397,7 @@ async def test_a_stream_of_a_nondeterministic_path_is_not_resumed_with_another_r
         return []
 
     cut = await answer_runs(
-        app, tail, agent_producer, codec, first, [("A", 0, False, [{"run": "A"}])]
+        app, tail, agent_producer, codec, first, [(first_run, 0, False, [{"run": first_run}])]
     )
     assert [c.chunk_index for c in await cut] == [0]
 
@@ -405,14 +409,17 @@ async def test_a_stream_of_a_nondeterministic_path_is_not_resumed_with_another_r
         ):
             raise AssertionError("a chunk of another run was sent")
 
-    again = await answer_runs(
-        app,
-        tail,
-        agent_producer,
-        codec,
-        resumed,
-        [("B", 0, False, [{"run": "B"}]), ("B", 1, True, [{"run": "B"}, {"run": "B"}])],
-    )
+    if first_run:
+        again = asyncio.ensure_future(resumed())
+    else:
+        again = await answer_runs(
+            app,
+            tail,
+            agent_producer,
+            codec,
+            resumed,
+            [("B", 0, False, [{"run": "B"}]), ("B", 1, True, [{"run": "B"}, {"run": "B"}])],
+        )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await again
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
