@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 
 import grpc
 import pytest
@@ -26,9 +27,9 @@ from .conftest import rid
 SERVICES = ["router", "traditional", "bridge"]
 
 
-async def start_app(bootstrap: str, prefix: str, names=SERVICES, **over) -> App:
+async def start_app(bootstrap: str, prefix: str, names=SERVICES, http=None, **over) -> App:
     settings = make_settings(bootstrap, topic_prefix=prefix, instance_id=prefix.strip("."), **over)
-    return await App(settings, bootstrap).start(names, grpc_port=0)
+    return await App(settings, bootstrap).start(names, grpc_port=0, http_port=http)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ async def test_redis_stopped_mid_test_requests_still_succeed_and_health_says_deg
     embedded_broker,
 ):
     own = OwnRedis()
-    app = await start_app(embedded_broker.bootstrap_servers, "rdown.", redis_url=own.url)
+    app = await start_app(embedded_broker.bootstrap_servers, "rdown.", http=0, redis_url=own.url)
     ch = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
     stub = pb_grpc.TestDataServiceStub(ch)
     try:
@@ -230,6 +231,13 @@ async def test_redis_stopped_mid_test_requests_still_succeed_and_health_says_deg
         health = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
         assert health.components["redis"].startswith("degraded")
         assert health.status == "degraded"
+
+        def get() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{app.http_port}/health") as r:
+                return json.loads(r.read())
+
+        body = await asyncio.to_thread(get)
+        assert body["status"] == "degraded" and body["components"]["redis"].startswith("degr")
     finally:
         own.stop()
         await ch.close()
