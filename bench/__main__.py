@@ -1,5 +1,5 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery budget patterns weaviate learner rag intent)."""
+pipeline delivery budget patterns weaviate learner rag intent cache)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def main() -> None:
         "learner",
         "rag",
         "intent",
+        "cache",
     ]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])

@@ -27,6 +27,7 @@ from services.kit.deliveries import Attempts, window_for
 from services.kit.generation import Availability, PathService
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
+from services.kit.keystore import KeyStore
 from services.kit.patterns.availability import StoreAvailability
 from services.kit.patterns.scope import Scope
 from services.kit.procstate import supervisor_probes
@@ -89,6 +90,8 @@ class App:
         self.control: ControlListener | None = None  # in processes running a consumer
         self.guard: DeliveryGuard | None = None  # with it, unless MAX_DELIVERIES is 0
         self.learner: LearnerService | None = None
+        s = settings
+        self.keystore = KeyStore(s.redis_url, s.redis_key_prefix, s.redis_timeout_seconds)
 
     # ---- availability of the paths (one probe per path per process) --------------------
     def probe(self, path: GenerationPath) -> Availability:
@@ -154,6 +157,7 @@ class App:
         else:
             path = GenerationPath(name)
             service = PATHS[path](self.rt, self.registry, self.probe(path), listener.cancellations)
+            service.keystore = self.keystore
             self.paths.append(service)
             sub = service.subscriber()
         if self.guard is not None and listener.attempts is not None:
@@ -198,6 +202,7 @@ class App:
                 self.instance,
                 port,
                 [*self._probe_components(), *supervisor_probes()],
+                keystore=self.keystore,
             )
             components = self.servicer.components
         if http_port is not None:
@@ -229,6 +234,8 @@ class App:
             out.update(await probe.components())
         if self.learner is not None:
             out.update(await self.learner.components())
+        if self.keystore.configured:  # generators' leases: degraded (runs may repeat) if down
+            out["redis"] = await self.keystore.component()
         return out
 
     async def stop(self) -> None:
@@ -238,6 +245,7 @@ class App:
             await self.grpc_server.stop(grace=1)
         if self.servicer is not None:
             await self.servicer.inbox.stop()
+        await self.keystore.aclose()
         if self.http is not None:
             await self.http.stop()
         for sub in self.subscribers:

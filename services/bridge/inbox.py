@@ -7,7 +7,10 @@ Chunks are delivered per request in chunk_index order: duplicates (a redelivered
 regenerates identical chunks), chunks of an earlier attempt with the same request id (each
 attempt has its own `correlation-id` header) and chunks for requests this instance no
 longer waits for are dropped; a gap means the broker lost data and fails that request
-loudly. The reader never stops: a bad record is counted and skipped, a fetch error retried.
+loudly. Chunks of a path whose reruns differ carry a `run-id`: once a run's chunks were
+handed on, another run's are never spliced in; a stream fails (GenerationRestarted), a
+unary call (`restartable`) starts over with the newest run. The reader never stops: a
+bad record is counted and skipped, a fetch error retried.
 
 The shared reader never waits for a caller. A caller whose queue is full is served from
 the log instead: the reader notes where its next chunk is (partition, offset) and passes
@@ -28,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.kit.codec import DecodeError
-from services.kit.headers import CORRELATION
+from services.kit.headers import CORRELATION, RUN
 from services.kit.kafka import (
     MAX_MESSAGE_BYTES,
     InOrder,
@@ -51,6 +54,23 @@ def correlation_of(headers: Sequence[tuple[str, bytes]]) -> str | None:
     return next((v.decode() for k, v in headers if k == CORRELATION and v), None)
 
 
+def run_of(headers: Sequence[tuple[str, bytes]]) -> str:
+    """The chunk's run; "" for a path whose every run yields the same chunks."""
+    return next((v.decode() for k, v in headers if k == RUN and v), "")
+
+
+class GenerationRestarted(Exception):
+    """The request was generated again (a redelivery) after chunks of an earlier,
+    different run had been handed to the caller: the two cannot be joined."""
+
+
+class Restarted(Exception):
+    """For a restartable caller: forget the chunks so far, the newest run follows."""
+
+
+TAKE, DROP, RESTART, FAIL = "take", "drop", "restart", "fail"
+
+
 @dataclass
 class Pending:
     """One caller's request: chunks in memory, then (if it fell behind) from the log."""
@@ -65,13 +85,41 @@ class Pending:
     error: Exception | None = None
     spill: tuple[int, int] | None = None  # (partition, offset) of the first chunk not queued
     log: LogReader | None = None
+    restartable: bool = False  # may start over with a newer run (unary: nothing sent yet)
+    run: str | None = None  # the run whose chunks were handed on
+    old_runs: set[str] = field(default_factory=set)
 
-    def accepts(self, chunk: ResultChunk, correlation: str | None) -> bool:
+    def accepts(self, chunk: ResultChunk, correlation: str | None, run: str = "") -> bool:
         """Whether a chunk continues this attempt (not a duplicate or another attempt's)."""
-        return correlation == self.correlation and chunk.chunk_index >= self.next_index
+        return self.sort(chunk, correlation, run) == TAKE
 
-    def take(self, chunk: ResultChunk) -> None:
+    def sort(self, chunk: ResultChunk, correlation: str | None, run: str) -> str:
+        """TAKE (continues this run), DROP, or for a new run after chunks of another
+        were handed on: RESTART (restartable callers) or FAIL."""
+        if correlation != self.correlation:
+            return DROP
+        if self.run is None or run == self.run:
+            return TAKE if chunk.chunk_index >= self.next_index else DROP
+        if run in self.old_runs or chunk.chunk_index != 0:
+            return DROP  # an abandoned run's late chunks
+        return RESTART if self.restartable else FAIL
+
+    def restart(self, run: str) -> None:
+        if self.run is not None:
+            self.old_runs.add(self.run)
+        self.run, self.next_index = run, 0
+
+    def restarted(self) -> GenerationRestarted:
+        self.done = True
+        return GenerationRestarted(
+            "generation restarted (the request was redelivered) after part of an earlier, "
+            "different run was sent; retry the request"
+        )
+
+    def take(self, chunk: ResultChunk, run: str = "") -> None:
         """`chunk` is the next one in order: it is delivered (or read from the log)."""
+        if self.run is None:
+            self.run = run
         self.next_index += 1
         self.done = chunk.is_final
 
@@ -104,7 +152,7 @@ class LogReader:
         self.offset = offset
         self.consumer: AIOKafkaConsumer | None = None
         self.fetch: InOrder | None = None
-        self.buffered: list[tuple[ResultChunk, str | None]] = []
+        self.buffered: list[tuple[ResultChunk, str | None, str]] = []
 
     async def next(self, p: Pending) -> ResultChunk:
         """The chunk after the last one the caller got, waiting for it if need be."""
@@ -112,12 +160,17 @@ class LogReader:
             await self._start()
         while True:
             while self.buffered:
-                chunk, corr = self.buffered.pop(0)
-                if chunk.request_id != p.request_id or not p.accepts(chunk, corr):
+                chunk, corr, run = self.buffered.pop(0)
+                if chunk.request_id != p.request_id:
                     continue
+                verdict = p.sort(chunk, corr, run)
+                if verdict == DROP:
+                    continue
+                if verdict != TAKE:  # the caller fell behind: it cannot start over here
+                    raise p.restarted()
                 if chunk.chunk_index > p.next_index:
                     raise p.gap(chunk)
-                p.take(chunk)
+                p.take(chunk, run)
                 return chunk
             await self._fetch()
 
@@ -141,7 +194,8 @@ class LogReader:
                 chunk = self.rt.codec.decode_chunk(r.value or b"")
             except DecodeError:
                 continue
-            self.buffered.append((chunk, correlation_of(r.headers or ())))
+            headers = r.headers or ()
+            self.buffered.append((chunk, correlation_of(headers), run_of(headers)))
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -203,10 +257,10 @@ class Inbox:
     def healthy(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    def open(self, request_id: str) -> Pending:
+    def open(self, request_id: str, restartable: bool = False) -> Pending:
         if request_id in self.pending:
             raise KeyError(request_id)
-        p = self.pending[request_id] = Pending(request_id)
+        p = self.pending[request_id] = Pending(request_id, restartable=restartable)
         return p
 
     def close(self, request_id: str) -> None:
@@ -251,8 +305,16 @@ class Inbox:
             if p is None or p.done:
                 self.dropped += 1  # late, or given up on; a spilled caller reads the log
             return
-        if not p.accepts(chunk, correlation_of(headers)):
+        run = run_of(headers)
+        verdict = p.sort(chunk, correlation_of(headers), run)
+        if verdict == DROP:
             self.dropped += 1  # a duplicate, or an earlier attempt's
+            return
+        if verdict == RESTART and p.queue.qsize() + 2 <= QUEUE_CHUNKS:
+            p.restart(run)
+            p.queue.put_nowait(Restarted())
+        elif verdict != TAKE:
+            self._offer(p, p.restarted())
             return
         if chunk.chunk_index > p.next_index:
             self._offer(p, p.gap(chunk))
@@ -262,7 +324,7 @@ class Inbox:
             p.log = LogReader(self.rt, self.topic, partition, offset)
             log.info("%s: caller behind; serving it from the log at %d", p.request_id, offset)
             return
-        p.take(chunk)
+        p.take(chunk, run)
         p.queue.put_nowait(chunk)
 
     @staticmethod

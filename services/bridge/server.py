@@ -41,6 +41,7 @@ from services.core.reproducible import pin
 from services.kit import metrics
 from services.kit.control import publish_cancel
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
+from services.kit.keystore import KeyStore
 from services.kit.messages import ResultChunk
 from services.kit.procstate import StartupError
 from services.kit.stream import Runtime
@@ -48,8 +49,24 @@ from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
-from .inbox import ChunkGap, Inbox, Pending
-from .status import STATUS_BY_KIND, Reason, failure, reason_of, status_for, summary
+from .inbox import ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
+from .retries import (
+    Idempotency,
+    KeyReused,
+    NotResumable,
+    Pinned,
+    ResultCache,
+    answered_from_cache,
+)
+from .status import (
+    STATUS_BY_KIND,
+    Reason,
+    failure,
+    rate_limited,
+    reason_of,
+    status_for,
+    summary,
+)
 
 __all__ = ["SERVICE", "STATUS_BY_KIND", "TestDataServicer", "overall", "serve", "status_for"]
 
@@ -58,6 +75,10 @@ SERVICE = "testdata.v1.TestDataService"
 # Extra health components (LLM backends, pattern store...) registered by the process.
 HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
 
+NONDETERMINISTIC = (
+    "cannot resume: this request's generation path is not deterministic, a rerun "
+    "differs; retry the whole request"
+)
 #: After the idle timeout, how many more idle periods the caller has to read again and
 #: receive the status saying why its stream ended.
 IDLE_GRACE_FACTOR = 10
@@ -70,6 +91,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         registry: SchemaRegistry,
         inbox: Inbox,
         probes: list[HealthProbe] | None = None,
+        keystore: KeyStore | None = None,
     ):
         self.rt = runtime
         self.registry = registry
@@ -82,6 +104,40 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self._background: set[asyncio.Future[None]] = set()
         self._entities = set(registry.names())
         self._domains = {e.domain for e in registry.list()}
+        self.keystore = keystore or KeyStore(None)
+        self.cache = ResultCache(self.keystore, runtime.codec, s, "bridge")
+        self.idempotency = Idempotency(self.keystore, s)
+        self.pinned = Pinned(self.keystore, runtime.codec, s)
+        self.rate, self.burst = s.rate_limit_per_second, s.rate_limit_burst
+
+    # ---- retries, cache, rate limit ----------------------------------------------------
+    @staticmethod
+    def _meta(context: grpc.aio.ServicerContext, name: str) -> str | None:
+        for key, value in context.invocation_metadata() or ():
+            if key == name:
+                return value if isinstance(value, str) else value.decode()
+        return None
+
+    def _client(self, context: grpc.aio.ServicerContext) -> str:
+        """`x-client-id` metadata, else the peer's address without its port."""
+        named = self._meta(context, "x-client-id")
+        return f"id:{named}" if named else "peer:" + context.peer().rsplit(":", 1)[0]
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        """The per-client token bucket (Redis); without Redis nothing is limited."""
+        if self.rate <= 0:
+            return
+        bucket = self.keystore.key("rate", self._client(context))
+        wait = await self.keystore.take(bucket, self.rate, self.burst)
+        if wait:
+            metrics.RATE_LIMITED.inc()
+            await context.abort_with_status(
+                rate_limited(
+                    f"rate limit: {self.rate:g} calls/s, burst {self.burst}, per client; "
+                    f"retry in {wait:.2f} s",
+                    wait,
+                )
+            )
 
     # ---- ingress ---------------------------------------------------------------------
     async def _accept(
@@ -112,7 +168,9 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             raise AssertionError("unreachable") from exc
         return req, plan.count
 
-    async def _submit(self, req: GenerateRequest, context: grpc.aio.ServicerContext) -> Pending:
+    async def _submit(
+        self, req: GenerateRequest, context: grpc.aio.ServicerContext, restartable: bool = False
+    ) -> Pending:
         if not self.inbox.healthy:  # its answer could never be read: fail now, not at the deadline
             await context.abort_with_status(
                 failure(
@@ -123,7 +181,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
         try:
-            pending = self.inbox.open(req.request_id)
+            pending = self.inbox.open(req.request_id, restartable)
         except KeyError:
             await context.abort_with_status(
                 failure(
@@ -214,6 +272,15 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     request_id=pending.request_id,
                 )
             )
+        except GenerationRestarted as exc:
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.ABORTED,
+                    str(exc),
+                    Reason.GENERATION_RESTARTED,
+                    request_id=pending.request_id,
+                )
+            )
         except KafkaError as exc:  # a slow caller's chunks are read back from the log
             log.warning("reading replies of %s failed: %r", pending.request_id, exc)
             await context.abort_with_status(
@@ -245,6 +312,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     async def GenerateData(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
+        await self._admit(context)
         req, count = await self._accept(request, context)
         if count > self.max_sync:
             await context.abort_with_status(
@@ -263,37 +331,114 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     req.request_id,
                 )
             )
-        pending = await self._submit(req, context)
-        got_final = False
+        key = self._meta(context, "idempotency-key")
+        if not key:
+            return await self._unary(request, req, context)
+
+        async def produce() -> bytes:
+            return (await self._unary(request, req, context)).SerializeToString()
+
         try:
-            parts: list[str] = []
-            records = 0
-            while not got_final:
-                chunk = await self._next(pending, context)
-                parts.append(chunk.data)
-                records += chunk.record_count
-                got_final = chunk.is_final
-        finally:
-            self._finished(req, pending, got_final)  # also on cancellation / deadline
+            asked = request_from_proto(request)  # as sent: the bridge's random seed aside
+            answer, _ = await self.idempotency.run(self._client(context), key, asked, produce)
+        except KeyReused as exc:
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    str(exc),
+                    Reason.IDEMPOTENCY_KEY_REUSED,
+                    [FieldError(path="idempotency-key", message=str(exc))],
+                    req.request_id,
+                )
+            )
+        return pb.GenerateResponse.FromString(answer)
+
+    async def _unary(
+        self, message: pb.GenerateRequest, req: GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        """One GenerateData answer: from the cache (use_cache) or generated."""
+        asked = request_from_proto(message) if req.use_cache else None
+        chunks = await self.cache.lookup(asked) if asked is not None else None
+        if chunks is not None:
+            chunks = answered_from_cache(chunks, req.request_id)
+        else:
+            chunks = await self._collect(req, context)
+            if asked is not None:
+                await self.cache.store_run(asked, chunks)
         return pb.GenerateResponse(  # a failure aborted in _next: this one succeeded
             request_id=req.request_id,
             success=True,
-            data=join_chunks(req.output_format, parts),
-            record_count=records,
-            metadata=metadata_to_proto(chunk.metadata),
+            data=join_chunks(req.output_format, [c.data for c in chunks]),
+            record_count=sum(c.record_count for c in chunks),
+            metadata=metadata_to_proto(chunks[-1].metadata),
         )
+
+    async def _collect(
+        self, req: GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> list[ResultChunk]:
+        pending = await self._submit(req, context, restartable=True)
+        got_final = False
+        chunks: list[ResultChunk] = []
+        try:
+            while not got_final:
+                try:
+                    chunk = await self._next(pending, context)
+                except Restarted:  # a newer run replaces what came so far: take it whole
+                    chunks.clear()
+                    continue
+                chunks.append(chunk)
+                got_final = chunk.is_final
+        finally:
+            self._finished(req, pending, got_final)  # also on cancellation / deadline
+        return chunks
 
     async def GenerateDataStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
         """Written with `context.write`, so a caller that reads nothing for
-        STREAM_IDLE_TIMEOUT_SECONDS is told so; a slower one is served at its pace."""
-        req, _ = await self._accept(request, context)
+        STREAM_IDLE_TIMEOUT_SECONDS is told so; a slower one is served at its pace.
+
+        `resume-from-chunk: k` with the original request_id generates that request again
+        as first published (same seed and anchor) and sends chunks k+1.. only."""
+        await self._admit(context)
+        resume = self._meta(context, "resume-from-chunk")
+        skip = -1
+        if resume is not None:
+            req, skip = await self._resumed(request, resume, context)
+        else:
+            req, _ = await self._accept(request, context)
+            await self.pinned.remember(req)
+        asked = request_from_proto(request) if req.use_cache and resume is None else None
+        if asked is not None and (hit := await self.cache.lookup(asked)) is not None:
+            for chunk in answered_from_cache(hit, req.request_id):
+                if chunk.chunk_index > skip:
+                    await context.write(chunk_to_proto(chunk))
+            return
+        kept: list[ResultChunk] | None = [] if asked is not None else None
         pending = await self._submit(req, context)
-        got_final = released = False
+        got_final = released = refused = False
         try:
             while not got_final:
                 chunk = await self._next(pending, context)
+                if pending.run and not refused and resume is None:
+                    refused = True  # a non-deterministic path's stream cannot be resumed
+                    await self.pinned.refuse(req.request_id)
+                if kept is not None:  # kept for the cache while within its bounds
+                    kept.append(chunk)
+                    size = sum(c.record_count for c in kept), sum(len(c.data) for c in kept)
+                    kept = kept if self.cache.fits(*size) else None
+                if resume is not None and pending.run:  # a rerun would differ: no resume
+                    await context.abort_with_status(
+                        failure(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            NONDETERMINISTIC,
+                            Reason.NOT_RESUMABLE,
+                            request_id=req.request_id,
+                        )
+                    )
+                if chunk.chunk_index <= skip:
+                    got_final = chunk.is_final
+                    continue
                 write = asyncio.ensure_future(context.write(chunk_to_proto(chunk)))
                 done, _ = await asyncio.wait({write}, timeout=self.idle_timeout)
                 if not done:
@@ -319,6 +464,38 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         finally:
             if not released:
                 self._finished(req, pending, got_final)
+        if kept is not None and asked is not None:
+            await self.cache.store_run(asked, kept)
+
+    async def _resumed(
+        self, message: pb.GenerateRequest, resume: str, context: grpc.aio.ServicerContext
+    ) -> tuple[GenerateRequest, int]:
+        """The request to generate again for a resumed stream, and the last chunk sent."""
+        problem = None
+        try:
+            skip = int(resume)
+        except ValueError:
+            skip, problem = -1, f"resume-from-chunk must be a chunk index, got {resume!r}"
+        try:
+            req = await self.pinned.recall(message.request_id) if message.request_id else None
+        except NotResumable:
+            req, problem = None, NONDETERMINISTIC
+        if problem is None and req is None:
+            problem = (
+                "cannot resume: give the original request_id of a stream this service "
+                "started within IDEMPOTENCY_TTL_SECONDS"
+            )
+        if problem is not None or req is None or skip < -1:
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    problem or "resume-from-chunk must be >= -1",
+                    Reason.NOT_RESUMABLE,
+                    request_id=message.request_id,
+                )
+            )
+            raise AssertionError("unreachable")
+        return req, skip
 
     async def GetSchemas(
         self, request: pb.GetSchemasRequest, context: grpc.aio.ServicerContext
@@ -343,6 +520,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             "kafka": await self._kafka(),
             "schema_registry": f"healthy: {len(self.registry.names())} entities",
             "reply_inbox": "healthy" if self.inbox.healthy else "unhealthy: not consuming",
+            "redis": await self.keystore.component(),
         }
         for probe in self.probes:
             try:
@@ -364,7 +542,9 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
 
 def overall(components: Mapping[str, str]) -> str:
     """unhealthy if Kafka or the schemas are down; degraded if an optional part is."""
-    bad = [k for k, v in components.items() if v.startswith(("unhealthy", "unavailable"))]
+    bad = [
+        k for k, v in components.items() if v.startswith(("unhealthy", "unavailable", "degraded"))
+    ]
     if any(k in ("kafka", "schema_registry", "reply_inbox") for k in bad):
         return "unhealthy"
     return "degraded" if bad else "healthy"
@@ -477,11 +657,12 @@ async def serve(
     port: int,
     probes: list[HealthProbe] | None = None,
     host: str = "0.0.0.0",
+    keystore: KeyStore | None = None,
 ) -> tuple[grpc.aio.Server, TestDataServicer, int]:
     """Start the bridge: inbox first (so no reply can be missed), then the server."""
     inbox = Inbox(runtime, instance)
     await inbox.start()
-    servicer = TestDataServicer(runtime, registry, inbox, probes)
+    servicer = TestDataServicer(runtime, registry, inbox, probes, keystore)
     server = grpc.aio.server(
         # past this many calls at once grpc answers RESOURCE_EXHAUSTED (None: no limit)
         maximum_concurrent_rpcs=runtime.settings.max_concurrent_rpcs,

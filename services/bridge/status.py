@@ -13,6 +13,7 @@ within a byte budget: the first violations that fit, then one "and N more" viola
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -48,6 +49,10 @@ class Reason(StrEnum):
     BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"  # the request could not be published
     CHUNK_GAP = "CHUNK_GAP"  # result chunks were lost between generator and bridge
     STREAM_IDLE = "STREAM_IDLE"  # the streaming caller stopped reading
+    RATE_LIMITED = "RATE_LIMITED"  # the client's token bucket is empty: retry after a delay
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # same key, different request
+    NOT_RESUMABLE = "NOT_RESUMABLE"  # resume-from-chunk for a request this bridge never saw
+    GENERATION_RESTARTED = "GENERATION_RESTARTED"  # a redelivery reran a non-deterministic path
 
 
 #: The gRPC status of a failed request, by what failed.
@@ -152,3 +157,20 @@ def failure(
             details=details,
         )
     )
+
+
+def rate_limited(message: str, wait_seconds: float) -> grpc.Status:
+    """RESOURCE_EXHAUSTED with a google.rpc.RetryInfo and a `retry-after` trailer (whole
+    seconds, rounded up) saying when the client's next call will be accepted."""
+    delay = error_details_pb2.RetryInfo()
+    delay.retry_delay.FromMilliseconds(max(1, round(wait_seconds * 1000)))
+    info = error_details_pb2.ErrorInfo(reason=Reason.RATE_LIMITED, domain=DOMAIN)
+    status = rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.RESOURCE_EXHAUSTED,
+            message=clip_bytes(message, MAX_MESSAGE_BYTES),
+            details=[_packed(info), _packed(delay)],
+        )
+    )
+    after = str(max(1, math.ceil(wait_seconds)))
+    return status._replace(trailing_metadata=(*status.trailing_metadata, ("retry-after", after)))

@@ -51,6 +51,9 @@ class ChunkEmitter:
         # metadata and digest, data aside) of a deterministic one.
         self.log_all = self.topic != runtime.topics.results and path != "traditional"
         self.log_final = self.topic != runtime.topics.results
+        # What was sent, for the result cache, while within (records, bytes); else None.
+        self.kept: list[ResultChunk] | None = None
+        self.keep_within = (0, 0)
         self._pending: list[asyncio.Future[Any]] = []
 
     async def emit(
@@ -90,7 +93,22 @@ class ChunkEmitter:
             )
         )
 
+    def keep(self, records: int, size: int) -> None:
+        """Keep the chunks sent (for the result cache) while they stay within bounds."""
+        self.kept, self.keep_within = [], (records, size)
+
+    async def resend(self, chunk: ResultChunk) -> None:
+        """A chunk made elsewhere (the result cache), sent as this request's next."""
+        await self._send(chunk)
+        self.finished = self.finished or chunk.is_final
+
     async def _send(self, chunk: ResultChunk) -> None:
+        if self.kept is not None:
+            self.kept.append(chunk)
+            records = sum(c.record_count for c in self.kept)
+            size = sum(len(c.data) for c in self.kept)
+            if records > self.keep_within[0] or size > self.keep_within[1]:
+                self.kept = None
         value = self.rt.codec.encode_chunk(chunk)
         fut = await self.rt.send(self.topic, value, self.request_id, self.headers)
         self._pending.append(fut)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ from services.kit import metrics
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
-from services.kit.headers import CORRELATION
+from services.kit.headers import CORRELATION, RUN
+from services.kit.keystore import KeyStore
 from services.kit.messages import GenerationMetadata, Interpretation, RoutedRequest
 from services.kit.outcomes import (
     Sample,
@@ -52,6 +54,7 @@ from services.kit.outcomes import (
     shaped,
 )
 from services.kit.replies import answer_failure, send_failure
+from services.kit.resultcache import ResultCache, answered_from_cache
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
 
@@ -107,6 +110,11 @@ def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
     bounds = [(0, first)] if first else []
     bounds += [(lo, min(lo + size, count)) for lo in range(first, count, size)]
     return bounds
+
+
+#: A running request's lease in Redis lives this long unless refreshed (every third).
+LEASE_SECONDS = 15
+LEASE_POLL_SECONDS = 0.2
 
 
 class PathIncomplete(RuntimeError):
@@ -170,6 +178,8 @@ class PathService(ABC):
     """One generation path as a consumer of its path topic."""
 
     path: ClassVar[GenerationPath]
+    #: Whether a rerun of a request yields the same chunks (then runs carry no run id).
+    deterministic: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -187,6 +197,8 @@ class PathService(ABC):
         self.chunk_size = s.chunk_size
         self.budget_seconds = s.generation_budget_seconds
         self.learn_rules = learn_rules(s.learn_paths)
+        # Redis (set by the process): leases so a redelivered request is not run twice.
+        self.keystore = KeyStore(None)
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
@@ -247,7 +259,85 @@ class PathService(ABC):
                 self.rt, msg, req.request_id, str(abandoned), abandoned.kind, fmt=req.output_format
             )
             return
-        await self._run(msg, routed, plan)
+        if req.use_cache and await self._from_cache(msg, routed, plan):
+            return
+        claim = await self._claim(msg, req.request_id)
+        if claim is None:
+            return
+        refresher = asyncio.create_task(self._hold(claim))
+        ran = False
+        try:
+            await self._run(msg, routed, plan)
+            ran = True
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            if ran:  # interrupted (shutdown): the lease expires and a redelivery runs
+                await self._release(claim)
+
+    # ---- result cache and one run per request attempt (with Redis) ---------------------
+    @property
+    def cache(self) -> ResultCache:
+        return ResultCache(self.keystore, self.rt.codec, self.rt.settings, "generator")
+
+    async def _from_cache(self, msg: Message, routed: RoutedRequest, plan: Plan) -> bool:
+        """Answer a use_cache request from the cache, if it holds one (agents publishing
+        directly benefit too; the bridge already answers its callers' hits itself)."""
+        if not self.keystore.configured:
+            return False
+        req = routed.request
+        chunks = await self.cache.lookup(req)
+        if chunks is None:
+            return False
+        emitter = ChunkEmitter(
+            self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
+        )
+        for chunk in answered_from_cache(chunks, req.request_id):
+            await emitter.resend(chunk)
+        await emitter.close()
+        return True
+
+    def _names(self, msg: Message, request_id: str) -> tuple[str, str]:
+        """An attempt is its correlation id (a bridge's call: also the router's copies of a
+        redelivered request); without one, the message's position (a Kafka redelivery),
+        so an agent sending a request id again is a new attempt."""
+        attempt = msg.header(CORRELATION) or f"@{msg.topic}:{msg.partition}:{msg.offset}"
+        return (
+            self.keystore.key("lease", self.path.value, request_id, attempt),
+            self.keystore.key("done", self.path.value, request_id, attempt),
+        )
+
+    async def _claim(self, msg: Message, request_id: str) -> tuple[str, str] | None:
+        """The lease on this attempt, or None when it must not run: it completed before
+        (a redelivery: acknowledged without work), or ran elsewhere until it completed.
+        A lease whose holder died expires (LEASE_SECONDS) and is taken over. Without
+        Redis every delivery runs, and the bridge still never splices two runs."""
+        lease, done = names = self._names(msg, request_id)
+        waited = False
+        give_up = time.monotonic() + self.budget_seconds
+        while True:
+            if await self.keystore.get(done) is not None:
+                reason = "in_flight" if waited else "completed"
+                metrics.DUPLICATE_RUNS_AVOIDED.labels(self.path.value, reason).inc()
+                log.info("%s: %s already; not generated again", request_id, reason)
+                return None
+            held = await self.keystore.set(lease, b"1", LEASE_SECONDS, nx=True)
+            if held is not False or time.monotonic() > give_up:
+                return names  # ours, or no Redis: run
+            waited = True
+            await asyncio.sleep(LEASE_POLL_SECONDS)
+
+    async def _hold(self, claim: tuple[str, str]) -> None:
+        while self.keystore.configured:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            await self.keystore.set(claim[0], b"1", LEASE_SECONDS)
+
+    async def _release(self, claim: tuple[str, str]) -> None:
+        if self.keystore.configured:
+            ttl = int(2 * self.budget_seconds + 60)  # as long as a redelivery may come
+            await self.keystore.set(claim[1], b"1", ttl)
+            await self.keystore.delete(claim[0])
 
     def _abandoned(self, msg: Message, request_id: str) -> Abandoned | None:
         """Why nobody waits for this request any more, if so."""
@@ -267,6 +357,11 @@ class PathService(ABC):
         emitter = ChunkEmitter(
             self.rt, msg, req.request_id, schema, req.output_format, self.path.value
         )
+        if not self.deterministic:
+            emitter.headers.append((RUN, uuid.uuid4().hex.encode()))
+        cache = self.cache
+        if req.use_cache and self.keystore.configured:
+            emitter.keep(cache.max_records, cache.max_bytes)
         report = RunReport()
         sample = Sample(
             self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes
@@ -302,6 +397,8 @@ class PathService(ABC):
         await emitter.close()
         if status == "success" and failure is None and emitter.records:
             await self._outcome(plan, report, sample)
+        if status == "success" and failure is None and emitter.kept is not None:
+            await cache.store_run(req, emitter.kept)
         elapsed = time.perf_counter() - t0
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
         metrics.GENERATION_SECONDS.labels(self.path.value).observe(elapsed)

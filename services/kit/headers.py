@@ -14,6 +14,9 @@ CONTENT_TYPE = "content-type"
 REPLY_TO = "reply-to"
 CORRELATION = "correlation-id"
 DEADLINE = "deadline-ms"
+#: On result chunks of a path whose reruns differ (LLM...): one id per run, so a bridge
+#: never splices two runs of one attempt. Absent: every run yields the same chunks.
+RUN = "run-id"
 
 AVRO = "application/avro"
 JSON = "application/json"

@@ -144,3 +144,28 @@ LEARNER_STORE_UP = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemin",
 )
+CACHE_LOOKUPS = Counter(
+    "testdata_cache_lookups",
+    "use_cache=true lookups, at the bridge or a generator: hit, miss, unavailable (no Redis)",
+    ["where", "result"],
+    registry=REGISTRY,
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "testdata_idempotent_replays",
+    "Calls answered from an earlier call's result (idempotency-key), not generated again",
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "testdata_rate_limited", "Calls refused by the per-client rate limit", registry=REGISTRY
+)
+REDIS_ERRORS = Counter(
+    "testdata_redis_errors",
+    "Redis operations that failed (the caller was served without)",
+    registry=REGISTRY,
+)
+DUPLICATE_RUNS_AVOIDED = Counter(
+    "testdata_duplicate_runs_avoided",
+    "Redelivered requests not generated again: completed before, or running elsewhere",
+    ["path", "reason"],
+    registry=REGISTRY,
+)

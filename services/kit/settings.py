@@ -198,6 +198,23 @@ class Settings(BaseSettings):
     # outcomes wait in their topic meanwhile.
     learner_retry_max_seconds: float = Field(default=30.0, gt=0)
 
+    # Redis (optional). Unset: no result cache, no cross-instance idempotency or rate limit;
+    # with it set but unreachable, the bridge serves uncached and health says degraded.
+    redis_url: str | None = None
+    redis_key_prefix: str = "testdata:"
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    # use_cache=true answers are kept this long; only datasets within both bounds are cached.
+    cache_ttl_seconds: int = Field(default=3600, ge=1)
+    cache_max_records: int = Field(default=10_000, ge=0)
+    cache_max_bytes: int = Field(default=8 << 20, ge=0)
+    # Per-client token bucket on the bridge (0 = off): tokens per second and bucket size.
+    rate_limit_per_second: float = Field(default=0.0, ge=0)
+    rate_limit_burst: int = Field(default=50, ge=1)
+    # `idempotency-key` answers (and resumable streams' pinned requests) are kept this long;
+    # without Redis in process, at most this many.
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
+    idempotency_max_entries: int = Field(default=10_000, ge=1)
+
     @field_validator("learn_paths", mode="before")
     @classmethod
     def _split_learn_paths(cls, v: Any) -> Any:

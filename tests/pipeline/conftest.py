@@ -108,3 +108,23 @@ def codec():
 
 def rid(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """(url, key prefix): the shared Redis if it answers, else one of our own."""
+    from tests.redis_support import OwnRedis, answers, session_prefix
+
+    shared = "redis://127.0.0.1:6379/0"
+    if answers(shared):
+        prefix = session_prefix()
+        yield shared, prefix
+        import redis
+
+        client = redis.Redis.from_url(shared)
+        for key in client.scan_iter(f"{prefix}*"):  # the session's keys only
+            client.delete(key)
+        return
+    own = OwnRedis()
+    yield own.url, session_prefix()
+    own.stop()

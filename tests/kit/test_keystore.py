@@ -1,0 +1,76 @@
+"""KeyStore against a real Redis (the machine's under a prefix of its own, or ours), and
+without one: every operation answers None instead of failing."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.core.models import GenerateRequest, OutputFormat
+from services.kit.keystore import KeyStore
+from services.kit.resultcache import cache_key
+from tests.redis_support import OwnRedis, answers, free_port, session_prefix
+
+
+@pytest.fixture(scope="module")
+def url():
+    shared = "redis://127.0.0.1:6379/0"
+    if answers(shared):
+        yield shared
+        return
+    own = OwnRedis()
+    yield own.url
+    own.stop()
+
+
+async def test_token_bucket_allows_the_burst_then_says_how_long_to_wait(url):
+    store = KeyStore(url, session_prefix())
+    try:
+        bucket = store.key("rate", "client")
+        assert [await store.take(bucket, 1.0, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+        wait = await store.take(bucket, 1.0, 3)
+        assert wait is not None and 0 < wait <= 1.0
+        await store.delete(bucket)
+    finally:
+        await store.aclose()
+
+
+async def test_set_nx_and_get(url):
+    store = KeyStore(url, session_prefix())
+    try:
+        key = store.key("lease", "x")
+        assert await store.set(key, b"1", 10, nx=True) is True
+        assert await store.set(key, b"2", 10, nx=True) is False
+        assert await store.get(key) == b"1"
+        await store.delete(key)
+        assert await store.get(key) is None
+        assert await store.component() == "healthy"
+    finally:
+        await store.aclose()
+
+
+async def test_an_unreachable_redis_answers_none_and_reports_degraded():
+    store = KeyStore(f"redis://127.0.0.1:{free_port()}/0", "p:", timeout=0.2)
+    try:
+        assert await store.get("k") is None
+        assert await store.set("k", b"v", 5, nx=True) is None
+        assert await store.take("b", 1.0, 1) is None
+        assert (await store.component()).startswith("degraded")
+    finally:
+        await store.aclose()
+
+
+async def test_without_url_nothing_is_configured():
+    store = KeyStore(None)
+    assert await store.get("k") is None and await store.component() == "not configured"
+
+
+def test_cache_key_ignores_only_the_request_id():
+    base = GenerateRequest(entity="cart", count=5, seed=1, use_cache=True)
+    assert cache_key(base) == cache_key(base.model_copy(update={"request_id": "other"}))
+    for change in (
+        {"seed": 2},
+        {"count": 6},
+        {"output_format": OutputFormat.CSV},
+        {"context": "x"},
+    ):
+        assert cache_key(base) != cache_key(base.model_copy(update=change))
