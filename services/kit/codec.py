@@ -23,7 +23,7 @@ from typing import Any
 import fastavro
 import orjson
 from fastavro._read_py import schemaless_reader as checked_reader
-from fastavro.schema import to_parsing_canonical_form
+from fastavro.schema import expand_schema, to_parsing_canonical_form
 from pydantic import BaseModel, ValidationError
 
 from services.core.models import FieldError, GenerateRequest
@@ -82,6 +82,15 @@ def crc64_avro(data: bytes) -> bytes:
     return fp.to_bytes(8, "little")
 
 
+#: The last schema version framed with unexpanded fingerprints (see Codec).
+LEGACY_LAST_VERSION = 4
+
+
+def _fingerprint(schema: Any) -> bytes:
+    """CRC-64-AVRO of the parsing canonical form with every named type expanded."""
+    return crc64_avro(to_parsing_canonical_form(expand_schema(schema)).encode())
+
+
 class DecodeError(ValueError):
     """A message that cannot become a typed value; `kind` names the dead-letter category."""
 
@@ -111,24 +120,32 @@ def _load_set(paths: dict[str, Path]) -> dict[str, Any]:
 
 
 class Codec:
-    """Encodes and decodes every topic's values; knows all schema versions ever shipped."""
+    """Encodes and decodes every topic's values; knows all schema versions ever shipped.
+
+    A fingerprint covers the schema with the named types it uses expanded, so a change to
+    GenerateRequest changes RoutedRequest's fingerprint too. (Before v5 the fingerprint
+    left named references unexpanded; those legacy fingerprints still decode, as the last
+    version that wrote them: v4.)
+    """
 
     def __init__(self, directory: Path | None = None):
         directory = directory or SCHEMAS_DIR / "avro"
         self.current = _load_set({k: directory / f"{k}.avsc" for k in SCHEMA_FILES})
-        self.fingerprints = {
-            k: crc64_avro(to_parsing_canonical_form(s).encode()) for k, s in self.current.items()
-        }
+        self.fingerprints = {k: _fingerprint(s) for k, s in self.current.items()}
         self.writers: dict[bytes, tuple[str, Any]] = {}
         self.history: set[bytes] = set()  # fingerprints of every shipped version
         versions: dict[str, dict[str, Path]] = {}
         for p in sorted((directory / "history").glob("*.avsc")):
-            m = re.fullmatch(r"(\w+)\.(v\d+)\.avsc", p.name)
+            m = re.fullmatch(r"(\w+)\.v(\d+)\.avsc", p.name)
             if m:
                 versions.setdefault(m.group(2), {})[m.group(1)] = p
-        for paths in versions.values():
-            for key, schema in _load_set(paths).items():
-                fp = crc64_avro(to_parsing_canonical_form(schema).encode())
+        for version in sorted(versions, key=int):
+            for key, schema in _load_set(versions[version]).items():
+                if int(version) <= LEGACY_LAST_VERSION:
+                    legacy = crc64_avro(to_parsing_canonical_form(schema).encode())
+                    self.writers[legacy] = (key, schema)
+                    self.history.add(legacy)
+                fp = _fingerprint(schema)
                 self.writers[fp] = (key, schema)
                 self.history.add(fp)
         for key, schema in self.current.items():

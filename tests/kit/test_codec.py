@@ -10,7 +10,16 @@ import pytest
 from services.core.models import GenerateRequest
 from services.core.report import ErrorKind, Fallback
 from services.core.routing import RoutingDecision
-from services.kit.codec import AVRO, JSON, MAGIC, SCHEMA_FILES, Codec, DecodeError, crc64_avro
+from services.kit.codec import (
+    AVRO,
+    JSON,
+    MAGIC,
+    SCHEMA_FILES,
+    Codec,
+    DecodeError,
+    _fingerprint,
+    crc64_avro,
+)
 from services.kit.messages import (
     Control,
     DeadLetter,
@@ -272,9 +281,7 @@ def test_schema_changes_stay_backward_compatible(old):
     }
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, writer, samples[key])
-    from fastavro.schema import to_parsing_canonical_form
-
-    framed = MAGIC + crc64_avro(to_parsing_canonical_form(writer).encode()) + buf.getvalue()
+    framed = MAGIC + _fingerprint(writer) + buf.getvalue()
     assert codec.decode(key, framed)  # resolves old writer -> current reader
 
 
@@ -291,9 +298,7 @@ def test_a_v2_final_chunk_reads_with_no_retrieval(codec):
     record = {"request_id": "r", "chunk_index": 0, "is_final": True, "metadata": old}
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, writer, record)
-    from fastavro.schema import to_parsing_canonical_form
-
-    framed = MAGIC + crc64_avro(to_parsing_canonical_form(writer).encode()) + buf.getvalue()
+    framed = MAGIC + _fingerprint(writer) + buf.getvalue()
     md = codec.decode_chunk(framed).metadata
     assert md is not None and md.seed == 3
     assert (md.rag_examples_used, md.pattern_ids) == (0, [])
@@ -364,3 +369,33 @@ def test_a_deeply_nested_json_request_is_a_field_error(codec):
     assert err.path == "schema.fields" and "nested more than 64 levels" in err.message
     with pytest.raises(DecodeError, match="invalid JSON"):
         codec.decode_request(_deep_json(1000), JSON)
+
+
+def test_legacy_framing_of_v4_routed_requests_still_decodes(codec):
+    """Until v4 fingerprints left named types unexpanded; such messages read as v4."""
+    from fastavro.schema import to_parsing_canonical_form
+
+    named: dict = {}
+    for dep in ("generate_request", "routed_request"):
+        writer = fastavro.parse_schema(
+            json.loads((AVRO_DIR / "history" / f"{dep}.v4.avsc").read_text()), named_schemas=named
+        )
+    record = {
+        "request": GenerateRequest(request_id="r", entity="cart", count=3).model_dump(
+            mode="json", by_alias=True, exclude={"replay_of"}
+        ),
+        "routing": {
+            "path": "traditional",
+            "reason": "r",
+            "confidence": 1.0,
+            "requested_path": "traditional",
+            "fallbacks": [],
+        },
+        "received_at_ms": 1,
+    }
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, writer, record)
+    legacy = crc64_avro(to_parsing_canonical_form(writer).encode())
+    assert legacy != _fingerprint(writer)
+    routed = codec.decode_routed(MAGIC + legacy + buf.getvalue())
+    assert routed.request.count == 3 and routed.request.replay_of == ""
