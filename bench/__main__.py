@@ -1,5 +1,6 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery budget patterns weaviate learner rag intent cache)."""
+pipeline delivery budget patterns weaviate learner rag intent cache
+replay)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def main() -> None:
         "rag",
         "intent",
         "cache",
+        "replay",
     ]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])

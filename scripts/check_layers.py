@@ -4,6 +4,8 @@
    `services` outside `core`.
 2. `services.kit` (the transport edges every service shares) imports no deployable.
 3. A deployable never imports another deployable's service module.
+4. A command-line tool (`TOOLS`: replay and export live in `services.datasets`) imports no
+   deployable's service module either; it talks to the services over Kafka.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "services"
 IO_PACKAGES = ("aiokafka", "grpc", "anthropic", "openai", "weaviate", "redis", "httpx")
 SHARED = ("core", "kit", "proto")
+TOOLS = ("datasets",)
 
 
 def deployables() -> list[str]:
@@ -24,7 +27,7 @@ def deployables() -> list[str]:
     return sorted(
         p.name
         for p in SERVICES.iterdir()
-        if p.is_dir() and (p / "__init__.py").exists() and p.name not in SHARED
+        if p.is_dir() and (p / "__init__.py").exists() and p.name not in (*SHARED, *TOOLS)
     )
 
 
@@ -55,6 +58,12 @@ def violations() -> list[str]:
                 out.append(f"{where}: core must stay pure")
             elif package == "kit" and target in apps:
                 out.append(f"{where}: kit must not depend on a deployable")
+            elif (
+                package in TOOLS
+                and target in apps
+                and name.startswith(f"services.{target}.service")
+            ):
+                out.append(f"{where}: a tool must not import a deployable's service module")
             elif (
                 package in apps
                 and target in apps
