@@ -199,6 +199,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     patterns = _seeding_result(seeder)
     embedded = "   (embedded broker, in memory)" if sup.broker else ""
+    if sup.journal is not None:
+        embedded = (
+            f"   (embedded broker; requests and results journaled to {settings.journal_dir}, "
+            f"{sup.journal.restored:,} records restored)"
+        )
     print(
         f"""
 test-data agent is running

@@ -35,6 +35,9 @@ class Match:
     constraints: tuple[tuple[str, FieldConstraint], ...] = ()  # (field path, constraint)
     overrides: tuple[tuple[str, Any], ...] = ()  # (field path, fixed value)
     edge_cases: tuple[str, ...] = ()  # edge-case classes asked for; ("*",) = every applicable
+    # Words about the request's own fields, checked against them (the fields win):
+    output_format: str | None = None  # "as SQL"
+    scenario_share: tuple[str, float] | None = None  # "70% happy path": (name, 70.0)
 
 
 # A recognizer reads one text (already lower-cased? no: as written) and returns its matches.

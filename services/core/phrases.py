@@ -317,6 +317,23 @@ def _out_of_stock(m: re.Match[str]) -> Match:
     return _m(m, "stock 0 (out of stock)", overrides=(("@stock", 0),))
 
 
+# ---- the request's own fields ----------------------------------------------------------
+@rule(r"\b(?:as|in|to)\s+(sql|csv|json)(?:\s+(?:format|file|rows|inserts))?\b")
+def _format(m: re.Match[str]) -> Match:
+    fmt = m.group(1).upper()
+    return _m(m, f"output format {fmt}", output_format=fmt)
+
+
+@rule(
+    r"\b(\d{1,3}(?:\.\d+)?)\s?%\s+(?:of\s+(?:them\s+|records\s+)?)?([a-z][a-z_-]*(?:[ _-][a-z]+)?)"
+)
+def _share(m: re.Match[str]) -> Match | None:
+    pct, name = float(m.group(1)), m.group(2).lower().replace("-", "_").replace(" ", "_")
+    if pct > 100:
+        return None
+    return _m(m, f"scenario {name} {pct:g}%", scenario_share=(name, pct))
+
+
 def recognize(text: str) -> list[Match]:
     """Every rule's matches; the interpreter keeps the longest where they overlap."""
     out = []

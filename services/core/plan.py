@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -426,7 +426,7 @@ def build_plan(
         dict(req.constraints.field_constraints),
         {sl.name: sl.overrides for sl in slots},
     )
-    intent = shaping.intent
+    intent = _check_own_fields(shaping.intent, req, slots, count)
     composers: dict[str, Composer] = {}
     fields_by_slot: dict[str, list[FieldSpec]] = {}
     occasions: dict[str, tuple[Occasion, ...]] = {}
@@ -481,6 +481,46 @@ def build_plan(
         fields_by_slot=fields_by_slot,
         occasions=occasions,
         edges=edges,
+    )
+
+
+def _check_own_fields(
+    intent: Intent, req: GenerateRequest, slots: list[Slot], count: int
+) -> Intent:
+    """Words about the request's own fields ("as SQL", "70% happy path") are checked
+    against those fields, which win: a disagreement is reported, never acted on."""
+    contradictions, unplaced = list(intent.contradictions), []
+    shares = {s.name.lower(): (s.stop - s.start) for s in slots}
+    for u in intent.understood:
+        m = u.match
+        if m is None:
+            continue
+        if m.output_format and m.output_format != req.output_format.value:
+            contradictions.append(
+                f"{u.scope}: {u.phrase!r} contradicts output_format {req.output_format.value}, "
+                "which applies"
+            )
+        if m.scenario_share:
+            name, pct = m.scenario_share
+            if name not in shares:
+                unplaced.append(u)
+                continue
+            got = shares[name] * 100 / count if count else 0.0
+            if abs(got - pct) * count > 100:  # more than one record away
+                contradictions.append(
+                    f"{u.scope}: {u.phrase!r} contradicts the scenario counts ({name}: "
+                    f"{shares[name]} of {count} = {got:g}%), which apply"
+                )
+    if not unplaced and len(contradictions) == len(intent.contradictions):
+        return intent
+    return replace(
+        intent,
+        understood=tuple(u for u in intent.understood if u not in unplaced),
+        not_understood=(
+            *intent.not_understood,
+            *(f"{u.scope}: {u.phrase} (no scenario named so)" for u in unplaced),
+        ),
+        contradictions=tuple(contradictions),
     )
 
 

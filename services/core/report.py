@@ -77,9 +77,14 @@ class RunReport(BaseModel):
     coherence_n: int = 0
     pattern_ids: list[str] = Field(default_factory=list)
     rag_examples: int = 0
+    edge_cases: dict[str, int] = Field(default_factory=dict)  # records per _edge_case_type
 
     def add(self, batch: Batch) -> None:
         self.records += len(batch.records)
+        for r in batch.records:
+            kind = r.get("_edge_case_type")
+            if isinstance(kind, str):
+                self.edge_cases[kind] = self.edge_cases.get(kind, 0) + 1
         self.batches += 1
         self.tokens += batch.tokens
         self.retries += batch.retries

@@ -129,6 +129,8 @@ def write(fmt: str, schema: EntitySchema, records: Iterator[dict[str, Any]], out
             yield enc.encode(batch)
 
     for piece in iter_joined(output, parts()):
+        if output == OutputFormat.SQL:  # datasets of one entity may share a file
+            piece = piece.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ")
         out.write(piece)
     return n
 

@@ -531,7 +531,9 @@ class PathService(ABC):
             rag_examples_used=report.rag_examples,
             pattern_ids=report.pattern_ids,
             coherence_status=(
-                "scored" if report.coherence is not None else f"not_applicable: {_unscored(plan)}"
+                "scored"
+                if report.coherence is not None
+                else f"not_applicable: {_unscored(plan, report)}"
             ),
             fingerprint=request_fingerprint(plan.request),
             replay_of=plan.request.replay_of,
@@ -542,15 +544,15 @@ class PathService(ABC):
             not_understood=list(plan.intent.not_understood),
             contradictions=list(plan.intent.contradictions),
             themes=list(plan.intent.themes),
-            edge_case_counts=plan.edge_case_counts(),
+            edge_case_counts=report.edge_cases,
         )
 
 
-def _unscored(plan: Plan) -> str:
+def _unscored(plan: Plan, report: RunReport) -> str:
     """Why a run has no coherence score (so that no one reads 0.0 as a verdict)."""
     if plan.composer is None or plan.schema.name not in SCORERS:
         return f"no coherence rules for a custom schema ({plan.schema.name!r})"
-    if all(s.name in plan.edges for s in plan.slots):
+    if report.records and sum(report.edge_cases.values()) == report.records:
         return "every record is an edge case, incoherent on purpose"
     return "no record was scored"
 

@@ -299,3 +299,27 @@ def test_edge_cases_are_left_out_of_coherence():
 
 def test_when_a_record_opens_with_datetime():
     assert datetime.fromisoformat(edgecases.FAR_FUTURE.replace("Z", "+00:00")).year == 9999
+
+
+def test_words_about_the_requests_own_fields_are_checked_not_acted_on():
+    words = "50 shopping carts for marathon runners, 70% happy path, as SQL"
+    scenarios = [{"name": "happy_path", "count": 35}, {"name": "high_value", "count": 15}]
+    ok = plan_of(entity="cart", count=50, output_format="SQL", context=words, scenarios=scenarios)
+    assert ok.intent.not_understood == () and ok.intent.contradictions == ()
+    meanings = {u.meaning for u in ok.intent.understood}
+    assert {"scenario happy_path 70%", "output format SQL"} <= meanings
+    scenarios[0]["count"], scenarios[1]["count"] = 30, 20
+    off = plan_of(entity="cart", count=50, output_format="CSV", context=words, scenarios=scenarios)
+    assert len(off.intent.contradictions) == 2
+    assert off.request.output_format.value == "CSV" and off.scenario_counts()["happy_path"] == 30
+    none = plan_of(entity="cart", count=10, context="70% happy path")
+    assert none.intent.not_understood == ("context: 70% happy path (no scenario named so)",)
+
+
+def test_edge_case_counts_come_from_the_records_made():
+    from services.core.report import Batch, RunReport
+
+    _, recs = records_of(entity="payment", count=20, defect_triggering=True)
+    report = RunReport()
+    report.add(Batch(records=recs))
+    assert report.edge_cases == dict(collections.Counter(r["_edge_case_type"] for r in recs))

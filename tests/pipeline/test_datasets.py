@@ -155,6 +155,15 @@ async def test_export_writes_complete_files_that_parse(stub, settings, tmp_path,
         == 0
     )
     assert len(json.loads((tmp_path / "all.json").read_text())) == 145
+    # several datasets of one entity in one SQL file: one table, every row
+    again, _ = await record(stub, settings)
+    carts = ["--request-id", cart, "--request-id", again[0]]
+    out = str(tmp_path / "carts.sql")
+    argv = ("export", "--quiet", "--format", "sql", "--combined", "--out", out, *carts)
+    assert await _export(args(*argv), settings) == 0
+    db = sqlite3.connect(":memory:")
+    db.executescript((tmp_path / "carts.sql").read_text())
+    assert db.execute('select count(*) from "cart"').fetchone()[0] == 80
 
 
 def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
