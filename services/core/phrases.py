@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from services.core.entities import lookup
 from services.core.intent import Match
 from services.core.models import EntitySchema, FieldConstraint, FieldSpec, FieldType
 
@@ -346,26 +347,20 @@ def recognize(text: str) -> list[Match]:
 
 
 # ---- resolving roles against an entity ---------------------------------------------------
-def _field(fields: list[FieldSpec], path: str) -> FieldSpec | None:
-    head, _, rest = path.partition(".")
-    f = next((x for x in fields if x.name == head), None)
-    if f is None or not rest:
-        return f
-    return _field(f.nested_fields, rest)
 
 
 def resolve_role(schema: EntitySchema, role: str, value: Any = None) -> str | None:
     """The field path a role (or, for `@enum`, a value) lands on in this entity."""
     if role == ENUM:
         for path in _enum_paths(schema.fields):
-            f = _field(schema.fields, path)
+            f = lookup(schema.fields, path)
             if f is not None and value in f.constraint.enum_values:
                 return path
         return None
     if not role.startswith("@"):
-        return role if _field(schema.fields, role) else None
+        return role if lookup(schema.fields, role) else None
     for path in ROLES.get(role, ()):
-        f = _field(schema.fields, path)
+        f = lookup(schema.fields, path)
         if f is not None and (role != "@items" or f.type == FieldType.ARRAY):
             return path
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from services.core.entities import lookup
 from services.core.intent import (
     CONTEXT,
     HINTS,
@@ -28,14 +29,6 @@ class SlotShape:
 
     constraints: dict[str, FieldConstraint] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
-
-
-def _field(fields: list[FieldSpec], path: str) -> FieldSpec | None:
-    head, _, rest = path.partition(".")
-    f = next((x for x in fields if x.name == head), None)
-    if f is None or not rest:
-        return f
-    return _field(f.nested_fields, rest)
 
 
 def _bounds(c: FieldConstraint | None) -> tuple[float, float]:
@@ -95,7 +88,7 @@ def shape(
                 continue
             for role, c in u.match.constraints:
                 path = resolve_role(schema, role)
-                f = _field(schema.fields, path) if path else None
+                f = lookup(schema.fields, path) if path else None
                 if path is None or f is None:
                     unplaced[u] = f"no field for it in {schema.name!r}"
                     continue
@@ -122,7 +115,7 @@ def shape(
                 sh.constraints[path] = merged
             for role, value in u.match.overrides:
                 path = resolve_role(schema, role, value)
-                f = _field(schema.fields, path) if path else None
+                f = lookup(schema.fields, path) if path else None
                 if path is None or f is None:
                     unplaced[u] = f"no field for it in {schema.name!r}"
                     continue
