@@ -53,18 +53,22 @@ async def test_gap_answers_from_cached_counts_and_refreshes_in_the_background(se
     await writer.upsert([pattern("cart", "weekly groceries for a family")])
     avail = StoreAvailability(settings)
     try:
+        before = len(server.calls)
         await avail.refresh(force=True)
+        per_refresh = len(server.calls) - before
         assert avail.reason is None
         assert avail.gap(CART) is None
         assert avail.gap(USER) == "no patterns for ecommerce/user in the pattern store"
         assert avail.gap(Scope(Collection.DEFECTS, "ecommerce", "cart")) == (
             "no defect patterns for ecommerce/cart in the pattern store"
         )
-        searches = len(server.calls)
         await writer.upsert([pattern("user", "loyal shoppers")])
+        searches = len(server.calls)
         for _ in range(100):  # many requests, no store call each: the cache answers
             assert avail.gap(USER) is not None
-        assert len(server.calls) - searches <= 2  # the insert (and at most one re-read)
+        # at most one background refresh (if the counts went stale meanwhile on a slow
+        # machine), never a store call per request
+        assert len(server.calls) - searches <= per_refresh
         await until(lambda: avail.gap(USER) is None, "the new user pattern is seen")
     finally:
         await avail.aclose()
