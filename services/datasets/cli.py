@@ -141,6 +141,7 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     requests, _ = await _reach_broker(
         read_requests(bootstrap, topics.requests, _window(args), keep=_filters(args)), bootstrap
     )
+    requests = [r for r in requests if not r.request.replay_of or args.include_replays]
     if args.combined and args.format == "csv":
         entities = {r.request.entity for r in requests}
         if len(entities) > 1:
@@ -197,7 +198,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--partition", type=int, help="only this partition of the requests topic")
     p.add_argument("--path", help="only requests the original served on this path")
     p.add_argument("--verify", action="store_true", help="compare each dataset with the original")
-    p.add_argument("--include-replays", action="store_true", help="replay earlier replays too")
+    p.add_argument("--include-replays", action="store_true", help="earlier replays too")
     p.add_argument("--limit", type=int, help="at most this many requests")
     p.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
@@ -215,4 +216,5 @@ def add_parsers(sub: Any) -> None:
         help="a directory (one file per dataset) or, with --combined, a file",
     )
     p.add_argument("--combined", action="store_true", help="every dataset in one file")
+    p.add_argument("--include-replays", action="store_true", help="earlier replays too")
     p.set_defaults(fn=cmd_export)

@@ -210,3 +210,106 @@ def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
     assert done[0].how == "chunks missing from the results log: [1]"
     assert done[1].how == done[2].how == "no final chunk on the results log"
     assert list(tmp_path.iterdir()) == []
+
+
+def _table(out: str) -> list[tuple[str, str, int, int]]:
+    """(status, path, datasets, records) rows of replay's summary table."""
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2].replace(",", "").isdigit():
+            rows.append(
+                (parts[0], parts[1], int(parts[2].replace(",", "")), int(parts[3].replace(",", "")))
+            )
+    return rows
+
+
+async def test_replay_and_export_select_by_entity_path_time_and_offsets(
+    stub, settings, tmp_path, capsys
+):
+    from services.datasets.log import Window, read_requests
+
+    since = str(int(time.time() * 1000) - 1)
+    cart = await stub.GenerateData(
+        pb.GenerateRequest(
+            request_id=rid("sel"), entity="cart", count=12, seed=2, hints=["no_learn"]
+        ),
+        timeout=30,
+    )
+    user = await stub.GenerateData(
+        pb.GenerateRequest(
+            request_id=rid("sel"), entity="user", count=7, seed=2, hints=["no_learn"]
+        ),
+        timeout=30,
+    )
+    capsys.readouterr()
+
+    assert (
+        await _replay(
+            args("replay", "--quiet", "--verify", "--since", since, "--entity", "user"), settings
+        )
+        == 0
+    )
+    assert _table(capsys.readouterr().out) == [("identical", "traditional", 1, 7)]
+    assert (
+        await _replay(
+            args("replay", "--quiet", "--since", since, "--domain", "no-such-domain"), settings
+        )
+        == 0
+    )
+    assert "nothing to replay" in capsys.readouterr().err
+    assert (
+        await _replay(args("replay", "--quiet", "--since", since, "--path", "rag"), settings) == 0
+    )
+    assert "nothing to replay" in capsys.readouterr().err
+    assert (
+        await _replay(
+            args("replay", "--quiet", "--since", since, "--path", "traditional"), settings
+        )
+        == 0
+    )
+    assert _table(capsys.readouterr().out) == [("regenerated", "traditional", 2, 19)]
+
+    logged, _ = await read_requests(
+        settings.kafka_bootstrap_servers, "testdata.requests", Window(since_ms=int(since))
+    )
+    (at,) = [r for r in logged if r.request.request_id == cart.request_id]
+    window = (
+        "--partition",
+        str(at.partition),
+        "--from-offset",
+        str(at.offset),
+        "--to-offset",
+        str(at.offset + 1),
+    )
+    assert await _replay(args("replay", "--quiet", "--verify", *window), settings) == 0
+    assert _table(capsys.readouterr().out) == [("identical", "traditional", 1, 12)]
+
+    out = tmp_path / "carts"
+    assert (
+        await _export(
+            args("export", "--quiet", "--since", since, "--entity", "cart", "--out", str(out)),
+            settings,
+        )
+        == 0
+    )
+    assert [f.name for f in out.iterdir()] == [f"{cart.request_id}.jsonl"]
+    until = str(at.timestamp_ms - 1)
+    assert (
+        await _export(
+            args(
+                "export",
+                "--quiet",
+                "--since",
+                since,
+                "--until",
+                until,
+                "--out",
+                str(tmp_path / "none"),
+            ),
+            settings,
+        )
+        == 0
+    )
+    assert list((tmp_path / "none").iterdir()) == []
+    assert user.success
