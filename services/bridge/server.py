@@ -263,23 +263,14 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         """The next chunk; a failed one ends the call with its status (both RPCs alike)."""
         try:
             chunk = await pending.get()
-        except ChunkGap as exc:
-            await context.abort_with_status(
-                failure(
-                    grpc.StatusCode.DATA_LOSS,
-                    str(exc),
-                    Reason.CHUNK_GAP,
-                    request_id=pending.request_id,
-                )
+        except (ChunkGap, GenerationRestarted) as exc:
+            code, reason = (
+                (grpc.StatusCode.DATA_LOSS, Reason.CHUNK_GAP)
+                if isinstance(exc, ChunkGap)
+                else (grpc.StatusCode.ABORTED, Reason.GENERATION_RESTARTED)
             )
-        except GenerationRestarted as exc:
             await context.abort_with_status(
-                failure(
-                    grpc.StatusCode.ABORTED,
-                    str(exc),
-                    Reason.GENERATION_RESTARTED,
-                    request_id=pending.request_id,
-                )
+                failure(code, str(exc), reason, request_id=pending.request_id)
             )
         except KafkaError as exc:  # a slow caller's chunks are read back from the log
             log.warning("reading replies of %s failed: %r", pending.request_id, exc)
