@@ -1,14 +1,16 @@
-# Every target sets itself up: a fresh clone needs only python3 (>= 3.11) and make.
+# Every target sets itself up: a fresh clone needs python3 (>= 3.11), make and, for the first
+# install, Maven and the package registries (Apache Kafka's jars come from Maven Central).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+KAFKA  := $(VENV)/kafka/.installed-stamp
 PROTO_SRC := protos/testdata/v1/test_data.proto
 PROTO_OUT := services/proto/testdata/v1/test_data_pb2.py
 
-.PHONY: install proto run test bench lint format clean
+.PHONY: install proto run test bench lint format clean redis
 
-install: $(STAMP) $(PROTO_OUT)
+install: $(STAMP) $(PROTO_OUT) $(KAFKA)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +26,19 @@ $(PROTO_OUT): $(PROTO_SRC) $(STAMP) scripts/gen_proto.py
 
 proto: $(PROTO_OUT)
 
+# The embedded broker: a pinned Apache Kafka release, its jars checked against jars.sha256.
+$(KAFKA): $(STAMP) scripts/install_kafka.py scripts/kafka/pom.xml scripts/kafka/jars.sha256
+	$(PY) scripts/install_kafka.py
+	touch $(KAFKA)
+
+# The tests start their own redis-server on a free port; this makes sure there is one.
+redis:
+	@scripts/install_redis.sh
+
 run: install
 	$(VENV)/bin/testdata run
 
-test: install
+test: install redis
 	$(PY) -m pytest -q
 
 bench: install

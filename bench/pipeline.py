@@ -123,7 +123,7 @@ def supervised_settings() -> tuple[Settings, dict[str, str]]:
         http_port=_port(),
         kafka_bootstrap_servers="",
         anthropic_api_key=None,
-        journal_dir="",  # each benchmark starts from an empty broker
+        kafka_data_dir="",  # each benchmark starts from an empty broker
     )
     env = {
         "GRPC_PORT": str(settings.grpc_port),

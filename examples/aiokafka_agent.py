@@ -58,7 +58,7 @@ async def main() -> None:
     for tp in tps:
         await consumer.position(tp)
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     await producer.send_and_wait(
         "testdata.requests",

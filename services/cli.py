@@ -198,12 +198,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeder.wait()
         return 1
     patterns = _seeding_result(seeder)
-    embedded = "   (embedded broker, in memory)" if sup.broker else ""
-    if sup.journal is not None:
-        embedded = (
-            f"   (embedded broker; requests and results journaled to {settings.journal_dir}, "
-            f"{sup.journal.restored:,} records restored)"
-        )
+    embedded = ""
+    if sup.broker is not None:
+        kept = sup.broker.data_dir if settings.kafka_data_dir else "a temporary directory"
+        embedded = f"   (embedded Apache Kafka, logs in {kept})"
     print(
         f"""
 test-data agent is running
@@ -230,8 +228,18 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     fixed = Topics(settings.topic_prefix).fixed()
-    topics = {t.name: t.partitions for t in fixed}
-    with EmbeddedBroker(topics, topic_configs={t.name: t.configs() for t in fixed}) as broker:
+    broker = EmbeddedBroker(
+        {t.name: t.partitions for t in fixed},
+        topic_configs={t.name: t.configs() for t in fixed},
+        data_dir=settings.kafka_data_dir or None,
+        port=settings.kafka_port,
+        heap_mb=settings.kafka_heap_mb,
+    )
+    try:
+        broker.start()
+    except RuntimeError as exc:  # BrokerStartFailed, KafkaNotInstalled: one line each
+        raise UserError(str(exc)) from exc
+    with broker:
         print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
         done = False
 
@@ -250,6 +258,7 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
     """Create the catalogue's topics with their partitions and configs; report each."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from services.kit.kafka import wait_for_leaders
     from services.kit.topics import Topics
 
     bootstrap = settings.kafka_bootstrap_servers
@@ -269,6 +278,12 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
                     for t in specs
                 ]
             ),
+            bootstrap,
+        )
+        ok = {t for t, code, *_ in resp.topic_errors if code in (0, 36)}
+        # usable only once every partition has a leader
+        await _reach_broker(
+            wait_for_leaders(bootstrap, {t.name: t.partitions for t in specs if t.name in ok}),
             bootstrap,
         )
         out = []
@@ -456,12 +471,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from services.core.models import GenerateRequest, OutputFormat
     from services.kit.codec import get_codec
     from services.kit.headers import AVRO, CONTENT_TYPE, JSON
-    from services.kit.kafka import (
-        assign_all,
-        make_consumer,
-        make_producer,
-        resolve_idempotence,
-    )
+    from services.kit.kafka import assign_all, make_consumer, make_producer
     from services.kit.topics import Topics
 
     topics = Topics(settings.topic_prefix)
@@ -487,10 +497,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await _reach_broker(consumer.start(), bootstrap)
         await _reach_broker(assign_all(consumer, topics.results, at_end=True), bootstrap)
-        idempotence = await _reach_broker(
-            resolve_idempotence(bootstrap, settings.kafka_idempotence), bootstrap
-        )
-        producer = make_producer(bootstrap, idempotence=idempotence)
+        producer = make_producer(bootstrap)
         try:
             await _reach_broker(producer.start(), bootstrap)
             await _reach_broker(

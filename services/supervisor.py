@@ -1,7 +1,7 @@
 """Runs every service in its own process against one broker, and keeps them running.
 
-The embedded broker (a Tansu child process) and its retention keeper belong to the
-supervisor's process, the services reach it over TCP like any client, and their Prometheus
+The embedded broker (an Apache Kafka child process, its logs in KAFKA_DATA_DIR) belongs
+to the supervisor's process, the services reach it over TCP like any client, and their Prometheus
 metrics are aggregated through PROMETHEUS_MULTIPROC_DIR for the bridge's /metrics.
 
 A service process that dies is restarted (RestartPolicy's backoff); the broker and the
@@ -29,7 +29,6 @@ from pathlib import Path
 
 from services.app import SERVICES
 from services.kit.broker import EmbeddedBroker
-from services.kit.journal import Journal
 from services.kit.procstate import (
     CRASH_LOOPING,
     EXIT_STARTUP,
@@ -113,7 +112,6 @@ class Supervisor:
         # Names this run's bridge, so readiness cannot be confused with another instance.
         self.instance = settings.instance_id or f"run-{uuid.uuid4().hex[:12]}"
         self.services: dict[str, Service] = {}
-        self.journal: Journal | None = None
         self.run_dir: Path | None = None
         self._starting = False
         self._stopped = False
@@ -128,9 +126,11 @@ class Supervisor:
                 self.broker = EmbeddedBroker(
                     {t.name: t.partitions for t in fixed},
                     topic_configs={t.name: t.configs() for t in fixed},
-                ).start()
+                    data_dir=self.settings.kafka_data_dir or None,
+                    port=self.settings.kafka_port,
+                    heap_mb=self.settings.kafka_heap_mb,
+                ).start(cancelled)
                 self.bootstrap = self.broker.bootstrap_servers
-                self._start_journal()
             self.run_dir = Path(tempfile.mkdtemp(prefix="testdata-run-"))
             self.metrics_dir.mkdir()
             env = self._env()
@@ -145,29 +145,6 @@ class Supervisor:
             self.stop()
             raise
         return self
-
-    def _start_journal(self) -> None:
-        """Bring back what the journal kept of the requests and results logs, then keep
-        journaling them (embedded broker only: its logs live in memory)."""
-        if not self.settings.journal_dir:
-            return
-        topics = Topics(self.settings.topic_prefix)
-        specs = {s.name: s for s in topics.fixed()}
-        retention = {
-            name: int(specs[name].configs().get("retention.ms", "-1"))
-            for name in (topics.requests, topics.results)
-        }
-        self.journal = Journal(
-            Path(self.settings.journal_dir),
-            self.bootstrap,
-            retention,
-            max_bytes_per_partition=self.settings.journal_max_mb_per_partition * 1024 * 1024,
-            served={topics.requests: f"{topics.requests}.router"},
-        )
-        restored = self.journal.restore()
-        if restored:
-            log.info("journal: %d records of the requests and results logs restored", restored)
-        self.journal.start()
 
     def watch(self, should_stop: Callable[[], bool], interval_s: float = 0.2) -> None:
         """The supervisor's main loop: restart what dies until asked to stop."""
@@ -199,8 +176,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        if self.journal is not None:
-            self.journal.stop()
         if self.broker is not None:
             self.broker.stop()
         if self.run_dir is not None:

@@ -1,4 +1,5 @@
-"""Session-wide fixtures: ONE embedded broker for the whole run, shared by every test."""
+"""Session-wide fixtures: ONE embedded broker (Apache Kafka) for the whole run, shared by
+every test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import pytest
 from services.kit.broker import EmbeddedBroker
 from services.kit.topics import Topics
 
+#: Retention is checked every second here (30 s in `make run`), so tests see it applied.
+TEST_BROKER_CONFIGS = {"log.retention.check.interval.ms": "1000"}
+
 
 @pytest.fixture(scope="session")
 def embedded_broker():
@@ -14,6 +18,6 @@ def embedded_broker():
     with EmbeddedBroker(
         {t.name: t.partitions for t in fixed},
         topic_configs={t.name: t.configs() for t in fixed},
-        retention_check_s=None,  # tests sweep with their own RetentionKeeper
+        server_overrides=TEST_BROKER_CONFIGS,
     ) as broker:
         yield broker

@@ -1,5 +1,5 @@
-"""A Redis for tests: the machine's one at 127.0.0.1:6379 under a key prefix of the
-session's own, or a redis-server subprocess of ours (the only kind a test may stop)."""
+"""A Redis for tests: a redis-server subprocess of ours on a free port (`make test`
+installs the binary: scripts/install_redis.sh); never one the machine may be running."""
 
 from __future__ import annotations
 

@@ -34,7 +34,6 @@ from services.kit.codec import DecodeError
 from services.kit.headers import CORRELATION, RUN
 from services.kit.kafka import (
     MAX_MESSAGE_BYTES,
-    InOrder,
     assign_all,
     ensure_topics_exist,
     stop_quietly,
@@ -151,7 +150,6 @@ class LogReader:
         self.tp = TopicPartition(topic, partition)
         self.offset = offset
         self.consumer: AIOKafkaConsumer | None = None
-        self.fetch: InOrder | None = None
         self.buffered: list[tuple[ResultChunk, str | None, str]] = []
 
     async def next(self, p: Pending) -> ResultChunk:
@@ -177,18 +175,15 @@ class LogReader:
     async def _start(self) -> None:
         self.consumer = await self.rt.reader(
             "bridge-log",
-            fetch_max_wait_ms=max(self.rt.settings.kafka_fetch_max_wait_ms, 100),
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=MAX_MESSAGE_BYTES,
         )
         self.consumer.assign([self.tp])
         self.consumer.seek(self.tp, self.offset)
-        self.fetch = InOrder(self.consumer, self.rt.embedded)
 
     async def _fetch(self) -> None:
         assert self.consumer is not None
-        assert self.fetch is not None
-        batch = await self.fetch.getmany(self.tp, timeout_ms=500, max_records=32)
+        batch = await self.consumer.getmany(self.tp, timeout_ms=500, max_records=32)
         for r in batch.get(self.tp, []):
             try:
                 chunk = self.rt.codec.decode_chunk(r.value or b"")
@@ -242,7 +237,7 @@ class Inbox:
 
     async def _delete_topic(self) -> None:
         """A stopped instance's reply topic has no reader left: remove it, so restarts do
-        not pile topics up (on the embedded broker this frees its memory; best effort)."""
+        not pile topics up (best effort)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.rt.bootstrap)
         try:
             await asyncio.wait_for(admin.start(), 5)
@@ -272,10 +267,9 @@ class Inbox:
 
     async def _run(self) -> None:
         assert self.consumer is not None
-        fetch = InOrder(self.consumer, self.rt.embedded)
         while not self._stopping:
             try:
-                batch = await fetch.getmany(timeout_ms=200, max_records=200)
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=200)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -192,12 +192,13 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
         try:
-            await self.rt.publish(
-                self.rt.topics.requests,
-                self.rt.codec.encode_request(req),
-                req.request_id,
-                self._headers(pending, context),
-            )
+            async with asyncio.timeout(self._publish_wait(context)):
+                await self.rt.publish(
+                    self.rt.topics.requests,
+                    self.rt.codec.encode_request(req),
+                    req.request_id,
+                    self._headers(pending, context),
+                )
         except BaseException as exc:
             # Not acknowledged: it may still reach the broker, so stop it there too.
             self._finished(req, pending, got_final=False)
@@ -211,12 +212,13 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                         req.request_id,
                     )
                 )
-            if isinstance(exc, KafkaError):
+            if isinstance(exc, KafkaError | TimeoutError):
                 log.warning("publishing %s failed: %r", req.request_id, exc)
+                why = "no acknowledgement in time" if isinstance(exc, TimeoutError) else ""
                 await context.abort_with_status(
                     failure(
                         grpc.StatusCode.UNAVAILABLE,
-                        f"the broker did not accept the request ({type(exc).__name__}); "
+                        f"the broker did not accept the request ({why or type(exc).__name__}); "
                         "retry with backoff",
                         Reason.BROKER_UNAVAILABLE,
                         request_id=req.request_id,
@@ -224,6 +226,14 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             raise
         return pending
+
+    def _publish_wait(self, context: grpc.aio.ServicerContext) -> float:
+        """PUBLISH_TIMEOUT_SECONDS, cut to leave the caller time to hear UNAVAILABLE."""
+        wait = self.rt.settings.publish_timeout_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.1, remaining - 0.5))
+        return wait
 
     def _headers(
         self, pending: Pending, context: grpc.aio.ServicerContext

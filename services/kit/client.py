@@ -33,7 +33,6 @@ from services.kit.kafka import (
     ensure_topics_exist,
     make_consumer,
     make_producer,
-    resolve_idempotence,
     stop_quietly,
 )
 from services.kit.messages import ErrorDetail, GenerationMetadata, ResultChunk
@@ -105,13 +104,11 @@ class KafkaTestDataClient:
         *,
         topic_prefix: str = "",
         timeout_s: float = 120.0,
-        idempotence: bool | None = None,
         instance: str | None = None,
     ):
         self.bootstrap = bootstrap
         self.topics = Topics(topic_prefix)
         self.timeout_s = timeout_s
-        self._idempotence = idempotence
         self.reply_topic = self.topics.replies(instance or f"agent-{uuid.uuid4().hex[:12]}")
         self.codec = get_codec()
         self._queues: dict[str, asyncio.Queue[ResultChunk]] = {}
@@ -127,8 +124,7 @@ class KafkaTestDataClient:
             replication_factor=spec.replication,
             configs={self.reply_topic: spec.configs()},
         )
-        idem = await resolve_idempotence(self.bootstrap, self._idempotence)
-        self._producer = make_producer(self.bootstrap, idempotence=idem)
+        self._producer = make_producer(self.bootstrap)
         await self._producer.start()
         self._consumer = make_consumer(self.bootstrap, None)
         await self._consumer.start()

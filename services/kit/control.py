@@ -36,7 +36,6 @@ from services.kit.codec import DecodeError
 from services.kit.deliveries import Attempts, Delivery, Position, next_attempt
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE
 from services.kit.kafka import (
-    InOrder,
     end_positions,
     partitions_of,
     positions_at,
@@ -52,9 +51,7 @@ CATCH_UP_S = 30.0
 #: Once caught up, markers are read at most this often (a redelivery comes a session
 #: timeout, 3 s or more, after the marker before it)...
 MARKER_POLL_S = 0.5
-#: ...with this fetch wait: on the embedded broker a fetch lists every batch of its
-#: partition and gives up when the wait runs out (see kafka_fetch_max_wait_ms), so a long
-#: wait keeps a big deliveries topic readable.
+#: ...with this fetch wait (Kafka answers as soon as a marker arrives).
 MARKER_WAIT_MS = 500
 
 
@@ -127,9 +124,7 @@ class ControlListener:
     Two readers. Cancellations are read as they come. Markers only need to be read
     before the next delivery of their message, a session timeout (3 s or more) later, so
     their reader fetches at most every MARKER_POLL_S with a long fetch wait: a fraction of
-    the fetches (two markers a request would otherwise keep it fetching), and on the
-    embedded broker, whose fetch cost grows with a partition's batches, a long wait keeps
-    a big deliveries topic readable.
+    the fetches (two markers a request would otherwise keep it fetching).
     """
 
     def __init__(
@@ -155,8 +150,7 @@ class ControlListener:
         # still see a cancellation issued before it.
         parts = await partitions_of(consumer, topics.control)
         consumer.assign([TopicPartition(topics.control, p) for p in parts])
-        fetch = InOrder(consumer, self.rt.embedded)
-        self._tasks.append(asyncio.create_task(self._read(fetch, self._cancel), name="control"))
+        self._tasks.append(asyncio.create_task(self._read(consumer, self._cancel), name="control"))
         if self.attempts is None:
             return
         self._marks = marks = await self.rt.reader("deliveries", fetch_max_wait_ms=MARKER_WAIT_MS)
@@ -169,14 +163,15 @@ class ControlListener:
             marks.seek(tp, offset)
         self._targets = await end_positions(marks, tps)
         await self._check_caught_up()
-        fetch = InOrder(marks, self.rt.embedded)
-        self._tasks.append(asyncio.create_task(self._read(fetch, self._note), name="deliveries"))
+        self._tasks.append(asyncio.create_task(self._read(marks, self._note), name="deliveries"))
 
-    async def _read(self, fetch: InOrder, use: Callable[[ConsumerRecord], None]) -> None:
+    async def _read(
+        self, consumer: AIOKafkaConsumer, use: Callable[[ConsumerRecord], None]
+    ) -> None:
         while True:
             try:
-                batch = await fetch.getmany(timeout_ms=200)
-                if fetch.consumer is self._marks and not self._caught_up.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                if consumer is self._marks and not self._caught_up.is_set():
                     await self._check_caught_up()
             except asyncio.CancelledError:
                 raise
@@ -190,7 +185,7 @@ class ControlListener:
                         use(r)
                     except (DecodeError, ValueError) as exc:
                         log.warning("unusable %s record at offset %d: %s", r.topic, r.offset, exc)
-            if fetch.consumer is self._marks and self._caught_up.is_set():
+            if consumer is self._marks and self._caught_up.is_set():
                 assert self.attempts is not None
                 metrics.DELIVERIES_TRACKED.set(len(self.attempts))
                 await asyncio.sleep(MARKER_POLL_S)
@@ -237,8 +232,7 @@ class DeliveryGuard:
     """Numbers every delivery of a message and records it before the work starts, so a
     message whose attempts never finish is given up after `max_deliveries`, however its
     consumers died. Its own producer (no linger, no compression): the marker's round trip
-    is on every request's path (~0.4 ms on the embedded broker, against ~2.7 ms with the
-    shared producer's 2 ms linger)."""
+    is on every request's path (no linger: it is not held ~2 ms for a batch to fill)."""
 
     def __init__(
         self,

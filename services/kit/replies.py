@@ -13,7 +13,7 @@ from services.core.models import FieldError, OutputFormat
 from services.core.report import ErrorKind
 from services.kit.codec import DecodeError
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, FORWARDED, REPLY_TO
-from services.kit.kafka import InOrder, end_positions, partitions_of, positions_at, stop_quietly
+from services.kit.kafka import end_positions, partitions_of, positions_at, stop_quietly
 from services.kit.messages import ErrorDetail, ResultChunk
 from services.kit.stream import Message, Runtime
 
@@ -85,9 +85,8 @@ async def chunks_sent(
             start = (await positions_at(consumer, [tp], since_ms - CLOCK_SLACK_MS))[tp]
             end = (await end_positions(consumer, [tp]))[tp]
             consumer.seek(tp, start)
-            fetch = InOrder(consumer, runtime.embedded)
             while await consumer.position(tp) < end:
-                batch = await fetch.getmany(tp, timeout_ms=500)
+                batch = await consumer.getmany(tp, timeout_ms=500)
                 for r in batch.get(tp, []):
                     if r.key == key and _correlation(r.headers) == correlation:
                         try:

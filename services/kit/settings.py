@@ -32,22 +32,23 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = ""
     kafka_client_id: str = "testdata"
     topic_prefix: str = ""  # lets several deployments share one cluster
-    # Upper bound on a consumer's wait per fetch. Real Kafka answers a waiting fetch as soon
-    # as data arrives, so there it costs no latency. The embedded broker (Tansu) polls at
-    # halving intervals instead (a new record waits ~1/6 of this on average, up to 1/2), and
-    # lists every batch of a partition per fetch, giving up when this wait runs out: with
-    # 10 ms a partition past ~20k batches could no longer be read at all, with 50 ms past
-    # ~100k. 50 ms: +4 ms p50 / +15 ms p90 per hop there against 10 ms.
-    kafka_fetch_max_wait_ms: int = 50
+    # Upper bound on a consumer's wait per fetch. Kafka answers a waiting fetch as soon as
+    # data arrives, so a longer wait costs no latency, only how soon a consumer notices a
+    # seek or a new assignment while a fetch is out (aiokafka waits for it to return).
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=0)
     # Producer batching delay: 2 ms measured best for many concurrent small requests.
     kafka_linger_ms: int = 2
-    # Idempotent producer (with acks=all: no duplicates on retry). None = auto: off on the
-    # embedded broker (it has no InitProducerId), on for real clusters.
-    kafka_idempotence: bool | None = None
-    # Consumer group timeouts. None = auto: 3000/500 ms on the embedded broker (fast
-    # handoff of a dead member's partitions), the client's 10000/3000 ms on real clusters.
-    kafka_session_timeout_ms: int | None = None
-    kafka_heartbeat_interval_ms: int | None = None
+    # Consumer group timeouts: a member silent for the session timeout is evicted and its
+    # partitions move to the others. 6 s is the least a Kafka broker accepts by default
+    # (group.min.session.timeout.ms); heartbeats every 1.5 s.
+    kafka_session_timeout_ms: int = Field(default=6000, gt=0)
+    kafka_heartbeat_interval_ms: int = Field(default=1500, gt=0)
+    # The embedded broker (used when KAFKA_BOOTSTRAP_SERVERS is empty): Apache Kafka, its
+    # logs kept here across restarts (empty: a temporary directory, gone at stop), its
+    # client port (0: a free one at each start) and its JVM heap.
+    kafka_data_dir: str = ".data/kafka"
+    kafka_port: int = Field(default=0, ge=0, le=65535)
+    kafka_heap_mb: int = Field(default=512, ge=128)
 
     # LLM - Claude
     anthropic_api_key: str | None = None
@@ -74,6 +75,10 @@ class Settings(BaseSettings):
 
     # Generation
     max_sync_records: int = 1000
+    # How long the bridge waits for the broker to acknowledge a request before answering
+    # UNAVAILABLE (never past the caller's own deadline): a broker that is gone is reported,
+    # not waited on for the Kafka client's 40 s.
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)
     max_records: int = Field(default=1_000_000, ge=1)
     default_count: int = Field(default=10, ge=1)
     chunk_size: int = Field(default=1000, ge=1)
@@ -166,11 +171,6 @@ class Settings(BaseSettings):
     # Pattern store (RAG, hybrid, learning). Unset WEAVIATE_URL: the embedded store, a
     # SQLite file here plus the packaged MiniLM model (keywords only without the model).
     pattern_store_path: str = ".data/patterns.sqlite"
-    # The embedded broker keeps its logs in memory: the requests and results topics are
-    # journaled here and produced back on the next start (empty: no journal). Not used
-    # against a real cluster.
-    journal_dir: str = ".data/journal"
-    journal_max_mb_per_partition: int = Field(default=256, ge=1)
     weaviate_url: str | None = None
     weaviate_api_key: str | None = None
     weaviate_grpc_port: int = 50051

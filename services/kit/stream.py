@@ -25,10 +25,7 @@ from services.kit.codec import Codec, get_codec
 from services.kit.deliveries import Delivery
 from services.kit.headers import AVRO, CONTENT_TYPE
 from services.kit.kafka import (
-    EMBEDDED_REQUEST_TIMEOUT_MS,
-    InOrder,
     group_timeouts,
-    is_embedded_broker,
     make_consumer,
     make_producer,
     stop_quietly,
@@ -74,11 +71,9 @@ class Runtime:
         self.topics = Topics(settings.topic_prefix)
         self.codec = codec or get_codec()
         self.producer: AIOKafkaProducer | None = None
-        self.embedded = False  # the broker is the embedded one (known after start())
 
     async def start(self) -> None:
         if self.producer is None:
-            self.embedded = await is_embedded_broker(self.bootstrap)
             self.producer = self._make_producer(
                 self.settings.kafka_client_id,
                 **({} if self.compress else {"compression_type": None}),
@@ -92,19 +87,8 @@ class Runtime:
         return self._make_producer(f"{self.settings.kafka_client_id}-{role}", **overrides)
 
     def _make_producer(self, client_id: str, **overrides: Any) -> AIOKafkaProducer:
-        s = self.settings
-        idempotence = s.kafka_idempotence
-        options: dict[str, Any] = {
-            "linger_ms": s.kafka_linger_ms,
-            **({"request_timeout_ms": EMBEDDED_REQUEST_TIMEOUT_MS} if self.embedded else {}),
-            **overrides,
-        }
-        return make_producer(
-            self.bootstrap,
-            idempotence=not self.embedded if idempotence is None else idempotence,
-            client_id=client_id,
-            **options,
-        )
+        options: dict[str, Any] = {"linger_ms": self.settings.kafka_linger_ms, **overrides}
+        return make_producer(self.bootstrap, client_id=client_id, **options)
 
     async def reader(self, role: str, **overrides: Any) -> AIOKafkaConsumer:
         """A started consumer with no group (for topics read whole or from an offset),
@@ -223,7 +207,6 @@ class Subscriber:
     queue_size: int = 64
     commit_interval_s: float = 0.05
     _consumer: AIOKafkaConsumer | None = None
-    _fetch: InOrder | None = None
     _asg: Assignment[TopicPartition, Message] = field(init=False)
     _tasks: dict[TopicPartition, set[asyncio.Task[None]]] = field(default_factory=dict)
     _stopping: bool = False
@@ -242,17 +225,14 @@ class Subscriber:
             self.group,
             client_id=f"{s.kafka_client_id}-{self.name}",
             fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-            **group_timeouts(
-                self.runtime.embedded, s.kafka_session_timeout_ms, s.kafka_heartbeat_interval_ms
-            ),
+            **group_timeouts(s.kafka_session_timeout_ms, s.kafka_heartbeat_interval_ms),
         )
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         await self._consumer.start()
-        self._fetch = InOrder(self._consumer, self.runtime.embedded)
         committer = asyncio.create_task(self._commit_loop())
         try:
             while not self._stopping:
-                batch = await self._fetch.getmany(timeout_ms=100, max_records=500)
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
                 self._ready.set()
                 for tp, records in batch.items():
                     state = self._asg.state(tp)
@@ -441,8 +421,6 @@ class Subscriber:
     async def revoke(self, tps: set[TopicPartition]) -> None:
         """Commit what is finished of the revoked partitions, then stop their work: the
         next owner resumes from there."""
-        if self._fetch is not None:
-            self._fetch.forget(tps)
         positions = self._asg.revoke(tps)
         if positions and self._consumer is not None:
             try:

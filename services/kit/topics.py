@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.core.models import GenerationPath
 from services.core.pools import REPO_ROOT
+from services.kit.kafka import BROKER_MAX_MESSAGE_BYTES
 
 CATALOG = REPO_ROOT / "topics" / "catalog.toml"
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -25,9 +26,22 @@ class TopicSpec:
     retention_ms: int
     cleanup_policy: str
     family: bool = False
+    retention_bytes: int = -1  # per partition; -1: no size limit
 
     def configs(self) -> dict[str, str]:
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        """The topic's configs on any Kafka: retention and cleanup, records up to
+        MAX_MESSAGE_BYTES, and segments rolled at least daily (or at the retention time,
+        when shorter): Kafka deletes and compacts whole closed segments only, so a quiet
+        topic would otherwise keep its records for up to a week past its retention."""
+        out = {
+            "retention.ms": str(self.retention_ms),
+            "retention.bytes": str(self.retention_bytes),
+            "cleanup.policy": self.cleanup_policy,
+            "max.message.bytes": str(BROKER_MAX_MESSAGE_BYTES),
+        }
+        if self.retention_ms > 0:
+            out["segment.ms"] = str(min(self.retention_ms, 86_400_000))
+        return out
 
 
 class Topics:
@@ -46,6 +60,7 @@ class Topics:
                 retention_ms=t["retention_ms"],
                 cleanup_policy=t["cleanup_policy"],
                 family=t.get("family", False),
+                retention_bytes=t.get("retention_bytes", -1),
             )
             for key, t in data.items()
         }

@@ -1,5 +1,5 @@
-"""KeyStore against a real Redis (the machine's under a prefix of its own, or ours), and
-without one: every operation answers None instead of failing."""
+"""KeyStore against a real Redis (a redis-server of our own), and without one: every
+operation answers None instead of failing."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ import pytest
 from services.core.models import GenerateRequest, OutputFormat
 from services.kit.keystore import KeyStore
 from services.kit.resultcache import cache_key
-from tests.redis_support import OwnRedis, answers, free_port, session_prefix
+from tests.redis_support import OwnRedis, free_port, session_prefix
 
 
 @pytest.fixture(scope="module")
 def url():
-    shared = "redis://127.0.0.1:6379/0"
-    if answers(shared):
-        yield shared
-        return
     own = OwnRedis()
     yield own.url
     own.stop()

@@ -8,7 +8,7 @@ import pytest
 
 from services.app import SERVICES, App
 from services.kit.codec import get_codec
-from services.kit.kafka import InOrder, assign_all, make_consumer, make_producer
+from services.kit.kafka import assign_all, make_consumer, make_producer
 from services.kit.patterns import open_store
 from services.kit.patterns.seeds import seed_store
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
@@ -68,7 +68,6 @@ class Tail:
         self.consumer = make_consumer(self.bootstrap, None)
         await self.consumer.start()
         await assign_all(self.consumer, self.topic, at_end=True)
-        self.fetch = InOrder(self.consumer, enabled=True)  # the session broker is Tansu
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -82,7 +81,7 @@ class Tail:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise TimeoutError(f"{self.topic}: condition not met; got {len(got)} records")
-            batch = await self.fetch.getmany(timeout_ms=int(min(left, 0.2) * 1000))
+            batch = await self.consumer.getmany(timeout_ms=int(min(left, 0.2) * 1000))
             for recs in batch.values():
                 got.extend(recs)
         return got
@@ -112,19 +111,9 @@ def rid(prefix: str = "t") -> str:
 
 @pytest.fixture(scope="session")
 def redis_url():
-    """(url, key prefix): the shared Redis if it answers, else one of our own."""
-    from tests.redis_support import OwnRedis, answers, session_prefix
+    """(url, key prefix): a redis-server of our own on a free port (never the machine's)."""
+    from tests.redis_support import OwnRedis, session_prefix
 
-    shared = "redis://127.0.0.1:6379/0"
-    if answers(shared):
-        prefix = session_prefix()
-        yield shared, prefix
-        import redis
-
-        client = redis.Redis.from_url(shared)
-        for key in client.scan_iter(f"{prefix}*"):  # the session's keys only
-            client.delete(key)
-        return
     own = OwnRedis()
     yield own.url, session_prefix()
     own.stop()

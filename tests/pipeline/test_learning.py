@@ -27,7 +27,7 @@ from services.kit import metrics
 from services.kit.codec import AVRO, JSON
 from services.kit.control import publish_cancel
 from services.kit.headers import CONTENT_TYPE
-from services.kit.kafka import InOrder, assign_all, high_watermarks, make_consumer
+from services.kit.kafka import assign_all, end_positions, make_consumer
 from services.kit.patterns import Collection
 from services.kit.patterns.scope import scope_of
 from services.learner.gate import Policy, judge
@@ -131,12 +131,11 @@ async def outcomes_on_topic(app: App) -> dict[str, list[bytes]]:
     await consumer.start()
     try:
         tps = await assign_all(consumer, app.rt.topics.outcomes, at_end=False)
-        end = await high_watermarks(consumer._client, await consumer.end_offsets(tps))
+        end = await end_positions(consumer, tps)
         await consumer.seek_to_beginning(*tps)
-        fetch = InOrder(consumer, enabled=True)
         out: dict[str, list[bytes]] = {}
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for recs in (await fetch.getmany(timeout_ms=200)).values():
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
                 for r in recs:
                     out.setdefault(r.key.decode(), []).append(r.value)
         return out
@@ -168,10 +167,9 @@ async def final_chunk(app: App, request_id: str, final: bool = True):
     try:
         await assign_all(consumer, app.rt.topics.results, at_end=False)
         await consumer.seek_to_beginning()
-        fetch = InOrder(consumer, enabled=True)
 
         async def look():
-            for recs in (await fetch.getmany(timeout_ms=200)).values():
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
                 for r in recs:
                     c = app.rt.codec.decode_chunk(r.value)
                     if c.request_id == request_id and (c.is_final or not final):

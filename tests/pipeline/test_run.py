@@ -58,7 +58,7 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
         "ANTHROPIC_API_KEY": "",
         "USE_LOCAL_LLM": "false",
         "PATTERN_STORE_PATH": str(tmp_path / "patterns.sqlite"),
-        "JOURNAL_DIR": str(tmp_path / "journal"),
+        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"],

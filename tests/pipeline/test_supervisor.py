@@ -57,7 +57,7 @@ def sup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
         kafka_bootstrap_servers="",
         anthropic_api_key=None,
         use_local_llm=False,
-        journal_dir=str(tmp_path_factory.mktemp("journal")),
+        kafka_data_dir=str(tmp_path_factory.mktemp("kafka")),
     )
     store = tmp_path_factory.mktemp("patterns") / "patterns.sqlite"
     supervisor = Supervisor(
@@ -131,7 +131,7 @@ def test_a_second_run_on_taken_ports_fails_naming_the_port(sup, tmp_path):
         "GRPC_PORT": str(sup.settings.grpc_port),
         "HTTP_PORT": str(sup.settings.http_port),
         "PATTERN_STORE_PATH": str(tmp_path / "patterns.sqlite"),
-        "JOURNAL_DIR": str(tmp_path / "journal"),
+        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
     }
     second = subprocess.run(
         [sys.executable, "-m", "services.cli", "run"],

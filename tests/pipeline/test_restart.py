@@ -1,5 +1,6 @@
-"""The embedded broker's journal: the requests and results logs survive a restart of
-`make run`, so a replay after the restart regenerates (and verifies) what came before."""
+"""The embedded broker keeps its logs on disk: the requests and results logs survive a
+restart of `make run` (no journal of our own), so a replay after the restart regenerates
+(and verifies) what came before, and nothing served before is generated again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import grpc
 
 from services.cli import build_parser
 from services.datasets.cli import _replay
-from services.kit.journal import Entry, _bounded, decode_all, encode
 from services.kit.settings import Settings
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
@@ -25,20 +25,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_entries_round_trip_and_a_torn_tail_is_ignored():
-    entries = [
-        Entry(1, b"k", b"\x00\x01value", (("content-type", b"application/avro"),)),
-        Entry(2, None, b"", ()),
-        Entry(3, b"", b"v" * 70_000, (("a", b""), ("b", b"x"))),
-    ]
-    data = b"".join(encode(e) for e in entries)
-    assert list(decode_all(data)) == entries
-    assert list(decode_all(data + encode(entries[0])[:-3])) == entries  # a crash mid-write
-    assert _bounded(entries, 200) == entries[1:2] or _bounded(entries, 200) == []
-    assert _bounded(entries, 10**9) == entries
-
-
-def _supervisor(journal: Path, store: Path) -> Supervisor:
+def _supervisor(kafka: Path, store: Path) -> Supervisor:
     settings = Settings(
         _env_file=None,
         grpc_port=free_port(),
@@ -46,14 +33,14 @@ def _supervisor(journal: Path, store: Path) -> Supervisor:
         kafka_bootstrap_servers="",
         anthropic_api_key=None,
         use_local_llm=False,
-        journal_dir=str(journal),
+        kafka_data_dir=str(kafka),
     )
     return Supervisor(settings, {**QUIET, "PATTERN_STORE_PATH": str(store)})  # `with` starts it
 
 
-async def test_replay_after_a_restart_reads_the_journaled_log(tmp_path, capsys):
-    journal, store = tmp_path / "journal", tmp_path / "patterns.sqlite"
-    with _supervisor(journal, store) as first:
+async def test_replay_after_a_restart_reads_the_kept_log(tmp_path, capsys):
+    kafka, store = tmp_path / "kafka", tmp_path / "patterns.sqlite"
+    with _supervisor(kafka, store) as first:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{first.settings.grpc_port}") as ch:
             stub = pb_grpc.TestDataServiceStub(ch)
             resp = await stub.GenerateData(
@@ -61,9 +48,8 @@ async def test_replay_after_a_restart_reads_the_journaled_log(tmp_path, capsys):
                 timeout=60,
             )
     assert resp.success and resp.metadata.data_sha256
-    assert any(journal.iterdir())
-    with _supervisor(journal, store) as second:
-        assert second.journal is not None and second.journal.restored >= 2
+    assert (kafka / "kraft" / "meta.properties").is_file()
+    with _supervisor(kafka, store) as second:
         settings = Settings(_env_file=None, kafka_bootstrap_servers=second.bootstrap)
         argv = ["replay", "--verify", "--quiet", "--request-id", "before-restart"]
         code = await _replay(build_parser().parse_args(argv), settings)

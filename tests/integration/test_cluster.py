@@ -1,11 +1,10 @@
-"""Against a real Kafka (KRaft) in a container: the same checks as on the embedded broker,
-where behaviour could differ (real brokers enforce replication and session-timeout limits).
+"""Cluster behaviour on the session's broker, which is Apache Kafka itself (these ran only
+with a Docker engine before the embedded broker was real Kafka):
 
-- `testdata topics create` creates every catalogue topic with its partitions and configs;
+- `testdata topics create` creates every catalogue topic with its partitions and configs
+  (retention, size limits, compaction of the control and deliveries topics);
 - a generator consumer group with two members splits the path topic's partitions and
   still answers every request.
-
-Needs a Docker engine; skipped with the reason where there is none.
 """
 
 from __future__ import annotations
@@ -24,29 +23,9 @@ from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import make_settings
 
 
-def _docker_reason() -> str | None:
-    try:
-        import docker
-
-        docker.from_env(timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no engine to use
-        return (
-            f"no Docker engine reachable ({type(exc).__name__}); testcontainers cannot "
-            "start a real Kafka here. The embedded broker covers everything else."
-        )
-    return None
-
-
-REASON = _docker_reason()
-pytestmark = [pytest.mark.docker, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
-
-
 @pytest.fixture(scope="module")
-def kafka():
-    from testcontainers.kafka import KafkaContainer
-
-    with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as container:
-        yield container.get_bootstrap_server()
+def kafka(embedded_broker):
+    return embedded_broker.bootstrap_servers
 
 
 async def test_topics_create_applies_the_catalogue(kafka):
@@ -71,8 +50,23 @@ async def test_topics_create_applies_the_catalogue(kafka):
         )
         values = {c[0]: c[1] for c in configs[0].resources[0][4]}
         assert values["retention.ms"] == "-1"
+        for spec in specs:  # every catalogue setting is what the broker applies
+            [resp] = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, spec.name)]
+            )
+            applied = {c[0]: c[1] for c in resp.resources[0][4]}
+            assert spec.configs().items() <= applied.items(), spec.name
+        assert "compact" in applied_policy(
+            await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, Topics("tc.").control)]
+            )
+        )
     finally:
         await admin.close()
+
+
+def applied_policy(described: list) -> str:
+    return {c[0]: c[1] for c in described[0].resources[0][4]}["cleanup.policy"]
 
 
 async def test_generator_group_with_two_members(kafka):
@@ -97,8 +91,15 @@ async def test_generator_group_with_two_members(kafka):
                 ]
             )
         assert all(r.success and len(json.loads(r.data)) == 3 for r in resps)
-        # both members did work: each saw requests on partitions of its own
-        assert all(len(g.subscribers[0]._parts) > 0 for g in gens)
+
+        # both members did work: each committed progress on partitions of its own
+        async def progressed(g: App) -> bool:
+            consumer = g.subscribers[0]._consumer
+            return any([(await consumer.committed(tp) or 0) > 0 for tp in consumer.assignment()])
+
+        async with asyncio.timeout(60):
+            while not all([await progressed(g) for g in gens]):
+                await asyncio.sleep(0.2)
     finally:
         for g in gens:
             await g.stop()
