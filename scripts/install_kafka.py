@@ -82,14 +82,15 @@ def _resolve(into: Path, env: dict[str, str]) -> None:
         )
     cmd = [
         mvn,
-        *("-q", "-B", "-C", "-Dstyle.color=never"),  # quiet, batch, strict checksums
+        *("-q", "-B", "-C"),  # quiet, batch, fail on a checksum mismatch
         *("-f", str(POM)),
         "dependency:copy-dependencies",
         f"-DoutputDirectory={into}",
         "-DincludeScope=runtime",
     ]
-    result = subprocess.run(cmd, env=env, check=False)
+    result = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True)
     if result.returncode != 0:
+        print(result.stdout[-4000:], result.stderr[-4000:], sep="\n", file=sys.stderr)
         raise SystemExit(f"install_kafka: maven failed ({result.returncode}): {' '.join(cmd)}")
 
 
