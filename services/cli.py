@@ -176,6 +176,7 @@ def _seeding_result(seeder: subprocess.Popen[str], timeout: float = 60) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on one machine: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), the
     router, the generators and the bridge, each in its own process."""
+    from services.kit.dirlock import DirInUse, DirLock
     from services.supervisor import Supervisor
 
     settings = get_settings()
@@ -188,6 +189,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    try:
+        instance = DirLock(settings.data_dir).acquire()  # before anything is read or written
+    except DirInUse as exc:
+        raise UserError(f"{exc}; stop it first (or set DATA_DIR)") from exc
     seeder = _start_seeding()
     sup = Supervisor(settings)
     try:
@@ -196,6 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         seeder.kill()
         seeder.wait()
+        instance.release()
         return 1
     patterns = _seeding_result(seeder)
     embedded = ""
@@ -219,6 +225,7 @@ Ctrl-C stops everything.
         sup.watch(lambda: stopping)  # restarts a service that dies; the rest keep serving
     finally:
         sup.stop()
+        instance.release()
     return 0
 
 

@@ -13,7 +13,7 @@ A data directory holds everything of one broker:
 Without a data directory the broker lives in a temporary one, removed at stop().
 
 Life cycle: locked (owner.lock taken before anything is read or written; a second broker
-on the same directory fails at once with DataDirInUse naming the holder's pid) -> formatted
+on the same directory fails at once with DirInUse naming the holder's pid) -> formatted
 (first start only: kafka.tools.StorageTool) -> spawned -> serving (its Metadata lists the
 broker) -> topics created -> running -> stopped (SIGTERM: a controlled shutdown, logs
 closed cleanly; SIGKILL only if that does not end). The child gets SIGTERM when the thread
@@ -34,7 +34,6 @@ import base64
 import concurrent.futures
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import shutil
@@ -50,9 +49,10 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from services.kit import kafkadist
+from services.kit.dirlock import DirInUse, DirLock
 from services.kit.kafka import BROKER_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS, create_topics
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,6 @@ _T = TypeVar("_T")
 
 class BrokerStartFailed(RuntimeError):
     """The broker could not start; the message says why in one line."""
-
-
-class DataDirInUse(BrokerStartFailed):
-    """Another broker (of this or another process) holds the data directory."""
 
 
 def _death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
@@ -208,46 +204,24 @@ def _write_properties(path: Path, props: Mapping[str, str]) -> None:
 
 
 class DataDir:
-    """One broker's directory, locked for the life of this object (flock on owner.lock)."""
+    """One broker's directory, locked for the life of this object (kit.dirlock)."""
 
     def __init__(self, root: Path):
         self.root = root
-        self._lock_fh: IO[str] | None = None
+        self._lock = DirLock(root, "Kafka data directory")
 
     kraft = property(lambda self: self.root / "kraft")
     properties = property(lambda self: self.root / "server.properties")
     log4j = property(lambda self: self.root / "log4j2.properties")
     log_file = property(lambda self: self.root / "broker.log")
     jvm_out = property(lambda self: self.root / "jvm.out")
-    _owner = property(lambda self: self.root / "owner")
 
     def lock(self) -> None:
         """Take the directory, before anything in it is read or written."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / "owner.lock", "a+")  # noqa: SIM115 - held until unlock()
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            holder = self.holder()
-            raise DataDirInUse(
-                f"the Kafka data directory {self.root} is in use by another broker"
-                + (f" (pid {holder})" if holder else "")
-            ) from None
-        self._lock_fh = fh
-        self._owner.write_text(f"{os.getpid()}\n")
-
-    def holder(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            return int(self._owner.read_text().split()[0])
-        return None
+        self._lock.acquire()
 
     def unlock(self) -> None:
-        if self._lock_fh is not None:
-            with contextlib.suppress(OSError):
-                self._owner.unlink()
-            self._lock_fh.close()  # releases the flock
-            self._lock_fh = None
+        self._lock.release()
 
     @property
     def formatted(self) -> bool:
@@ -521,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker = EmbeddedBroker(topics, data_dir=args.data_dir, port=args.port)
         broker.start(cancelled=stop.is_set)
-    except (BrokerStartFailed, kafkadist.KafkaNotInstalled) as exc:
+    except (BrokerStartFailed, DirInUse, kafkadist.KafkaNotInstalled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     with broker:

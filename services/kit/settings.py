@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # (group.min.session.timeout.ms); heartbeats every 1.5 s.
     kafka_session_timeout_ms: int = Field(default=6000, gt=0)
     kafka_heartbeat_interval_ms: int = Field(default=1500, gt=0)
+    # `testdata run` holds this directory for its life: a second instance on the same one
+    # stops at once, naming the first's pid, before it reads or writes anything.
+    data_dir: str = ".data"
     # The embedded broker (used when KAFKA_BOOTSTRAP_SERVERS is empty): Apache Kafka, its
     # logs kept here across restarts (empty: a temporary directory, gone at stop), its
     # client port (0: a free one at each start) and its JVM heap.

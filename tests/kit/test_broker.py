@@ -18,7 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
-from services.kit.broker import DataDirInUse, EmbeddedBroker
+from services.kit.broker import EmbeddedBroker
+from services.kit.dirlock import DirInUse
 from services.kit.kafka import (
     assign_all,
     ensure_topics_exist,
@@ -494,7 +495,7 @@ def test_restart_keeps_every_record_and_one_broker_per_directory(tmp_path: Path)
     with EmbeddedBroker({"kept": 1}, data_dir=data) as first:
         asyncio.run(_produce(first.bootstrap_servers, "kept", [b"a", b"b", b"c"]))
         asyncio.run(commit(first.bootstrap_servers))
-        with pytest.raises(DataDirInUse, match=rf"{data}.*pid {os.getpid()}"):
+        with pytest.raises(DirInUse, match=rf"{data}.*pid {os.getpid()}"):
             EmbeddedBroker(data_dir=data).start()
         assert first.running
     assert data.is_dir()  # kept: not a temporary directory

@@ -59,6 +59,7 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
         "USE_LOCAL_LLM": "false",
         "PATTERN_STORE_PATH": str(tmp_path / "patterns.sqlite"),
         "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
+        "DATA_DIR": str(tmp_path / "data"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"],
@@ -120,3 +121,33 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+
+
+def test_a_second_run_on_the_same_data_directory_stops_at_once_naming_the_first(tmp_path):
+    """Before anything is read or written (no broker, no seeding): one line, the holder's
+    pid, exit 1; the first instance's files are untouched."""
+    from services.kit.dirlock import DirLock
+
+    data = tmp_path / "data"
+    with DirLock(data):
+        before = sorted(p.name for p in data.iterdir())
+        second = subprocess.run(
+            [sys.executable, "-m", "services.cli", "run"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DATA_DIR": str(data),
+                "KAFKA_DATA_DIR": str(data / "kafka"),
+                "PATTERN_STORE_PATH": str(data / "patterns.sqlite"),
+                "GRPC_PORT": str(free_port()),
+                "HTTP_PORT": str(free_port()),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        after = sorted(p.name for p in data.iterdir())
+    assert second.returncode == 1
+    assert f"in use by another instance (pid {os.getpid()})" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+    assert after == before  # no broker directory, no pattern store: nothing touched

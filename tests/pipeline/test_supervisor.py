@@ -132,6 +132,7 @@ def test_a_second_run_on_taken_ports_fails_naming_the_port(sup, tmp_path):
         "HTTP_PORT": str(sup.settings.http_port),
         "PATTERN_STORE_PATH": str(tmp_path / "patterns.sqlite"),
         "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
+        "DATA_DIR": str(tmp_path / "data"),
     }
     second = subprocess.run(
         [sys.executable, "-m", "services.cli", "run"],
