@@ -208,6 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sup.broker is not None:
         kept = sup.broker.data_dir if settings.kafka_data_dir else "a temporary directory"
         embedded = f"   (embedded Apache Kafka, logs in {kept})"
+        if damaged := sup.broker.salvaged.summary():
+            embedded += f"\n  data directory    {damaged}"
     print(
         f"""
 test-data agent is running

@@ -274,7 +274,8 @@ class Supervisor:
             multiprocess.mark_process_dead(pid, str(self.metrics_dir))
 
     def _write_state(self) -> None:
-        write_states(self.state_path, self.states())
+        data = self.broker.salvaged.summary() if self.broker is not None else None
+        write_states(self.state_path, self.states(), data)
 
     def _wait_ready(self, timeout: float, cancelled: Callable[[], bool]) -> None:
         url = f"http://127.0.0.1:{self.settings.http_port}/health/ready"

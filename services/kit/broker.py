@@ -54,6 +54,7 @@ from typing import Any, Self, TypeVar
 from services.kit import kafkadist
 from services.kit.dirlock import DirInUse, DirLock
 from services.kit.kafka import BROKER_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS, create_topics
+from services.kit.salvage import Report, salvage
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,8 @@ class EmbeddedBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._bootstrap: str | None = None
         self._lock = threading.Lock()
+        #: what the start found damaged in the data directory (kit.salvage)
+        self.salvaged = Report()
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -303,6 +306,10 @@ class EmbeddedBroker:
                 if self._dir is None:
                     self._dir = DataDir(Path(tempfile.mkdtemp(prefix="kafka-")))
                 self._dir.lock()
+                if not self._own_dir:
+                    self.salvaged = salvage(self._dir.kraft, self._dir.root / "quarantine")
+                    if self.salvaged.damaged:
+                        log.warning("data directory: %s", self.salvaged.summary())
                 java, classpath = kafkadist.java(), kafkadist.classpath()
                 self._spawn(java, classpath, cancelled)
                 if self._initial_topics:

@@ -62,9 +62,10 @@ def _n(restarts: int) -> str:
     return f"{restarts} restart" + ("" if restarts == 1 else "s")
 
 
-def write_states(path: Path, states: Mapping[str, ProcState]) -> None:
-    """Replace the state file in one rename, so readers see the old or the new one."""
-    body = json.dumps({"services": {name: asdict(s) for name, s in states.items()}})
+def write_states(path: Path, states: Mapping[str, ProcState], data: str | None = None) -> None:
+    """Replace the state file in one rename, so readers see the old or the new one.
+    `data`: what the start found of the data directory (None: no embedded broker)."""
+    body = json.dumps({"services": {name: asdict(s) for name, s in states.items()}, "data": data})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
@@ -80,6 +81,12 @@ def read_states(path: Path) -> dict[str, ProcState]:
     return {name: ProcState(**fields) for name, fields in services.items()}
 
 
+def read_data_state(path: Path) -> str | None:
+    """What the supervisor found of the data directory at start (see write_states)."""
+    value = json.loads(path.read_text()).get("data")
+    return value if isinstance(value, str) else None
+
+
 def state_probe(path: Path) -> Probe:
     """Health probe: one `process_<name>` component per supervised process."""
 
@@ -88,7 +95,11 @@ def state_probe(path: Path) -> Probe:
             states = read_states(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return {"supervisor": f"unhealthy: state unreadable ({type(exc).__name__})"}
-        return {f"process_{name}": s.health() for name, s in states.items()}
+        out = {f"process_{name}": s.health() for name, s in states.items()}
+        with contextlib.suppress(OSError, ValueError):
+            if (data := read_data_state(path)) is not None:
+                out["data_dir"] = f"healthy: {data or 'intact at start'}"
+        return out
 
     return supervisor
 
