@@ -11,6 +11,7 @@ from services.cli import build_parser
 from services.core.models import GenerateRequest
 from services.datasets.cli import _export, _replay
 from services.kit.client import KafkaTestDataClient
+from services.kit.codec import get_codec
 from services.kit.messages import ResultChunk
 from services.proto.testdata.v1 import test_data_pb2 as pb
 
@@ -313,3 +314,65 @@ async def test_replay_and_export_select_by_entity_path_time_and_offsets(
     )
     assert list((tmp_path / "none").iterdir()) == []
     assert user.success
+
+
+async def test_export_never_splices_two_runs_of_a_redelivered_request(
+    embedded_broker, tmp_path, capsys
+):
+    """A redelivered llm request ran twice: run A got as far as chunk 1, run B (its data
+    differs) completed. Both are on the results log; the export is run B whole."""
+    import uuid
+
+    from services.cli import _topics_create
+    from services.kit.kafka import make_producer
+    from services.kit.messages import GenerationMetadata
+    from services.kit.topics import Topics
+    from tests.support import make_settings
+
+    settings = make_settings(
+        embedded_broker.bootstrap_servers, topic_prefix=f"splice{uuid.uuid4().hex[:6]}."
+    )
+    created = await _topics_create(settings, replication=1)
+    assert all(line.endswith(": created") for line in created), created
+    topics = Topics(settings.topic_prefix)
+    request_id = rid("splice")
+    codec = get_codec()
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.requests,
+            codec.encode_request(GenerateRequest(request_id=request_id, entity="cart", count=3)),
+            key=request_id.encode(),
+            headers=[("content-type", b"application/avro")],
+        )
+        runs = [("A", 0, False), ("A", 1, False), ("B", 0, False), ("B", 1, False), ("B", 2, True)]
+        for run, index, final in runs:
+            chunk = ResultChunk(
+                request_id=request_id,
+                chunk_index=index,
+                is_final=final,
+                data=json.dumps([{"run": run, "i": index}]),
+                record_count=1,
+                metadata=GenerationMetadata(generation_path="llm", record_count=3)
+                if final
+                else None,
+            )
+            await producer.send_and_wait(
+                topics.results,
+                codec.encode_chunk(chunk),
+                key=request_id.encode(),
+                headers=[
+                    ("content-type", b"application/avro"),
+                    ("correlation-id", b"attempt-1"),
+                    ("run-id", run.encode()),
+                ],
+            )
+    finally:
+        await producer.stop()
+    out = tmp_path / "x"
+    argv = ("export", "--quiet", "--out", str(out), "--request-id", request_id)
+    assert await _export(args(*argv), settings) == 0, capsys.readouterr().out
+    (written,) = out.iterdir()
+    records = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [(r["run"], r["i"]) for r in records] == [("B", 0), ("B", 1), ("B", 2)]
