@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.kit.assembler import DROPPED, Assembler, Step, Verdict
 from services.kit.codec import DecodeError
-from services.kit.headers import CORRELATION, RUN
+from services.kit.headers import correlation_of, run_of
 from services.kit.kafka import (
     MAX_MESSAGE_BYTES,
     assign_all,
@@ -49,15 +49,6 @@ QUEUE_CHUNKS = 16  # per request, in memory; a slower caller reads the rest from
 
 class ChunkGap(Exception):
     """Chunks went missing between generator and bridge."""
-
-
-def correlation_of(headers: Sequence[tuple[str, bytes]]) -> str | None:
-    return next((v.decode() for k, v in headers if k == CORRELATION and v), None)
-
-
-def run_of(headers: Sequence[tuple[str, bytes]]) -> str:
-    """The chunk's run; "" for a path whose every run yields the same chunks."""
-    return next((v.decode() for k, v in headers if k == RUN and v), "")
 
 
 class GenerationRestarted(Exception):

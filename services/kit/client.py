@@ -32,7 +32,7 @@ from services.core.formats import join_chunks
 from services.core.models import GenerateRequest, OutputFormat
 from services.kit.assembler import Assembler, Verdict
 from services.kit.codec import get_codec
-from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, REPLY_TO, RUN
+from services.kit.headers import AVRO, CONTENT_TYPE, REPLY_TO, correlation_of, run_of
 from services.kit.kafka import (
     assign_all,
     ensure_topics_exist,
@@ -173,15 +173,7 @@ class KafkaTestDataClient:
                         continue
                     q = self._queues.get(chunk.request_id)
                     if q is not None:
-                        headers = dict(r.headers or ())
-                        corr = headers.get(CORRELATION)
-                        q.put_nowait(
-                            (
-                                chunk,
-                                corr.decode() if corr else None,
-                                headers.get(RUN, b"").decode(),
-                            )
-                        )
+                        q.put_nowait((chunk, correlation_of(r.headers), run_of(r.headers)))
 
     async def publish(self, req: GenerateRequest) -> str:
         """Put a request on the requests topic (answers go to this client's reply topic)."""

@@ -295,3 +295,37 @@ async def test_publish_fails_loudly_when_a_chunk_is_missing(agent_topics, capsys
     line = one_line_error(capsys)
     assert "chunk 1" in line and "missing" in line
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_publish_writes_one_run_whole_and_each_chunk_once(agent_topics, capsys, tmp_path):
+    """A redelivered llm request: run A's chunks, then run B's interleaved with A's late
+    ones and duplicates. The --out file (not in place yet) starts over with run B."""
+    out = tmp_path / "carts.json"
+    argv = ["--entity", "cart", "--count", "3", "--out", str(out), "--timeout", "20"]
+    answers = [
+        ("A", 0, False, [{"run": "A", "i": 0}]),
+        ("A", 1, False, [{"run": "A", "i": 1}]),
+        ("B", 0, False, [{"run": "B", "i": 0}]),
+        ("A", 2, True, [{"run": "A", "i": 2}]),
+        ("B", 0, False, [{"run": "B", "i": 0}]),
+        ("B", 1, False, [{"run": "B", "i": 1}]),
+        ("B", 2, True, [{"run": "B", "i": 2}]),
+    ]
+    assert await publish_answered(agent_topics, argv, answers) == 0, capsys.readouterr().err
+    assert [(r["run"], r["i"]) for r in json.loads(out.read_text())] == [
+        ("B", 0),
+        ("B", 1),
+        ("B", 2),
+    ]
+
+
+async def test_publish_to_stdout_fails_rather_than_splice_a_newer_run(agent_topics, capsys):
+    argv = ["--entity", "cart", "--count", "2", "--timeout", "20"]
+    answers = [
+        ("A", 0, False, [{"run": "A"}]),
+        ("B", 0, False, [{"run": "B"}]),
+        ("B", 1, True, [{"run": "B"}]),
+    ]
+    assert await publish_answered(agent_topics, argv, answers) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "generation restarted" in err
