@@ -7,6 +7,8 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from services.cli import build_parser
 from services.core.models import GenerateRequest
 from services.datasets.cli import _export, _replay
@@ -376,3 +378,65 @@ async def test_export_never_splices_two_runs_of_a_redelivered_request(
     (written,) = out.iterdir()
     records = [json.loads(line) for line in written.read_text().splitlines()]
     assert [(r["run"], r["i"]) for r in records] == [("B", 0), ("B", 1), ("B", 2)]
+
+
+def _llm_chunk(request_id: str, run: str, index: int, final: bool, ok: bool = True):
+    from services.kit.messages import GenerationMetadata
+
+    return ResultChunk(
+        request_id=request_id,
+        chunk_index=index,
+        is_final=final,
+        success=ok,
+        data=json.dumps([{"run": run, "i": index}]) if ok else "",
+        record_count=1 if ok else 0,
+        metadata=GenerationMetadata(generation_path="llm", record_count=index + 1)
+        if final
+        else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "expected"),
+    [
+        # (correlation, run, index, final): what the results log holds, in log order
+        ([("c", "A", 0, 0), ("c", "A", 1, 1), ("c", "B", 0, 0)], ["A0", "A1"]),
+        ([("c", "A", 0, 0), ("c", "B", 0, 0), ("c", "A", 1, 1), ("c", "B", 1, 1)], ["B0", "B1"]),
+        ([("c", "A", 0, 0), ("c", "A", 0, 0), ("c", "A", 1, 1), ("c", "A", 1, 1)], ["A0", "A1"]),
+        ([("c1", "", 0, 0), ("c2", "", 0, 0), ("c2", "", 1, 1)], ["0", "1"]),
+        ([("c", "A", 0, 0), ("c", "A", 1, 0), ("c", "B", 0, 0), ("c", "B", 2, 1)], "[1]"),
+        (
+            [("c", "A", 0, 0), ("c", "A", 1, 1), ("c", "B", 0, 0), ("c", "B", 1, 1, "fail")],
+            ["A0", "A1"],
+        ),
+    ],
+    ids=[
+        "complete-then-cut-short",
+        "two-complete-interleaved",
+        "duplicates",
+        "two-attempts-deterministic",
+        "none-complete",
+        "newest-failed",
+    ],
+)
+def test_a_dataset_on_the_log_is_one_run_whole(tmp_path, arrivals, expected):
+    """Runs and attempts of one request are never spliced: the newest run complete and
+    successful on the log, or, with none, the newest run reported incomplete."""
+    from services.core.registry import SchemaRegistry
+    from services.datasets.export import export
+    from services.datasets.log import LoggedDataset, LoggedRequest
+
+    ds = LoggedDataset("r")
+    for corr, run, index, final, *fail in arrivals:
+        ds.add(_llm_chunk("r", run, index, bool(final), ok=not fail), corr, run)
+    request = LoggedRequest(GenerateRequest(request_id="r", entity="cart", count=2), 0, 0, 0)
+    (done,) = export([request], {"r": ds}, SchemaRegistry.load(), "jsonl", tmp_path, False)
+    if isinstance(expected, str):
+        assert (done.status, done.how) == (
+            "incomplete",
+            f"chunks missing from the results log: {expected}",
+        )
+        return
+    assert done.status == "written" and done.how == "kept chunks"
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [f"{r['run']}{r['i']}" for r in rows] == expected
