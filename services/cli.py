@@ -401,6 +401,13 @@ class _Output:
             except OSError as exc:
                 raise UserError(f"cannot write --out {path}: {exc.strerror}") from exc
 
+    def restart(self) -> None:
+        """Empty the file (not yet in place) to write it again from the start."""
+        if self.tmp is None:
+            raise RuntimeError("stdout cannot be taken back")
+        self.file.seek(0)
+        self.file.truncate()
+
     def commit(self) -> None:
         if self.tmp is not None and self.path:
             self.file.close()
@@ -476,10 +483,9 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     """An agent: put a request on the requests topic, read its chunks from results."""
     from pydantic import ValidationError
 
-    from services.core.formats import Joiner
     from services.core.models import GenerateRequest, OutputFormat
     from services.kit.codec import get_codec
-    from services.kit.headers import AVRO, CONTENT_TYPE, JSON
+    from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, JSON
     from services.kit.kafka import assign_all, make_consumer, make_producer
     from services.kit.topics import Topics
 
@@ -502,6 +508,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
         raise UserError("KAFKA_BOOTSTRAP_SERVERS is required (printed by `testdata run`)")
+    correlation = uuid.uuid4().hex  # this attempt's chunks, not an earlier one's
     consumer = make_consumer(bootstrap, None)
     try:
         await _reach_broker(consumer.start(), bootstrap)
@@ -514,42 +521,70 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
                     topics.requests,
                     value,
                     key=body["request_id"].encode(),
-                    headers=[(CONTENT_TYPE, ctype.encode())],
+                    headers=[
+                        (CONTENT_TYPE, ctype.encode()),
+                        (CORRELATION, correlation.encode()),
+                    ],
                 ),
                 bootstrap,
             )
         finally:
             await producer.stop()
-        return await _read_results(args, consumer, codec, body["request_id"], Joiner(fmt))
+        return await _read_results(args, consumer, codec, body["request_id"], correlation, fmt)
     finally:
         await consumer.stop()
 
 
 async def _read_results(
-    args: argparse.Namespace, consumer: Any, codec: Any, request_id: str, joiner: Any
+    args: argparse.Namespace,
+    consumer: Any,
+    codec: Any,
+    request_id: str,
+    correlation: str,
+    fmt: Any,
 ) -> int:
-    seen = -1
+    """The request's chunks as the assembler delivers them (kit/assembler.py): one run,
+    in order, each once. A lost chunk, or a redelivery's newer run once another's chunks
+    were printed, fails the command: never a dataset with a hole or two runs spliced. An
+    --out file is not in place yet, so there a newer run simply starts it over."""
+    from services.core.formats import Joiner
+    from services.kit.assembler import Assembler
+    from services.kit.codec import DecodeError
+    from services.kit.headers import correlation_of, run_of
+
+    asm = Assembler(request_id, correlation, restartable=bool(args.out))
     deadline = time.monotonic() + args.timeout
     with _Output(args.out) as out:
+        joiner = Joiner(fmt)
         out.file.write(joiner.opening())
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for r in records:
-                    chunk = codec.decode_chunk(r.value or b"")
-                    if chunk.request_id != request_id or chunk.chunk_index <= seen:
-                        continue
-                    seen = chunk.chunk_index
-                    if not chunk.success:
-                        raise UserError(_one_line(chunk.error) or "generation failed")
-                    out.file.write(joiner.part(chunk.data))
-                    if chunk.is_final:
+                    try:
+                        chunk = codec.decode_chunk(r.value or b"")
+                    except DecodeError:
+                        continue  # not a chunk: not ours to judge
+                    step = asm.offer(chunk, correlation_of(r.headers), run_of(r.headers))
+                    if step.problem is not None:
+                        raise UserError(f"{request_id}: {step.problem}")
+                    if step.restarted:
+                        out.restart()
+                        joiner = Joiner(fmt)
+                        out.file.write(joiner.opening())
+                    for c in step.chunks:
+                        if not c.success:
+                            raise UserError(_one_line(c.error) or "generation failed")
+                        out.file.write(joiner.part(c.data))
+                    if asm.done:
+                        final = step.chunks[-1]
                         out.file.write(joiner.closing())
                         out.commit()
-                        md = chunk.metadata.model_dump(mode="json") if chunk.metadata else {}
+                        md = final.metadata.model_dump(mode="json") if final.metadata else {}
                         print(json.dumps(md, indent=2), file=sys.stderr)
                         return 0
-        raise UserError(f"no result for {request_id} within --timeout {args.timeout:g} s")
+        so_far = f" ({asm.finish()})" if asm.next_index else ""
+        raise UserError(f"no result for {request_id} within --timeout {args.timeout:g} s{so_far}")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

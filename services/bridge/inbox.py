@@ -9,8 +9,9 @@ attempt has its own `correlation-id` header) and chunks for requests this instan
 longer waits for are dropped; a gap means the broker lost data and fails that request
 loudly. Chunks of a path whose reruns differ carry a `run-id`: once a run's chunks were
 handed on, another run's are never spliced in; a stream fails (GenerationRestarted), a
-unary call (`restartable`) starts over with the newest run. The reader never stops: a
-bad record is counted and skipped, a fetch error retried.
+unary call (`restartable`) starts over with the newest run. Those rules are
+`kit.assembler`'s, shared with every other reader of result streams. The reader never
+stops: a bad record is counted and skipped, a fetch error retried.
 
 The shared reader never waits for a caller. A caller whose queue is full is served from
 the log instead: the reader notes where its next chunk is (partition, offset) and passes
@@ -30,8 +31,9 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.kit.assembler import DROPPED, Assembler, Step, Verdict
 from services.kit.codec import DecodeError
-from services.kit.headers import CORRELATION, RUN
+from services.kit.headers import correlation_of, run_of
 from services.kit.kafka import (
     MAX_MESSAGE_BYTES,
     assign_all,
@@ -49,15 +51,6 @@ class ChunkGap(Exception):
     """Chunks went missing between generator and bridge."""
 
 
-def correlation_of(headers: Sequence[tuple[str, bytes]]) -> str | None:
-    return next((v.decode() for k, v in headers if k == CORRELATION and v), None)
-
-
-def run_of(headers: Sequence[tuple[str, bytes]]) -> str:
-    """The chunk's run; "" for a path whose every run yields the same chunks."""
-    return next((v.decode() for k, v in headers if k == RUN and v), "")
-
-
 class GenerationRestarted(Exception):
     """The request was generated again (a redelivery) after chunks of an earlier,
     different run had been handed to the caller: the two cannot be joined."""
@@ -67,67 +60,49 @@ class Restarted(Exception):
     """For a restartable caller: forget the chunks so far, the newest run follows."""
 
 
-TAKE, DROP, RESTART, FAIL = "take", "drop", "restart", "fail"
-
-
 @dataclass
 class Pending:
-    """One caller's request: chunks in memory, then (if it fell behind) from the log."""
+    """One caller's request: chunks in memory, then (if it fell behind) from the log.
+    Which chunk comes next is the assembler's to say (kit/assembler.py): the reply topic
+    keeps a run's order, so it is given no reorder window (a chunk ahead is a gap)."""
 
     request_id: str
     correlation: str = field(default_factory=lambda: uuid.uuid4().hex)
     queue: asyncio.Queue[ResultChunk | Exception] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_CHUNKS)
     )
-    next_index: int = 0  # the next chunk index the shared reader expects
-    done: bool = False  # the shared reader delivers nothing more
     error: Exception | None = None
     spill: tuple[int, int] | None = None  # (partition, offset) of the first chunk not queued
     log: LogReader | None = None
     restartable: bool = False  # may start over with a newer run (unary: nothing sent yet)
-    run: str | None = None  # the run whose chunks were handed on
-    old_runs: set[str] = field(default_factory=set)
+    asm: Assembler = field(init=False)
 
-    def accepts(self, chunk: ResultChunk, correlation: str | None, run: str = "") -> bool:
-        """Whether a chunk continues this attempt (not a duplicate or another attempt's)."""
-        return self.sort(chunk, correlation, run) == TAKE
+    def __post_init__(self) -> None:
+        self.asm = Assembler(self.request_id, self.correlation, restartable=self.restartable)
 
-    def sort(self, chunk: ResultChunk, correlation: str | None, run: str) -> str:
-        """TAKE (continues this run), DROP, or for a new run after chunks of another
-        were handed on: RESTART (restartable callers) or FAIL."""
-        if correlation != self.correlation:
-            return DROP
-        if self.run is None or run == self.run:
-            return TAKE if chunk.chunk_index >= self.next_index else DROP
-        if run in self.old_runs or chunk.chunk_index != 0:
-            return DROP  # an abandoned run's late chunks
-        return RESTART if self.restartable else FAIL
+    @property
+    def next_index(self) -> int:
+        return self.asm.next_index
 
-    def restart(self, run: str) -> None:
-        if self.run is not None:
-            self.old_runs.add(self.run)
-        self.run, self.next_index = run, 0
+    @property
+    def run(self) -> str | None:
+        """The run whose chunks were handed on ("" for a path without run ids)."""
+        return self.asm.run
 
-    def restarted(self) -> GenerationRestarted:
-        self.done = True
-        return GenerationRestarted(
-            "generation restarted (the request was redelivered) after part of an earlier, "
-            "different run was sent; retry the request"
-        )
+    @property
+    def old_runs(self) -> set[str]:
+        return self.asm.old_runs
 
-    def take(self, chunk: ResultChunk, run: str = "") -> None:
-        """`chunk` is the next one in order: it is delivered (or read from the log)."""
-        if self.run is None:
-            self.run = run
-        self.next_index += 1
-        self.done = chunk.is_final
+    @property
+    def done(self) -> bool:
+        """Nothing more is delivered: the final chunk came, or the stream broke."""
+        return self.asm.done
 
-    def gap(self, chunk: ResultChunk) -> ChunkGap:
-        self.done = True
-        return ChunkGap(
-            f"expected chunk {self.next_index}, got {chunk.chunk_index}: "
-            "result chunks were lost in the broker"
-        )
+    @staticmethod
+    def failure(step: Step) -> Exception:
+        if step.verdict is Verdict.GAP:
+            return ChunkGap(step.problem)
+        return GenerationRestarted(step.problem)
 
     async def get(self) -> ResultChunk:
         if not self.queue.empty() or self.spill is None:
@@ -151,25 +126,25 @@ class LogReader:
         self.offset = offset
         self.consumer: AIOKafkaConsumer | None = None
         self.buffered: list[tuple[ResultChunk, str | None, str]] = []
+        self.held: list[ResultChunk] = []  # delivered, not yet handed to the caller
 
     async def next(self, p: Pending) -> ResultChunk:
         """The chunk after the last one the caller got, waiting for it if need be."""
+        if self.held:
+            return self.held.pop(0)
         if self.consumer is None:
             await self._start()
         while True:
             while self.buffered:
-                chunk, corr, run = self.buffered.pop(0)
-                if chunk.request_id != p.request_id:
-                    continue
-                verdict = p.sort(chunk, corr, run)
-                if verdict == DROP:
-                    continue
-                if verdict != TAKE:  # the caller fell behind: it cannot start over here
-                    raise p.restarted()
-                if chunk.chunk_index > p.next_index:
-                    raise p.gap(chunk)
-                p.take(chunk, run)
-                return chunk
+                step = p.asm.offer(*self.buffered.pop(0))
+                if step.problem is not None:
+                    raise p.failure(step)
+                if not step.chunks:
+                    continue  # dropped: another request's or attempt's, or a duplicate
+                self.held = list(step.chunks)
+                if step.restarted:
+                    raise Restarted()
+                return self.held.pop(0)
             await self._fetch()
 
     async def _start(self) -> None:
@@ -299,27 +274,25 @@ class Inbox:
             if p is None or p.done:
                 self.dropped += 1  # late, or given up on; a spilled caller reads the log
             return
-        run = run_of(headers)
-        verdict = p.sort(chunk, correlation_of(headers), run)
-        if verdict == DROP:
-            self.dropped += 1  # a duplicate, or an earlier attempt's
+        correlation, run = correlation_of(headers), run_of(headers)
+        if p.asm.judge(chunk, correlation, run) in DROPPED:
+            self.dropped += 1  # a duplicate, an abandoned run's, or an earlier attempt's
             return
-        if verdict == RESTART and p.queue.qsize() + 2 <= QUEUE_CHUNKS:
-            p.restart(run)
-            p.queue.put_nowait(Restarted())
-        elif verdict != TAKE:
-            self._offer(p, p.restarted())
-            return
-        if chunk.chunk_index > p.next_index:
-            self._offer(p, p.gap(chunk))
-            return
-        if p.queue.full():
+        if p.queue.full():  # the log reader judges this chunk again, at the caller's pace
             p.spill = (partition, offset)
             p.log = LogReader(self.rt, self.topic, partition, offset)
             log.info("%s: caller behind; serving it from the log at %d", p.request_id, offset)
             return
-        p.take(chunk, run)
-        p.queue.put_nowait(chunk)
+        step = p.asm.offer(chunk, correlation, run)
+        if step.problem is not None:
+            self._offer(p, p.failure(step))
+            return
+        if step.restarted:  # what is queued is of the abandoned run: make room for the new
+            while not p.queue.empty():
+                p.queue.get_nowait()
+            p.queue.put_nowait(Restarted())
+        for c in step.chunks:
+            p.queue.put_nowait(c)
 
     @staticmethod
     def _offer(p: Pending, exc: Exception) -> None:

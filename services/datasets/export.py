@@ -1,11 +1,12 @@
 """`testdata export`: datasets from the logs to files.
 
 A dataset is written from its chunks on the results log when they are all there (llm, rag
-and hybrid outputs are kept there in full). A traditional dataset is rebuilt from its logged
-request (the same request, seed and anchor give the same bytes), and written only if the
-rebuilt bytes have the digest the original delivery logged. Anything else (no final chunk,
-a gap in the chunks, a digest that does not match, another generator_version) is reported
-as incomplete and nothing of it is written.
+and hybrid outputs are kept there in full), all of one run: a redelivered request's runs
+differ, and `LoggedDataset` picks one whole, never a splice. A traditional dataset is
+rebuilt from its logged request (the same request, seed and anchor give the same bytes),
+and written only if the rebuilt bytes have the digest the original delivery logged.
+Anything else (no final chunk, a gap in the chunks, a digest that does not match, another
+generator_version) is reported as incomplete and nothing of it is written.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ from aiokafka import TopicPartition
 
 from services.core.models import GenerateRequest
 from services.core.reproducible import derive_seed, pin
+from services.kit.assembler import Assembler, State, Verdict
 from services.kit.codec import DecodeError, get_codec
-from services.kit.headers import CONTENT_TYPE
+from services.kit.headers import CONTENT_TYPE, correlation_of, run_of
 from services.kit.kafka import (
     end_positions,
     make_consumer,
@@ -35,18 +36,64 @@ class LoggedRequest:
 
 
 @dataclass
+class LoggedRun:
+    """One run of one attempt of a request, as its chunks are on the results log."""
+
+    asm: Assembler
+    chunks: dict[int, ResultChunk] = field(default_factory=dict)  # each index once
+    final: ResultChunk | None = None  # its final chunk, or only that chunk's metadata copy
+    last: int = 0  # when its latest chunk came, among the request's
+
+    @property
+    def whole(self) -> bool:
+        """Every chunk up to the final one is on the log, each once, of this run only."""
+        return self.asm.state is State.COMPLETE
+
+
+@dataclass
 class LoggedDataset:
-    """What the results topic holds of one request."""
+    """What the results topic holds of one request.
+
+    A request may be on the log more than once: attempts (`correlation-id`) and, for a
+    redelivered llm/rag/hybrid request, runs (`run-id`) whose data differ. Each run is
+    assembled apart (kit/assembler.py: duplicates dropped, order, what is missing), and
+    the dataset is one run whole, never a splice: the newest run complete and successful
+    on the log; failing that, the newest with a final chunk (a failure, or a deterministic
+    run's metadata to rebuild from); failing that, the newest run, reported incomplete."""
 
     request_id: str
-    chunks: dict[int, ResultChunk] = field(default_factory=dict)
-    final: ResultChunk | None = None
+    runs: dict[tuple[str | None, str], LoggedRun] = field(default_factory=dict)
+    _added: int = 0
 
-    def add(self, c: ResultChunk) -> None:
-        if c.is_final and (self.final is None or c.data or not self.final.data):
-            self.final = c
-        if c.data or not c.is_final:
-            self.chunks.setdefault(c.chunk_index, c)
+    def add(self, c: ResultChunk, correlation: str | None = None, run: str = "") -> None:
+        self._added += 1
+        key = (correlation, run)
+        if (logged := self.runs.get(key)) is None:
+            asm = Assembler(self.request_id, correlation, window=None)  # the whole log
+            logged = self.runs[key] = LoggedRun(asm)
+        logged.last = self._added
+        if c.is_final and (logged.final is None or c.data or not logged.final.data):
+            logged.final = c
+        if c.is_final and not c.data and c.record_count:
+            return  # the metadata copy of a deterministic path's final chunk: no data
+        if logged.asm.offer(c, correlation, run).verdict in (Verdict.DELIVER, Verdict.WAIT):
+            logged.chunks[c.chunk_index] = c
+
+    @property
+    def chosen(self) -> LoggedRun | None:
+        """The run this dataset is (see the class docstring)."""
+        runs = list(self.runs.values())
+        ok = [r for r in runs if r.whole and r.final is not None and r.final.success]
+        finals = [r for r in runs if r.final is not None]
+        return max(ok or finals or runs, key=lambda r: r.last, default=None)
+
+    @property
+    def final(self) -> ResultChunk | None:
+        return self.chosen.final if self.chosen else None
+
+    @property
+    def chunks(self) -> dict[int, ResultChunk]:
+        return self.chosen.chunks if self.chosen else {}
 
     @property
     def path(self) -> str:
@@ -61,11 +108,7 @@ class LoggedDataset:
 
     def kept(self) -> bool:
         """Every chunk is on the log (not only the final chunk's metadata)."""
-        return (
-            self.final is not None
-            and not self.gaps()
-            and (self.final.chunk_index in self.chunks or self.final.record_count == 0)
-        )
+        return self.chosen is not None and self.chosen.whole
 
 
 @dataclass
@@ -170,7 +213,7 @@ async def read_results(
     wanted: set[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, LoggedDataset]:
-    """Every request's chunks and final metadata on the results log (duplicates dropped)."""
+    """Every request's chunks and final metadata on the results log, by run."""
     codec = get_codec()
     out: dict[str, LoggedDataset] = {}
 
@@ -182,7 +225,8 @@ async def read_results(
             chunk = codec.decode_chunk(r.value or b"")
         except DecodeError:
             return
-        out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id)).add(chunk)
+        ds = out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id))
+        ds.add(chunk, correlation_of(r.headers), run_of(r.headers))
 
     await _read(bootstrap, topic, window, on_record, progress)
     return out

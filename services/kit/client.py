@@ -9,6 +9,10 @@ Over Kafka the client publishes to the requests topic with a `reply-to` header n
 reply topic of its own (created on enter, deleted on exit), reads its chunks from there in
 order, drops duplicates (a redelivered request regenerates them), and raises
 `GenerationFailed` with the error kind and field details when the final chunk says so.
+Which chunks make the dataset is `kit.assembler`'s rule, as for the bridge: never two runs
+of a redelivered llm/rag/hybrid request spliced (`generate` takes the newest run whole, a
+`stream` that already yielded another run's chunks fails: `generation_restarted`), and a
+missing chunk fails the request (`chunk_gap`).
 `GrpcTestDataClient` offers the same methods over the bridge.
 """
 
@@ -26,8 +30,9 @@ from pydantic import BaseModel, ConfigDict
 
 from services.core.formats import join_chunks
 from services.core.models import GenerateRequest, OutputFormat
+from services.kit.assembler import Assembler, Verdict
 from services.kit.codec import get_codec
-from services.kit.headers import AVRO, CONTENT_TYPE, REPLY_TO
+from services.kit.headers import AVRO, CONTENT_TYPE, REPLY_TO, correlation_of, run_of
 from services.kit.kafka import (
     assign_all,
     ensure_topics_exist,
@@ -37,6 +42,10 @@ from services.kit.kafka import (
 )
 from services.kit.messages import ErrorDetail, GenerationMetadata, ResultChunk
 from services.kit.topics import Topics
+
+#: Chunks held out of order before a missing one counts as lost (Kafka keeps a run's
+#: order, so this is a safety margin, not a working set).
+REORDER_WINDOW = 64
 
 
 class GenerationFailed(Exception):
@@ -78,10 +87,15 @@ def _with_id(req: GenerateRequest) -> GenerateRequest:
 
 
 async def _collect(
-    request_id: str, fmt: OutputFormat, chunks: AsyncIterator[ResultChunk]
+    request_id: str, fmt: OutputFormat, chunks: AsyncIterator[ResultChunk | None]
 ) -> Dataset:
-    parts, n, last = [], 0, None
+    """One dataset from its chunks; None among them: a newer run follows, start over."""
+    parts: list[str] = []
+    n, last = 0, None
     async for c in chunks:
+        if c is None:
+            parts, n, last = [], 0, None
+            continue
         parts.append(c.data)
         n += c.record_count
         last = c
@@ -111,7 +125,7 @@ class KafkaTestDataClient:
         self.timeout_s = timeout_s
         self.reply_topic = self.topics.replies(instance or f"agent-{uuid.uuid4().hex[:12]}")
         self.codec = get_codec()
-        self._queues: dict[str, asyncio.Queue[ResultChunk]] = {}
+        self._queues: dict[str, asyncio.Queue[tuple[ResultChunk, str | None, str]]] = {}
         self._producer: Any = None
         self._consumer: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -159,7 +173,7 @@ class KafkaTestDataClient:
                         continue
                     q = self._queues.get(chunk.request_id)
                     if q is not None:
-                        q.put_nowait(chunk)
+                        q.put_nowait((chunk, correlation_of(r.headers), run_of(r.headers)))
 
     async def publish(self, req: GenerateRequest) -> str:
         """Put a request on the requests topic (answers go to this client's reply topic)."""
@@ -174,35 +188,46 @@ class KafkaTestDataClient:
         return req.request_id
 
     async def chunks(self, request_id: str) -> AsyncIterator[ResultChunk]:
-        """The chunks of a published request, in order, each once; raises on failure."""
+        """The chunks of a published request, in order, each once, of one run; raises on
+        failure."""
+        async for c in self._assembled(request_id, restartable=False):
+            assert c is not None  # not restartable: a newer run fails instead
+            yield c
+
+    async def _assembled(
+        self, request_id: str, restartable: bool
+    ) -> AsyncIterator[ResultChunk | None]:
+        """The chunks the assembler delivers; None: forget them, a newer run follows."""
         q = self._queues.setdefault(request_id, asyncio.Queue())
+        asm = Assembler(request_id, restartable=restartable, window=REORDER_WINDOW)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
-        want, early = 0, {}
         try:
-            while True:
+            while not asm.done:
                 left = deadline - loop.time()
                 if left <= 0:
                     raise GenerationFailed(
-                        request_id, "timeout", f"no final chunk in {self.timeout_s:g} s", []
+                        request_id,
+                        "timeout",
+                        f"no final chunk in {self.timeout_s:g} s: {asm.finish()}",
+                        [],
                     )
                 try:
-                    c = await asyncio.wait_for(q.get(), left)
+                    item = await asyncio.wait_for(q.get(), left)
                 except TimeoutError:
                     continue
-                if c.chunk_index < want or c.chunk_index in early:
-                    continue  # a duplicate (redelivery)
-                early[c.chunk_index] = c
-                while want in early:
-                    c = early.pop(want)
-                    want += 1
+                step = asm.offer(*item)
+                if step.problem is not None:
+                    kind = "chunk_gap" if step.verdict is Verdict.GAP else "generation_restarted"
+                    raise GenerationFailed(request_id, kind, step.problem, [])
+                if step.restarted:
+                    yield None
+                for c in step.chunks:
                     if not c.success:
                         raise GenerationFailed(
                             request_id, c.error_kind or "failed", c.error, c.error_details
                         )
                     yield c
-                    if c.is_final:
-                        return
         finally:
             self._queues.pop(request_id, None)
 
@@ -214,8 +239,13 @@ class KafkaTestDataClient:
             yield c
 
     async def generate(self, req: GenerateRequest) -> Dataset:
+        """The whole dataset; a redelivery's newer run replaces an earlier one's chunks."""
         req = _with_id(req)
-        return await _collect(req.request_id, req.output_format, self.stream(req))
+        self._queues.setdefault(req.request_id, asyncio.Queue())
+        await self.publish(req)
+        return await _collect(
+            req.request_id, req.output_format, self._assembled(req.request_id, restartable=True)
+        )
 
 
 class GrpcTestDataClient:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 CONTENT_TYPE = "content-type"
 REPLY_TO = "reply-to"
 CORRELATION = "correlation-id"
@@ -25,3 +27,13 @@ JSON = "application/json"
 FORWARDED = (REPLY_TO, CORRELATION)
 #: Headers the router passes on with a request to its path topic.
 ROUTED = (*FORWARDED, DEADLINE)
+
+
+def correlation_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    """A record's attempt; None when the asker set none."""
+    return next((v.decode() for k, v in headers or () if k == CORRELATION and v), None)
+
+
+def run_of(headers: Sequence[tuple[str, bytes]] | None) -> str:
+    """A chunk's run; "" for a path whose every run yields the same chunks."""
+    return next((v.decode() for k, v in headers or () if k == RUN and v), "")

@@ -220,3 +220,112 @@ def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings
     finally:
         first.terminate()
         first.wait(20)
+
+
+# ---- `testdata publish`: an agent reading its chunks from the results topic ---------------
+@pytest.fixture
+async def agent_topics(embedded_broker, env):
+    """A topic family of its own (no router reads it): the test answers requests itself."""
+    import uuid
+
+    from services.cli import _topics_create
+    from tests.support import make_settings
+
+    prefix = f"pub{uuid.uuid4().hex[:6]}."
+    settings = make_settings(embedded_broker.bootstrap_servers, topic_prefix=prefix)
+    created = await _topics_create(settings, replication=1)
+    assert all(line.endswith(": created") for line in created), created
+    env(KAFKA_BOOTSTRAP_SERVERS=embedded_broker.bootstrap_servers, TOPIC_PREFIX=prefix)
+    return settings
+
+
+async def publish_answered(settings, argv: list[str], answers) -> int:
+    """Runs `testdata publish` and answers its request as a generator would, but with
+    `answers` (run id, chunk index, is_final, records) written in that order."""
+    from services.kit.codec import get_codec
+    from services.kit.kafka import assign_all, make_consumer, make_producer
+    from services.kit.messages import GenerationMetadata, ResultChunk
+    from services.kit.topics import Topics
+
+    topics, codec = Topics(settings.topic_prefix), get_codec()
+    requests = make_consumer(settings.kafka_bootstrap_servers, None)
+    await requests.start()
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await assign_all(requests, topics.requests, at_end=True)
+        command = asyncio.ensure_future(asyncio.to_thread(cli_main, ["publish", *argv]))
+        got: list = []
+        while not got:
+            assert not command.done(), "publish ended before its request was answered"
+            for recs in (await requests.getmany(timeout_ms=200)).values():
+                got.extend(recs)
+        request_id = got[0].key.decode()
+        echoed = [(k, v) for k, v in got[0].headers or () if k == "correlation-id"]
+        for run, index, final, records in answers:
+            chunk = ResultChunk(
+                request_id=request_id,
+                chunk_index=index,
+                is_final=final,
+                data=json.dumps(records),
+                record_count=len(records),
+                metadata=GenerationMetadata(generation_path="llm") if final else None,
+            )
+            await producer.send_and_wait(
+                topics.results,
+                codec.encode_chunk(chunk),
+                key=request_id.encode(),
+                headers=[
+                    ("content-type", b"application/avro"),
+                    *echoed,
+                    *([("run-id", run.encode())] if run else []),
+                ],
+            )
+        return await asyncio.wait_for(command, 60)
+    finally:
+        await producer.stop()
+        await requests.stop()
+
+
+async def test_publish_fails_loudly_when_a_chunk_is_missing(agent_topics, capsys, tmp_path):
+    out = tmp_path / "carts.json"
+    argv = ["--entity", "cart", "--count", "3", "--out", str(out), "--timeout", "20"]
+    answers = [("", 0, False, [{"i": 0}]), ("", 2, True, [{"i": 2}])]
+    assert await publish_answered(agent_topics, argv, answers) == 1
+    line = one_line_error(capsys)
+    assert "chunk 1" in line and "missing" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_publish_writes_one_run_whole_and_each_chunk_once(agent_topics, capsys, tmp_path):
+    """A redelivered llm request: run A's chunks, then run B's interleaved with A's late
+    ones and duplicates. The --out file (not in place yet) starts over with run B."""
+    out = tmp_path / "carts.json"
+    argv = ["--entity", "cart", "--count", "3", "--out", str(out), "--timeout", "20"]
+    answers = [
+        ("A", 0, False, [{"run": "A", "i": 0}]),
+        ("A", 1, False, [{"run": "A", "i": 1}]),
+        ("B", 0, False, [{"run": "B", "i": 0}]),
+        ("A", 2, True, [{"run": "A", "i": 2}]),
+        ("B", 0, False, [{"run": "B", "i": 0}]),
+        ("B", 1, False, [{"run": "B", "i": 1}]),
+        ("B", 2, True, [{"run": "B", "i": 2}]),
+    ]
+    assert await publish_answered(agent_topics, argv, answers) == 0, capsys.readouterr().err
+    assert [(r["run"], r["i"]) for r in json.loads(out.read_text())] == [
+        ("B", 0),
+        ("B", 1),
+        ("B", 2),
+    ]
+
+
+async def test_publish_to_stdout_fails_rather_than_splice_a_newer_run(agent_topics, capsys):
+    argv = ["--entity", "cart", "--count", "2", "--timeout", "20"]
+    answers = [
+        ("A", 0, False, [{"run": "A"}]),
+        ("B", 0, False, [{"run": "B"}]),
+        ("B", 1, True, [{"run": "B"}]),
+    ]
+    assert await publish_answered(agent_topics, argv, answers) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "generation restarted" in err

@@ -7,10 +7,13 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from services.cli import build_parser
 from services.core.models import GenerateRequest
 from services.datasets.cli import _export, _replay
 from services.kit.client import KafkaTestDataClient
+from services.kit.codec import get_codec
 from services.kit.messages import ResultChunk
 from services.proto.testdata.v1 import test_data_pb2 as pb
 
@@ -313,3 +316,127 @@ async def test_replay_and_export_select_by_entity_path_time_and_offsets(
     )
     assert list((tmp_path / "none").iterdir()) == []
     assert user.success
+
+
+async def test_export_never_splices_two_runs_of_a_redelivered_request(
+    embedded_broker, tmp_path, capsys
+):
+    """A redelivered llm request ran twice: run A got as far as chunk 1, run B (its data
+    differs) completed. Both are on the results log; the export is run B whole."""
+    import uuid
+
+    from services.cli import _topics_create
+    from services.kit.kafka import make_producer
+    from services.kit.messages import GenerationMetadata
+    from services.kit.topics import Topics
+    from tests.support import make_settings
+
+    settings = make_settings(
+        embedded_broker.bootstrap_servers, topic_prefix=f"splice{uuid.uuid4().hex[:6]}."
+    )
+    created = await _topics_create(settings, replication=1)
+    assert all(line.endswith(": created") for line in created), created
+    topics = Topics(settings.topic_prefix)
+    request_id = rid("splice")
+    codec = get_codec()
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.requests,
+            codec.encode_request(GenerateRequest(request_id=request_id, entity="cart", count=3)),
+            key=request_id.encode(),
+            headers=[("content-type", b"application/avro")],
+        )
+        runs = [("A", 0, False), ("A", 1, False), ("B", 0, False), ("B", 1, False), ("B", 2, True)]
+        for run, index, final in runs:
+            chunk = ResultChunk(
+                request_id=request_id,
+                chunk_index=index,
+                is_final=final,
+                data=json.dumps([{"run": run, "i": index}]),
+                record_count=1,
+                metadata=GenerationMetadata(generation_path="llm", record_count=3)
+                if final
+                else None,
+            )
+            await producer.send_and_wait(
+                topics.results,
+                codec.encode_chunk(chunk),
+                key=request_id.encode(),
+                headers=[
+                    ("content-type", b"application/avro"),
+                    ("correlation-id", b"attempt-1"),
+                    ("run-id", run.encode()),
+                ],
+            )
+    finally:
+        await producer.stop()
+    out = tmp_path / "x"
+    argv = ("export", "--quiet", "--out", str(out), "--request-id", request_id)
+    assert await _export(args(*argv), settings) == 0, capsys.readouterr().out
+    (written,) = out.iterdir()
+    records = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [(r["run"], r["i"]) for r in records] == [("B", 0), ("B", 1), ("B", 2)]
+
+
+def _llm_chunk(request_id: str, run: str, index: int, final: bool, ok: bool = True):
+    from services.kit.messages import GenerationMetadata
+
+    return ResultChunk(
+        request_id=request_id,
+        chunk_index=index,
+        is_final=final,
+        success=ok,
+        data=json.dumps([{"run": run, "i": index}]) if ok else "",
+        record_count=1 if ok else 0,
+        metadata=GenerationMetadata(generation_path="llm", record_count=index + 1)
+        if final
+        else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "expected"),
+    [
+        # (correlation, run, index, final): what the results log holds, in log order
+        ([("c", "A", 0, 0), ("c", "A", 1, 1), ("c", "B", 0, 0)], ["A0", "A1"]),
+        ([("c", "A", 0, 0), ("c", "B", 0, 0), ("c", "A", 1, 1), ("c", "B", 1, 1)], ["B0", "B1"]),
+        ([("c", "A", 0, 0), ("c", "A", 0, 0), ("c", "A", 1, 1), ("c", "A", 1, 1)], ["A0", "A1"]),
+        ([("c1", "", 0, 0), ("c2", "", 0, 0), ("c2", "", 1, 1)], ["0", "1"]),
+        ([("c", "A", 0, 0), ("c", "A", 1, 0), ("c", "B", 0, 0), ("c", "B", 2, 1)], "[1]"),
+        (
+            [("c", "A", 0, 0), ("c", "A", 1, 1), ("c", "B", 0, 0), ("c", "B", 1, 1, "fail")],
+            ["A0", "A1"],
+        ),
+    ],
+    ids=[
+        "complete-then-cut-short",
+        "two-complete-interleaved",
+        "duplicates",
+        "two-attempts-deterministic",
+        "none-complete",
+        "newest-failed",
+    ],
+)
+def test_a_dataset_on_the_log_is_one_run_whole(tmp_path, arrivals, expected):
+    """Runs and attempts of one request are never spliced: the newest run complete and
+    successful on the log, or, with none, the newest run reported incomplete."""
+    from services.core.registry import SchemaRegistry
+    from services.datasets.export import export
+    from services.datasets.log import LoggedDataset, LoggedRequest
+
+    ds = LoggedDataset("r")
+    for corr, run, index, final, *fail in arrivals:
+        ds.add(_llm_chunk("r", run, index, bool(final), ok=not fail), corr, run)
+    request = LoggedRequest(GenerateRequest(request_id="r", entity="cart", count=2), 0, 0, 0)
+    (done,) = export([request], {"r": ds}, SchemaRegistry.load(), "jsonl", tmp_path, False)
+    if isinstance(expected, str):
+        assert (done.status, done.how) == (
+            "incomplete",
+            f"chunks missing from the results log: {expected}",
+        )
+        return
+    assert done.status == "written" and done.how == "kept chunks"
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [f"{r['run']}{r['i']}" for r in rows] == expected
