@@ -519,6 +519,8 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
 async def _read_results(
     args: argparse.Namespace, consumer: Any, codec: Any, request_id: str, joiner: Any
 ) -> int:
+    from services.kit.headers import LOG_COPY
+
     seen = -1
     deadline = time.monotonic() + args.timeout
     with _Output(args.out) as out:
@@ -527,6 +529,8 @@ async def _read_results(
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for r in records:
+                    if any(k == LOG_COPY for k, _ in r.headers or ()):
+                        continue  # the results log's own JSON copy of a chunk
                     chunk = codec.decode_chunk(r.value or b"")
                     if chunk.request_id != request_id or chunk.chunk_index <= seen:
                         continue

@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from services.core.models import GenerateRequest
 from services.core.reproducible import derive_seed, pin
 from services.kit.codec import DecodeError, get_codec
-from services.kit.headers import CONTENT_TYPE
+from services.kit.headers import CONTENT_TYPE, LOG_COPY
 from services.kit.kafka import (
     end_positions,
     make_consumer,
@@ -41,6 +41,9 @@ class LoggedDataset:
     request_id: str
     chunks: dict[int, ResultChunk] = field(default_factory=dict)
     final: ResultChunk | None = None
+    #: The JSON copy of a CSV or SQL dataset's chunks (marked LOG_COPY): how records a
+    #: request alone cannot rebuild are read back, whatever format they were delivered in.
+    copy: LoggedDataset | None = None
 
     def add(self, c: ResultChunk) -> None:
         if c.is_final and (self.final is None or c.data or not self.final.data):
@@ -169,8 +172,12 @@ async def read_results(
     window: Window,
     wanted: set[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    data: bool = True,
 ) -> dict[str, LoggedDataset]:
-    """Every request's chunks and final metadata on the results log (duplicates dropped)."""
+    """Every request's chunks and final metadata on the results log (duplicates dropped).
+    Without `data`, each chunk's data stays on the log and `position(chunk.data)` says
+    where: memory grows with the chunks, not with the records (export reads them back)."""
     codec = get_codec()
     out: dict[str, LoggedDataset] = {}
 
@@ -182,7 +189,24 @@ async def read_results(
             chunk = codec.decode_chunk(r.value or b"")
         except DecodeError:
             return
-        out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id)).add(chunk)
+        if not data and chunk.data:
+            chunk = chunk.model_copy(update={"data": f"{_AT}{r.partition}:{r.offset}"})
+        ds = out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id))
+        if any(k == LOG_COPY for k, _ in r.headers or ()):
+            ds = ds.copy = ds.copy or LoggedDataset(chunk.request_id)
+        ds.add(chunk)
 
     await _read(bootstrap, topic, window, on_record, progress)
     return out
+
+
+_AT = "\x00@"  # no chunk's data starts with NUL: JSON, CSV and SQL text never do
+
+
+def position(data: str) -> tuple[int, int] | None:
+    """(partition, offset) of a chunk whose data `read_results(data=False)` left on the
+    log; None for data that is there."""
+    if not data.startswith(_AT):
+        return None
+    partition, _, offset = data[len(_AT) :].partition(":")
+    return int(partition), int(offset)
