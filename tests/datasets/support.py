@@ -21,7 +21,7 @@ from services.core.routing import RoutingDecision
 from services.datasets.log import LoggedDataset, LoggedRequest
 from services.kit.codec import get_codec
 from services.kit.generation import Budget, PathService
-from services.kit.headers import CORRELATION, REPLY_TO
+from services.kit.headers import CORRELATION, LOG_COPY, REPLY_TO
 from services.kit.messages import ResultChunk, RoutedRequest
 from services.kit.stream import Message
 from services.kit.topics import Topics
@@ -92,12 +92,17 @@ def _message(req: GenerateRequest, path: GenerationPath, reply: bool) -> Message
 
 
 def log_of(sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> LoggedDataset:
-    """What reading the results log gives for one request's records there."""
+    """What reading the results log gives for one request's records there (as
+    `read_results` files them: a chunk marked LOG_COPY goes to the dataset's copy)."""
     codec = get_codec()
     chunks = [(codec.decode_chunk(v), h) for t, v, _, h in sent if t == RESULTS]
     ds = LoggedDataset(chunks[0][0].request_id)
-    for c, _ in chunks:
-        ds.add(c)
+    for c, headers in chunks:
+        if any(k == LOG_COPY for k, _ in headers):
+            ds.copy = ds.copy or LoggedDataset(c.request_id)
+            ds.copy.add(c)
+        else:
+            ds.add(c)
     return ds
 
 

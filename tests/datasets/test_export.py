@@ -17,8 +17,8 @@ from services.datasets.export import export
 from .support import REGISTRY, deliver, final_only, request
 
 
-def _run(items, fmt: str, out: Path, combined: bool):
-    return export(
+async def _run(items, fmt: str, out: Path, combined: bool):
+    return await export(
         [d.logged for d in items],
         {d.request_id: d.dataset for d in items},
         REGISTRY,
@@ -33,7 +33,7 @@ async def test_combined_csv_of_normal_and_defect_payments_keeps_every_value_unde
 ):
     normal = await deliver(request(1, "payment", 40))
     defects = await deliver(request(2, "payment", 47, defects=True))
-    done = _run([normal, defects], "csv", tmp_path / "all.csv", True)
+    done = await _run([normal, defects], "csv", tmp_path / "all.csv", True)
     assert [d.status for d in done] == ["written", "written"], done
     rows = list(csv.DictReader((tmp_path / "all.csv").open(newline="", encoding="utf-8")))
     assert len(rows) == 87
@@ -52,7 +52,7 @@ async def test_combined_sql_of_normal_and_defect_carts_loads_into_sqlite(tmp_pat
     items = [normal, defects]
     for d in items:
         d.dataset = final_only(d.dataset)  # rebuilt from the request
-    done = _run(items, "sql", tmp_path / "all.sql", True)
+    done = await _run(items, "sql", tmp_path / "all.sql", True)
     assert [d.status for d in done] == ["written", "written"], done
     db = sqlite3.connect(":memory:")
     db.executescript((tmp_path / "all.sql").read_text(encoding="utf-8"))
@@ -71,7 +71,7 @@ async def test_delivered_defect_sql_loads_into_sqlite():
 async def test_exported_defect_sql_loads_into_sqlite(tmp_path):
     d = await deliver(request(6, "payment", 30, defects=True))
     d.dataset = final_only(d.dataset)
-    done = _run([d], "sql", tmp_path / "out", False)
+    done = await _run([d], "sql", tmp_path / "out", False)
     assert [x.status for x in done] == ["written"], done
     db = sqlite3.connect(":memory:")
     db.executescript(Path(done[0].path).read_text(encoding="utf-8"))
@@ -80,7 +80,7 @@ async def test_exported_defect_sql_loads_into_sqlite(tmp_path):
 
 async def test_a_traditional_dataset_kept_as_csv_is_exported(tmp_path):
     d = await deliver(request(7, "order", 12, "CSV"), reply=False)  # an agent's: all on the log
-    done = _run([d], "jsonl", tmp_path / "out", False)
+    done = await _run([d], "jsonl", tmp_path / "out", False)
     assert [x.status for x in done] == ["written"], done
     lines = Path(done[0].path).read_text(encoding="utf-8").splitlines()
     assert [orjson.loads(line) for line in lines] == d.records
@@ -88,7 +88,7 @@ async def test_a_traditional_dataset_kept_as_csv_is_exported(tmp_path):
 
 async def test_a_model_dataset_delivered_as_sql_is_exported_to_json(tmp_path):
     d = await deliver(request(8, "cart", 20, "SQL"), model=True)
-    done = _run([d], "json", tmp_path / "out", False)
+    done = await _run([d], "json", tmp_path / "out", False)
     assert [x.status for x in done] == ["written"], done
     assert orjson.loads(Path(done[0].path).read_bytes()) == d.records
 
@@ -104,23 +104,30 @@ async def test_a_rebuilt_dataset_is_generated_once(tmp_path, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(export_mod, "iter_records", counting)
-    done = _run([d], "jsonl", tmp_path / "out", False)
+    done = await _run([d], "jsonl", tmp_path / "out", False)
     assert [x.status for x in done] == ["written"], done
     assert len(calls) == 1, calls
 
 
 async def test_a_combined_json_export_does_not_hold_the_dataset(tmp_path):
-    d = await deliver(request(10, "user", 20_000))
-    d.dataset = final_only(d.dataset)
-    tracemalloc.start()
-    try:
-        done = _run([d], "json", tmp_path / "all.json", True)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert [x.status for x in done] == ["written"], done
-    size = (tmp_path / "all.json").stat().st_size
-    assert peak < size / 4, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"
+    """Peak memory of a combined JSON export does not grow with the dataset."""
+
+    async def peak(n: int) -> tuple[int, int]:
+        d = await deliver(request(10, "user", n))
+        d.dataset = final_only(d.dataset)
+        tracemalloc.start()
+        try:
+            done = await _run([d], "json", tmp_path / f"{n}.json", True)
+            return tracemalloc.get_traced_memory()[1], (tmp_path / f"{n}.json").stat().st_size
+        finally:
+            tracemalloc.stop()
+            assert [x.status for x in done] == ["written"], done
+
+    small, _ = await peak(2_000)
+    big, size = await peak(16_000)
+    assert big < small * 1.5, (
+        f"peak {big / 1e6:.1f} MB for {size / 1e6:.1f} MB, {small / 1e6:.1f} MB for 1/8 of it"
+    )
 
 
 def test_requests_without_a_domain_match_the_domain_they_were_served_as():
@@ -135,5 +142,5 @@ def test_requests_without_a_domain_match_the_domain_they_were_served_as():
 
 async def test_parquet_is_an_export_format(tmp_path):
     d = await deliver(request(11, "order", 12))
-    done = _run([d], "parquet", tmp_path / "out", False)
+    done = await _run([d], "parquet", tmp_path / "out", False)
     assert [x.status for x in done] == ["written"], done

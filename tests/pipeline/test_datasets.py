@@ -166,7 +166,7 @@ async def test_export_writes_complete_files_that_parse(stub, settings, tmp_path,
     assert db.execute('select count(*) from "cart"').fetchone()[0] == 80
 
 
-def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
+async def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
     """An LLM dataset kept on the results log with chunk 1 of 3 missing, and one whose
     final chunk never came: both reported, neither written."""
     from services.core.registry import SchemaRegistry
@@ -194,7 +194,7 @@ def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
         )
     unfinished = LoggedDataset("unfinished")
     unfinished.add(ResultChunk(request_id="unfinished", chunk_index=0, is_final=False, data="[]"))
-    done = export(
+    done = await export(
         [logged("gap"), logged("unfinished"), logged("absent")],
         {"gap": gap, "unfinished": unfinished},
         SchemaRegistry.load(),
