@@ -8,8 +8,9 @@ The shape of a stream's chunks (`DataChunk.data`):
   JSON-encoded into one cell; null is an empty cell; booleans are true/false.
 - SQL: CREATE TABLE in the first chunk, then multi-row INSERTs (at most 500 rows each).
   Required fields are NOT NULL, except in a defect dataset's table (its records may leave
-  them out on purpose, and must still load). Strings are single-quoted with quotes doubled (backslashes are literal, as in standard
-  SQL); nested values are JSON text; NUL characters, which SQL text cannot hold, are removed.
+  them out on purpose, and must still load). Strings are single-quoted with quotes doubled
+  (backslashes are literal, as in standard SQL); nested values are JSON text; NUL
+  characters, which SQL text cannot hold, are removed.
 """
 
 from __future__ import annotations
