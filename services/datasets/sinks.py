@@ -193,7 +193,8 @@ class ParquetSink(Sink):
 
     def __init__(self, f: BinaryIO, layout: Layout, head: bool = True):
         super().__init__(f, layout, head)
-        self.schema = arrow_schema(layout.union())
+        # every shape's columns: arrow_schema merges a name's types across them
+        self.schema = arrow_schema([c for t in layout.tables.values() for c in t.columns])
         self.writer = pq.ParquetWriter(f, self.schema, compression="zstd")
         self._held: list[pa.RecordBatch] = []
         self._held_rows = 0
