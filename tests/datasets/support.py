@@ -123,7 +123,11 @@ async def deliver(
     await svc.handle(_message(req, svc.path, reply))
     codec = get_codec()
     topic = REPLIES if reply else RESULTS
-    got = [codec.decode_chunk(v) for t, v, _, _ in rt.sent if t == topic]
+    got = [
+        codec.decode_chunk(v)
+        for t, v, _, h in rt.sent
+        if t == topic and not any(k == LOG_COPY for k, _ in h)  # a caller skips copies
+    ]
     assert got and got[-1].is_final and got[-1].success, got[-1:]
     data = join_chunks(req.output_format, [c.data for c in got])
     from services.core.plan import build_plan
