@@ -313,3 +313,120 @@ async def test_replay_and_export_select_by_entity_path_time_and_offsets(
     )
     assert list((tmp_path / "none").iterdir()) == []
     assert user.success
+
+
+async def test_request_ids_that_match_nothing_exit_1_naming_them(stub, settings, tmp_path, capsys):
+    cart = await stub.GenerateData(
+        pb.GenerateRequest(request_id=rid("ids"), entity="cart", count=3, hints=["no_learn"]),
+        timeout=30,
+    )
+    capsys.readouterr()
+    picks = ("--request-id", "nope", "--request-id", cart.request_id)
+    code = await _export(args("export", "--quiet", "--out", str(tmp_path), *picks), settings)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "no logged request matches --request-id nope" in err
+    assert "1 datasets, 3 records" in out and "1 --request-id matched nothing" in out
+    assert [f.name for f in tmp_path.iterdir()] == [f"{cart.request_id}.jsonl"]
+    code = await _export(
+        args("export", "--quiet", "--out", str(tmp_path / "x"), "--request-id", "nope"), settings
+    )
+    assert code == 1 and "--request-id nope" in capsys.readouterr().err
+    code = await _replay(args("replay", "--quiet", "--request-id", "nope"), settings)
+    assert code == 1 and "--request-id nope" in capsys.readouterr().err
+
+
+async def test_requests_that_left_the_domain_empty_match_the_domain_served_as(
+    stub, settings, tmp_path, capsys
+):
+    since = str(int(time.time() * 1000) - 1)
+    cart = await stub.GenerateData(
+        pb.GenerateRequest(request_id=rid("dom"), entity="cart", count=4, hints=["no_learn"]),
+        timeout=30,
+    )
+    assert cart.success
+    capsys.readouterr()
+    argv = ("replay", "--quiet", "--verify", "--since", since, "--domain", "ecommerce")
+    assert await _replay(args(*argv), settings) == 0
+    assert _table(capsys.readouterr().out) == [("identical", "traditional", 1, 4)]
+    out = tmp_path / "ecommerce"
+    argv = ("export", "--quiet", "--since", since, "--domain", "ecommerce", "--out", str(out))
+    assert await _export(args(*argv), settings) == 0
+    assert [f.name for f in out.iterdir()] == [f"{cart.request_id}.jsonl"]
+    argv = ("export", "--quiet", "--since", since, "--domain", "fintech", "--out", str(out))
+    assert await _export(args(*argv), settings) == 0
+    assert "0 datasets" in capsys.readouterr().out
+
+
+async def test_an_agents_dataset_is_read_back_from_the_log_chunk_by_chunk(
+    stack, settings, agent_producer, tail, codec, tmp_path, capsys
+):
+    """Chunks on the results topic itself (an agent's) are read back by position while
+    they are written (the JSON one; CSV and SQL ones are rebuilt): each in its own format
+    has its delivered bytes, and all in one Parquet file."""
+    import pyarrow.parquet as pq
+
+    from services.core.formats import join_chunks
+    from services.core.models import OutputFormat
+    from services.kit.headers import AVRO, CONTENT_TYPE
+
+    topics = stack.rt.topics
+    ids, delivered = [], {}
+    async with tail(topics.results) as results:
+        for fmt in ("JSON", "CSV", "SQL"):
+            request_id = rid(f"kept-{fmt.lower()}")
+            ids.append(request_id)
+            req = GenerateRequest(
+                request_id=request_id,
+                entity="order",
+                count=1500,
+                output_format=fmt,
+                defect_triggering=fmt == "SQL",
+                hints=["no_learn"],
+            )
+            await agent_producer.send_and_wait(
+                topics.requests,
+                codec.encode_request(req),
+                key=request_id.encode(),
+                headers=[(CONTENT_TYPE, AVRO.encode())],
+            )
+        recs = await results.until(
+            lambda rs: (
+                {c.request_id for c in map(codec.decode_chunk, (r.value for r in rs)) if c.is_final}
+                >= set(ids)
+            ),
+            timeout=60,
+        )
+    for request_id, fmt in zip(ids, ("JSON", "CSV", "SQL"), strict=True):
+        chunks = sorted(
+            (
+                c
+                for c in map(codec.decode_chunk, (r.value for r in recs))
+                if c.request_id == request_id
+            ),
+            key=lambda c: c.chunk_index,
+        )
+        assert len(chunks) > 2
+        delivered[request_id] = join_chunks(OutputFormat(fmt), [c.data for c in chunks])
+    capsys.readouterr()
+    picks = [a for i in ids for a in ("--request-id", i)]
+    for fmt in ("json", "csv", "sql"):
+        out = tmp_path / fmt
+        assert (
+            await _export(
+                args("export", "--quiet", "--format", fmt, "--out", str(out), *picks), settings
+            )
+            == 0
+        )
+    assert (tmp_path / "json" / f"{ids[0]}.json").read_bytes().decode() == delivered[ids[0]]
+    assert (tmp_path / "csv" / f"{ids[1]}.csv").read_bytes().decode() == delivered[ids[1]]
+    assert (tmp_path / "sql" / f"{ids[2]}.sql").read_bytes().decode() == delivered[ids[2]]
+    out = tmp_path / "all.parquet"
+    argv = ("export", "--quiet", "--format", "parquet", "--combined", "--out", str(out), *picks)
+    assert await _export(args(*argv), settings) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 4500
+    orders = [r["order_id"] for r in json.loads(delivered[ids[0]])]
+    assert table.column("order_id").to_pylist()[:1500] == orders
+    kinds = table.column("_edge_case_type").to_pylist()
+    assert kinds[:3000] == [None] * 3000 and all(kinds[3000:])  # the defect SQL dataset's
