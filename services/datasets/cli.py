@@ -71,13 +71,11 @@ def _filters(args: argparse.Namespace) -> Callable[[Any], bool]:
             return str(req.domain).strip().lower()
         if req.schema_.fields:
             return "custom"
-        name = req.schema_.predefined_schema or req.entity
-        if name not in served:
+        if not served:
             from services.core.registry import SchemaRegistry
 
-            schema = SchemaRegistry.load().get(name)
-            served[name] = schema.domain.strip().lower() if schema else ""
-        return served[name]
+            served.update({s.name: s.domain.strip().lower() for s in SchemaRegistry.load().list()})
+        return served.get((req.schema_.predefined_schema or req.entity).strip().lower(), "")
 
     def keep(req: Any) -> bool:
         return (

@@ -61,9 +61,10 @@ class LogChunks:
             self._held.clear()
         while self._held and self._held[0].offset < offset:
             self._held.popleft()
-        if (not self._held and (
-            self._next is None or offset < self._next or offset - self._next > SKIP_AHEAD
-        )) or (self._held and self._held[0].offset > offset):
+        if (
+            not self._held
+            and (self._next is None or offset < self._next or offset - self._next > SKIP_AHEAD)
+        ) or (self._held and self._held[0].offset > offset):
             self._seek(tp, offset)
         deadline = time.monotonic() + self.timeout_s
         while True:
