@@ -169,8 +169,8 @@ def prepare(logged: LoggedRequest, ds: LoggedDataset | None, registry: SchemaReg
         raise Incomplete(f"chunks missing from the results log: {gaps[:10]}")
     if ds.kept():
         raise Incomplete(
-            f"kept as {fmt.value} without a JSON copy (logged before copies were kept): "
-            "its records cannot be read back"
+            f"kept as {fmt.value} without a JSON copy (logged before copies were kept, or "
+            "answered from the result cache): its records cannot be read back"
         )
     raise Incomplete("only the final chunk's metadata is on the results log")
 
