@@ -189,13 +189,19 @@ class SqlSink(Sink):
 
 class ParquetSink(Sink):
     """Typed columns: nested objects are structs, arrays lists; dates and timestamps stay
-    the RFC 3339 text that was delivered. Rows are written in row groups of ROW_GROUP."""
+    the RFC 3339 text that was delivered. Rows are written in row groups of ROW_GROUP. A
+    fragment is an Arrow IPC stream (no compression to undo when it is appended)."""
 
     def __init__(self, f: BinaryIO, layout: Layout, head: bool = True):
         super().__init__(f, layout, head)
         # every shape's columns: arrow_schema merges a name's types across them
         self.schema = arrow_schema([c for t in layout.tables.values() for c in t.columns])
-        self.writer = pq.ParquetWriter(f, self.schema, compression="zstd")
+        self.writer: pq.ParquetWriter | None = None
+        self.stream: pa.ipc.RecordBatchStreamWriter | None = None
+        if head:
+            self.writer = pq.ParquetWriter(f, self.schema, compression="zstd")
+        else:
+            self.stream = pa.ipc.new_stream(f, self.schema)
         self._held: list[pa.RecordBatch] = []
         self._held_rows = 0
 
@@ -204,24 +210,31 @@ class ParquetSink(Sink):
             self._hold(to_batch(records, self.schema))
 
     def append(self, fragment: Path, rows: int) -> None:
-        for batch in pq.ParquetFile(fragment).iter_batches(batch_size=ROW_GROUP):
-            self._hold(batch)
+        with pa.ipc.open_stream(pa.OSFile(str(fragment))) as batches:
+            for batch in batches:
+                self._hold(batch)
 
     def _hold(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        if self.stream is not None:
+            self.stream.write_batch(batch)
+            return
         self._held.append(batch)
         self._held_rows += batch.num_rows
-        self.rows += batch.num_rows
         if self._held_rows >= ROW_GROUP:
             self._flush()
 
     def _flush(self) -> None:
-        if self._held:
+        if self._held and self.writer is not None:
             self.writer.write_table(pa.Table.from_batches(self._held, self.schema))
             self._held, self._held_rows = [], 0
 
     def close(self) -> None:
-        self._flush()
-        self.writer.close()
+        if self.stream is not None:
+            self.stream.close()
+        if self.writer is not None:
+            self._flush()
+            self.writer.close()
 
 
 SINKS: dict[str, type[Sink]] = {
