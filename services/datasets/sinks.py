@@ -162,7 +162,7 @@ class CsvSink(Sink):
         self.cols = [c.name for c in layout.union()]
 
     def open(self) -> None:
-        if self.head:
+        if self.head and self.cols:  # no dataset, no columns: an empty file
             self.f.write(csv_rows(self.cols, [], header=True).encode())
 
     def write(self, key: str, records: list[dict[str, Any]]) -> None:
