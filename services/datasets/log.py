@@ -191,13 +191,21 @@ async def read_results(
             return
         if not data and chunk.data:
             chunk = chunk.model_copy(update={"data": f"{_AT}{r.partition}:{r.offset}"})
-        ds = out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id))
-        if any(k == LOG_COPY for k, _ in r.headers or ()):
-            ds = ds.copy = ds.copy or LoggedDataset(chunk.request_id)
-        ds.add(chunk)
+        file_chunk(out, chunk, r.headers)
 
     await _read(bootstrap, topic, window, on_record, progress)
     return out
+
+
+def file_chunk(out: dict[str, LoggedDataset], chunk: ResultChunk, headers: Any = None) -> None:
+    """A chunk read from the results log into its dataset, or, marked LOG_COPY, into the
+    dataset's JSON copy."""
+    ds = out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id))
+    if any(k == LOG_COPY for k, _ in headers or ()):
+        if ds.copy is None:
+            ds.copy = LoggedDataset(chunk.request_id)
+        ds = ds.copy
+    ds.add(chunk)
 
 
 _AT = "\x00@"  # no chunk's data starts with NUL: JSON, CSV and SQL text never do

@@ -18,7 +18,7 @@ from services.core.plan import Plan
 from services.core.registry import SchemaRegistry
 from services.core.report import Batch
 from services.core.routing import RoutingDecision
-from services.datasets.log import LoggedDataset, LoggedRequest
+from services.datasets.log import LoggedDataset, LoggedRequest, file_chunk
 from services.kit.codec import get_codec
 from services.kit.generation import Budget, PathService
 from services.kit.headers import CORRELATION, LOG_COPY, REPLY_TO
@@ -95,14 +95,11 @@ def log_of(sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]])
     """What reading the results log gives for one request's records there (as
     `read_results` files them: a chunk marked LOG_COPY goes to the dataset's copy)."""
     codec = get_codec()
-    chunks = [(codec.decode_chunk(v), h) for t, v, _, h in sent if t == RESULTS]
-    ds = LoggedDataset(chunks[0][0].request_id)
-    for c, headers in chunks:
-        if any(k == LOG_COPY for k, _ in headers):
-            ds.copy = ds.copy or LoggedDataset(c.request_id)
-            ds.copy.add(c)
-        else:
-            ds.add(c)
+    out: dict[str, LoggedDataset] = {}
+    for t, v, _, headers in sent:
+        if t == RESULTS:
+            file_chunk(out, codec.decode_chunk(v), headers)
+    (ds,) = out.values()
     return ds
 
 
