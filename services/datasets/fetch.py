@@ -36,7 +36,9 @@ class LogChunks:
         self.topic = topic
         self.timeout_s = timeout_s
         self.codec = get_codec()
-        self.consumer = make_consumer(bootstrap, None, max_partition_fetch_bytes=8 * 1024 * 1024)
+        self.consumer = make_consumer(
+            bootstrap, None, max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=1024 * 1024
+        )
         self._tp: TopicPartition | None = None
         self._held: deque[Any] = deque()
         self._next: int | None = None  # the offset the next fetch starts at

@@ -89,7 +89,9 @@ async def _read(
     on_record: Callable[[Any], None],
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    consumer = make_consumer(bootstrap, None, max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = make_consumer(
+        bootstrap, None, max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=4 * 1024 * 1024
+    )
     await consumer.start()
     try:
         parts = await partitions_of(consumer, topic)
@@ -109,7 +111,7 @@ async def _read(
         for tp in tps:
             consumer.seek(tp, starts[tp])
         while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=2000)
+            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=16)
             for tp, records in batch.items():
                 for r in records:
                     if r.offset >= ends[tp]:
