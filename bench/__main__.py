@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
 pipeline delivery budget patterns weaviate learner rag intent cache
-replay broker)."""
+replay export broker)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def main() -> None:
         "intent",
         "cache",
         "replay",
+        "export",
         "broker",
     ]
     for name in sections:

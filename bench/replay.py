@@ -71,7 +71,9 @@ async def _measure(bootstrap: str, tmp: Path) -> dict[str, float]:
         )
         originals = await read_results(bootstrap, topics.results, Window())
         t0 = time.perf_counter()
-        done = export(logged, originals, SchemaRegistry.load(), "jsonl", tmp / "export", False)
+        done = await export(
+            logged, originals, SchemaRegistry.load(), "jsonl", tmp / "export", False
+        )
         s = time.perf_counter() - t0
         n = sum(d.records for d in done)
         out["export_records_per_s"] = n / s

@@ -76,6 +76,8 @@ async def main() -> None:
                 for m in msgs:
                     if m.key != request_id.encode():
                         continue
+                    if any(k == "log-copy" for k, _ in m.headers or ()):
+                        continue  # the log's JSON copy of a CSV/SQL chunk, not a reply
                     chunk = decode(m.value)
                     if chunk["chunk_index"] in seen:
                         continue  # a redelivery's duplicate

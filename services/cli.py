@@ -550,7 +550,7 @@ async def _read_results(
     from services.core.formats import Joiner
     from services.kit.assembler import Assembler
     from services.kit.codec import DecodeError
-    from services.kit.headers import correlation_of, run_of
+    from services.kit.headers import LOG_COPY, correlation_of, run_of
 
     asm = Assembler(request_id, correlation, restartable=bool(args.out))
     deadline = time.monotonic() + args.timeout
@@ -561,6 +561,8 @@ async def _read_results(
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for r in records:
+                    if any(k == LOG_COPY for k, _ in r.headers or ()):
+                        continue  # the results log's own JSON copy of a chunk
                     try:
                         chunk = codec.decode_chunk(r.value or b"")
                     except DecodeError:

@@ -7,8 +7,10 @@ The shape of a stream's chunks (`DataChunk.data`):
 - CSV (RFC 4180, CRLF): header row in the first chunk. Nested objects and arrays are
   JSON-encoded into one cell; null is an empty cell; booleans are true/false.
 - SQL: CREATE TABLE in the first chunk, then multi-row INSERTs (at most 500 rows each).
-  Strings are single-quoted with quotes doubled (backslashes are literal, as in standard
-  SQL); nested values are JSON text; NUL characters, which SQL text cannot hold, are removed.
+  Required fields are NOT NULL, except in a defect dataset's table (its records may leave
+  them out on purpose, and must still load). Strings are single-quoted with quotes doubled
+  (backslashes are literal, as in standard SQL); nested values are JSON text; NUL
+  characters, which SQL text cannot hold, are removed.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import io
 import math
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from services.core.models import EntitySchema, FieldType, OutputFormat
+from services.core.models import EntitySchema, FieldSpec, FieldType, OutputFormat
+from services.core.validate import INVALID_KEY
 
 SQL_ROWS_PER_INSERT = 500
 SQL_TYPES = {
@@ -39,14 +43,85 @@ def columns(schema: EntitySchema) -> list[str]:
     return ["_index", "_scenario", *schema.meta_fields, *schema.field_names()]
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a table-shaped output (CSV, SQL, Parquet)."""
+
+    name: str
+    sql_type: str
+    not_null: bool = False
+    field: FieldSpec | None = None  # None: `_index`, `_scenario` or a meta key
+
+
+def holds_defects(schema: EntitySchema) -> bool:
+    """Whether records of this output schema may break it on purpose: a defect request's
+    schema shows the defect keys as columns (validate.with_defect_columns)."""
+    return INVALID_KEY in schema.meta_fields
+
+
+def table_columns(schema: EntitySchema, lenient: bool | None = None) -> list[Column]:
+    """The columns a dataset of `schema` is written with. Required fields are NOT NULL,
+    except where records may be intentionally invalid (`lenient`, by default when the
+    schema holds defects): a missing required field must still load."""
+    if lenient is None:
+        lenient = holds_defects(schema)
+    cols = [Column("_index", "INTEGER", True), Column("_scenario", "TEXT", True)]
+    cols += [Column(m, "TEXT") for m in schema.meta_fields]
+    cols += [
+        Column(f.name, SQL_TYPES.get(f.type, "TEXT"), f.required and not lenient, f)
+        for f in schema.fields
+    ]
+    return cols
+
+
+def create_table(table: str, cols: list[Column], *, if_not_exists: bool = False) -> str:
+    """CREATE TABLE for `cols` (valid in SQLite and PostgreSQL alike)."""
+    defs = [
+        f"  {quote_ident(c.name)} {c.sql_type}{' NOT NULL' if c.not_null else ''}" for c in cols
+    ]
+    head = "CREATE TABLE IF NOT EXISTS " if if_not_exists else "CREATE TABLE "
+    return head + quote_ident(table) + " (\n" + ",\n".join(defs) + "\n);\n"
+
+
+def insert_rows(table: str, cols: list[str], records: list[dict[str, Any]]) -> str:
+    """Multi-row INSERTs (at most SQL_ROWS_PER_INSERT rows each); absent keys are NULL."""
+    names = ", ".join(quote_ident(c) for c in cols)
+    parts = []
+    for lo in range(0, len(records), SQL_ROWS_PER_INSERT):
+        rows = ",\n".join(
+            "(" + ", ".join(sql_literal(r.get(c)) for c in cols) + ")"
+            for r in records[lo : lo + SQL_ROWS_PER_INSERT]
+        )
+        parts.append(f"INSERT INTO {quote_ident(table)} ({names}) VALUES\n{rows};\n")
+    return "".join(parts)
+
+
+def csv_rows(cols: list[str], records: list[dict[str, Any]], header: bool = False) -> str:
+    """CSV rows (RFC 4180, CRLF) of `records` under `cols`; absent keys are empty cells."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if header:
+        w.writerow(cols)
+    for r in records:
+        w.writerow([_csv_cell(r.get(c)) for c in cols])
+    return buf.getvalue()
+
+
 class ChunkEncoder:
     """Encodes successive chunks of one dataset; remembers only whether it has begun
     (the CSV header and the SQL CREATE TABLE go in the first chunk only)."""
 
-    def __init__(self, schema: EntitySchema, fmt: OutputFormat, table: str | None = None):
+    def __init__(
+        self,
+        schema: EntitySchema,
+        fmt: OutputFormat,
+        table: str | None = None,
+        lenient: bool | None = None,
+    ):
         self.schema = schema
         self.fmt = fmt
-        self.cols = columns(schema)
+        self.columns = table_columns(schema, lenient)
+        self.cols = [c.name for c in self.columns]
         self.table = table or schema.name
         self.started = False
 
@@ -56,37 +131,12 @@ class ChunkEncoder:
         if self.fmt == OutputFormat.JSON:
             return orjson.dumps(records).decode()
         if self.fmt == OutputFormat.CSV:
-            return self._csv(records, first)
-        return self._sql(records, first)
-
-    def _csv(self, records: list[dict[str, Any]], header: bool) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        if header:
-            w.writerow(self.cols)
-        for r in records:
-            w.writerow([_csv_cell(r.get(c)) for c in self.cols])
-        return buf.getvalue()
-
-    def _sql(self, records: list[dict[str, Any]], create: bool) -> str:
-        parts = [self.create_table()] if create else []
-        cols = ", ".join(quote_ident(c) for c in self.cols)
-        for lo in range(0, len(records), SQL_ROWS_PER_INSERT):
-            rows = ",\n".join(
-                "(" + ", ".join(sql_literal(r.get(c)) for c in self.cols) + ")"
-                for r in records[lo : lo + SQL_ROWS_PER_INSERT]
-            )
-            parts.append(f"INSERT INTO {quote_ident(self.table)} ({cols}) VALUES\n{rows};\n")
-        return "".join(parts)
+            return csv_rows(self.cols, records, header=first)
+        head = self.create_table() if first else ""
+        return head + insert_rows(self.table, self.cols, records)
 
     def create_table(self) -> str:
-        types = {f.name: (SQL_TYPES.get(f.type, "TEXT"), f.required) for f in self.schema.fields}
-        defs = ['  "_index" INTEGER NOT NULL', '  "_scenario" TEXT NOT NULL']
-        defs += [f"  {quote_ident(m)} TEXT" for m in self.schema.meta_fields]
-        for name in self.schema.field_names():
-            t, req = types[name]
-            defs.append(f"  {quote_ident(name)} {t}{' NOT NULL' if req else ''}")
-        return f"CREATE TABLE {quote_ident(self.table)} (\n" + ",\n".join(defs) + "\n);\n"
+        return create_table(self.table, self.columns)
 
 
 def encode_all(schema: EntitySchema, fmt: OutputFormat, records: list[dict[str, Any]]) -> str:

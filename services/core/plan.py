@@ -39,6 +39,7 @@ from services.core.registry import (
     fields_from_request,
 )
 from services.core.shaping import shape, with_constraints
+from services.core.validate import with_defect_columns
 from services.core.values import utc
 
 __all__ = ["Limits", "Plan", "Slot", "build_plan"]
@@ -83,6 +84,14 @@ class Plan:
 
     def __post_init__(self) -> None:
         self._stops.extend(s.stop for s in self.slots)
+
+    @property
+    def output_schema(self) -> EntitySchema:
+        """The schema as the output shows it: a defect request's records carry the defect
+        keys, so its CSV, SQL and Parquet have them as columns (and allow missing fields)."""
+        if self.request.defect_triggering or self.edges:
+            return with_defect_columns(self.schema)
+        return self.schema
 
     def edge_case_counts(self) -> dict[str, int]:
         """Records per edge-case class, known before any record is made."""

@@ -61,15 +61,42 @@ def _bar(total: int | None, what: str, quiet: bool) -> Iterator[Callable[[int], 
 
 def _filters(args: argparse.Namespace) -> Callable[[Any], bool]:
     ids = set(args.request_id or [])
+    domain = (args.domain or "").strip().lower()
+    served: dict[str, str] = {}  # entity -> the domain its schema serves it as
+
+    def served_as(req: Any) -> str:
+        """The domain a request was served as: its own, else its entity's (as the
+        outcomes say), so a request that left `domain` empty matches `--domain ecommerce`."""
+        if req.domain.strip():
+            return str(req.domain).strip().lower()
+        if req.schema_.fields:
+            return "custom"
+        if not served:
+            from services.core.registry import SchemaRegistry
+
+            served.update({s.name: s.domain.strip().lower() for s in SchemaRegistry.load().list()})
+        return served.get((req.schema_.predefined_schema or req.entity).strip().lower(), "")
 
     def keep(req: Any) -> bool:
         return (
             (not ids or req.request_id in ids)
-            and (not args.domain or req.domain == args.domain)
+            and (not domain or served_as(req) == domain)
             and (not args.entity or (req.entity or req.schema_.predefined_schema) == args.entity)
         )
 
     return keep
+
+
+def _unmatched(args: argparse.Namespace, found: Any) -> list[str]:
+    """The `--request-id`s that match nothing, each said on stderr."""
+    have = {r.request.request_id for r in found}
+    missing = [i for i in dict.fromkeys(args.request_id or []) if i not in have]
+    for i in missing:
+        print(
+            f"no logged request matches --request-id {i} (in that range, with those filters)",
+            file=sys.stderr,
+        )
+    return missing
 
 
 def _bootstrap(settings: Settings) -> str:
@@ -95,11 +122,14 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
             bootstrap,
         )
     requests = [r for r in requests if not r.request.replay_of or args.include_replays]
+    missing = _unmatched(args, requests)
     ids = {r.request.request_id for r in requests}
     originals = {}
     if args.verify or args.path:
         with _bar(None, "chunk", args.quiet) as tick:
-            originals = await read_results(bootstrap, topics.results, Window(), ids, tick)
+            originals = await read_results(
+                bootstrap, topics.results, Window(), ids, tick, data=False
+            )
     if args.path:
         requests = [
             r
@@ -108,7 +138,7 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
         ]
     if not requests:
         print("nothing to replay in that range", file=sys.stderr)
-        return 0 if not args.verify else 1
+        return 0 if not args.verify and not missing else 1
     if args.limit:
         requests = requests[: args.limit]
     async with KafkaTestDataClient(
@@ -126,14 +156,16 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     print(summary(verdicts))
     if bad:
         print(f"({bad} records on the requests topic were not requests and were skipped)")
-    return 0 if all(v.ok for v in verdicts) else 1
+    return 0 if all(v.ok for v in verdicts) and not missing else 1
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli import _reach_broker
     from services.core.registry import SchemaRegistry
     from services.datasets.export import export
+    from services.datasets.fetch import LogChunks
     from services.datasets.log import Window, read_requests, read_results
+    from services.datasets.sinks import ONE_TABLE
     from services.kit.topics import Topics
 
     bootstrap = _bootstrap(settings)
@@ -142,25 +174,29 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
         read_requests(bootstrap, topics.requests, _window(args), keep=_filters(args)), bootstrap
     )
     requests = [r for r in requests if not r.request.replay_of or args.include_replays]
-    if args.combined and args.format == "csv":
+    missing = _unmatched(args, requests)
+    if args.combined and args.format in ONE_TABLE:
         entities = {r.request.entity for r in requests}
         if len(entities) > 1:
             raise _user_error(
-                f"one CSV file needs one entity; these are {sorted(entities)}: use --entity"
+                f"one {args.format.upper()} file needs one entity; these are "
+                f"{sorted(entities)}: use --entity"
             )
     ids = {r.request.request_id for r in requests}
     with _bar(None, "chunk", args.quiet) as tick:
-        results = await read_results(bootstrap, topics.results, Window(), ids, tick)
-    with _bar(len(requests), "dataset", args.quiet) as tick:
-        done = export(
-            requests,
-            results,
-            SchemaRegistry.load(),
-            args.format,
-            Path(args.out),
-            args.combined,
-            tick,
-        )
+        results = await read_results(bootstrap, topics.results, Window(), ids, tick, data=False)
+    async with LogChunks(bootstrap, topics.results) as chunks:
+        with _bar(len(requests), "dataset", args.quiet) as tick:
+            done = await export(
+                requests,
+                results,
+                SchemaRegistry.load(),
+                args.format,
+                Path(args.out),
+                args.combined,
+                tick,
+                chunks.data,
+            )
     written = [d for d in done if d.status == "written"]
     for d in done:
         if d.status != "written":
@@ -169,8 +205,9 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"{len(written)} datasets, {n:,} records written to {args.out}; "
         f"{len(done) - len(written)} incomplete"
+        + (f"; {len(missing)} --request-id matched nothing" if missing else "")
     )
-    return 0 if len(written) == len(done) else 1
+    return 0 if len(written) == len(done) and not missing else 1
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -185,7 +222,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="from this time (RFC 3339 or epoch ms)")
     p.add_argument("--until", help="up to this time (RFC 3339 or epoch ms)")
     p.add_argument("--request-id", action="append", help="this request (repeatable)")
-    p.add_argument("--domain", help="only requests of this domain")
+    p.add_argument("--domain", help="only requests of this domain (theirs, else their entity's)")
     p.add_argument("--entity", help="only requests for this entity")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -208,7 +245,10 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("export", help="write logged datasets to files")
     _selection(p)
     p.add_argument(
-        "--format", choices=("jsonl", "json", "csv", "sql"), default="jsonl", help="file format"
+        "--format",
+        choices=("jsonl", "json", "csv", "sql", "parquet"),
+        default="jsonl",
+        help="file format (CSV and Parquet: --combined needs one entity)",
     )
     p.add_argument(
         "--out",

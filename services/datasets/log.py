@@ -16,7 +16,7 @@ from services.core.models import GenerateRequest
 from services.core.reproducible import derive_seed, pin
 from services.kit.assembler import Assembler, State, Verdict
 from services.kit.codec import DecodeError, get_codec
-from services.kit.headers import CONTENT_TYPE, correlation_of, run_of
+from services.kit.headers import CONTENT_TYPE, LOG_COPY, correlation_of, run_of
 from services.kit.kafka import (
     end_positions,
     make_consumer,
@@ -64,6 +64,9 @@ class LoggedDataset:
     request_id: str
     runs: dict[tuple[str | None, str], LoggedRun] = field(default_factory=dict)
     _added: int = 0
+    #: The JSON copy of a CSV or SQL dataset's chunks (marked LOG_COPY): how records a
+    #: request alone cannot rebuild are read back, whatever format they were delivered in.
+    copy: LoggedDataset | None = None
 
     def add(self, c: ResultChunk, correlation: str | None = None, run: str = "") -> None:
         self._added += 1
@@ -129,7 +132,9 @@ async def _read(
     on_record: Callable[[Any], None],
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    consumer = make_consumer(bootstrap, None, max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = make_consumer(
+        bootstrap, None, max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=4 * 1024 * 1024
+    )
     await consumer.start()
     try:
         parts = await partitions_of(consumer, topic)
@@ -149,7 +154,7 @@ async def _read(
         for tp in tps:
             consumer.seek(tp, starts[tp])
         while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=2000)
+            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=16)
             for tp, records in batch.items():
                 for r in records:
                     if r.offset >= ends[tp]:
@@ -212,8 +217,12 @@ async def read_results(
     window: Window,
     wanted: set[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    data: bool = True,
 ) -> dict[str, LoggedDataset]:
-    """Every request's chunks and final metadata on the results log, by run."""
+    """Every request's chunks and final metadata on the results log, by run. Without
+    `data`, each chunk's data stays on the log and `position(chunk.data)` says where:
+    memory grows with the chunks, not with the records (export reads them back)."""
     codec = get_codec()
     out: dict[str, LoggedDataset] = {}
 
@@ -225,8 +234,32 @@ async def read_results(
             chunk = codec.decode_chunk(r.value or b"")
         except DecodeError:
             return
-        ds = out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id))
-        ds.add(chunk, correlation_of(r.headers), run_of(r.headers))
+        if not data and chunk.data:
+            chunk = chunk.model_copy(update={"data": f"{_AT}{r.partition}:{r.offset}"})
+        file_chunk(out, chunk, r.headers)
 
     await _read(bootstrap, topic, window, on_record, progress)
     return out
+
+
+def file_chunk(out: dict[str, LoggedDataset], chunk: ResultChunk, headers: Any = None) -> None:
+    """A chunk read from the results log into its dataset, or, marked LOG_COPY, into the
+    dataset's JSON copy."""
+    ds = out.setdefault(chunk.request_id, LoggedDataset(chunk.request_id))
+    if any(k == LOG_COPY for k, _ in headers or ()):
+        if ds.copy is None:
+            ds.copy = LoggedDataset(chunk.request_id)
+        ds = ds.copy
+    ds.add(chunk, correlation_of(headers or ()), run_of(headers or ()))
+
+
+_AT = "\x00@"  # no chunk's data starts with NUL: JSON, CSV and SQL text never do
+
+
+def position(data: str) -> tuple[int, int] | None:
+    """(partition, offset) of a chunk whose data `read_results(data=False)` left on the
+    log; None for data that is there."""
+    if not data.startswith(_AT):
+        return None
+    partition, _, offset = data[len(_AT) :].partition(":")
+    return int(partition), int(offset)

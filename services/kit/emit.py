@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
+
 from services.core.formats import ChunkEncoder, DatasetDigest
 from services.core.models import EntitySchema, OutputFormat
 from services.core.report import ErrorKind
 from services.kit import metrics
+from services.kit.headers import LOG_COPY
 from services.kit.messages import GenerationMetadata, ResultChunk
 from services.kit.replies import reply_headers, reply_topic
 from services.kit.stream import Message, Runtime
@@ -51,6 +54,11 @@ class ChunkEmitter:
         # metadata and digest, data aside) of a deterministic one.
         self.log_all = self.topic != runtime.topics.results and path != "traditional"
         self.log_final = self.topic != runtime.topics.results
+        # CSV and SQL cannot be read back into records (every CSV cell is text; SQL would
+        # need parsing), so for those paths the log keeps a JSON copy of each chunk instead
+        # of the chunk itself (as well as it, where the chunks go to the results log): any
+        # dataset then exports to any format. A copy is marked LOG_COPY; callers skip it.
+        self.copy_json = path != "traditional" and fmt != OutputFormat.JSON
         # What was sent, for the result cache, while within (records, bytes); else None.
         self.kept: list[ResultChunk] | None = None
         self.keep_within = (0, 0)
@@ -60,6 +68,7 @@ class ChunkEmitter:
         self, records: list[dict[str, Any]], last: bool, metadata: GenerationMetadata | None = None
     ) -> None:
         data = self.encoder.encode(records)
+        copy = orjson.dumps(records).decode() if self.copy_json else None
         self.digest.update(data)
         if last and metadata is not None:
             metadata = metadata.model_copy(update={"data_sha256": self.digest.hexdigest()})
@@ -72,7 +81,7 @@ class ChunkEmitter:
             output_format=self.fmt,
             metadata=metadata,
         )
-        await self._send(chunk)
+        await self._send(chunk, copy)
         self.records += len(records)
         self.finished = self.finished or last
 
@@ -102,7 +111,9 @@ class ChunkEmitter:
         await self._send(chunk)
         self.finished = self.finished or chunk.is_final
 
-    async def _send(self, chunk: ResultChunk) -> None:
+    async def _send(self, chunk: ResultChunk, copy: str | None = None) -> None:
+        """`chunk` to the caller, and to the results log what it keeps of it: the chunk, a
+        data-less final chunk, and/or `copy` (its records as JSON)."""
         if self.kept is not None:
             self.kept.append(chunk)
             records = sum(c.record_count for c in self.kept)
@@ -112,17 +123,26 @@ class ChunkEmitter:
         value = self.rt.codec.encode_chunk(chunk)
         fut = await self.rt.send(self.topic, value, self.request_id, self.headers)
         self._pending.append(fut)
-        if self.log_all or (self.log_final and chunk.is_final):
-            if not self.log_all:
-                value = self.rt.codec.encode_chunk(chunk.model_copy(update={"data": ""}))
-            logged = await self.rt.send(
-                self.rt.topics.results, value, self.request_id, self.headers
+        if copy is not None:
+            await self._log(
+                chunk.model_copy(update={"data": copy, "output_format": OutputFormat.JSON}),
+                [*self.headers, (LOG_COPY, b"json")],
             )
-            self._pending.append(logged)
+        if self.log_all and copy is None:
+            await self._log(chunk, self.headers, value)
+        elif self.log_final and chunk.is_final:
+            await self._log(chunk.model_copy(update={"data": ""}), self.headers)
         self.index += 1
         metrics.CHUNKS.labels(self.path).inc()
-        if len(self._pending) >= MAX_IN_FLIGHT:
+        while len(self._pending) >= MAX_IN_FLIGHT:  # a chunk may send three records
             await self._pending.pop(0)
+
+    async def _log(
+        self, chunk: ResultChunk, headers: list[tuple[str, bytes]], value: bytes | None = None
+    ) -> None:
+        value = value if value is not None else self.rt.codec.encode_chunk(chunk)
+        fut = await self.rt.send(self.rt.topics.results, value, self.request_id, headers)
+        self._pending.append(fut)
 
     async def close(self) -> None:
         await asyncio.gather(*self._pending)

@@ -35,7 +35,6 @@ from services.core.plan import Plan, build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import Batch, ErrorKind, RunReport
-from services.core.validate import with_defect_columns
 from services.kit import metrics
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
@@ -110,6 +109,30 @@ def batch_bounds(count: int, size: int) -> list[tuple[int, int]]:
     bounds = [(0, first)] if first else []
     bounds += [(lo, min(lo + size, count)) for lo in range(first, count, size)]
     return bounds
+
+
+def chunk_bounds(count: int, chunks: int, last: int) -> list[tuple[int, int]] | None:
+    """The [start, stop) of each chunk of a dataset `batch_bounds` cut into `chunks`
+    chunks, the last holding `last` records (what its final chunk on the log says); None
+    if no chunk size gives that. SQL's INSERT statements end at chunk ends, so a rebuilt
+    SQL dataset has its delivered bytes only when cut where the delivery was."""
+    if chunks <= 1:
+        return [(0, count)] if chunks == 1 and last == count else None
+    if chunks == 2:  # the first is FIRST_BATCH, or the size itself and not below `last`
+        first = count - last
+        ok = last > 0 and (first == FIRST_BATCH or (0 < first < FIRST_BATCH and last <= first))
+        return [(0, first), (first, count)] if ok else None
+    sizes = []  # the first chunk is FIRST_BATCH (size above it) or the size (below it)
+    if (count - FIRST_BATCH - last) % (chunks - 2) == 0:
+        sizes.append((count - FIRST_BATCH - last) // (chunks - 2))
+    if (count - last) % (chunks - 1) == 0:
+        sizes.append((count - last) // (chunks - 1))
+    for size in sizes:
+        if size > 0:
+            bounds = batch_bounds(count, size)
+            if len(bounds) == chunks and bounds[-1][1] - bounds[-1][0] == last:
+                return bounds
+    return None
 
 
 #: A running request's lease in Redis lives this long unless refreshed (every third).
@@ -351,11 +374,8 @@ class PathService(ABC):
         req = routed.request
         t0 = time.perf_counter()
         budget = Budget.start(self.budget_seconds, deadline_of(msg))
-        schema = (
-            with_defect_columns(plan.schema) if req.defect_triggering or plan.edges else plan.schema
-        )
         emitter = ChunkEmitter(
-            self.rt, msg, req.request_id, schema, req.output_format, self.path.value
+            self.rt, msg, req.request_id, plan.output_schema, req.output_format, self.path.value
         )
         if not self.deterministic:
             emitter.headers.append((RUN, uuid.uuid4().hex.encode()))

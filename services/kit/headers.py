@@ -19,6 +19,9 @@ DEADLINE = "deadline-ms"
 #: On result chunks of a path whose reruns differ (LLM...): one id per run, so a bridge
 #: never splices two runs of one attempt. Absent: every run yields the same chunks.
 RUN = "run-id"
+#: On the results log's JSON copy of a CSV or SQL chunk (value `json`): a copy kept so the
+#: records of a path a request cannot rebuild can be read back; callers skip it.
+LOG_COPY = "log-copy"
 
 AVRO = "application/avro"
 JSON = "application/json"

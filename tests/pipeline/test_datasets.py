@@ -169,7 +169,7 @@ async def test_export_writes_complete_files_that_parse(stub, settings, tmp_path,
     assert db.execute('select count(*) from "cart"').fetchone()[0] == 80
 
 
-def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
+async def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
     """An LLM dataset kept on the results log with chunk 1 of 3 missing, and one whose
     final chunk never came: both reported, neither written."""
     from services.core.registry import SchemaRegistry
@@ -197,7 +197,7 @@ def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
         )
     unfinished = LoggedDataset("unfinished")
     unfinished.add(ResultChunk(request_id="unfinished", chunk_index=0, is_final=False, data="[]"))
-    done = export(
+    done = await export(
         [logged("gap"), logged("unfinished"), logged("absent")],
         {"gap": gap, "unfinished": unfinished},
         SchemaRegistry.load(),
@@ -440,3 +440,123 @@ def test_a_dataset_on_the_log_is_one_run_whole(tmp_path, arrivals, expected):
     assert done.status == "written" and done.how == "kept chunks"
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [f"{r['run']}{r['i']}" for r in rows] == expected
+
+
+async def test_request_ids_that_match_nothing_exit_1_naming_them(stub, settings, tmp_path, capsys):
+    cart = await stub.GenerateData(
+        pb.GenerateRequest(request_id=rid("ids"), entity="cart", count=3, hints=["no_learn"]),
+        timeout=30,
+    )
+    capsys.readouterr()
+    picks = ("--request-id", "nope", "--request-id", cart.request_id)
+    code = await _export(args("export", "--quiet", "--out", str(tmp_path), *picks), settings)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "no logged request matches --request-id nope" in err
+    assert "1 datasets, 3 records" in out and "1 --request-id matched nothing" in out
+    assert [f.name for f in tmp_path.iterdir()] == [f"{cart.request_id}.jsonl"]
+    code = await _export(
+        args("export", "--quiet", "--out", str(tmp_path / "x"), "--request-id", "nope"), settings
+    )
+    assert code == 1 and "--request-id nope" in capsys.readouterr().err
+    code = await _replay(args("replay", "--quiet", "--request-id", "nope"), settings)
+    assert code == 1 and "--request-id nope" in capsys.readouterr().err
+
+
+async def test_requests_that_left_the_domain_empty_match_the_domain_served_as(
+    stub, settings, tmp_path, capsys
+):
+    since = str(int(time.time() * 1000) - 1)
+    cart = await stub.GenerateData(
+        pb.GenerateRequest(request_id=rid("dom"), entity="cart", count=4, hints=["no_learn"]),
+        timeout=30,
+    )
+    assert cart.success
+    capsys.readouterr()
+    argv = ("replay", "--quiet", "--verify", "--since", since, "--domain", "ecommerce")
+    assert await _replay(args(*argv), settings) == 0
+    assert _table(capsys.readouterr().out) == [("identical", "traditional", 1, 4)]
+    out = tmp_path / "ecommerce"
+    argv = ("export", "--quiet", "--since", since, "--domain", "ecommerce", "--out", str(out))
+    assert await _export(args(*argv), settings) == 0
+    assert [f.name for f in out.iterdir()] == [f"{cart.request_id}.jsonl"]
+    argv = ("export", "--quiet", "--since", since, "--domain", "fintech", "--out", str(out))
+    assert await _export(args(*argv), settings) == 0
+    assert "0 datasets" in capsys.readouterr().out
+
+
+async def test_an_agents_dataset_is_read_back_from_the_log_chunk_by_chunk(
+    stack, settings, agent_producer, tail, codec, tmp_path, capsys
+):
+    """Datasets an agent read from the results topic itself: chunks (and the JSON copies
+    of a non-deterministic path's CSV or SQL; the defect request goes to the RAG path while
+    the store holds defect patterns) are read back by position while they are written, or
+    the dataset is rebuilt. Each in its own format has its delivered bytes; all three go
+    in one Parquet file."""
+    import pyarrow.parquet as pq
+
+    from services.core.formats import join_chunks
+    from services.core.models import OutputFormat
+    from services.kit.headers import AVRO, CONTENT_TYPE, LOG_COPY
+
+    topics = stack.rt.topics
+    ids, delivered = [], {}
+    async with tail(topics.results) as results:
+        for fmt in ("JSON", "CSV", "SQL"):
+            request_id = rid(f"kept-{fmt.lower()}")
+            ids.append(request_id)
+            req = GenerateRequest(
+                request_id=request_id,
+                entity="order",
+                count=1500,
+                output_format=fmt,
+                defect_triggering=fmt == "SQL",
+                hints=["no_learn"],
+            )
+            await agent_producer.send_and_wait(
+                topics.requests,
+                codec.encode_request(req),
+                key=request_id.encode(),
+                headers=[(CONTENT_TYPE, AVRO.encode())],
+            )
+        recs = await results.until(
+            lambda rs: (
+                {c.request_id for c in map(codec.decode_chunk, (r.value for r in rs)) if c.is_final}
+                >= set(ids)
+            ),
+            timeout=60,
+        )
+    replies = [
+        codec.decode_chunk(r.value)
+        for r in recs
+        if not any(k == LOG_COPY for k, _ in r.headers)  # as a caller reads them
+    ]
+    for request_id, fmt in zip(ids, ("JSON", "CSV", "SQL"), strict=True):
+        chunks = sorted(
+            (c for c in replies if c.request_id == request_id), key=lambda c: c.chunk_index
+        )
+        assert len(chunks) > 2
+        delivered[request_id] = join_chunks(OutputFormat(fmt), [c.data for c in chunks])
+    capsys.readouterr()
+    picks = [a for i in ids for a in ("--request-id", i)]
+    for fmt in ("json", "csv", "sql"):
+        out = tmp_path / fmt
+        assert (
+            await _export(
+                args("export", "--quiet", "--format", fmt, "--out", str(out), *picks), settings
+            )
+            == 0
+        )
+    assert (tmp_path / "json" / f"{ids[0]}.json").read_bytes().decode() == delivered[ids[0]]
+    assert (tmp_path / "csv" / f"{ids[1]}.csv").read_bytes().decode() == delivered[ids[1]]
+    assert (tmp_path / "sql" / f"{ids[2]}.sql").read_bytes().decode() == delivered[ids[2]]
+    out = tmp_path / "all.parquet"
+    argv = ("export", "--quiet", "--format", "parquet", "--combined", "--out", str(out), *picks)
+    assert await _export(args(*argv), settings) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 4500
+    rows = {r["order_id"]: r for r in table.to_pylist()}  # in the requests log's order
+    for r in json.loads(delivered[ids[0]]):
+        assert rows[r["order_id"]]["total"] == r["total"]
+    kinds = table.column("_edge_case_type").to_pylist()
+    assert sum(k is not None for k in kinds) == 1500  # the defect SQL dataset's

@@ -224,3 +224,42 @@ async def test_replay_reports_that_an_llm_dataset_differs_and_why(llm_stack, mod
     out = capsys.readouterr().out
     assert code == 1, out
     assert "differs" in out and "path llm is not deterministic (a model wrote the records)" in out
+
+
+async def test_an_llm_dataset_delivered_as_csv_or_sql_exports_to_any_format(
+    llm_stack, model, tmp_path
+):
+    """The results log keeps a JSON copy of a model's CSV and SQL chunks: read back chunk
+    by chunk, each exports to every format (its own with its delivered bytes)."""
+    import pyarrow.parquet as pq
+
+    from services.cli import build_parser
+    from services.datasets.cli import _export
+
+    app, stub = llm_stack
+    model.reset()
+    delivered = {}
+    for fmt in (pb.CSV, pb.SQL):
+        resp = await stub.GenerateData(
+            pb.GenerateRequest(
+                entity="cart",
+                count=12,
+                seed=5,
+                context=CONTEXT,
+                hints=["coherent", "no_learn"],
+                output_format=fmt,
+            ),
+            timeout=60,
+        )
+        assert resp.metadata.generation_path == "llm"
+        delivered[resp.request_id] = (pb.OutputFormat.Name(fmt).lower(), resp.data)
+    picks = [a for i in delivered for a in ("--request-id", i)]
+    for fmt in ("jsonl", "json", "csv", "sql", "parquet"):
+        argv = ["export", "--quiet", "--format", fmt, "--out", str(tmp_path / fmt), *picks]
+        assert await _export(build_parser().parse_args(argv), app.settings) == 0, fmt
+    for request_id, (fmt, data) in delivered.items():
+        assert (tmp_path / fmt / f"{request_id}.{fmt}").read_bytes().decode() == data
+        lines = (tmp_path / "jsonl" / f"{request_id}.jsonl").read_text().splitlines()
+        assert [json.loads(line)["_index"] for line in lines] == list(range(12))
+        table = pq.read_table(tmp_path / "parquet" / f"{request_id}.parquet")
+        assert table.num_rows == 12 and str(table.schema.field("items").type).startswith("list")
