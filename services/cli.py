@@ -193,8 +193,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         instance = DirLock(settings.data_dir).acquire()  # before anything is read or written
     except DirInUse as exc:
         raise UserError(f"{exc}; stop it first (or set DATA_DIR)") from exc
+    store_note = ""
+    if not settings.weaviate_url:  # the embedded store's file: repaired before any opens it
+        from services.kit.patterns.embedded import salvage_store
+
+        quarantine = Path(settings.data_dir) / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
+        store_note = salvage_store(Path(settings.pattern_store_path), quarantine)
+        if store_note:
+            log.warning("%s", store_note)
     seeder = _start_seeding()
     sup = Supervisor(settings)
+    sup.data_notes = [store_note] if store_note else []
     try:
         sup.start(cancelled=lambda: stopping)
     except RuntimeError as exc:  # StartupFailed says which service and why
@@ -208,8 +217,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sup.broker is not None:
         kept = sup.broker.data_dir if settings.kafka_data_dir else "a temporary directory"
         embedded = f"   (embedded Apache Kafka, logs in {kept})"
-        if damaged := sup.broker.salvaged.summary():
-            embedded += f"\n  data directory    {damaged}"
+    for note in (sup.broker.salvaged.summary() if sup.broker else "", store_note):
+        if note:
+            embedded += f"\n  data directory    {note}"
     print(
         f"""
 test-data agent is running

@@ -113,6 +113,9 @@ class Supervisor:
         self.instance = settings.instance_id or f"run-{uuid.uuid4().hex[:12]}"
         self.services: dict[str, Service] = {}
         self.run_dir: Path | None = None
+        #: what the start found damaged and repaired under the data directory, besides
+        #: the broker's own (the banner and /health's data_dir say it)
+        self.data_notes: list[str] = []
         self._starting = False
         self._stopped = False
 
@@ -274,7 +277,11 @@ class Supervisor:
             multiprocess.mark_process_dead(pid, str(self.metrics_dir))
 
     def _write_state(self) -> None:
-        data = self.broker.salvaged.summary() if self.broker is not None else None
+        data = "; ".join(
+            n
+            for n in (self.broker.salvaged.summary() if self.broker else "", *self.data_notes)
+            if n
+        )
         write_states(self.state_path, self.states(), data)
 
     def _wait_ready(self, timeout: float, cancelled: Callable[[], bool]) -> None:

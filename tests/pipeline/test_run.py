@@ -151,3 +151,55 @@ def test_a_second_run_on_the_same_data_directory_stops_at_once_naming_the_first(
     assert f"in use by another instance (pid {os.getpid()})" in second.stderr, second.stderr
     assert "Traceback" not in second.stderr
     assert after == before  # no broker directory, no pattern store: nothing touched
+
+
+def test_make_run_starts_on_damaged_data_and_says_what_it_repaired(tmp_path):
+    """A broker directory with a damaged checkpoint and a pattern store that is not a
+    database: `testdata run` repairs both before anything opens them, names them in the
+    banner and in /health (data_dir), serves, and stops cleanly. No traceback."""
+    from services.kit.broker import EmbeddedBroker
+
+    data, kafka, store = tmp_path / "data", tmp_path / "data" / "kafka", tmp_path / "p.sqlite"
+    with EmbeddedBroker({"kept": 1}, data_dir=kafka):
+        pass
+    (kafka / "kraft" / "replication-offset-checkpoint").write_text("0\n7\nnot offsets\n")
+    store.write_bytes(b"this is not a SQLite database\n" * 100)
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "GRPC_PORT": str(grpc_port),
+        "HTTP_PORT": str(http_port),
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+        "ANTHROPIC_API_KEY": "",
+        "USE_LOCAL_LLM": "false",
+        "PATTERN_STORE_PATH": str(store),
+        "KAFKA_DATA_DIR": str(kafka),
+        "DATA_DIR": str(data),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = ""
+        while "Ctrl-C" not in banner:  # the process ends the loop if start-up fails
+            line = proc.stdout.readline()
+            if not line:
+                break
+            banner += line
+        assert "1 damaged file(s) repaired" in banner, banner
+        assert f"pattern store {store} was damaged: 0 pattern(s) recovered" in banner, banner
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health") as r:
+            health = json.loads(r.read())
+        assert "1 damaged file(s) repaired" in health["components"]["data_dir"]
+        assert "pattern store" in health["components"]["data_dir"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert list((data / "quarantine").rglob("p.sqlite"))  # kept, not deleted

@@ -21,6 +21,7 @@ the first search or write that needs them: counting and listing never pay for th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -624,3 +625,111 @@ class EmbeddedStore(PatternStore):
         if model is not None:
             self._db.vector_leg(Collection.PATTERNS, np.zeros(model.dim, np.float32), None, None)
         return time.perf_counter() - t
+
+
+_COLUMNS = "id, collection, domain, entity, quality, usage_count, created_at, text, body, vec, gen"
+
+
+def _intact(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return bool(conn.execute("pragma quick_check").fetchone()[0] == "ok")
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        conn.close()
+
+
+def _readable_rows(path: Path, probe: int = 10_000) -> tuple[list[tuple[Any, ...]], int]:
+    """Every pattern row that still reads, one at a time; and how many keys did not.
+
+    Keys come from a scan of the table as far as it reads, then from probing the keys
+    after the last one seen (rows live in key order, so pages past a damaged one still
+    hold rows), until `probe` keys in a row answer nothing."""
+    rows: list[tuple[Any, ...]] = []
+    lost = 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows, lost
+    pks: list[int] = []
+    try:
+        with contextlib.suppress(sqlite3.DatabaseError):
+            for (pk,) in conn.execute("select pk from patterns order by pk"):
+                pks.append(pk)
+        pk, misses = (pks[-1] if pks else 0), 0
+        while misses < probe:
+            pk += 1
+            try:
+                found = conn.execute("select pk from patterns where pk = ?", (pk,)).fetchone()
+            except sqlite3.DatabaseError:
+                found = None
+            if found is None:
+                misses += 1
+            else:
+                pks.append(pk)
+                misses = 0
+        for pk in pks:
+            try:
+                row = conn.execute(f"select {_COLUMNS} from patterns where pk = ?", (pk,))
+                rows.append(tuple(row.fetchone()))
+            except (sqlite3.DatabaseError, TypeError):
+                lost += 1
+    except sqlite3.DatabaseError:
+        pass  # not even the schema reads: nothing to recover row by row
+    finally:
+        conn.close()
+    return rows, lost
+
+
+def _header_repaired(path: Path, into: Path) -> Path:
+    """A copy whose header's page count matches the pages the file holds: a cut-short
+    file is otherwise "malformed" as a whole, its intact first pages included."""
+    data = bytearray(path.read_bytes())
+    if len(data) >= 100 and data.startswith(b"SQLite format 3\x00"):
+        size = int.from_bytes(data[16:18], "big")
+        size = 65536 if size == 1 else size or 4096
+        pages = len(data) // size
+        del data[pages * size :]
+        data[28:32] = pages.to_bytes(4, "big")
+    into.write_bytes(bytes(data))
+    return into
+
+
+def salvage_store(path: Path, quarantine: Path) -> str:
+    """Before any process opens the store: a damaged SQLite file is moved to `quarantine`
+    and a new one holds every pattern row that still reads (the search index is rebuilt
+    by the insert triggers). Returns what was done ("" when the file is intact or absent).
+
+    Why: a store that cannot be opened would take RAG, hybrid and learning down at every
+    start; learned patterns are worth keeping as far as they read."""
+    if not path.exists() or _intact(path):
+        return ""
+    rows, lost = _readable_rows(path)
+    quarantine.mkdir(parents=True, exist_ok=True)
+    if not rows:
+        repaired = _header_repaired(path, quarantine / f"{path.name}.repaired")
+        rows, lost = _readable_rows(repaired)
+        repaired.unlink()
+    for suffix in ("", "-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.replace(quarantine / side.name)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(f"begin immediate;\n{SCHEMA}\ncommit;")
+        conn.execute("begin immediate")
+        conn.executemany(
+            f"insert or ignore into patterns({_COLUMNS}) values (?,?,?,?,?,?,?,?,?,?,?)", rows
+        )
+        conn.execute("commit")
+    finally:
+        conn.close()
+    return (
+        f"pattern store {path} was damaged: {len(rows)} pattern(s) recovered"
+        + (f", {lost} unreadable" if lost else "")
+        + f"; the damaged file is in {quarantine}"
+    )
