@@ -419,7 +419,7 @@ def _llm_chunk(request_id: str, run: str, index: int, final: bool, ok: bool = Tr
         "newest-failed",
     ],
 )
-def test_a_dataset_on_the_log_is_one_run_whole(tmp_path, arrivals, expected):
+async def test_a_dataset_on_the_log_is_one_run_whole(tmp_path, arrivals, expected):
     """Runs and attempts of one request are never spliced: the newest run complete and
     successful on the log, or, with none, the newest run reported incomplete."""
     from services.core.registry import SchemaRegistry
@@ -430,7 +430,7 @@ def test_a_dataset_on_the_log_is_one_run_whole(tmp_path, arrivals, expected):
     for corr, run, index, final, *fail in arrivals:
         ds.add(_llm_chunk("r", run, index, bool(final), ok=not fail), corr, run)
     request = LoggedRequest(GenerateRequest(request_id="r", entity="cart", count=2), 0, 0, 0)
-    (done,) = export([request], {"r": ds}, SchemaRegistry.load(), "jsonl", tmp_path, False)
+    (done,) = await export([request], {"r": ds}, SchemaRegistry.load(), "jsonl", tmp_path, False)
     if isinstance(expected, str):
         assert (done.status, done.how) == (
             "incomplete",
