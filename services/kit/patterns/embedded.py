@@ -627,7 +627,10 @@ class EmbeddedStore(PatternStore):
         return time.perf_counter() - t
 
 
-_COLUMNS = "id, collection, domain, entity, quality, usage_count, created_at, text, body, vec, gen"
+#: every stored column of a pattern row (what a salvage copies)
+_ROW_COLUMNS = (
+    "id, collection, domain, entity, quality, usage_count, created_at, text, body, vec, gen"
+)
 
 
 def _intact(path: Path) -> bool:
@@ -674,7 +677,7 @@ def _readable_rows(path: Path, probe: int = 10_000) -> tuple[list[tuple[Any, ...
                 misses = 0
         for pk in pks:
             try:
-                row = conn.execute(f"select {_COLUMNS} from patterns where pk = ?", (pk,))
+                row = conn.execute(f"select {_ROW_COLUMNS} from patterns where pk = ?", (pk,))
                 rows.append(tuple(row.fetchone()))
             except (sqlite3.DatabaseError, TypeError):
                 lost += 1
@@ -723,7 +726,7 @@ def salvage_store(path: Path, quarantine: Path) -> str:
         conn.executescript(f"begin immediate;\n{SCHEMA}\ncommit;")
         conn.execute("begin immediate")
         conn.executemany(
-            f"insert or ignore into patterns({_COLUMNS}) values (?,?,?,?,?,?,?,?,?,?,?)", rows
+            f"insert or ignore into patterns({_ROW_COLUMNS}) values (?,?,?,?,?,?,?,?,?,?,?)", rows
         )
         conn.execute("commit")
     finally:
