@@ -343,6 +343,8 @@ class EmbeddedBroker:
             text=True,
             check=False,
         )
+        if done.returncode in (130, -signal.SIGINT):  # Ctrl-C reached the tool too
+            raise BrokerStartFailed("interrupted during start-up")
         if done.returncode != 0:
             why = (done.stderr or done.stdout).strip().splitlines()
             raise BrokerStartFailed(
