@@ -84,10 +84,19 @@ def _death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     return preexec
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(n: int, avoid: int = 0) -> list[int]:
+    """`n` distinct free ports (none equal to `avoid`): the sockets are held open together,
+    so the kernel cannot hand out one port twice (two listeners on one port fail the
+    broker's config check)."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port != avoid:
+                ports.append(port)
+        return ports
 
 
 def _api_versions_ok(port: int, timeout: float) -> bool:
@@ -345,10 +354,12 @@ class EmbeddedBroker:
         )
         if done.returncode in (130, -signal.SIGINT):  # Ctrl-C reached the tool too
             raise BrokerStartFailed("interrupted during start-up")
-        if done.returncode != 0:
-            why = (done.stderr or done.stdout).strip().splitlines()
+        if done.returncode != 0:  # the exception's own line, not its last stack frame
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            why = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("at ")]
             raise BrokerStartFailed(
-                f"formatting {self._dir.kraft} failed: {why[-1] if why else done.returncode}"
+                f"formatting {self._dir.kraft} failed: "
+                + (why[-1].strip() if why else f"exit status {done.returncode}")
             )
 
     def _spawn(self, java: str, classpath: str, cancelled: Callable[[], bool]) -> None:
@@ -357,8 +368,11 @@ class EmbeddedBroker:
         d.log4j.write_text(_log4j2_properties(d.log_file))
         attempts = 1 if self._port else 3  # a free port may be taken before Kafka binds it
         for attempt in range(attempts):
-            port = self._port or _free_port()
-            props = server_properties(d.kraft, port, _free_port())
+            if self._port:
+                port, (controller,) = self._port, _free_ports(1, avoid=self._port)
+            else:
+                port, controller = _free_ports(2)
+            props = server_properties(d.kraft, port, controller)
             _write_properties(d.properties, {**props, **self._overrides})
             if not d.formatted:
                 self._format(java, classpath)

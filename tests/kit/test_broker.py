@@ -506,3 +506,15 @@ def test_restart_keeps_every_record_and_one_broker_per_directory(tmp_path: Path)
         after = asyncio.run(resumed(second.bootstrap_servers))
     assert after == [b"c"]  # resumed at the committed offset 2, nothing read again
     assert [(r.offset, r.value) for r in records] == [(0, b"a"), (1, b"b"), (2, b"c")]
+
+
+def test_the_two_listener_ports_are_always_distinct() -> None:
+    """Ports picked one after another could repeat (the kernel reuses a just-closed one),
+    and two listeners on one port fail the broker's config: 1 start in a few hundred."""
+    from services.kit.broker import _free_ports
+
+    for _ in range(200):
+        a, b = _free_ports(2)
+        assert a != b
+    (c,) = _free_ports(1, avoid=a)
+    assert c != a
