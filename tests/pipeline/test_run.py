@@ -28,6 +28,22 @@ def free_port() -> int:
 CONTEXT = "Carts of marathon runners stocking up before race day"
 
 
+def run_env(grpc_port: int, http_port: int, store: Path, kafka: Path, data: Path) -> dict:
+    """The environment of a `testdata run` of a test's own: its ports, its directories,
+    no LLM (so every request is served traditionally)."""
+    return {
+        **os.environ,
+        "GRPC_PORT": str(grpc_port),
+        "HTTP_PORT": str(http_port),
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+        "ANTHROPIC_API_KEY": "",
+        "USE_LOCAL_LLM": "false",
+        "PATTERN_STORE_PATH": str(store),
+        "KAFKA_DATA_DIR": str(kafka),
+        "DATA_DIR": str(data),
+    }
+
+
 async def learned(path: Path) -> Pattern:
     """The first learned pattern to appear in the store file (the learner process writes
     it; the seeds are there from the first start)."""
@@ -50,17 +66,9 @@ async def learned(path: Path) -> Pattern:
 
 def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
     grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "GRPC_PORT": str(grpc_port),
-        "HTTP_PORT": str(http_port),
-        "KAFKA_BOOTSTRAP_SERVERS": "",
-        "ANTHROPIC_API_KEY": "",
-        "USE_LOCAL_LLM": "false",
-        "PATTERN_STORE_PATH": str(tmp_path / "patterns.sqlite"),
-        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
-        "DATA_DIR": str(tmp_path / "data"),
-    }
+    env = run_env(
+        grpc_port, http_port, tmp_path / "patterns.sqlite", tmp_path / "kafka", tmp_path / "data"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"],
         cwd=ROOT,
@@ -165,17 +173,7 @@ def test_make_run_starts_on_damaged_data_and_says_what_it_repaired(tmp_path):
     (kafka / "kraft" / "replication-offset-checkpoint").write_text("0\n7\nnot offsets\n")
     store.write_bytes(b"this is not a SQLite database\n" * 100)
     grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "GRPC_PORT": str(grpc_port),
-        "HTTP_PORT": str(http_port),
-        "KAFKA_BOOTSTRAP_SERVERS": "",
-        "ANTHROPIC_API_KEY": "",
-        "USE_LOCAL_LLM": "false",
-        "PATTERN_STORE_PATH": str(store),
-        "KAFKA_DATA_DIR": str(kafka),
-        "DATA_DIR": str(data),
-    }
+    env = run_env(grpc_port, http_port, store, kafka, data)
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"],
         cwd=ROOT,
