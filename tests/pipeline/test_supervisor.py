@@ -22,12 +22,12 @@ import grpc
 import pytest
 
 from services.deployables import SERVICES
-from services.kit.procstate import CRASH_LOOPING, EXIT_STARTUP
+from services.kit.procstate import CRASH_LOOPING, EXIT_STARTUP, EXIT_TEMPFAIL, EXIT_UNAVAILABLE
 from services.kit.restart import RestartPolicy
 from services.kit.settings import Settings
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from services.supervisor import Supervisor
+from services.supervisor import StartupFailed, Supervisor
 
 from .test_run import ROOT, free_port
 
@@ -195,3 +195,44 @@ def test_after_the_bridge_is_killed_new_calls_succeed_quickly(sup):
 
     eventually(call)  # how soon is measured by the delivery benchmark (target 10 s)
     assert sup.pid("bridge") != old
+
+
+# ---- start-up that cannot finish: the cause, never a limit ---------------------------------
+def _own_settings(tmp_path, **values) -> Settings:
+    return Settings(
+        _env_file=None,
+        grpc_port=0,
+        http_port=0,
+        anthropic_api_key=None,
+        use_local_llm=False,
+        data_dir=str(tmp_path),
+        pattern_store_path=str(tmp_path / "patterns.sqlite"),
+        **values,
+    )
+
+
+def test_a_broker_that_never_answers_fails_the_start_naming_a_service_and_the_broker(tmp_path):
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    sup = Supervisor(_own_settings(tmp_path, kafka_bootstrap_servers=bootstrap), QUIET)
+    with pytest.raises(StartupFailed) as failed:
+        sup.start()
+    assert failed.value.code == EXIT_UNAVAILABLE
+    assert f"cannot start: cannot use the Kafka broker at {bootstrap}" in str(failed.value)
+    assert str(failed.value).startswith("service ")
+    assert all(s.proc is None or s.proc.poll() is not None for s in sup.services.values())
+
+
+def test_ready_timeout_is_a_setting_and_names_what_was_still_starting(tmp_path, embedded_broker):
+    settings = _own_settings(
+        tmp_path,
+        kafka_bootstrap_servers=embedded_broker.bootstrap_servers,
+        topic_prefix="readyto.",
+        ready_timeout_seconds=0.001,  # no process can start in a millisecond
+    )
+    sup = Supervisor(settings, QUIET)
+    with pytest.raises(StartupFailed) as failed:
+        sup.start()
+    assert failed.value.code == EXIT_TEMPFAIL
+    message = str(failed.value)
+    assert message.startswith("not ready after READY_TIMEOUT_SECONDS=0.001: ")
+    assert all(name in message for name in SERVICES), message
