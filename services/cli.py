@@ -96,11 +96,15 @@ def bootstrap_for(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def bootstrap_arg(p: argparse.ArgumentParser) -> None:
+    from services.kit.runfile import locate_bootstrap
+
+    found = locate_bootstrap(get_settings())
+    now = f"now {found.value}" if found is not None else "none is set or running now"
     p.add_argument(
         "--bootstrap",
         metavar="HOST:PORT",
         help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, else the running "
-        "`testdata run`'s broker, from its run file)",
+        f"`testdata run`'s broker, from {get_settings().data_dir}/run.json; {now})",
     )
 
 
