@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,21 +128,27 @@ def locate_bootstrap(settings: Settings, flag: str | None = None) -> Located | N
 def locate_grpc(settings: Settings, flag: str | None = None) -> Located:
     """The bridge's host:port: flag, GRPC_PORT set in the environment, the run file, else
     the default port on this machine."""
-    if flag:
-        return Located(flag, "flag")
-    if "grpc_port" in settings.model_fields_set:
-        return Located(f"127.0.0.1:{settings.grpc_port}", "env")
-    run = _from_run(settings)
-    if run is not None:
-        return Located(run.grpc_target, "run file", _run_note(run, settings, run.grpc_target))
-    return Located(f"127.0.0.1:{settings.grpc_port}", "default")
+    return _locate(settings, flag, "grpc_port", "{}", lambda run: run.grpc_target)
 
 
 def locate_http(settings: Settings) -> Located:
     """The HTTP base URL (health, metrics): HTTP_PORT set, the run file, else the default."""
-    if "http_port" in settings.model_fields_set:
-        return Located(f"http://127.0.0.1:{settings.http_port}", "env")
+    return _locate(settings, None, "http_port", "http://{}", lambda run: run.http_url)
+
+
+def _locate(
+    settings: Settings,
+    flag: str | None,
+    port_field: str,
+    form: str,
+    of_run: Callable[[RunFile], str],
+) -> Located:
+    if flag:
+        return Located(flag, "flag")
+    own = form.format(f"127.0.0.1:{getattr(settings, port_field)}")
+    if port_field in settings.model_fields_set:
+        return Located(own, "env")
     run = _from_run(settings)
     if run is not None:
-        return Located(run.http_url, "run file", _run_note(run, settings, run.http_url))
-    return Located(f"http://127.0.0.1:{settings.http_port}", "default")
+        return Located(of_run(run), "run file", _run_note(run, settings, of_run(run)))
+    return Located(own, "default")
