@@ -1,7 +1,7 @@
 # One image for every service; the compose file picks the service by command.
 FROM python:3.11-slim
 WORKDIR /app
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 BIND_HOST=0.0.0.0
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY scripts ./scripts

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
 pipeline delivery budget patterns weaviate learner rag intent cache
-replay export broker)."""
+replay export broker cli)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def main() -> None:
         "replay",
         "export",
         "broker",
+        "cli",
     ]
     for name in sections:
         module = __import__(f"bench.{name}", fromlist=["run"])

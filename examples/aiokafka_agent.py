@@ -4,12 +4,16 @@ No project code needed: the router accepts JSON requests (content-type:
 application/json) and, without a reply-to header, writes the chunks to
 `testdata.results`, keyed by request id.
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python examples/aiokafka_agent.py
+    .venv/bin/python examples/aiokafka_agent.py
 
-Prints the dataset as one JSON array. Chunks are Avro framed as `C3 01`, the writer
-schema's 8-byte fingerprint, then Avro binary: this example decodes them with fastavro and
-schemas/avro/result_chunk.avsc (chunks are assembled in `chunk_index` order; a redelivered
-request may repeat some, which are skipped).
+It finds the broker as every `testdata` command does: KAFKA_BOOTSTRAP_SERVERS, else the
+run file of a running `make run` (.data/run.json in the directory it was started from, or
+$DATA_DIR/run.json), else 127.0.0.1:9092. Prints the dataset as one JSON array.
+
+Chunks are Avro framed as `C3 01`, the writer schema's 8-byte fingerprint, then Avro
+binary: this example decodes them with fastavro and schemas/avro/result_chunk.avsc (chunks
+are assembled in `chunk_index` order; a redelivered request may repeat some, which are
+skipped).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import fastavro
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 ROOT = Path(__file__).resolve().parents[1]
 AVRO_DIR = ROOT / "schemas" / "avro"
@@ -41,13 +46,27 @@ def chunk_reader():
     return decode
 
 
+def find_bootstrap() -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, else the running `make run`'s run file, else 9092."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    run_file = Path(os.environ.get("DATA_DIR", ".data")) / "run.json"  # as testdata reads it
+    try:
+        return json.loads(run_file.read_text())["bootstrap"]
+    except (OSError, ValueError, KeyError):
+        return "127.0.0.1:9092"
+
+
 async def main() -> None:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    bootstrap = find_bootstrap()
     request_id = f"agent-{uuid.uuid4().hex[:12]}"
     request = {"request_id": request_id, "entity": "cart", "count": 5, "seed": 42}
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except KafkaConnectionError:
+        raise SystemExit(f"no Kafka broker at {bootstrap}: is `make run` running?") from None
     parts = consumer.partitions_for_topic("testdata.results") or set()
     while not parts:
         await consumer._client.force_metadata_update()

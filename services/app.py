@@ -21,6 +21,7 @@ import grpc
 from services.core.models import GenerationPath
 from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
+from services.deployables import BRIDGE, LEARNER, PATH_SERVICES, SERVICES
 from services.hybrid.service import HybridService
 from services.kit.control import ControlListener, DeliveryGuard
 from services.kit.deliveries import Attempts, window_for
@@ -52,12 +53,8 @@ PATHS: dict[GenerationPath, type[PathService]] = {
     GenerationPath.RAG: RagService,
     GenerationPath.HYBRID: HybridService,
 }
-BRIDGE = "bridge"
-LEARNER = "learner"
-#: Every deployable, named as on the command line.
-SERVICES: tuple[str, ...] = ("router", *(p.value for p in PATHS), LEARNER, BRIDGE)
-#: The deployables that consume topics (all but the bridge).
-WORKERS: tuple[str, ...] = tuple(s for s in SERVICES if s != BRIDGE)
+if tuple(p.value for p in PATHS) != PATH_SERVICES:  # the names the CLI knows without us
+    raise ImportError(f"services.deployables.PATH_SERVICES must list {[p.value for p in PATHS]}")
 
 
 async def ensure_catalog_topics(runtime: Runtime) -> None:
@@ -69,6 +66,19 @@ async def ensure_catalog_topics(runtime: Runtime) -> None:
         replication_factor=max(t.replication for t in fixed),
         configs={t.name: t.configs() for t in fixed},
     )
+
+
+async def _joined(sub: Subscriber, task: asyncio.Task[None]) -> None:
+    """Until `sub` has joined its group (however long a loaded broker takes), or its task
+    ended, which is then the error to start-up with."""
+    ready = asyncio.ensure_future(sub.wait_ready())
+    try:
+        await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    if not (ready.done() and not ready.cancelled()):
+        task.result()  # raises what ended it
+        raise RuntimeError(f"{sub.name} stopped before joining its group")
 
 
 class App:
@@ -191,8 +201,8 @@ class App:
             self.tasks.append(asyncio.create_task(sub.run(), name=sub.name))
         if "router" in names:
             self._refresher = asyncio.create_task(self._refresh_probes(), name="path-probes")
-        for sub in self.subscribers:
-            await sub.wait_ready()
+        for sub, task in zip(self.subscribers, self.tasks, strict=True):
+            await _joined(sub, task)
         components = self._components
         if BRIDGE in names:
             port = self.settings.grpc_port if grpc_port is None else grpc_port
@@ -202,6 +212,7 @@ class App:
                 self.instance,
                 port,
                 [*self._probe_components(), *supervisor_probes()],
+                host=self.settings.bind_host,
                 keystore=self.keystore,
             )
             components = self.servicer.components
@@ -209,7 +220,7 @@ class App:
             self.http = HealthHTTP(
                 components, overall, self.settings.service_name, GENERATOR_VERSION, self.instance
             )
-            self.http_port = await self.http.start(http_port)
+            self.http_port = await self.http.start(http_port, self.settings.bind_host)
         return self
 
     async def _components(self) -> Mapping[str, str]:

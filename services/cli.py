@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -25,12 +27,16 @@ from services.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from services.kit.patterns import PatternStore
+    from services.kit.runfile import RunFile
+    from services.supervisor import Supervisor
 
 log = logging.getLogger("testdata.cli")
 T = TypeVar("T")
 #: How long a command waits to reach a Kafka broker before saying it cannot.
 BROKER_TIMEOUT_S = 15.0
 EXIT_USAGE = 2
+#: What `generate` and `publish` ask for when neither --request nor --entity names it.
+DEFAULT_ENTITY = "cart"
 
 
 class UserError(Exception):
@@ -72,6 +78,36 @@ async def _reach_broker(step: Awaitable[T], bootstrap: str) -> T:
         ) from exc
 
 
+def bootstrap_for(args: argparse.Namespace, settings: Settings) -> str:
+    """The Kafka cluster a command talks to: --bootstrap, KAFKA_BOOTSTRAP_SERVERS, else the
+    running `testdata run` (its run file; the command says so on stderr)."""
+    from services.kit.runfile import locate_bootstrap, run_file_path
+
+    found = locate_bootstrap(settings, getattr(args, "bootstrap", None))
+    if found is None:
+        raise UserError(
+            f"no Kafka broker given and no testdata run is up ({run_file_path(settings.data_dir)} "
+            "is absent): start one with `make run`, or name a cluster with --bootstrap or "
+            "KAFKA_BOOTSTRAP_SERVERS"
+        )
+    if found.note:
+        print(found.note, file=sys.stderr)
+    return found.value
+
+
+def bootstrap_arg(p: argparse.ArgumentParser) -> None:
+    from services.kit.runfile import locate_bootstrap
+
+    found = locate_bootstrap(get_settings())
+    now = f"now {found.value}" if found is not None else "none is set or running now"
+    p.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, else the running "
+        f"`testdata run`'s broker, from {get_settings().data_dir}/run.json; {now})",
+    )
+
+
 def _setup_logging(level: str, name: str = "testdata") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -85,7 +121,10 @@ def _setup_logging(level: str, name: str = "testdata") -> None:
 async def _serve(
     names: list[str], settings: Settings, grpc_port: int | None, http_port: int | None
 ) -> None:
+    """Start `names` in this process and serve until SIGINT/SIGTERM; a signal during the
+    start stops it too (the supervisor may stop a run that is still coming up)."""
     from services.app import App
+    from services.kit.procstate import Ready, report_ready
 
     if not settings.kafka_bootstrap_servers:
         raise UserError(
@@ -97,8 +136,17 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    starter = asyncio.create_task(app.start(names, grpc_port=grpc_port, http_port=http_port))
     try:
-        await app.start(names, grpc_port=grpc_port, http_port=http_port)
+        await asyncio.wait([starter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not starter.done():  # stopped while starting: nothing to report
+            starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starter
+            await app.stop()
+            return
+        starter.result()  # raises what failed the start
     except BaseException:
         await app.stop()  # release what did start (clients, reply topic) before exiting
         raise
@@ -107,8 +155,8 @@ async def _serve(
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     log.info("started %s", ", ".join(names))
+    report_ready(names[0], Ready(os.getpid(), app.grpc_port, app.http_port))
     waiter = asyncio.create_task(app.wait())
-    stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
     await app.stop()
     if waiter.done() and waiter.exception():
@@ -125,9 +173,16 @@ def _event_loop_runner() -> Any:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
+    """One service in this process. Why it cannot start goes to stderr and, under
+    `testdata run`, to the supervisor, which ends a start-up with it."""
     from aiokafka.errors import KafkaError
 
-    from services.kit.procstate import EXIT_STARTUP, StartupError, report_startup_error
+    from services.kit.procstate import (
+        EXIT_STARTUP,
+        EXIT_UNAVAILABLE,
+        StartupError,
+        report_startup_error,
+    )
 
     settings = get_settings()
     _setup_logging(settings.log_level, args.name)
@@ -141,10 +196,15 @@ def cmd_service(args: argparse.Namespace) -> int:
         report_startup_error(args.name, str(exc))
         return EXIT_STARTUP
     except (KafkaError, TimeoutError) as exc:  # the broker: a restart may help
-        raise UserError(
-            f"{args.name}: cannot use the Kafka broker at {settings.kafka_bootstrap_servers} "
+        why = (
+            f"cannot use the Kafka broker at {settings.kafka_bootstrap_servers} "
             f"({type(exc).__name__})"
-        ) from exc
+        )
+        report_startup_error(args.name, why)
+        raise UserError(f"{args.name}: {why}", EXIT_UNAVAILABLE) from exc
+    except UserError as exc:
+        report_startup_error(args.name, str(exc))
+        raise
     return 0
 
 
@@ -157,42 +217,81 @@ def _start_seeding() -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # Ctrl-C is `testdata run`'s to act on
     )
 
 
-def _seeding_result(seeder: subprocess.Popen[str], timeout: float = 60) -> str:
-    """The seeder's one line for the banner (a failure is reported, never fatal)."""
-    try:
-        out, err = seeder.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        seeder.kill()
-        seeder.communicate()
-        return f"not seeded: no answer within {timeout:.0f}s"
+def _seeding_result(seeder: subprocess.Popen[str], cancelled: Callable[[], bool]) -> str:
+    """The seeder's one line for the banner (a failure is reported, never fatal). Waits as
+    long as it runs (a first start embeds every seed) unless `cancelled`."""
+    while True:
+        try:
+            out, err = seeder.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            if cancelled():
+                seeder.kill()
+                seeder.communicate()
+                return "not seeded: stopped"
     lines = (out if seeder.returncode == 0 else err).strip().splitlines()
     line = lines[-1] if lines else f"seeding exited with code {seeder.returncode}"
     return line if seeder.returncode == 0 else f"not seeded: {line}"
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM for `testdata run`: the first asks for an orderly stop (services,
+    then the broker); a second forces it (`force`: SIGKILL every child now)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.force: Callable[[], None] = lambda: None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    @property
+    def stopping(self) -> bool:
+        return self.count > 0
+
+    def _handle(self, *_: Any) -> None:
+        self.count += 1
+        # os.write, not print: a handler may run in the middle of another print
+        if self.count == 1:
+            os.write(2, b"testdata run: stopping (Ctrl-C again to force)\n")
+        elif self.count == 2:
+            os.write(2, b"testdata run: forcing the stop (killing every process)\n")
+            self.force()
+
+
+def _run_settings(args: argparse.Namespace) -> Settings:
+    """The settings with `testdata run`'s flags over them."""
+    flags = {"grpc_port": args.grpc_port, "http_port": args.http_port}
+    flags["kafka_port"] = args.kafka_port
+    return get_settings().model_copy(update={k: v for k, v in flags.items() if v is not None})
+
+
+def _client_host(bind_host: str) -> str:
+    """Where a client on this machine reaches a server bound to `bind_host`."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on one machine: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), the
     router, the generators and the bridge, each in its own process."""
     from services.kit.dirlock import DirInUse, DirLock
-    from services.supervisor import Supervisor
+    from services.kit.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
+    from services.kit.runfile import RunFile, remove_run_file, write_run_file
+    from services.supervisor import StartupFailed, StartupInterrupted, Supervisor
 
-    settings = get_settings()
+    settings = _run_settings(args)
     _setup_logging(settings.log_level, "run")
-    stopping = False
-
-    def _stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    signals = _StopSignals()
+    signals.install()
     try:
         instance = DirLock(settings.data_dir).acquire()  # before anything is read or written
     except DirInUse as exc:
-        raise UserError(f"{exc}; stop it first (or set DATA_DIR)") from exc
+        raise UserError(f"{exc}; stop it first (or set DATA_DIR)", EXIT_STARTUP) from exc
     store_note = ""
     if not settings.weaviate_url:  # the embedded store's file: repaired before any opens it
         from services.kit.patterns.embedded import salvage_store
@@ -204,41 +303,87 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeder = _start_seeding()
     sup = Supervisor(settings)
     sup.data_notes = [store_note] if store_note else []
+
+    def force() -> None:
+        seeder.kill()
+        sup.kill()
+
+    signals.force = force
     try:
-        sup.start(cancelled=lambda: stopping)
-    except RuntimeError as exc:  # StartupFailed says which service and why
-        log.error("%s", exc)
+        try:
+            sup.start(cancelled=lambda: signals.stopping)
+        except StartupInterrupted:
+            print("testdata run: interrupted during start-up; stopped", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except StartupFailed as exc:  # names the service and the cause: the last line
+            raise UserError(str(exc), exc.code) from exc
+        patterns = _seeding_result(seeder, lambda: signals.stopping)
+        host = _client_host(settings.bind_host)
+        run = RunFile(
+            bootstrap=sup.bootstrap,
+            grpc_target=f"{host}:{sup.grpc_port}",
+            http_url=f"http://{host}:{sup.http_port}",
+            pid=os.getpid(),
+            instance=sup.instance,
+            started_at=time.time(),
+        )
+        run_file = write_run_file(settings.data_dir, run)
+        try:
+            print(_banner(settings, sup, run, run_file, patterns, store_note), flush=True)
+            sup.watch(lambda: signals.stopping)  # restarts a service that dies
+        finally:
+            remove_run_file(settings.data_dir, run.pid)
+    finally:
         seeder.kill()
         seeder.wait()
-        instance.release()
-        return 1
-    patterns = _seeding_result(seeder)
-    embedded = ""
-    if sup.broker is not None:
-        kept = sup.broker.data_dir if settings.kafka_data_dir else "a temporary directory"
-        embedded = f"   (embedded Apache Kafka, logs in {kept})"
-    for note in (sup.broker.salvaged.summary() if sup.broker else "", store_note):
-        if note:
-            embedded += f"\n  data directory    {note}"
-    print(
-        f"""
-test-data agent is running
-  Kafka bootstrap   {sup.bootstrap}{embedded}
-  gRPC              127.0.0.1:{settings.grpc_port}   testdata.v1.TestDataService (reflection on)
-  HTTP              http://127.0.0.1:{settings.http_port}/health  /health/ready  /metrics
-  requests topic    {settings.topic_prefix}testdata.requests
-  pattern store     {patterns}
-Try:  .venv/bin/testdata generate --entity cart --count 5
-Ctrl-C stops everything.
-""",
-        flush=True,
-    )
-    try:
-        sup.watch(lambda: stopping)  # restarts a service that dies; the rest keep serving
-    finally:
         sup.stop()
         instance.release()
+    if signals.count > 1:
+        print("testdata run: stopped (forced)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print("testdata run: stopped", file=sys.stderr)
     return 0
+
+
+def _banner(
+    settings: Settings,
+    sup: Supervisor,
+    run: RunFile,
+    run_file: Path,
+    patterns: str,
+    store_note: str,
+) -> str:
+    """What `testdata run` prints once every service is up: the real addresses."""
+    kafka = run.bootstrap
+    if sup.broker is not None:
+        kept = sup.broker.data_dir if settings.kafka_data_dir else "a temporary directory"
+        taken = (
+            f", {settings.kafka_port} was taken"
+            if settings.kafka_port and not kafka.endswith(f":{settings.kafka_port}")
+            else ""
+        )
+        kafka += f"   (embedded Apache Kafka, logs in {kept}{taken})"
+    for note in (sup.broker.salvaged.summary() if sup.broker else "", store_note):
+        if note:
+            kafka += f"\n  data directory    {note}"
+    listen = settings.bind_host
+    everywhere = listen in ("0.0.0.0", "::")
+    scope = "   (all interfaces: BIND_HOST)" if everywhere else ""
+    grpc_at = f"{listen}:{sup.grpc_port}" if everywhere else run.grpc_target
+    http_at = f"http://{listen}:{sup.http_port}" if everywhere else run.http_url
+    default_dir = Settings.model_fields["data_dir"].default
+    data_dir = "" if settings.data_dir == default_dir else f"DATA_DIR={settings.data_dir} "
+    return f"""
+test-data agent is running
+  Kafka bootstrap   {kafka}
+  gRPC              {grpc_at}   testdata.v1.TestDataService (reflection on){scope}
+  HTTP              {http_at}/health  /health/ready  /metrics
+  requests topic    {settings.topic_prefix}testdata.requests
+  pattern store     {patterns}
+  run file          {run_file}   (where the CLI and the clients find this instance)
+Try:  {data_dir}.venv/bin/testdata generate --entity cart --count 5
+Ctrl-C stops everything.
+"""
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -324,11 +469,8 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
 
 def cmd_topics(args: argparse.Namespace) -> int:
     settings = get_settings()
-    if not settings.kafka_bootstrap_servers:
-        raise UserError(
-            "KAFKA_BOOTSTRAP_SERVERS is required (the embedded broker of `testdata run` "
-            "creates its topics itself)"
-        )
+    bootstrap = bootstrap_for(args, settings)
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
     lines = asyncio.run(_topics_create(settings, args.replication))
     for line in lines:
         print(line)
@@ -351,6 +493,7 @@ def _request_dict(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("entity", "domain", "count", "seed", "context", "anchor"):
         if getattr(args, key, None) is not None:
             body[key] = getattr(args, key)
+    body.setdefault("entity", DEFAULT_ENTITY)  # neither the file nor a flag named one
     if args.format:
         body["output_format"] = args.format.upper()
     if args.hint:
@@ -440,6 +583,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from services.core.formats import iter_joined
     from services.core.models import OutputFormat
+    from services.kit.runfile import locate_grpc
     from services.proto.testdata.v1 import test_data_pb2 as pb
     from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
@@ -448,10 +592,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except json_format.ParseError as exc:
         raise UserError(f"not a GenerateRequest: {_one_line(str(exc).splitlines()[0])}") from exc
     fmt = OutputFormat(pb.OutputFormat.Name(msg.output_format))
+    target = locate_grpc(get_settings(), args.target)
+    if target.note:
+        print(target.note, file=sys.stderr)
     with (
         _Output(args.out) as out,
         grpc.insecure_channel(
-            args.target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+            target.value, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
         ) as ch,
     ):
         stub = pb_grpc.TestDataServiceStub(ch)
@@ -470,13 +617,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 # JSON chunks are arrays each: written as one array, chunk by chunk
                 out.file.writelines(iter_joined(fmt, datas()))
                 progress.done()
-                meta = json_format.MessageToDict(md) if md is not None else {}
+                meta = (
+                    json_format.MessageToDict(md, preserving_proto_field_name=True)
+                    if md is not None
+                    else {}
+                )
             else:
                 resp = stub.GenerateData(msg, timeout=args.timeout)
                 if not resp.success:  # a bridge before failures became statuses
                     raise UserError(resp.error or "generation failed")
                 out.file.write(resp.data)
-                meta = json_format.MessageToDict(resp.metadata)
+                meta = json_format.MessageToDict(resp.metadata, preserving_proto_field_name=True)
         except grpc.RpcError as exc:
             code = exc.code()
             raise UserError(
@@ -515,9 +666,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(f"not a request: {where}: {first['msg']}") from exc
     except ValueError as exc:
         raise UserError(f"not a request: output_format: {exc}") from exc
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        raise UserError("KAFKA_BOOTSTRAP_SERVERS is required (printed by `testdata run`)")
+    bootstrap = bootstrap_for(args, settings)
     correlation = uuid.uuid4().hex  # this attempt's chunks, not an earlier one's
     consumer = make_consumer(bootstrap, None)
     try:
@@ -820,7 +969,11 @@ def _caller_args(p: argparse.ArgumentParser) -> None:
         help="JSON file with a GenerateRequest (field names as in the proto); the flags "
         "below override its fields",
     )
-    p.add_argument("--entity", help="entity to generate (see GetSchemas), e.g. cart")
+    p.add_argument(
+        "--entity",
+        help=f"entity to generate (see GetSchemas; default: the --request file's, else "
+        f"{DEFAULT_ENTITY})",
+    )
     p.add_argument("--domain", help="business domain, e.g. ecommerce")
     p.add_argument("--count", type=int, help="records to generate (default: DEFAULT_COUNT)")
     p.add_argument(
@@ -856,23 +1009,48 @@ def _caller_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from services.app import SERVICES
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line. Cheap to build (no service, SDK or Kafka client imported:
+    `testdata --help` answers at once); the defaults it shows are the real ones."""
+    from services.deployables import SERVICES
+    from services.kit.runfile import locate_grpc
+
+    settings = get_settings()
     parser = _Parser(prog="testdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="embedded broker + every service (make run)").set_defaults(
-        fn=cmd_run
-    )
+    p = sub.add_parser("run", help="embedded broker + every service (make run)")
+    for name, env, default in (
+        ("grpc", "GRPC_PORT", settings.grpc_port),
+        ("http", "HTTP_PORT", settings.http_port),
+        ("kafka", "KAFKA_PORT", settings.kafka_port),
+    ):
+        p.add_argument(
+            f"--{name}-port",
+            type=_port,
+            metavar="PORT",
+            help=f"{name if name != 'grpc' else 'gRPC'} port (default: {env}, now {default}; "
+            "0 picks a free one)",
+        )
+    p.set_defaults(fn=cmd_run)
     sub.add_parser("broker", help="the embedded broker alone").set_defaults(fn=cmd_broker)
     p = sub.add_parser("service", help="one service alone")
     p.add_argument("name", choices=SERVICES, help="the deployable to run")
     p.add_argument(
-        "--grpc-port", type=int, help="bridge: gRPC port (default: GRPC_PORT; 0 picks one)"
+        "--grpc-port", type=_port, help="bridge: gRPC port (default: GRPC_PORT; 0 picks one)"
     )
     p.add_argument(
         "--http-port",
-        type=int,
+        type=_port,
         help="port for /health and /metrics (default: HTTP_PORT for the bridge, none for "
         "the others)",
     )
@@ -880,20 +1058,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="call the gRPC bridge")
     _caller_args(p)
     p.add_argument("--stream", action="store_true", help="GenerateDataStream with progress")
+    target = locate_grpc(settings)
     p.add_argument(
         "--target",
-        default=f"127.0.0.1:{Settings().grpc_port}",
-        help="the bridge's host:port (default: %(default)s)",
+        metavar="HOST:PORT",
+        help=f"the bridge (default: GRPC_PORT if set, else the running `testdata run` of "
+        f"{settings.data_dir}/run.json, else 127.0.0.1:{settings.grpc_port}; now "
+        f"{target.value})",
     )
-    p.set_defaults(fn=cmd_generate, entity="cart")
+    p.set_defaults(fn=cmd_generate)
     p = sub.add_parser("publish", help="publish a request to Kafka as an agent does")
     _caller_args(p)
     p.add_argument("--json", action="store_true", help="publish JSON instead of Avro")
+    bootstrap_arg(p)
     p.set_defaults(fn=cmd_publish)
     p = sub.add_parser("topics", help="topic administration")
     tsub = p.add_subparsers(dest="topics_command", required=True)
     p = tsub.add_parser("create", help="create the catalogue's topics on a cluster")
     p.add_argument("--replication", type=int, help="override the catalogue's replication")
+    bootstrap_arg(p)
     p.set_defaults(fn=cmd_topics)
     _patterns_parser(sub)
     from services.datasets.cli import add_parsers
@@ -902,8 +1085,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _settings_problem(exc: Exception) -> str:
+    """A settings error as one line naming the environment variable and its value."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    parts = []
+    for e in errors:
+        name = "_".join(str(p) for p in e.get("loc", ())).upper() or "settings"
+        value = f"={e['input']!r}" if isinstance(e.get("input"), str | int | float) else ""
+        parts.append(f"{name}{value}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts) or _one_line(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except ValidationError as exc:  # a malformed environment variable (or .env line)
+        from services.kit.procstate import EXIT_STARTUP  # EX_CONFIG: fix it, then retry
+
+        print(f"testdata: error: {_settings_problem(exc)}", file=sys.stderr)
+        return EXIT_STARTUP
     try:
         return int(args.fn(args) or 0)
     except UserError as exc:

@@ -13,29 +13,37 @@ left. What the supervisor sees goes to a state file that the bridge reports in /
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.app import SERVICES
-from services.kit.broker import EmbeddedBroker
+from services.deployables import BRIDGE, SERVICES
+from services.kit.broker import EmbeddedBroker, StartCancelled, death_signal
 from services.kit.procstate import (
     CRASH_LOOPING,
+    EXIT_INTERRUPTED,
     EXIT_STARTUP,
+    EXIT_TEMPFAIL,
+    EXIT_UNAVAILABLE,
     RESTARTING,
     RUNNING,
     STATE_ENV,
     ProcState,
+    Ready,
+    read_ready,
     startup_error_path,
     write_states,
 )
@@ -47,7 +55,19 @@ log = logging.getLogger("testdata.supervisor")
 
 
 class StartupFailed(RuntimeError):
-    """`testdata run` cannot come up; the message says why."""
+    """`testdata run` cannot come up; the message names the service and the cause, and
+    `code` is the exit code of that cause (a service's own exit code when it exited)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class StartupInterrupted(StartupFailed):
+    """Asked to stop (Ctrl-C) before every service was up: not a failure."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted during start-up", EXIT_INTERRUPTED)
 
 
 @dataclass
@@ -65,7 +85,11 @@ class Service:
     since: float = field(default_factory=time.time)
 
     def spawn(self, now: float) -> int:
-        self.proc = subprocess.Popen(self.argv, env=self.env)
+        # Its own session: a terminal's Ctrl-C is the supervisor's to act on (services
+        # first, then the broker); it dies with the supervisor all the same.
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, preexec_fn=death_signal()
+        )
         self.policy.started(now)
         self.restart_at = None
         self.since = time.time()
@@ -90,7 +114,8 @@ class Service:
 class Supervisor:
     """Embedded broker (unless a bootstrap is configured) plus one process per service.
 
-    `start()` returns once *this* supervisor's bridge answers /health/ready; `watch()`
+    `start()` returns once every service has joined its groups and *this* supervisor's
+    bridge answers /health/ready; `watch()`
     (or `step()` called periodically) restarts what dies; `stop()` ends the services,
     then the broker.
     """
@@ -116,24 +141,34 @@ class Supervisor:
         #: what the start found damaged and repaired under the data directory, besides
         #: the broker's own (the banner and /health's data_dir say it)
         self.data_notes: list[str] = []
-        self._starting = False
+        #: the services start() still waits for: an exit of one of them fails the start
+        self._starting: set[str] = set()
+        #: the bridge's ports as it reported them (GRPC_PORT/HTTP_PORT 0 pick free ones)
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
         self._stopped = False
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(
-        self, ready_timeout: float = 90, cancelled: Callable[[], bool] = lambda: False
+        self,
+        ready_timeout: float | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+        *,
+        wait_for: Iterable[str] | None = None,
     ) -> Supervisor:
+        """Check the ports, start the broker and every service, and return once each of
+        `wait_for` (default: all) has joined its groups and the bridge answers ready.
+
+        Waits as long as they make progress; fails (StartupFailed, naming the service and
+        the cause) when one exits, when a port is taken, when the broker never answers,
+        or after `ready_timeout` seconds (default READY_TIMEOUT_SECONDS; 0: no bound).
+        """
+        waited = list(SERVICES if wait_for is None else wait_for)
+        timeout = self.settings.ready_timeout_seconds if ready_timeout is None else ready_timeout
         try:
+            self._check_ports()  # before anything starts: a taken port is said at once
             if not self.bootstrap:
-                fixed = Topics(self.settings.topic_prefix).fixed()
-                self.broker = EmbeddedBroker(
-                    {t.name: t.partitions for t in fixed},
-                    topic_configs={t.name: t.configs() for t in fixed},
-                    data_dir=self.settings.kafka_data_dir or None,
-                    port=self.settings.kafka_port,
-                    heap_mb=self.settings.kafka_heap_mb,
-                ).start(cancelled)
-                self.bootstrap = self.broker.bootstrap_servers
+                self._start_broker(cancelled)
             self.run_dir = Path(tempfile.mkdtemp(prefix="testdata-run-"))
             self.metrics_dir.mkdir()
             env = self._env()
@@ -143,11 +178,50 @@ class Supervisor:
                 self.services[name] = Service(name, self._argv(name), own, self.policy())
                 self.services[name].spawn(now)
             self._write_state()
-            self._wait_ready(ready_timeout, cancelled)
+            self._wait_ready(waited, timeout, cancelled)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_broker(self, cancelled: Callable[[], bool]) -> None:
+        fixed = Topics(self.settings.topic_prefix).fixed()
+        self.broker = EmbeddedBroker(
+            {t.name: t.partitions for t in fixed},
+            topic_configs={t.name: t.configs() for t in fixed},
+            data_dir=self.settings.kafka_data_dir or None,
+            port=self.settings.kafka_port,
+            port_fallback=True,  # 9092 preferred; taken, another (the run file says it)
+            heap_mb=self.settings.kafka_heap_mb,
+        )
+        try:
+            self.broker.start(cancelled)
+        except StartCancelled:
+            raise StartupInterrupted() from None
+        except RuntimeError as exc:  # BrokerStartFailed, KafkaNotInstalled, DirInUse
+            raise StartupFailed(f"embedded Kafka broker: {exc}", EXIT_UNAVAILABLE) from exc
+        self.bootstrap = self.broker.bootstrap_servers
+
+    def _check_ports(self) -> None:
+        """The bridge's ports can be bound now (a check in a few milliseconds, before the
+        broker and six processes start only to find one taken)."""
+        host, s = self.settings.bind_host, self.settings
+        ports = [("gRPC", "GRPC_PORT", s.grpc_port), ("HTTP", "HTTP_PORT", s.http_port)]
+        if s.grpc_port and s.grpc_port == s.http_port:
+            raise StartupFailed(f"GRPC_PORT and HTTP_PORT are both {s.grpc_port}", EXIT_STARTUP)
+        for what, env, port in ports:
+            if not port:
+                continue  # 0: a free one, picked by the bridge
+            try:
+                with socket.create_server((host, port)):
+                    pass
+            except OSError as exc:
+                why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise StartupFailed(
+                    f"{what} port {port} on {host} is {why} (another testdata run?); "
+                    f"stop it, or choose another with {env} or --{what.lower()}-port",
+                    EXIT_STARTUP,
+                ) from None
 
     def watch(self, should_stop: Callable[[], bool], interval_s: float = 0.2) -> None:
         """The supervisor's main loop: restart what dies until asked to stop."""
@@ -175,14 +249,26 @@ class Supervisor:
                 p.terminate()
         for p in procs:
             try:
-                p.wait(10)
+                p.wait(self.settings.stop_timeout_seconds)
             except subprocess.TimeoutExpired:
+                log.warning("service pid %d did not stop; killed", p.pid)
                 p.kill()
                 p.wait()
         if self.broker is not None:
             self.broker.stop()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Force: SIGKILL every service and the broker now (a second Ctrl-C). A `stop()`
+        waiting on them returns at once; Kafka recovers its logs at the next start."""
+        procs = [s.proc for s in self.services.values() if s.proc is not None]
+        if self.broker is not None and self.broker.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.broker.pid, signal.SIGKILL)
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
 
     def __enter__(self) -> Supervisor:
         return self.start()
@@ -247,8 +333,8 @@ class Supervisor:
         pid, svc.proc = svc.proc.pid, None
         svc.last_exit, svc.since = code, time.time()
         self._forget_metrics(pid)
-        if code == EXIT_STARTUP and self._starting:
-            raise StartupFailed(self._startup_message(svc, code))
+        if svc.name in self._starting:  # not up yet: a restart would only hide the cause
+            raise StartupFailed(self._startup_message(svc, code), code)
         delay = svc.policy.exited(now)
         svc.restart_at = now + delay
         looping = " (crash-looping)" if svc.policy.crash_looping else ""
@@ -267,7 +353,7 @@ class Supervisor:
             text = startup_error_path(self.state_path, svc.name).read_text().strip()
             if text:
                 return f"service {svc.name} cannot start: {text}"
-        return f"service {svc.name} cannot start (exit code {code}; see its log above)"
+        return f"service {svc.name} exited during start-up with code {code} (see its log above)"
 
     def _forget_metrics(self, pid: int) -> None:
         """Drop a dead process's live gauges from the aggregated /metrics."""
@@ -284,35 +370,56 @@ class Supervisor:
         )
         write_states(self.state_path, self.states(), data)
 
-    def _wait_ready(self, timeout: float, cancelled: Callable[[], bool]) -> None:
-        url = f"http://127.0.0.1:{self.settings.http_port}/health/ready"
-        deadline = time.monotonic() + timeout
-        self._starting = True
+    def _wait_ready(self, names: list[str], timeout: float, cancelled: Callable[[], bool]) -> None:
+        """Until every service of `names` has reported ready and OUR bridge answers
+        /health/ready. A service that exits meanwhile fails the start with its reason."""
+        deadline = time.monotonic() + timeout if timeout else float("inf")
+        self._starting = set(names)
         try:
             while True:
                 if cancelled():
-                    raise StartupFailed("interrupted during start-up")
-                self.step()  # raises StartupFailed for a start-up error
-                if self._ready(url):
+                    raise StartupInterrupted()
+                self.step()  # raises StartupFailed when a waited-for service exits
+                waiting = [n for n in names if not self._is_ready(n)]
+                if not waiting:
                     return
                 if time.monotonic() > deadline:
-                    raise StartupFailed(f"services not ready after {timeout:.0f}s ({url})")
-                time.sleep(0.2)
+                    raise StartupFailed(
+                        f"not ready after READY_TIMEOUT_SECONDS={timeout:g}: "
+                        f"{', '.join(waiting)} still starting",
+                        EXIT_TEMPFAIL,
+                    )
+                time.sleep(0.1)
         finally:
-            self._starting = False
+            self._starting = set()
 
-    def _ready(self, url: str) -> bool:
-        """Ready means OUR bridge answers: its instance and pid, not whoever has the port."""
-        bridge = self.services["bridge"].proc
-        if bridge is None:
+    def ready(self, name: str) -> Ready | None:
+        """What the service's current process reported when it became ready."""
+        svc, path = self.services.get(name), self.state_path
+        if svc is None or svc.proc is None:
+            return None
+        found = read_ready(path, name)
+        return found if found is not None and found.pid == svc.proc.pid else None
+
+    def _is_ready(self, name: str) -> bool:
+        found = self.ready(name)
+        if found is None:
             return False
+        if name != BRIDGE:
+            return True
+        self.grpc_port, self.http_port = found.grpc_port, found.http_port
+        return self._bridge_answers(found)
+
+    def _bridge_answers(self, found: Ready) -> bool:
+        """OUR bridge answers /health/ready: its instance and pid, not whoever has the port."""
+        url = f"http://127.0.0.1:{found.http_port}/health/ready"
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 body = json.loads(resp.read())
         except (OSError, ValueError):
             return False
         return (
             isinstance(body, dict)
             and body.get("instance") == self.instance
-            and body.get("pid") == bridge.pid
+            and body.get("pid") == found.pid
         )

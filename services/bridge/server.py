@@ -657,7 +657,7 @@ async def serve(
     instance: str,
     port: int,
     probes: list[HealthProbe] | None = None,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     keystore: KeyStore | None = None,
 ) -> tuple[grpc.aio.Server, TestDataServicer, int]:
     """Start the bridge: inbox first (so no reply can be missed), then the server."""

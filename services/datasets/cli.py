@@ -99,20 +99,14 @@ def _unmatched(args: argparse.Namespace, found: Any) -> list[str]:
     return missing
 
 
-def _bootstrap(settings: Settings) -> str:
-    if not settings.kafka_bootstrap_servers:
-        raise _user_error("KAFKA_BOOTSTRAP_SERVERS is required (printed by `testdata run`)")
-    return settings.kafka_bootstrap_servers
-
-
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli import _reach_broker
+    from services.cli import _reach_broker, bootstrap_for
     from services.datasets.log import Window, read_requests, read_results
     from services.datasets.replay import replay, summary
     from services.kit.client import KafkaTestDataClient
     from services.kit.topics import Topics
 
-    bootstrap = _bootstrap(settings)
+    bootstrap = bootstrap_for(args, settings)
     topics = Topics(settings.topic_prefix)
     with _bar(None, "req", args.quiet) as tick:
         requests, bad = await _reach_broker(
@@ -160,7 +154,7 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli import _reach_broker
+    from services.cli import _reach_broker, bootstrap_for
     from services.core.registry import SchemaRegistry
     from services.datasets.export import export
     from services.datasets.fetch import LogChunks
@@ -168,7 +162,7 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     from services.datasets.sinks import ONE_TABLE
     from services.kit.topics import Topics
 
-    bootstrap = _bootstrap(settings)
+    bootstrap = bootstrap_for(args, settings)
     topics = Topics(settings.topic_prefix)
     requests, _ = await _reach_broker(
         read_requests(bootstrap, topics.requests, _window(args), keep=_filters(args)), bootstrap
@@ -219,12 +213,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
+    from services.cli import bootstrap_arg
+
     p.add_argument("--since", help="from this time (RFC 3339 or epoch ms)")
     p.add_argument("--until", help="up to this time (RFC 3339 or epoch ms)")
     p.add_argument("--request-id", action="append", help="this request (repeatable)")
     p.add_argument("--domain", help="only requests of this domain (theirs, else their entity's)")
     p.add_argument("--entity", help="only requests for this entity")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    bootstrap_arg(p)
 
 
 def add_parsers(sub: Any) -> None:

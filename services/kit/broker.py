@@ -66,7 +66,11 @@ class BrokerStartFailed(RuntimeError):
     """The broker could not start; the message says why in one line."""
 
 
-def _death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+class StartCancelled(BrokerStartFailed):
+    """start()'s `cancelled` said stop (a Ctrl-C): not a failure of the broker."""
+
+
+def death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     """A preexec_fn that makes the child get `sig` when its parent dies (Linux only).
 
     libc is loaded here, in the parent: the child only calls a resolved function pointer.
@@ -99,6 +103,15 @@ def _free_ports(n: int, avoid: int = 0) -> list[int]:
         return ports
 
 
+def _bindable(port: int) -> bool:
+    """Nobody listens on 127.0.0.1:`port` right now (a check, not a reservation)."""
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            return True
+    except OSError:
+        return False
+
+
 def _api_versions_ok(port: int, timeout: float) -> bool:
     """One Kafka ApiVersions v0 round trip: the broker is listening and answering."""
     request = struct.pack(">hhih", 18, 0, 1, -1)  # api key, version, correlation id, client id
@@ -126,6 +139,23 @@ async def _has_broker(bootstrap: str) -> bool:
         await client.bootstrap()
         return bool(client.cluster.brokers())
     except Exception:  # noqa: BLE001 - not serving yet: asked again
+        return False
+    finally:
+        await client.close()
+
+
+async def _coordinator_ready(bootstrap: str) -> bool:
+    """The group coordinator answers (its offsets topic exists and is loaded): consumers
+    that join right after start-up then find it at once, instead of logging
+    GroupCoordinatorNotAvailable errors while a fresh broker creates the topic."""
+    from aiokafka.client import AIOKafkaClient, CoordinationType
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        await client.coordinator_lookup(CoordinationType.GROUP, "testdata-broker-start")
+        return True
+    except Exception:  # noqa: BLE001 - not yet: asked again
         return False
     finally:
         await client.close()
@@ -252,6 +282,7 @@ class EmbeddedBroker:
         topic_configs: Mapping[str, Mapping[str, str]] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         port: int = 0,
+        port_fallback: bool = False,
         heap_mb: int = 512,
         server_overrides: Mapping[str, str] | None = None,
         start_timeout_s: float | None = None,
@@ -260,7 +291,9 @@ class EmbeddedBroker:
         """`topics` maps names to partition counts, created at start() with `topic_configs`.
 
         `data_dir`: kept across starts (None: a temporary one, removed at stop()).
-        `port`: the client port (0: a free one). `server_overrides`: broker configs over
+        `port`: the client port (0: a free one); with `port_fallback`, a taken `port` means
+        another free one instead of a failed start (`testdata run` prefers 9092 but runs
+        anyway; `bootstrap_servers` says which it got). `server_overrides`: broker configs over
         `server_properties` (tests shorten the retention check). `start_timeout_s`: None
         waits as long as the broker process lives.
         """
@@ -269,6 +302,7 @@ class EmbeddedBroker:
         self._own_dir = data_dir is None
         self._dir = DataDir(Path(data_dir)) if data_dir is not None else None
         self._port = port
+        self._port_fallback = port_fallback
         self._heap_mb = heap_mb
         self._overrides = dict(server_overrides or {})
         self._start_timeout_s = start_timeout_s
@@ -329,6 +363,9 @@ class EmbeddedBroker:
                             configs=self._topic_configs,
                         )
                     )
+                self._wait_alive(
+                    lambda: _run(_coordinator_ready(self.bootstrap_servers)), cancelled
+                )
             except BaseException:
                 self._stop_locked()
                 raise
@@ -351,9 +388,9 @@ class EmbeddedBroker:
             capture_output=True,
             text=True,
             check=False,
+            start_new_session=True,  # a terminal's Ctrl-C is for the owner, which stops it
+            preexec_fn=death_signal(),
         )
-        if done.returncode in (130, -signal.SIGINT):  # Ctrl-C reached the tool too
-            raise BrokerStartFailed("interrupted during start-up")
         if done.returncode != 0:  # the exception's own line, not its last stack frame
             lines = (done.stderr or done.stdout).strip().splitlines()
             why = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("at ")]
@@ -366,16 +403,21 @@ class EmbeddedBroker:
         d = self._dir
         assert d is not None
         d.log4j.write_text(_log4j2_properties(d.log_file))
-        attempts = 1 if self._port else 3  # a free port may be taken before Kafka binds it
+        # a free port may be taken before Kafka binds it: then another
+        fixed = bool(self._port) and not self._port_fallback
+        attempts = 1 if fixed else 3
         for attempt in range(attempts):
-            if self._port:
+            wanted = fixed or (attempt == 0 and self._port and _bindable(self._port))
+            if wanted:
                 port, (controller,) = self._port, _free_ports(1, avoid=self._port)
             else:
-                port, controller = _free_ports(2)
+                port, controller = _free_ports(2, avoid=self._port)
             props = server_properties(d.kraft, port, controller)
             _write_properties(d.properties, {**props, **self._overrides})
             if not d.formatted:
                 self._format(java, classpath)
+            if cancelled():
+                raise StartCancelled("interrupted during start-up")
             log_start = d.log_file.stat().st_size if d.log_file.exists() else 0
             with d.jvm_out.open("wb") as out:
                 self._proc = subprocess.Popen(
@@ -387,7 +429,10 @@ class EmbeddedBroker:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_death_signal(),  # only prctl runs in the child
+                    preexec_fn=death_signal(),  # only prctl runs in the child
+                    # A terminal's Ctrl-C goes to the owner alone: it stops its clients
+                    # first, then the broker (a broker gone first fills their logs).
+                    start_new_session=True,
                 )
             if self._wait_serving(port, cancelled):
                 self._bootstrap = f"127.0.0.1:{port}"
@@ -407,7 +452,7 @@ class EmbeddedBroker:
         bootstrap = f"127.0.0.1:{port}"
         while self._proc.poll() is None:
             if cancelled():
-                raise BrokerStartFailed("interrupted during start-up")
+                raise StartCancelled("interrupted during start-up")
             if time.monotonic() > deadline:
                 raise BrokerStartFailed(
                     f"the Kafka broker did not serve within {self._start_timeout_s:g} s; "
@@ -417,6 +462,15 @@ class EmbeddedBroker:
                 return True
             time.sleep(0.05)
         return False
+
+    def _wait_alive(self, check: Callable[[], bool], cancelled: Callable[[], bool]) -> None:
+        """Until `check()` holds, as long as the broker lives (its exit is the failure)."""
+        while not check():
+            if cancelled():
+                raise StartCancelled("interrupted during start-up")
+            if self._proc is None or self._proc.poll() is not None:
+                raise BrokerStartFailed(f"the Kafka broker exited; see {self.log_path}")
+            time.sleep(0.1)
 
     def _exit_reason(self, log_start: int) -> str:
         """One line on why the broker exited: its last error, or its exit status."""

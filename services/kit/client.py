@@ -1,6 +1,6 @@
 """A typed client for agents: one request in, its dataset out, over Kafka or over gRPC.
 
-    async with KafkaTestDataClient("127.0.0.1:9092") as client:
+    async with KafkaTestDataClient() as client:  # finds `make run` (or pass a bootstrap)
         result = await client.generate(GenerateRequest(entity="cart", count=50, seed=7))
         async for chunk in client.stream(GenerateRequest(entity="order", count=100_000)):
             ...
@@ -41,6 +41,8 @@ from services.kit.kafka import (
     stop_quietly,
 )
 from services.kit.messages import ErrorDetail, GenerationMetadata, ResultChunk
+from services.kit.runfile import locate_bootstrap, locate_grpc, run_file_path
+from services.kit.settings import get_settings
 from services.kit.topics import Topics
 
 #: Chunks held out of order before a missing one counts as lost (Kafka keeps a run's
@@ -114,14 +116,24 @@ class KafkaTestDataClient:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | None = None,
         *,
-        topic_prefix: str = "",
+        topic_prefix: str | None = None,
         timeout_s: float = 120.0,
         instance: str | None = None,
     ):
-        self.bootstrap = bootstrap
-        self.topics = Topics(topic_prefix)
+        """`bootstrap` None: KAFKA_BOOTSTRAP_SERVERS, else the running `testdata run`
+        (its run file); `topic_prefix` None: TOPIC_PREFIX."""
+        settings = get_settings()
+        found = locate_bootstrap(settings, bootstrap)
+        if found is None:
+            raise LookupError(
+                "no Kafka bootstrap given, KAFKA_BOOTSTRAP_SERVERS unset and no testdata run "
+                f"is up ({run_file_path(settings.data_dir)} absent)"
+            )
+        self.bootstrap = found.value
+        prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
+        self.topics = Topics(prefix)
         self.timeout_s = timeout_s
         self.reply_topic = self.topics.replies(instance or f"agent-{uuid.uuid4().hex[:12]}")
         self.codec = get_codec()
@@ -251,8 +263,9 @@ class KafkaTestDataClient:
 class GrpcTestDataClient:
     """The same over the gRPC bridge (`TestDataService`)."""
 
-    def __init__(self, target: str, *, timeout_s: float = 120.0):
-        self.target = target
+    def __init__(self, target: str | None = None, *, timeout_s: float = 120.0):
+        """`target` None: GRPC_PORT if set, else the running `testdata run`'s bridge."""
+        self.target = locate_grpc(get_settings(), target).value
         self.timeout_s = timeout_s
         self._channel: Any = None
         self._stub: Any = None

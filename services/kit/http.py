@@ -49,7 +49,7 @@ class HealthHTTP:
         self.instance = instance
         self.server: asyncio.Server | None = None
 
-    async def start(self, port: int, host: str = "0.0.0.0") -> int:
+    async def start(self, port: int, host: str = "127.0.0.1") -> int:
         try:
             self.server = await asyncio.start_server(self._handle, host, port)
         except OSError as exc:

@@ -7,6 +7,8 @@ directory and names it to every child in TESTDATA_SUPERVISOR_STATE; the bridge t
 into `process_<name>` health components. A child that cannot start for a reason a
 restart will not fix (a port in use) exits with EXIT_STARTUP and leaves its message
 next to that file, so the supervisor fails `testdata run` with it instead of looping.
+A process that has started (joined its groups, bound its ports) says so in a `<name>.ready`
+file beside it: `testdata run` reports "running" only once every service has.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from pathlib import Path
 STATE_ENV = "TESTDATA_SUPERVISOR_STATE"
 #: sysexits' EX_CONFIG: the process cannot start as configured; do not retry it.
 EXIT_STARTUP = 78
+#: sysexits' EX_UNAVAILABLE: the Kafka broker did not answer.
+EXIT_UNAVAILABLE = 69
+#: sysexits' EX_TEMPFAIL: READY_TIMEOUT_SECONDS passed while a service was still starting.
+EXIT_TEMPFAIL = 75
+#: asked to stop (Ctrl-C, SIGTERM) before it was up: 128 + SIGINT, as a shell says it.
+EXIT_INTERRUPTED = 130
 
 RUNNING = "running"
 RESTARTING = "restarting"
@@ -115,7 +123,39 @@ def startup_error_path(state_path: Path, name: str) -> Path:
 
 
 def report_startup_error(name: str, message: str) -> None:
-    """Leave the message for the supervisor (if any) to fail `testdata run` with."""
+    """Leave the reason a process exits for the supervisor (if any): `testdata run` fails
+    with it when it happens during start-up."""
     if path := os.environ.get(STATE_ENV):
         with contextlib.suppress(OSError):  # the message is also on stderr
             startup_error_path(Path(path), name).write_text(message)
+
+
+def ready_path(state_path: Path, name: str) -> Path:
+    return state_path.with_name(f"{name}.ready")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A service process has started: its consumers joined their groups, its servers
+    listen (on these ports, which may have been picked at start)."""
+
+    pid: int
+    grpc_port: int | None = None
+    http_port: int | None = None
+
+
+def report_ready(name: str, ready: Ready) -> None:
+    """Tell the supervisor (if any) that this process serves; written in one rename."""
+    if path := os.environ.get(STATE_ENV):
+        target = ready_path(Path(path), name)
+        tmp = target.with_name(f".{target.name}.{ready.pid}")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(asdict(ready)))
+            os.replace(tmp, target)
+
+
+def read_ready(state_path: Path, name: str) -> Ready | None:
+    try:
+        return Ready(**json.loads(ready_path(state_path, name).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None

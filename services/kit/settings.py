@@ -23,8 +23,11 @@ class Settings(BaseSettings):
 
     # Service
     service_name: str = "test-data-agent"
-    grpc_port: int = 9001
-    http_port: int = 8081
+    grpc_port: int = Field(default=9001, ge=0, le=65535)  # 0: a free one, in the run file
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    # Where the embedded defaults listen (gRPC, HTTP, the embedded broker's clients): this
+    # machine only. 0.0.0.0 opens them to the network (there is no authentication yet).
+    bind_host: str = "127.0.0.1"
     log_level: str = "INFO"
     instance_id: str = ""  # bridge instance name; random when empty
 
@@ -48,10 +51,18 @@ class Settings(BaseSettings):
     data_dir: str = ".data"
     # The embedded broker (used when KAFKA_BOOTSTRAP_SERVERS is empty): Apache Kafka, its
     # logs kept here across restarts (empty: a temporary directory, gone at stop), its
-    # client port (0: a free one at each start) and its JVM heap.
+    # client port (taken: another free one, named in the banner and the run file; 0: a free
+    # one at each start) and its JVM heap.
     kafka_data_dir: str = ".data/kafka"
-    kafka_port: int = Field(default=0, ge=0, le=65535)
+    kafka_port: int = Field(default=9092, ge=0, le=65535)
     kafka_heap_mb: int = Field(default=512, ge=128)
+    # `testdata run` waits for its services as long as they make progress and fails at once
+    # on a real cause (a process that exited, a port taken); this bounds the wait too
+    # (seconds, 0: no bound).
+    ready_timeout_seconds: float = Field(default=0.0, ge=0)
+    # How long a service process gets to finish its in-flight work when stopped, before it
+    # is killed (the broker is stopped after the services).
+    stop_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # LLM - Claude
     anthropic_api_key: str | None = None

@@ -253,9 +253,11 @@ class Subscriber:
             finally:
                 await stop_quietly(self._consumer, f"{self.name} consumer")
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Returns once the member has joined its group and fetched at least once."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+    async def wait_ready(self) -> None:
+        """Returns once the member has joined its group and fetched at least once (as long
+        as that takes: `App.start` also watches the member's task, so one that fails is
+        reported instead of waited for)."""
+        await self._ready.wait()
 
     def stop(self) -> None:
         self._stopping = True

@@ -125,11 +125,54 @@ async def test_an_unreachable_broker_is_one_line(capsys, env, argv):
     assert "cannot reach the Kafka broker" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize("argv", [["publish", "--entity", "cart"], ["topics", "create"]])
-def test_no_broker_configured_is_one_line(capsys, env, argv):
-    env(KAFKA_BOOTSTRAP_SERVERS="")
+@pytest.mark.parametrize(
+    "argv",
+    [["publish", "--entity", "cart"], ["topics", "create"], ["replay"], ["export", "--out", "x"]],
+)
+def test_no_broker_and_no_running_instance_is_one_line(capsys, env, argv, tmp_path):
+    env(KAFKA_BOOTSTRAP_SERVERS="", DATA_DIR=str(tmp_path))  # no run file there
     assert cli_main(argv) == 1
-    assert "KAFKA_BOOTSTRAP_SERVERS is required" in one_line_error(capsys)
+    line = one_line_error(capsys)
+    assert "no testdata run is up" in line and str(tmp_path / "run.json") in line, line
+    assert "make run" in line and "KAFKA_BOOTSTRAP_SERVERS" in line
+
+
+def test_a_malformed_environment_variable_is_one_line_naming_it(capsys, env):
+    env(GRPC_PORT="abc")
+    assert cli_main(["--help"]) == EXIT_STARTUP  # EX_CONFIG
+    line = one_line_error(capsys)
+    assert line.startswith("testdata: error: GRPC_PORT='abc'") and "integer" in line, line
+
+
+def test_a_request_files_entity_domain_and_format_are_used_unless_a_flag_says(tmp_path):
+    from services.cli import _request_dict
+
+    request = tmp_path / "r.json"
+    request.write_text(
+        json.dumps({"entity": "payment", "domain": "fintech", "output_format": "CSV"})
+    )
+    parser = build_parser()
+    file_only = _request_dict(parser.parse_args(["generate", "--request", str(request)]))
+    assert file_only == {"entity": "payment", "domain": "fintech", "output_format": "CSV"}
+    flags = ["--entity", "order", "--domain", "retail", "--format", "sql"]
+    overridden = _request_dict(parser.parse_args(["generate", "--request", str(request), *flags]))
+    assert overridden == {"entity": "order", "domain": "retail", "output_format": "SQL"}
+    assert _request_dict(parser.parse_args(["publish"]))["entity"] == "cart"  # nothing named
+
+
+def test_help_imports_no_service_sdk_or_client():
+    """`testdata --help` builds the whole parser without the services, the LLM SDKs, the
+    Kafka and gRPC clients (what made it take seconds)."""
+    code = (
+        "import sys; from services.cli import build_parser; build_parser().format_help(); "
+        "print(','.join(sorted(m for m in ('anthropic', 'openai', 'aiokafka', 'grpc', "
+        "'services.app', 'services.supervisor', 'sentence_transformers', 'onnxruntime') "
+        "if m in sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "", done.stdout
 
 
 async def test_topics_create_on_the_embedded_broker_reports_each_topic(capsys, env, settings):
