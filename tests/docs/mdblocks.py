@@ -20,7 +20,9 @@ Directives, each an HTML comment on its own line right above a fence (several ma
                                                A json block is compared as JSON (the first
                                                JSON value in the stream; ignore= drops
                                                keys whose values vary), any other block as
-                                               lines, runs of spaces counting as one.
+                                               lines, runs of spaces counting as one and
+                                               an ellipsis (…) standing for any text (a
+                                               pid, an uptime).
 """
 
 from __future__ import annotations

@@ -56,6 +56,8 @@ INSTALL = {
     "kcat": "scripts/install_kcat.sh (Debian's kcat package)",
     "curl": "apt-get install curl",
 }
+#: In a shown output line: any text (what differs from run to run, such as a pid).
+ELLIPSIS = "\u2026"
 #: The addresses the docs show: `make run`'s defaults.
 DEFAULTS = {"kafka": "127.0.0.1:9092", "grpc": "127.0.0.1:9001", "http": "127.0.0.1:8081"}
 #: Entries of the root not copied into the scratch root.
@@ -274,9 +276,20 @@ def check_output(inst: Instance, shown: Block, ran: Ran | None) -> None:
             f"but it printed\n{json.dumps(got, indent=2)}"
         )
     else:
-        assert _lines(actual) == _lines(shown.text), (
+        assert _same_lines(_lines(shown.text), _lines(actual)), (
             f"{shown.where}: the docs show\n{shown.text}\nbut it printed\n{actual}"
         )
+
+
+def _same_lines(shown: list[str], actual: list[str]) -> bool:
+    """Line by line; an ellipsis (…) in a shown line stands for any text (a pid, a time)."""
+    if len(shown) != len(actual):
+        return False
+    for want, got in zip(shown, actual, strict=True):
+        pattern = ".*?".join(re.escape(part) for part in want.split(ELLIPSIS))
+        if not re.fullmatch(pattern, got):
+            return False
+    return True
 
 
 def _has_commands(page: Path) -> bool:
