@@ -54,5 +54,10 @@ format: install
 	$(VENV)/bin/ruff format services tests bench scripts examples
 	$(VENV)/bin/ruff check --fix services tests bench scripts examples
 
+.PHONY: docs
+# docs/configuration.md and the pictures in docs/, from their sources (tests/docs checks them).
+docs: install
+	$(PY) scripts/gen_config_doc.py && $(PY) scripts/gen_docs_images.py
+
 clean:
 	rm -rf $(VENV) services/proto .pytest_cache .mypy_cache .ruff_cache
