@@ -47,7 +47,12 @@ variable.
 and the Python client read it when no flag or variable names an address (see
 [calling.md](calling.md)). That file is not a setting.
 
-The descriptions below are the comments in `services/kit/settings.py`.
+The descriptions below are the comments in `services/kit/settings.py` (a setting without
+one shows `-`). More on what the settings do: the request bounds in
+[errors-and-limits.md](errors-and-limits.md#limits-on-a-request), the LLM backends in
+[generation.md](generation.md#the-llm-path), the pattern store and learning in
+[patterns.md](patterns.md), Redis in [datasets.md](datasets.md), ports and start-up in
+[operations.md](operations.md), the embedded broker in [broker.md](broker.md).
 """
 
 
