@@ -8,7 +8,7 @@ KAFKA  := $(VENV)/kafka/.installed-stamp
 PROTO_SRC := protos/testdata/v1/test_data.proto
 PROTO_OUT := services/proto/testdata/v1/test_data_pb2.py
 
-.PHONY: install proto run test bench lint format clean redis
+.PHONY: install proto run test bench lint format clean redis kcat
 
 install: $(STAMP) $(PROTO_OUT) $(KAFKA)
 
@@ -35,10 +35,14 @@ $(KAFKA): $(STAMP) scripts/install_kafka.py scripts/kafka/pom.xml scripts/kafka/
 redis:
 	@scripts/install_redis.sh
 
+# kcat, for the docs test (docs/calling.md's recipe for agents in other languages).
+kcat:
+	@scripts/install_kcat.sh
+
 run: install
 	$(VENV)/bin/testdata run
 
-test: install redis
+test: install redis kcat
 	$(PY) -m pytest -q
 
 bench: install
