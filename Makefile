@@ -8,7 +8,7 @@ KAFKA  := $(VENV)/kafka/.installed-stamp
 PROTO_SRC := protos/testdata/v1/test_data.proto
 PROTO_OUT := services/proto/testdata/v1/test_data_pb2.py
 
-.PHONY: install proto run test bench lint format clean redis kcat
+.PHONY: install proto run test test-unit test-fast bench lint format clean redis kcat
 
 install: $(STAMP) $(PROTO_OUT) $(KAFKA)
 
@@ -42,8 +42,19 @@ kcat:
 run: install
 	$(VENV)/bin/testdata run
 
+# The whole suite. Each test is in one tier (tests/conftest.py): unit (no broker), pipeline
+# (the session's broker), process (brokers, supervisors, `testdata` processes of its own);
+# `slow` marks those over ~5 s.
 test: install redis kcat
 	$(PY) -m pytest -q
+
+# The unit tier: no broker at all (a few tests still start a redis-server of their own).
+test-unit: install redis
+	$(PY) -m pytest -q -m unit
+
+# Everything but the slow tests (the session's broker included).
+test-fast: install redis
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) -m bench

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
+import tempfile
 import uuid
 
 import redis
+
+from tests.support import output_of, wait_serving
 
 
 def free_port() -> int:
@@ -30,22 +32,28 @@ class OwnRedis:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--save", "", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 10
-        while not answers(self.url):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+        try:
+            wait_serving(
+                lambda: answers(self.url),
+                self.proc,
+                f"redis-server on port {self.port}",
+                lambda: output_of(self.log),
+            )
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+            self.proc.wait()
+        self.log.close()
 
 
 def session_prefix() -> str:

@@ -4,11 +4,42 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from services.kit.settings import Settings
+
+#: The one limit on waiting for a process to start serving: against a hang, far beyond what
+#: any load takes. What ends such a wait is a real cause: it serves, or it exited.
+HANG_GUARD_S = 600.0
+
+
+def output_of(log: IO[bytes], tail: int = 4000) -> str:
+    """The end of what a process wrote to `log` (a file opened "w+b" for its output)."""
+    log.flush()
+    log.seek(0)
+    return log.read().decode(errors="replace")[-tail:]
+
+
+def wait_serving(
+    serving: Callable[[], bool],
+    proc: subprocess.Popen[Any],
+    what: str,
+    output: Callable[[], str] = lambda: "",
+) -> None:
+    """Until `serving()` holds. Fails at once when `proc` exits first (its status and
+    `output()`), and after HANG_GUARD_S only if it is still running and never served."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not serving():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before serving:\n{output()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} hung: not serving after {HANG_GUARD_S:g} s\n{output()}")
+        time.sleep(0.05)
 
 
 def temp_store_path() -> str:

@@ -122,7 +122,9 @@ class FakeWeaviate:
         handler = type("Handler", (_Rest,), {"fake": self})
         self._httpd = _HttpServer(("127.0.0.1", self.http_port), handler)
         self.http_port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(  # stop() waits for its next poll: 10 ms (0.5 s by default)
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        ).start()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         weaviate_pb2_grpc.add_WeaviateServicer_to_server(_Grpc(self), server)
         health = grpc.unary_unary_rpc_method_handler(self._health)  # raw bytes in and out
@@ -342,6 +344,9 @@ class _HttpServer(ThreadingHTTPServer):
 
 class _Rest(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the body, written after the headers, leaves at once (with Nagle it waits
+    # for the client's delayed ACK of the headers: ~40 ms on every keep-alive answer)
+    disable_nagle_algorithm = True
     fake: FakeWeaviate
 
     def log_message(self, format: str, *args: Any) -> None:

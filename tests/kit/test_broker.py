@@ -67,6 +67,8 @@ def test_broker_starts_and_is_reachable(embedded_broker: EmbeddedBroker) -> None
         pass
 
 
+@pytest.mark.process  # a broker of its own
+@pytest.mark.slow
 def test_start_stop_context_manager() -> None:
     with EmbeddedBroker() as broker:
         host, _, port = broker.bootstrap_servers.partition(":")
@@ -85,6 +87,8 @@ def test_start_stop_context_manager() -> None:
         socket.create_connection((host, int(port)), timeout=1).close()
 
 
+@pytest.mark.process  # a broker of its own
+@pytest.mark.slow
 def test_broker_dies_with_its_owner_process(tmp_path: Path) -> None:
     """A SIGKILLed owner leaves no broker behind (PR_SET_DEATHSIG: it gets SIGTERM)."""
     script = (
@@ -406,6 +410,8 @@ async def test_30mb_on_one_partition_read_back_whole(embedded_broker: EmbeddedBr
     assert [r.value for r in records] == payloads
 
 
+@pytest.mark.process  # a broker of its own
+@pytest.mark.slow
 def test_standalone_broker_process_serves_other_clients(tmp_path: Path) -> None:
     """main(): another process runs the broker; clients here create topics and use them."""
     bootstrap_file = tmp_path / "bootstrap"
@@ -468,6 +474,8 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
+@pytest.mark.process  # a broker of its own
+@pytest.mark.slow
 def test_restart_keeps_every_record_and_one_broker_per_directory(tmp_path: Path) -> None:
     """The logs are on disk: a restarted broker (on other ports) has every record and
     every committed offset. A second broker on the same directory is refused at once,

@@ -31,6 +31,7 @@ from services.kit.messages import (
     ResultChunk,
     RoutedRequest,
 )
+from tests.support import HANG_GUARD_S
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 
@@ -346,7 +347,11 @@ def test_a_deeply_nested_avro_request_is_a_decode_error_not_a_crash(codec):
         "    print(exc.kind.value, exc.reason)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], input=value, capture_output=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        input=value,
+        capture_output=True,
+        timeout=HANG_GUARD_S,
+        check=False,
     )
     assert out.returncode == 0, out.stderr.decode()[-500:]
     assert out.stdout.decode().startswith("decode Avro body nested too deeply")

@@ -10,10 +10,13 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from aiokafka.errors import KafkaError
 
 from services.kit.broker import EmbeddedBroker
 from services.kit.kafka import assign_all, make_consumer, make_producer
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # a broker of its own
 
 
 async def _write_until_killed(broker: EmbeddedBroker, topic: str) -> set[bytes]:

@@ -102,6 +102,8 @@ def damaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EmbeddedBro
     return data, EmbeddedBroker(data_dir=data)
 
 
+@pytest.mark.process  # a broker of its own
+@pytest.mark.slow
 def test_every_damage_keeps_what_is_intact_and_quarantines_the_rest(damaged) -> None:
     data, broker = damaged
     with broker:
@@ -128,6 +130,8 @@ def test_every_damage_keeps_what_is_intact_and_quarantines_the_rest(damaged) -> 
     assert "5 damaged file(s) repaired" in report.summary()
 
 
+@pytest.mark.process  # a broker of its own
+@pytest.mark.slow
 def test_unreadable_meta_properties_sets_the_directory_aside_and_starts(tmp_path: Path) -> None:
     data = tmp_path / "kafka"
     with EmbeddedBroker({"kept": 1}, data_dir=data) as first:

@@ -15,6 +15,7 @@ import pytest
 from services.cli import main
 from services.kit.patterns.seeds import load_seeds
 from services.kit.settings import get_settings
+from tests.support import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +142,11 @@ def test_counting_listing_and_stats_never_load_the_model(tmp_path: Path) -> None
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
     )
     assert done.returncode == 0, done.stderr
     assert "LOADED False False" in done.stdout

@@ -17,12 +17,13 @@ from services.kit.patterns.embedded import EmbeddedStore
 from services.kit.patterns.store import Collection, StoreUnavailable
 from tests.patterns.conftest import open_embedded
 from tests.patterns.test_contract import CARTS
+from tests.support import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 P = Collection.PATTERNS
 
 
-def run_python(code: str, timeout: float = 120) -> str:
+def run_python(code: str, timeout: float = HANG_GUARD_S) -> str:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,

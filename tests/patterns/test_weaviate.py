@@ -31,7 +31,7 @@ from services.kit.patterns.weaviate_schema import LAYOUTS, SEARCH_PROP, object_u
 from services.kit.settings import get_settings
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.patterns.backends import DIM, weaviate_settings
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, make_settings
 
 GROCERIES = Pattern(
     domain="ecommerce",
@@ -471,7 +471,11 @@ def test_the_client_is_not_imported_until_a_store_starts() -> None:
         "print('weaviate' in sys.modules)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=HANG_GUARD_S,
     )
     assert out.stdout.strip() == "False"
 

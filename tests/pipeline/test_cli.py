@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
+import tempfile
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +21,7 @@ from services.cli import build_parser
 from services.cli import main as cli_main
 from services.kit.procstate import EXIT_STARTUP
 from services.kit.settings import get_settings
+from tests.support import HANG_GUARD_S, output_of, wait_serving
 
 from .test_run import ROOT, free_port
 
@@ -195,15 +198,24 @@ async def test_anchor_flag_and_seed_default_give_the_same_file(stack, tmp_path):
 
 
 # ---- `testdata service bridge`: its ports --------------------------------------------------
-def bridge(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "service", "bridge"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@contextlib.contextmanager
+def serving_bridge(env: dict[str, str], http_port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`testdata service bridge`, once it answers on `http_port`; stopped afterwards."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "service", "bridge"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            what = f"`testdata service bridge` (HTTP port {http_port})"
+            wait_serving(lambda: health(http_port) is not None, proc, what, lambda: output_of(log))
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(20)
 
 
 def health(port: int) -> dict | None:
@@ -214,6 +226,8 @@ def health(port: int) -> dict | None:
         return None
 
 
+@pytest.mark.process  # `testdata service bridge` processes
+@pytest.mark.slow
 def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings):
     grpc_port, http_port = free_port(), free_port()
     env = {
@@ -226,13 +240,9 @@ def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings
         "USE_LOCAL_LLM": "false",
         "LOG_LEVEL": "INFO",
     }
-    first = bridge(env)
-    try:
-        deadline = time.monotonic() + 60
-        while (body := health(http_port)) is None and first.poll() is None:
-            assert time.monotonic() < deadline, "the bridge never answered on HTTP_PORT"
-            time.sleep(0.2)
-        assert body is not None, first.stderr.read() if first.stderr else ""
+    with serving_bridge(env, http_port) as first:
+        body = health(http_port)
+        assert body is not None
         assert body["instance"] == "cli-first" and body["pid"] == first.pid
         # the same gRPC port, then a fresh gRPC port with the same HTTP port
         with socket.socket() as spare:
@@ -251,7 +261,7 @@ def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings
                 text=True,
             )
             try:
-                _, stderr = second.communicate(timeout=60)
+                _, stderr = second.communicate(timeout=HANG_GUARD_S)
             except subprocess.TimeoutExpired:
                 second.kill()
                 pytest.fail(f"a second bridge hung: {second.communicate()[1]}")
@@ -260,9 +270,6 @@ def test_service_bridge_serves_http_port_and_a_second_one_fails_clearly(settings
             (line,) = [ln for ln in stderr.splitlines() if "cannot start" in ln]
             assert taken in line and "already in use" in line
         assert health(http_port)["instance"] == "cli-first"  # still the first one's
-    finally:
-        first.terminate()
-        first.wait(20)
 
 
 # ---- `testdata publish`: an agent reading its chunks from the results topic ---------------

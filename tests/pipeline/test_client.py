@@ -12,6 +12,7 @@ import pytest
 
 from services.core.models import GenerateRequest, OutputFormat
 from services.kit.client import GenerationFailed, GrpcTestDataClient, KafkaTestDataClient
+from tests.support import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +94,7 @@ async def test_the_plain_aiokafka_example_runs(stack, settings):
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    out, err = await asyncio.wait_for(proc.communicate(), HANG_GUARD_S)
     assert proc.returncode == 0, err.decode()
     records = json.loads(out)
     assert len(records) == 5 and all(r["_scenario"] == "default" for r in records)

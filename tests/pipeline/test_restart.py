@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import grpc
+import pytest
 
 from services.cli import build_parser
 from services.datasets.cli import _replay
@@ -15,6 +16,8 @@ from services.kit.settings import Settings
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.supervisor import Supervisor
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # a Supervisor of its own
 
 QUIET = {"LOG_LEVEL": "WARNING", "ANTHROPIC_API_KEY": "", "USE_LOCAL_LLM": "false"}
 

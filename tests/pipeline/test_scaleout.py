@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -26,9 +27,11 @@ from services.app import App
 from services.core.models import GenerationPath
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import make_settings
+from tests.support import make_settings, output_of, wait_serving
 
 from .test_run import ROOT, free_port
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # `testdata service` processes
 
 LAG = re.compile(r'^testdata_consumer_lag\{group="([^"]+)",partition="(\d+)",topic="([^"]+)"\}')
 
@@ -48,11 +51,18 @@ class Member:
             "LOG_LEVEL": "WARNING",
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "service", name, "--http-port", str(self.port)],
             cwd=ROOT,
             env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
+
+    def wait_ready(self) -> None:
+        what = f"`testdata service {self.name}` (pid {self.proc.pid})"
+        wait_serving(self.ready, self.proc, what, lambda: output_of(self.log))
 
     def ready(self) -> bool:
         try:
@@ -82,15 +92,8 @@ class Member:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-
-
-def wait(check, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not within {timeout} s")
+                self.proc.wait()
+        self.log.close()
 
 
 @pytest.fixture
@@ -153,7 +156,8 @@ async def two_of(service, embedded_broker, members, channel_to):
     app = await app_for(bootstrap, prefix, others)
     try:
         members += [Member(service, bootstrap, prefix) for _ in range(2)]
-        wait(lambda: all(m.ready() for m in members), what=f"both {service} members ready")
+        for m in members:
+            m.wait_ready()
         stub = channel_to(app)
         topic = (
             app.rt.topics.requests
