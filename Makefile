@@ -48,9 +48,10 @@ run: install
 test: install redis kcat
 	$(PY) -m pytest -q
 
-# The unit tier: no broker at all (a few tests still start a redis-server of their own).
+# The unit tier: no broker at all (a few tests still start a redis-server of their own), on
+# every core (pytest-xdist: each worker has its own redis-server).
 test-unit: install redis
-	$(PY) -m pytest -q -m unit
+	$(PY) -m pytest -q -m unit -n auto
 
 # Everything but the slow tests (the session's broker included).
 test-fast: install redis

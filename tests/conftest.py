@@ -8,7 +8,7 @@ Every test is in exactly one tier, worked out here from what it uses (never by l
               fixture built on it (`settings`, `stack`, `stub`, ... of tests/pipeline)
     process   starts a broker, a supervisor, `testdata run` or `testdata service`
               processes of its own, or a Docker container: `pytest.mark.process` on the
-              test or its module (`pytestmark`), or listed in MODULE_MARKS below
+              test or its module (`pytestmark`)
 
 and `slow` on top for a test taking over ~5 s on a quiet machine (`pytest.mark.slow`,
 `make test-fast` leaves them out). A unit test that starts a broker or a supervisor anyway
@@ -29,19 +29,11 @@ TEST_BROKER_CONFIGS = {"log.retention.check.interval.ms": "1000"}
 
 TIERS = ("unit", "pipeline", "process")
 SESSION_BROKER = "embedded_broker"
-#: Marks for the modules that cannot carry a `pytestmark` of their own (edited elsewhere).
-#: Every test of both starts `testdata run` or a Supervisor, and takes 10 s and more.
-MODULE_MARKS: dict[str, tuple[str, ...]] = {
-    "tests/pipeline/test_run.py": ("process", "slow"),
-    "tests/pipeline/test_supervisor.py": ("process", "slow"),
-}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wrong = []
     for item in items:
-        for name in MODULE_MARKS.get(item.nodeid.split("::", 1)[0], ()):
-            item.add_marker(name)
         if item.get_closest_marker("docker") and not item.get_closest_marker("process"):
             item.add_marker("process")  # a container of its own
         marked = [t for t in TIERS if item.get_closest_marker(t)]

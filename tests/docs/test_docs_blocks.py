@@ -45,7 +45,7 @@ import pytest
 from services.kit.settings import Settings
 from tests.docs.mdblocks import Block, pages, parse
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # a `testdata run` of its own
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Hang guards, never verdicts on speed: a start-up or a block slower than this is stuck.

@@ -13,9 +13,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from services.kit.patterns import Collection, Pattern
 from services.kit.patterns.embedded import EmbeddedStore
 from services.kit.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # `testdata run` processes of its own
 
 ROOT = Path(__file__).resolve().parents[2]
 

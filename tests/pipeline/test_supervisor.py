@@ -31,6 +31,8 @@ from services.supervisor import StartupFailed, Supervisor
 
 from .test_run import ROOT, free_port
 
+pytestmark = [pytest.mark.process, pytest.mark.slow]  # a Supervisor of its own
+
 T = TypeVar("T")
 QUIET = {
     "KAFKA_BOOTSTRAP_SERVERS": "",
