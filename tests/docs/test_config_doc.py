@@ -5,14 +5,13 @@ regenerates the page. Prose elsewhere in the docs that states a setting's defaul
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from services.kit.settings import Settings
+from tests.docs.scripts import load_script
 
 pytestmark = pytest.mark.unit
 
@@ -20,19 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location(
-        "gen_config_doc", ROOT / "scripts" / "gen_config_doc.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_configuration_page_is_generated_from_the_settings():
-    gen = _generator()
+    gen = load_script("gen_config_doc")
     committed = gen.TARGET.read_text(encoding="utf-8")
     assert committed == gen.generate(), (
         "docs/configuration.md is out of date with services/kit/settings.py: run `make docs` "
@@ -47,7 +35,7 @@ def test_every_setting_has_a_row():
 
 
 def test_section_headings_and_descriptions_come_from_the_comments():
-    gen = _generator()
+    gen = load_script("gen_config_doc")
     source = '''
 class Settings:
     """doc"""

@@ -4,31 +4,20 @@ topics the catalogue has."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from tests.docs.scripts import load_script
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location(
-        "gen_docs_images", ROOT / "scripts" / "gen_docs_images.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = _generator()
+GEN = load_script("gen_docs_images")
 
 
 @pytest.mark.parametrize("name", sorted(GEN.IMAGES))
