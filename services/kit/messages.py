@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import orjson
@@ -142,6 +144,27 @@ class Header(_Msg):
     value: bytes | None = None
 
 
+#: A dead letter keeps its original whole up to this many bytes (key, value, headers),
+#: else an excerpt: it stays far below any record limit, however large the original.
+DEAD_LETTER_KEEP_BYTES = 1024 * 1024
+#: The excerpt of a larger original: this much of its value, and of each header value ...
+EXCERPT_BYTES = 64 * 1024
+HEADER_EXCERPT_BYTES = 1024
+#: ... for at most this many headers; reasons and field errors are bounded as well.
+MAX_KEPT_HEADERS = 64
+MAX_REASON_CHARS = 4096
+MAX_KEPT_ERRORS = 100
+
+
+def record_size(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """What a record weighs against a record limit: key, value, header keys and values."""
+    return (
+        len(key or b"")
+        + len(value)
+        + sum(len(k.encode("utf-8", "replace")) + len(v or b"") for k, v in headers)
+    )
+
+
 class DeadLetter(_Msg):
     reason: str
     error_type: ErrorKind
@@ -156,3 +179,43 @@ class DeadLetter(_Msg):
     original_value: bytes
     original_headers: list[Header] = Field(default_factory=list)
     failed_at_ms: int
+    original_size: int = -1
+    original_sha256: str | None = None
+    original_truncated: bool = False
+
+    @classmethod
+    def bounded(
+        cls,
+        *,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes | None]],
+        reason: str,
+        errors: Sequence[ErrorDetail] = (),
+        keep_bytes: int = DEAD_LETTER_KEEP_BYTES,
+        **fields: Any,
+    ) -> DeadLetter:
+        """A dead letter of (key, value, headers) that never outgrows a record limit: the
+        original whole when it is at most `keep_bytes`, else a reference (topic, partition,
+        offset: in `fields`), its size, the SHA-256 of its value and bounded excerpts."""
+        size = record_size(key, value, headers)
+        digest = hashlib.sha256(value).hexdigest()
+        truncated = size > keep_bytes
+        if truncated:
+            key = key[:HEADER_EXCERPT_BYTES] if key else key
+            value = value[:EXCERPT_BYTES]
+            headers = [(k[:256], v[:HEADER_EXCERPT_BYTES] if v else v) for k, v in headers]
+            headers = headers[:MAX_KEPT_HEADERS]
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS] + f" ... ({len(reason):,} characters)"
+        return cls(
+            reason=reason,
+            errors=list(errors[:MAX_KEPT_ERRORS]),
+            original_key=key,
+            original_value=value,
+            original_headers=[Header(key=k, value=v) for k, v in headers],
+            original_size=size,
+            original_sha256=digest,
+            original_truncated=truncated,
+            **fields,
+        )

@@ -73,6 +73,12 @@ DEAD_LETTERS = Counter(
     ["consumer", "error_type"],
     registry=REGISTRY,
 )
+DEAD_LETTERS_LOST = Counter(
+    "testdata_dead_letters_lost",
+    "Failed messages skipped because dead-lettering them failed DEAD_LETTER_ATTEMPTS times",
+    ["consumer"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "testdata_consumer_lag",
     "Records behind the partition end",

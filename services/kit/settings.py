@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     # instead of being started again. Counted with markers on the deliveries topic, written
     # before each attempt (services/kit/deliveries.py). 0: no markers and no limit.
     max_deliveries: int = Field(default=3, ge=0)
+    # A failed message is dead-lettered with up to this many tries (backing off 0.2 s to
+    # 10 s); past them it is skipped with an ERROR line and a metric, so no single message
+    # can stop its partition (the original stays in its topic while retained).
+    dead_letter_attempts: int = Field(default=5, ge=1)
 
     # Request bounds, checked before any work (see services/core/limits.py).
     max_schema_depth: int = Field(default=8, ge=1, le=HARD_MAX_DEPTH)

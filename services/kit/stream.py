@@ -30,7 +30,7 @@ from services.kit.kafka import (
     make_producer,
     stop_quietly,
 )
-from services.kit.messages import DeadLetter, ErrorDetail, Header
+from services.kit.messages import DeadLetter, ErrorDetail
 from services.kit.offsets import Assignment, PartitionState
 from services.kit.settings import Settings
 from services.kit.topics import Topics
@@ -137,19 +137,19 @@ class Runtime:
         request_id: str | None = None,
     ) -> None:
         """Park an unprocessable message with its reason and original bytes; lose nothing."""
-        dl = DeadLetter(
+        dl = DeadLetter.bounded(
+            key=msg.key,
+            value=msg.value,
+            headers=msg.headers,
             reason=reason,
-            error_type=kind,
             errors=[ErrorDetail.of(e) for e in errors or []],
+            error_type=kind,
             request_id=request_id,
             consumer=consumer,
             original_topic=msg.topic,
             original_partition=msg.partition,
             original_offset=msg.offset,
             original_timestamp_ms=msg.timestamp_ms,
-            original_key=msg.key,
-            original_value=msg.value,
-            original_headers=[Header(key=k, value=v) for k, v in msg.headers],
             failed_at_ms=int(time.time() * 1000),
         )
         key = request_id.encode() if request_id else msg.key
@@ -366,25 +366,49 @@ class Subscriber:
     async def _park(
         self, msg: Message, reason: str, kind: ErrorKind = ErrorKind.PROCESSING
     ) -> None:
-        """Dead-letter a failed message, retrying until the broker takes it: its offset
-        must not move past a message that is neither processed nor parked."""
+        """Dead-letter a failed message, retrying while the broker refuses it: its offset
+        should not move past a message that is neither processed nor parked. But not
+        forever: after DEAD_LETTER_ATTEMPTS refusals the message is skipped, loudly (an
+        ERROR line naming its position, `testdata_dead_letters_lost_total`), so one message
+        can never stop its partition."""
         request_id = msg.key.decode("utf-8", "replace") if msg.key else None
+        attempts = self.runtime.settings.dead_letter_attempts
         delay = 0.2
-        while True:
+        for attempt in range(1, attempts + 1):
             try:
                 await self.runtime.dead_letter(msg, self.name, kind, reason, request_id=request_id)
                 self.stalled.discard((msg.topic, msg.partition))
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if attempt == attempts:
+                    self.stalled.discard((msg.topic, msg.partition))
+                    metrics.DEAD_LETTERS_LOST.labels(self.name).inc()
+                    log.error(
+                        "%s: %s[%d]@%d skipped, neither processed nor parked: dead-lettering "
+                        "it failed %d times (last: %s); it stays in %s while retained. It "
+                        "failed because: %s",
+                        self.name,
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        attempts,
+                        exc,
+                        msg.topic,
+                        reason,
+                    )
+                    return
                 self.stalled.add((msg.topic, msg.partition))
-                log.exception(
-                    "%s: cannot dead-letter %s[%d]@%d; retrying in %.1fs",
+                log.warning(
+                    "%s: cannot dead-letter %s[%d]@%d (%s); try %d of %d in %.1fs",
                     self.name,
                     msg.topic,
                     msg.partition,
                     msg.offset,
+                    exc,
+                    attempt + 1,
+                    attempts,
                     delay,
                 )
                 await asyncio.sleep(delay)

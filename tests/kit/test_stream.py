@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import time
 import uuid
 
 from aiokafka.structs import TopicPartition
 
-from services.kit.kafka import ensure_topics_exist, make_consumer, make_producer
+from services.kit import metrics
+from services.kit.kafka import (
+    BROKER_MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES,
+    assign_all,
+    ensure_topics_exist,
+    make_consumer,
+    make_producer,
+)
 from services.kit.stream import Runtime, Subscriber
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, make_settings
 
 
 async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
@@ -106,3 +117,114 @@ async def test_failing_handler_is_parked_even_when_dead_lettering_fails_at_first
     await rt.stop()
     assert handled == [b"good"]  # the partition went on after the bad message was parked
     assert len(attempts) == 3 and not sub.stalled
+
+
+# ---- one oversized or unparkable message never stops its partition -------------------------
+MiB = 1024 * 1024
+
+
+async def _until(done, give_up) -> None:
+    """Until `done()` or `give_up()` holds: each is a cause, never a clock (a hang guard
+    of HANG_GUARD_S aside)."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not done() and not give_up():
+        assert time.monotonic() < deadline, "neither happened (hung?)"
+        await asyncio.sleep(0.05)
+
+
+async def _bad_then_good(rt: Runtime, topic: str, bad: bytes, headers=()) -> tuple:
+    """A subscriber whose handler fails on `bad` and keeps the rest; both published."""
+    handled: list[bytes] = []
+
+    async def handler(msg):
+        if msg.value == bad:
+            raise ValueError("cannot handle this one")
+        handled.append(msg.value)
+
+    sub = Subscriber(rt, "t", [topic], f"g-{uuid.uuid4().hex[:8]}", handler)
+    task = asyncio.create_task(sub.run())
+    await sub.wait_ready()
+    big = make_producer(rt.bootstrap, max_request_size=BROKER_MAX_MESSAGE_BYTES)
+    await big.start()
+    try:
+        await big.send_and_wait(topic, bad, key=b"k", headers=list(headers))
+        await big.send_and_wait(topic, b"good", key=b"k")
+    finally:
+        await big.stop()
+    return sub, task, handled
+
+
+async def test_a_message_too_large_to_dead_letter_whole_is_parked_as_an_excerpt(embedded_broker):
+    """Reproduces the issue: a 7.2 MiB value with a 0.85 MiB header fits the broker, but its
+    dead letter (all of it, plus the reason) did not: refused forever, the partition never
+    moved on. Now the dead letter keeps a bounded excerpt, the size and the SHA-256."""
+    bootstrap = embedded_broker.bootstrap_servers
+    prefix = f"big-{uuid.uuid4().hex[:6]}."
+    rt = Runtime(make_settings(bootstrap, topic_prefix=prefix), bootstrap)
+    topic = f"{prefix}in"
+    await ensure_topics_exist(
+        bootstrap,
+        {topic: 1, rt.topics.deadletter: 1},
+        configs={topic: {"max.message.bytes": str(BROKER_MAX_MESSAGE_BYTES)}},
+    )
+    await rt.start()
+    bad = os.urandom(7 * MiB + MiB // 4)
+    header = ("x-blob", os.urandom(MiB - MiB // 4 + MiB // 32))  # 8.03 MiB in all
+    assert len(bad) + len(header[1]) > MAX_MESSAGE_BYTES  # its whole copy cannot be sent
+    sub, task, handled = await _bad_then_good(rt, topic, bad, [header])
+    try:
+        await _until(lambda: handled, lambda: bool(sub.stalled))
+        assert handled == [b"good"] and not sub.stalled  # never refused, moved on
+    finally:
+        sub.stop()
+        await asyncio.gather(task, return_exceptions=True)
+    reader = await rt.reader("dl")
+    try:
+        await assign_all(reader, rt.topics.deadletter, at_end=False)
+        (record,) = (await reader.getmany(timeout_ms=HANG_GUARD_S * 1000))[
+            TopicPartition(rt.topics.deadletter, 0)
+        ]
+    finally:
+        await reader.stop()
+        await rt.stop()
+    dl = rt.codec.decode_dead_letter(record.value)
+    assert dl.original_truncated and len(record.value) < 2 * MiB
+    assert dl.original_size == len(bad) + len(header[1]) + len("x-blob") + 1
+    assert dl.original_sha256 == hashlib.sha256(bad).hexdigest()
+    assert bad.startswith(dl.original_value) and dl.original_value
+    assert (dl.original_topic, dl.original_offset) == (topic, 0)
+    assert dl.reason.endswith("cannot handle this one")
+
+
+async def test_a_message_the_dead_letter_topic_refuses_is_skipped_loudly_after_its_tries(
+    embedded_broker, caplog
+):
+    """A dead-letter topic that refuses every dead letter (here: a 1 KiB record limit) used
+    to stall the partition forever; now, after DEAD_LETTER_ATTEMPTS tries, the message is
+    skipped with an ERROR line naming it and a metric, and the partition moves on."""
+    bootstrap = embedded_broker.bootstrap_servers
+    prefix = f"dlq-{uuid.uuid4().hex[:6]}."
+    rt = Runtime(make_settings(bootstrap, topic_prefix=prefix, dead_letter_attempts=2), bootstrap)
+    topic = f"{prefix}in"
+    await ensure_topics_exist(
+        bootstrap,
+        {topic: 1, rt.topics.deadletter: 1},
+        configs={rt.topics.deadletter: {"max.message.bytes": "1024"}},
+    )
+    await rt.start()
+    lost = metrics.DEAD_LETTERS_LOST.labels("t")._value.get()
+    bad = os.urandom(4096)  # not compressible below the limit
+    sub, task, handled = await _bad_then_good(rt, topic, bad)
+    refusals = lambda: [r for r in caplog.records if "cannot dead-letter" in r.getMessage()]  # noqa: E731
+    try:
+        await _until(lambda: handled, lambda: len(refusals()) > 2)
+        assert handled == [b"good"] and not sub.stalled
+    finally:
+        sub.stop()
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.stop()
+    assert len(refusals()) == 1  # the first try; the second was the last
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR" and "skipped" in r.getMessage()]
+    assert f"{topic}[0]@0 skipped" in error.getMessage()
+    assert "cannot handle this one" in error.getMessage()
+    assert metrics.DEAD_LETTERS_LOST.labels("t")._value.get() == lost + 1
