@@ -199,7 +199,7 @@ class ControlListener:
         pos = Position.from_key((r.key or b"").decode())
         if self.attempts.wants(pos.group):
             marker = self.rt.codec.decode_delivery(r.value or b"")
-            self.attempts.note(pos, marker.attempt, marker.at_ms)
+            self.attempts.note(pos, marker.attempt, marker.at_ms, marker.finished)
 
     async def _check_caught_up(self) -> None:
         assert self._marks is not None
@@ -278,20 +278,43 @@ class DeliveryGuard:
         pos = Position(group, msg.topic, msg.partition, msg.offset)
         now_ms = int(time.time() * 1000)
         known = self.attempts.get(pos, now_ms)
+        if known is not None and known.finished:
+            return Delivery(pos, known.started, known.first_ms, self.max_deliveries, True)
         number = next_attempt(known)
         delivery = Delivery(pos, number, known.first_ms if known else now_ms, self.max_deliveries)
         if delivery.exhausted:
             return delivery
+        await self._mark(consumer, msg, delivery, now_ms)
+        return delivery
+
+    async def finish(self, consumer: str, msg: Message, delivery: Delivery) -> None:
+        """`delivery` finished while an earlier message of its partition is unfinished, so
+        its offset cannot be committed yet: recorded, so that a redelivery (after this
+        process dies) skips it instead of doing it again, and never counts it as an attempt
+        that died."""
+        await self._mark(consumer, msg, delivery, int(time.time() * 1000), finished=True)
+
+    async def _mark(
+        self,
+        consumer: str,
+        msg: Message,
+        delivery: Delivery,
+        now_ms: int,
+        finished: bool = False,
+    ) -> None:
+        assert self._producer is not None, "start() first"
+        pos = delivery.position
         marker = DeliveryMarker(
-            group=group,
+            group=pos.group,
             topic=msg.topic,
             partition=msg.partition,
             offset=msg.offset,
-            attempt=number,
+            attempt=delivery.number,
             request_id=msg.key.decode("utf-8", "replace") if msg.key else "",
             correlation_id=msg.header(CORRELATION) or "",
             instance=self.instance,
             at_ms=now_ms,
+            finished=finished,
         )
         t0 = time.perf_counter()
         await self._producer.send_and_wait(
@@ -300,6 +323,6 @@ class DeliveryGuard:
             key=pos.key.encode(),
             headers=[(CONTENT_TYPE, AVRO.encode())],
         )
-        metrics.DELIVERY_MARKER_SECONDS.labels(consumer).observe(time.perf_counter() - t0)
-        self.attempts.note(pos, number, now_ms)
-        return delivery
+        if not finished:
+            metrics.DELIVERY_MARKER_SECONDS.labels(consumer).observe(time.perf_counter() - t0)
+        self.attempts.note(pos, delivery.number, now_ms, finished)

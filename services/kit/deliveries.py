@@ -60,13 +60,14 @@ class Known(NamedTuple):
     started: int  # attempts started: the highest attempt number recorded
     first_ms: int  # when the first recorded attempt started (second precision)
     last_ms: int  # when the latest one started (second precision)
+    finished: bool = False  # an attempt finished (its outputs were acknowledged)
 
 
 def next_attempt(known: Known | None) -> int:
     """The number of this delivery: 1 for the first. Above MAX_DELIVERIES the message must
     not be started again: every earlier attempt was started and none finished (one that
-    finished, or failed and was dead-lettered, is committed and normally not delivered
-    again)."""
+    finished is committed, or, when an earlier message held its commit back, has a
+    finished marker: see `Delivery.finished`)."""
     return (known.started if known is not None else 0) + 1
 
 
@@ -77,11 +78,15 @@ class Delivery(NamedTuple):
     number: int  # 1 for the first delivery
     first_ms: int  # when its first attempt started (now, for a first delivery)
     limit: int  # MAX_DELIVERIES
+    #: An earlier attempt finished (its offset was held back by an unfinished message
+    #: before it, then its process died): skip it, it is done.
+    finished: bool = False
 
     @property
     def exhausted(self) -> bool:
-        """One too many: dead-letter it and answer its caller instead of starting it."""
-        return self.number > self.limit
+        """One too many: dead-letter it and answer its caller instead of starting it.
+        Never for a finished message: only attempts that all died count."""
+        return not self.finished and self.number > self.limit
 
     def reason(self) -> str:
         return (
@@ -91,12 +96,20 @@ class Delivery(NamedTuple):
         )
 
 
-def _pack(started: int, first_s: int, last_s: int) -> int:
-    return (first_s << 40) | (last_s << 8) | min(started, 255)
+_FINISHED = 0x80  # the top bit of the low byte; attempts counted up to 127
+
+
+def _pack(started: int, first_s: int, last_s: int, finished: bool = False) -> int:
+    return (first_s << 40) | (last_s << 8) | min(started, 127) | (_FINISHED if finished else 0)
 
 
 def _unpack(value: int) -> Known:
-    return Known(value & 0xFF, (value >> 40) * 1000, ((value >> 8) & 0xFFFFFFFF) * 1000)
+    return Known(
+        value & 0x7F,
+        (value >> 40) * 1000,
+        ((value >> 8) & 0xFFFFFFFF) * 1000,
+        bool(value & _FINISHED),
+    )
 
 
 class Attempts:
@@ -120,9 +133,10 @@ class Attempts:
     def wants(self, group: str) -> bool:
         return group in self.groups
 
-    def note(self, pos: Position, attempt: int, at_ms: int) -> None:
-        """Attempt `attempt` at `pos` started at `at_ms`; markers may come in any order
-        and more than once (the highest attempt wins)."""
+    def note(self, pos: Position, attempt: int, at_ms: int, finished: bool = False) -> None:
+        """Attempt `attempt` at `pos` started (or, `finished`, finished) at `at_ms`;
+        markers may come in any order and more than once (the highest attempt wins, and
+        once finished, a message stays finished)."""
         if pos.group not in self.groups:
             return
         self._rotate(at_ms)
@@ -130,12 +144,13 @@ class Attempts:
         known = self.get(pos, at_ms)
         at_s = at_ms // 1000
         if known is None:
-            value = _pack(attempt, at_s, at_s)
+            value = _pack(attempt, at_s, at_s, finished)
         else:
             value = _pack(
                 max(attempt, known.started),
                 min(at_s, known.first_ms // 1000),
                 max(at_s, known.last_ms // 1000),
+                finished or known.finished,
             )
         table = self._new.setdefault(stream, {})
         if pos.offset not in table:

@@ -105,6 +105,7 @@ class DeliveryMarker(_Msg):
     correlation_id: str = ""
     instance: str = ""
     at_ms: int
+    finished: bool = False
 
 
 class OutcomeScenario(_Msg):
@@ -156,7 +157,9 @@ MAX_REASON_CHARS = 4096
 MAX_KEPT_ERRORS = 100
 
 
-def record_size(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes | None]]) -> int:
+def record_size(
+    key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes | None]]
+) -> int:
     """What a record weighs against a record limit: key, value, header keys and values."""
     return (
         len(key or b"")

@@ -103,6 +103,11 @@ class PartitionState(Generic[T]):
         if self.paused and len(self._items) <= self.max_buffered // 2:
             self.paused = False
 
+    def held_back(self, offset: int) -> bool:
+        """An earlier message of this partition is unfinished: `offset` cannot be committed
+        when it finishes (a crash then delivers it again)."""
+        return any(q[0] < offset for q in self._keys.values())
+
     @property
     def position(self) -> int | None:
         """Next offset to commit: every offset below it is finished (None before any

@@ -181,6 +181,8 @@ class DeliveryCounter(Protocol):
 
     async def begin(self, group: str, consumer: str, msg: Message) -> Delivery: ...
 
+    async def finish(self, consumer: str, msg: Message, delivery: Delivery) -> None: ...
+
 
 @dataclass
 class Subscriber:
@@ -295,9 +297,18 @@ class Subscriber:
 
     async def _work(self, tp: TopicPartition, state: PartitionState[Message], msg: Message) -> None:
         log.debug("%s: start %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset)
+        delivery: Delivery | None = None
         try:
             delivery = await self._begin(msg) if self.deliveries is not None else None
-            if delivery is not None and delivery.exhausted:
+            if delivery is not None and delivery.finished:
+                log.info(
+                    "%s: %s[%d]@%d finished before (its commit was held back); skipped",
+                    self.name,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                )
+            elif delivery is not None and delivery.exhausted:
                 await self._give_up(msg, delivery)
             else:
                 await self.handler(msg)
@@ -307,6 +318,8 @@ class Subscriber:
             log.exception("%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset)
             await self._park(msg, f"{type(exc).__name__}: {exc}")
             await self._answer(msg, f"internal error: {type(exc).__name__}: {exc}")
+        if delivery is not None and not delivery.finished and state.held_back(msg.offset):
+            await self._finished(msg, delivery)
         state.finish(msg.offset)
         self._start(tp, state)
         self._apply_pauses()
@@ -328,7 +341,7 @@ class Subscriber:
                 log.exception("%s: cannot record a delivery; retrying in %.1fs", self.name, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        if delivery.number > 1 and not delivery.exhausted:
+        if delivery.number > 1 and not delivery.exhausted and not delivery.finished:
             metrics.REDELIVERIES.labels(self.name).inc()
             log.warning(
                 "%s: %s[%d]@%d (key %s) delivered again: attempt %d of %d",
@@ -341,6 +354,25 @@ class Subscriber:
                 delivery.limit,
             )
         return delivery
+
+    async def _finished(self, msg: Message, delivery: Delivery) -> None:
+        """Record that `msg` is done although its offset cannot be committed yet. Best
+        effort: without the marker, a crash only means it is done once more."""
+        assert self.deliveries is not None
+        try:
+            await self.deliveries.finish(self.name, msg, delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "%s: could not record %s[%d]@%d as finished (%s)",
+                self.name,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                exc,
+                exc_info=True,
+            )
 
     async def _give_up(self, msg: Message, delivery: Delivery) -> None:
         """One delivery too many: parked and its caller answered, never started again."""
@@ -397,6 +429,7 @@ class Subscriber:
                         exc,
                         msg.topic,
                         reason,
+                        exc_info=True,
                     )
                     return
                 self.stalled.add((msg.topic, msg.partition))

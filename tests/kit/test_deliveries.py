@@ -90,3 +90,19 @@ def test_one_delivery_past_the_limit_is_exhausted_and_says_why():
 
 def test_the_window_covers_an_attempt_running_out_its_budget_and_another_waiting():
     assert window_for(300) == 660
+
+
+def test_a_finished_marker_makes_the_message_finished_and_never_exhausted():
+    """A message that finished behind an unfinished one is remembered as finished, in any
+    marker order, and a delivery of it is never exhausted (it is skipped instead)."""
+    table = attempts()
+    table.note(at(7), 1, T0)
+    table.note(at(7), 1, T0 + 1_000, finished=True)
+    table.note(at(7), 3, T0 + 2_000)  # a later start marker read after it: still finished
+    known = table.get(at(7), T0 + 3_000)
+    assert known is not None and known.finished and known.started == 3
+    assert not Delivery(at(7), 4, T0, limit=3, finished=True).exhausted
+    assert Delivery(at(7), 4, T0, limit=3).exhausted
+    table.note(at(8), 2, T0)
+    unfinished = table.get(at(8), T0)
+    assert unfinished is not None and not unfinished.finished

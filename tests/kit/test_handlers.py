@@ -314,6 +314,9 @@ class _Done:
     def finish(self, offset):
         return None
 
+    def held_back(self, offset):
+        return False
+
     def take_ready(self):
         return []
 

@@ -203,3 +203,15 @@ def test_random_finish_orders_keep_the_invariants(seed: int):
             assert not st.paused
     for key, offs in started.items():
         assert offs == given[key][: len(offs)], "per key, start order is offset order"
+
+
+def test_held_back_while_an_earlier_message_of_the_partition_is_unfinished():
+    st: PartitionState[str] = PartitionState()
+    st.add(0, A, "a0")
+    st.add(1, B, "b1")
+    st.add(2, B, "b2")
+    st.take_ready()
+    assert st.held_back(1)  # a0 runs: b1's finish cannot be committed
+    assert not st.held_back(0)
+    st.finish(0)
+    assert not st.held_back(1)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 import uuid
 
 from aiokafka.structs import TopicPartition
 
+from services.core.report import ErrorKind
 from services.kit import metrics
+from services.kit.control import ControlListener, DeliveryGuard
+from services.kit.deliveries import Attempts, Position, window_for
 from services.kit.kafka import (
     BROKER_MAX_MESSAGE_BYTES,
     MAX_MESSAGE_BYTES,
@@ -228,3 +232,71 @@ async def test_a_message_the_dead_letter_topic_refuses_is_skipped_loudly_after_i
     assert f"{topic}[0]@0 skipped" in error.getMessage()
     assert "cannot handle this one" in error.getMessage()
     assert metrics.DEAD_LETTERS_LOST.labels("t")._value.get() == lost + 1
+
+
+async def test_a_message_finished_behind_a_stuck_one_is_never_done_again_nor_called_poison(
+    embedded_broker, caplog
+):
+    """Reproduces the issue: m1 finishes while m0 (before it, another key) never does, so
+    the partition's offset stays at m0. Each death of the process delivered m1 again: it
+    was generated again every time, and after MAX_DELIVERIES deaths dead-lettered as
+    poison, "none finished", although it had. Now m1's finish is recorded (a finished
+    marker): later lives skip it, and only m0, which never finished, is given up."""
+    caplog.set_level(logging.INFO, logger="testdata.stream")  # "finished before ...; skipped"
+    bootstrap = embedded_broker.bootstrap_servers
+    prefix = f"fin-{uuid.uuid4().hex[:6]}."
+    settings = make_settings(bootstrap, topic_prefix=prefix, max_deliveries=2)
+    rt = Runtime(settings, bootstrap)
+    topic, group = f"{prefix}in", f"g-{uuid.uuid4().hex[:8]}"
+    topics = (topic, rt.topics.deliveries, rt.topics.control, rt.topics.deadletter)
+    await ensure_topics_exist(bootstrap, dict.fromkeys(topics, 1))
+    await rt.start()
+    await rt.publish(topic, b"m0", b"a")
+    await rt.publish(topic, b"m1", b"b")
+    handled: list[bytes] = []
+    given_up: list[tuple[bytes, ErrorKind]] = []
+    m1_at = Position(group, topic, 0, 1)
+
+    async def answer(msg, reason, kind, since_ms):
+        given_up.append((msg.value, kind))
+
+    async def handler(msg):
+        handled.append(msg.value)
+        if msg.value == b"m0":
+            await asyncio.Event().wait()  # work that never finishes
+
+    def m1_settled(guard: DeliveryGuard, life: int) -> bool:
+        """m1 done in this life: recorded as finished, or handled or skipped again."""
+        if life == 1:
+            known = guard.attempts.get(m1_at, int(time.time() * 1000))
+            return known is not None and known.finished
+        skipped = [r for r in caplog.records if "finished before" in r.getMessage()]
+        return len(skipped) >= life - 1 or handled.count(b"m1") >= life
+
+    for life in (1, 2, 3):  # lives 1 and 2 start m0; life 3 finds it exhausted
+        attempts = Attempts(window_for(60))
+        attempts.track(group)
+        listener = ControlListener(rt, attempts=attempts)
+        await listener.start()
+        guard = DeliveryGuard(rt, listener, settings.max_deliveries)
+        await guard.start()
+        sub = Subscriber(rt, "t", [topic], group, handler, answer=answer, deliveries=guard)
+        task = asyncio.create_task(sub.run())
+        try:
+            await _until(
+                lambda guard=guard, life=life: (
+                    m1_settled(guard, life)
+                    # m0 started in this life (or, exhausted, given up)
+                    and (handled.count(b"m0") >= life or len(given_up) > 0)
+                ),
+                task.done,
+            )
+        finally:
+            task.cancel()  # the process dies: nothing from m0 on is committed
+            await asyncio.gather(task, return_exceptions=True)
+            await guard.stop()
+            await listener.stop()
+    await rt.stop()
+    assert handled.count(b"m1") == 1, handled  # done once, skipped after
+    assert handled.count(b"m0") == 2, handled
+    assert given_up == [(b"m0", ErrorKind.POISON)]

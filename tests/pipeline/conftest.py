@@ -12,7 +12,7 @@ from services.kit.kafka import assign_all, make_consumer, make_producer
 from services.kit.patterns import open_store
 from services.kit.patterns.seeds import seed_store
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import make_settings, temp_store_path
+from tests.support import HANG_GUARD_S, make_settings, temp_store_path
 
 ALL = list(SERVICES)
 
@@ -21,7 +21,11 @@ ALL = list(SERVICES)
 async def seeded_store_path():
     """An embedded pattern store in a temporary directory holding the seed patterns."""
     path = temp_store_path()
-    store = open_store(make_settings(pattern_store_path=path))
+    # seeding embeds and writes every seed pattern: on a loaded machine longer than a
+    # request's store timeout, so only the hang guard bounds it
+    store = open_store(
+        make_settings(pattern_store_path=path, pattern_store_timeout_seconds=HANG_GUARD_S)
+    )
     await store.start()
     try:
         await seed_store(store)
