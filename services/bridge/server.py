@@ -41,6 +41,7 @@ from services.core.reproducible import pin
 from services.kit import metrics
 from services.kit.control import publish_cancel
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
+from services.kit.kafka import broker_reachable
 from services.kit.keystore import KeyStore
 from services.kit.messages import ResultChunk
 from services.kit.procstate import StartupError
@@ -192,13 +193,12 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
         try:
-            async with asyncio.timeout(self._publish_wait(context)):
-                await self.rt.publish(
-                    self.rt.topics.requests,
-                    self.rt.codec.encode_request(req),
-                    req.request_id,
-                    self._headers(pending, context),
-                )
+            await self._publish(
+                self.rt.codec.encode_request(req),
+                req.request_id,
+                self._headers(pending, context),
+                context,
+            )
         except BaseException as exc:
             # Not acknowledged: it may still reach the broker, so stop it there too.
             self._finished(req, pending, got_final=False)
@@ -227,13 +227,37 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             raise
         return pending
 
-    def _publish_wait(self, context: grpc.aio.ServicerContext) -> float:
-        """PUBLISH_TIMEOUT_SECONDS, cut to leave the caller time to hear UNAVAILABLE."""
-        wait = self.rt.settings.publish_timeout_seconds
+    async def _publish(
+        self,
+        value: bytes,
+        request_id: str,
+        headers: list[tuple[str, bytes]],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Publish a request and wait for its acknowledgement as long as the broker is
+        there: a slow one (a loaded machine) is waited for, up to the caller's deadline or
+        else the generation budget; one that is gone (nothing accepts a connection at any
+        bootstrap address after PUBLISH_TIMEOUT_SECONDS without an acknowledgement) ends
+        the wait with TimeoutError, which the caller hears as UNAVAILABLE."""
+        s = self.rt.settings
         remaining = context.time_remaining()
-        if remaining is not None:
-            wait = min(wait, max(0.1, remaining - 0.5))
-        return wait
+        budget = s.generation_budget_seconds if remaining is None else max(0.1, remaining - 0.5)
+        sent = asyncio.ensure_future(
+            self.rt.publish(self.rt.topics.requests, value, request_id, headers)
+        )
+        try:
+            async with asyncio.timeout(budget):
+                while not (await asyncio.wait({sent}, timeout=s.publish_timeout_seconds))[0]:
+                    if not await broker_reachable(self.rt.bootstrap):
+                        raise TimeoutError("the broker accepts no connection")
+                    log.info(
+                        "publishing %s: no acknowledgement yet; the broker is slow, waiting",
+                        request_id,
+                    )
+        finally:
+            if not sent.done():
+                sent.cancel()
+        sent.result()
 
     def _headers(
         self, pending: Pending, context: grpc.aio.ServicerContext

@@ -302,6 +302,23 @@ async def create_topics(
     return created
 
 
+async def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """Whether anything accepts a TCP connection at one of the bootstrap addresses: what
+    tells a broker that is gone (refused, unroutable) from one that is only slow to
+    acknowledge (a loaded machine: the kernel still accepts its connections)."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port)), timeout_s
+            )
+        except (OSError, ValueError, TimeoutError):
+            continue
+        writer.close()
+        return True
+    return False
+
+
 async def stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
     """Stop a client during shutdown: a broker that no longer answers must not turn a
     clean stop into a crash (the error is logged)."""

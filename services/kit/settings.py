@@ -89,9 +89,11 @@ class Settings(BaseSettings):
 
     # Generation
     max_sync_records: int = 1000
-    # How long the bridge waits for the broker to acknowledge a request before answering
-    # UNAVAILABLE (never past the caller's own deadline): a broker that is gone is reported,
-    # not waited on for the Kafka client's 40 s.
+    # After this long without the broker's acknowledgement of a request, the bridge checks
+    # that the broker still accepts connections: if not, the caller hears UNAVAILABLE (a
+    # broker that is gone is reported, not waited on for the Kafka client's 40 s); if so,
+    # it is slow, and the bridge waits on (to the caller's deadline, else the generation
+    # budget), checking again after each such period.
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
     max_records: int = Field(default=1_000_000, ge=1)
     default_count: int = Field(default=10, ge=1)

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import sqlite3
+import time
 import urllib.request
 
 import grpc
@@ -24,6 +25,7 @@ from services.core.models import GenerateRequest, OutputFormat
 from services.core.plan import build_plan
 from services.core.validate import validate_record
 from services.proto.testdata.v1 import test_data_pb2 as pb
+from tests.support import HANG_GUARD_S
 
 from .conftest import rid
 
@@ -152,17 +154,13 @@ async def test_deadline_exceeded_and_request_forgotten(stub, stack):
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     inbox = stack.servicer.inbox
     dropped = inbox.dropped
-    for _ in range(50):
-        if request_id not in inbox.pending:
-            break
+    # forgotten once the call ends, and the request was published all the same: its
+    # chunks (or its expired final chunk) arrive late and are dropped; however long a
+    # loaded machine takes, so only a hang guard bounds the waits
+    deadline = time.monotonic() + HANG_GUARD_S
+    while request_id in inbox.pending or inbox.dropped == dropped:
+        assert time.monotonic() < deadline, (request_id in inbox.pending, inbox.dropped)
         await asyncio.sleep(0.02)
-    assert request_id not in inbox.pending
-    # the request was published all the same: its chunks arrive late and are dropped
-    for _ in range(200):
-        if inbox.dropped > dropped:
-            break
-        await asyncio.sleep(0.05)
-    assert inbox.dropped > dropped
     # the bridge still serves
     assert (await stub.GenerateData(pb.GenerateRequest(entity="cart", count=2))).success
 
