@@ -153,15 +153,35 @@ async def test_deadline_exceeded_and_request_forgotten(stub, stack):
         )
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     inbox = stack.servicer.inbox
+    deadline = time.monotonic() + HANG_GUARD_S  # forgotten once the call ends
+    while request_id in inbox.pending:
+        assert time.monotonic() < deadline, "still pending"
+        await asyncio.sleep(0.02)
+    # the bridge still serves
+    assert (await stub.GenerateData(pb.GenerateRequest(entity="cart", count=2))).success
+
+
+async def test_a_call_that_ends_after_its_request_was_published_drops_the_late_chunks(
+    stub, stack, tail
+):
+    """Its chunks (or its cancelled final chunk) arrive for a request the bridge no longer
+    waits for: they are dropped, never delivered to another call. The call ends once its
+    request is on the requests topic (a deadline could end it before: a loaded machine)."""
+    request_id = rid("late")
+    inbox = stack.servicer.inbox
     dropped = inbox.dropped
-    # forgotten once the call ends, and the request was published all the same: its
-    # chunks (or its expired final chunk) arrive late and are dropped; however long a
-    # loaded machine takes, so only a hang guard bounds the waits
+    req = pb.GenerateRequest(entity="order", count=200_000, request_id=request_id)
+    async with tail(stack.rt.topics.requests) as requests:
+        call = stub.GenerateDataStream(req)
+        await requests.until(
+            lambda got: any(r.key == request_id.encode() for r in got), timeout=HANG_GUARD_S
+        )
+        call.cancel()
+    assert await call.code() == grpc.StatusCode.CANCELLED
     deadline = time.monotonic() + HANG_GUARD_S
     while request_id in inbox.pending or inbox.dropped == dropped:
         assert time.monotonic() < deadline, (request_id in inbox.pending, inbox.dropped)
         await asyncio.sleep(0.02)
-    # the bridge still serves
     assert (await stub.GenerateData(pb.GenerateRequest(entity="cart", count=2))).success
 
 
