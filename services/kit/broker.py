@@ -130,6 +130,10 @@ def _run(coro: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coro).result()
 
 
+#: What Kafka logs once its server is up (KafkaRaftServer, at INFO).
+STARTED_LINE = b"Kafka Server started"
+
+
 async def _has_broker(bootstrap: str) -> bool:
     """The cluster's Metadata lists a broker: it has registered with its controller."""
     from aiokafka.client import AIOKafkaClient
@@ -434,7 +438,7 @@ class EmbeddedBroker:
                     # first, then the broker (a broker gone first fills their logs).
                     start_new_session=True,
                 )
-            if self._wait_serving(port, cancelled):
+            if self._wait_serving(port, cancelled, log_start):
                 self._bootstrap = f"127.0.0.1:{port}"
                 return
             reason = self._exit_reason(log_start)
@@ -443,9 +447,12 @@ class EmbeddedBroker:
                 continue
             raise BrokerStartFailed(f"the Kafka broker did not start: {reason}")
 
-    def _wait_serving(self, port: int, cancelled: Callable[[], bool]) -> bool:
-        """True once the broker serves; False if it exited. Waits as long as it lives."""
-        assert self._proc is not None
+    def _wait_serving(self, port: int, cancelled: Callable[[], bool], log_start: int = 0) -> bool:
+        """True once the broker serves; False if it exited. Waits as long as it lives.
+        Serving means its own log says it started, not only that something answers on
+        the port: another broker that bound the port first would answer too, while this
+        one exits (Address already in use), and is then retried on another port."""
+        assert self._proc is not None and self._dir is not None
         deadline = (
             time.monotonic() + self._start_timeout_s if self._start_timeout_s else float("inf")
         )
@@ -458,10 +465,24 @@ class EmbeddedBroker:
                     f"the Kafka broker did not serve within {self._start_timeout_s:g} s; "
                     f"see {self.log_path}"
                 )
-            if _api_versions_ok(port, timeout=2.0) and _run(_has_broker(bootstrap)):
+            if (
+                self._logged_started(log_start)
+                and _api_versions_ok(port, timeout=2.0)
+                and _run(_has_broker(bootstrap))
+            ):
                 return True
             time.sleep(0.05)
         return False
+
+    def _logged_started(self, log_start: int) -> bool:
+        """This start's broker log (from `log_start`) says "Kafka Server started"."""
+        assert self._dir is not None
+        try:
+            with self._dir.log_file.open("rb") as fh:
+                fh.seek(log_start)
+                return STARTED_LINE in fh.read()
+        except OSError:
+            return False
 
     def _wait_alive(self, check: Callable[[], bool], cancelled: Callable[[], bool]) -> None:
         """Until `check()` holds, as long as the broker lives (its exit is the failure)."""

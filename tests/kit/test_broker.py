@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
+from services.kit import broker as broker_module
 from services.kit.broker import EmbeddedBroker
 from services.kit.dirlock import DirInUse
 from services.kit.kafka import (
@@ -27,6 +28,7 @@ from services.kit.kafka import (
     make_consumer,
     make_producer,
 )
+from tests.support import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Short group timeouts keep these tests quick (the embedded broker allows 1 s and up).
@@ -526,3 +528,19 @@ def test_the_two_listener_ports_are_always_distinct() -> None:
         assert a != b
     (c,) = _free_ports(1, avoid=a)
     assert c != a
+
+
+@pytest.mark.process  # a broker of its own
+@pytest.mark.slow
+def test_a_port_taken_between_the_check_and_the_bind_is_not_mistaken_for_ours(
+    embedded_broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two brokers starting at once both found 9092 free; the one that lost the bind took
+    the other's answers on 9092 for its own, then failed: "the Kafka broker exited". Now
+    it serves only once its own log says it started, so it moves to another port."""
+    taken = int(embedded_broker.bootstrap_servers.rsplit(":", 1)[1])
+    monkeypatch.setattr(broker_module, "_bindable", lambda port: True)  # the check raced
+    with EmbeddedBroker(port=taken, port_fallback=True) as second:
+        assert second.bootstrap_servers != embedded_broker.bootstrap_servers
+        host, _, port = second.bootstrap_servers.partition(":")
+        socket.create_connection((host, int(port)), timeout=HANG_GUARD_S).close()

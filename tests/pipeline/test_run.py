@@ -112,6 +112,11 @@ def leftovers(marker: str) -> list[str]:
     return found
 
 
+def metrics_text(http_port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics") as r:
+        return r.read().decode()
+
+
 async def learned(path: Path) -> Pattern:
     """The first learned pattern to appear in the store file (the learner process writes
     it; the seeds are there from the first start)."""
@@ -185,10 +190,13 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
         assert gen.returncode == 0, gen.stderr
         assert out.read_text().startswith('CREATE TABLE "cart"')
         assert json.loads(gen.stderr)["generation_path"] == "traditional"  # proto field names
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics") as r:
-            text = r.read().decode()
         # aggregated across processes: the generator's counters show on the bridge's port
-        assert 'testdata_records_generated_total{domain="",entity="cart"} 5.0' in text
+        # (counted as the generator finishes, which may be just after the caller heard back)
+        counted = 'testdata_records_generated_total{domain="",entity="cart"} 5.0'
+        deadline = time.monotonic() + 600
+        while counted not in (text := metrics_text(http_port)):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
         # the learner process stored the dataset in the pattern store file
         pattern = asyncio.run(learned(tmp_path / "patterns.sqlite"))
         assert pattern.source == "learned:traditional" and CONTEXT in pattern.description
