@@ -23,6 +23,7 @@ from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
 from services.deployables import BRIDGE, LEARNER, PATH_SERVICES, SERVICES
 from services.hybrid.service import HybridService
+from services.kit.breaker import Breaker
 from services.kit.control import ControlListener, DeliveryGuard
 from services.kit.deliveries import Attempts, window_for
 from services.kit.generation import Availability, PathService
@@ -101,7 +102,12 @@ class App:
         self.guard: DeliveryGuard | None = None  # with it, unless MAX_DELIVERIES is 0
         self.learner: LearnerService | None = None
         s = settings
-        self.keystore = KeyStore(s.redis_url, s.redis_key_prefix, s.redis_timeout_seconds)
+        self.keystore = KeyStore(
+            s.redis_url,
+            s.redis_key_prefix,
+            s.redis_timeout_seconds,
+            Breaker(s.redis_breaker_failures, s.redis_breaker_cool_off_seconds),
+        )
 
     # ---- availability of the paths (one probe per path per process) --------------------
     def probe(self, path: GenerationPath) -> Availability:

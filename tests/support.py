@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import shutil
 import subprocess
@@ -40,6 +41,15 @@ def wait_serving(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} hung: not serving after {HANG_GUARD_S:g} s\n{output()}")
         time.sleep(0.05)
+
+
+async def wait_until(condition: Callable[[], bool], what: str = "the condition") -> None:
+    """Until `condition()` holds, checking every 20 ms; HANG_GUARD_S bounds it (a hang)."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {HANG_GUARD_S:g} s")
+        await asyncio.sleep(0.02)
 
 
 def temp_store_path() -> str:

@@ -21,7 +21,8 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -32,9 +33,10 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.core.bounds import estimate_output_bytes
 from services.core.formats import join_chunks
 from services.core.models import FieldError, GenerateRequest, RequestInvalid
-from services.core.plan import build_plan
+from services.core.plan import Plan, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import pin
@@ -49,6 +51,7 @@ from services.kit.stream import Runtime
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
+from .admission import Admission, Full
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
 from .inbox import ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
 from .retries import (
@@ -80,6 +83,8 @@ NONDETERMINISTIC = (
     "cannot resume: this request's generation path is not deterministic, a rerun "
     "differs; retry the whole request"
 )
+#: Largest message the bridge sends: one GenerateData answer (streams send chunks).
+MAX_SEND_BYTES = 64 * 1024 * 1024
 #: After the idle timeout, how many more idle periods the caller has to read again and
 #: receive the status saying why its stream ended.
 IDLE_GRACE_FACTOR = 10
@@ -110,6 +115,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.idempotency = Idempotency(self.keystore, s)
         self.pinned = Pinned(self.keystore, runtime.codec, s)
         self.rate, self.burst = s.rate_limit_per_second, s.rate_limit_burst
+        self.unary = Admission("unary", s.max_running_unary, s.max_queued_unary)
+        self.streams = Admission("stream", s.max_running_streams, s.max_queued_streams)
 
     # ---- retries, cache, rate limit ----------------------------------------------------
     @staticmethod
@@ -143,7 +150,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     # ---- ingress ---------------------------------------------------------------------
     async def _accept(
         self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> tuple[GenerateRequest, int]:
+    ) -> tuple[GenerateRequest, Plan]:
         try:
             req = pin(
                 request_from_proto(message),
@@ -167,7 +174,53 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
             raise AssertionError("unreachable") from exc
-        return req, plan.count
+        return req, plan
+
+    async def _refuse_oversized(
+        self, req: GenerateRequest, estimate: int, context: grpc.aio.ServicerContext
+    ) -> None:
+        """A unary answer estimated past the gRPC send limit is refused before any work:
+        generated, it would be buffered whole (several times its size) and then fail."""
+        if estimate <= MAX_SEND_BYTES:
+            return
+        message = (
+            f"the answer is estimated at ~{estimate / (1 << 20):,.0f} MiB, above the "
+            f"{MAX_SEND_BYTES >> 20} MiB one GenerateData answer may carry; use "
+            "GenerateDataStream"
+        )
+        await context.abort_with_status(
+            failure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                message,
+                Reason.SYNC_LIMIT,
+                [FieldError(path="count", message=message, value=req.count)],
+                req.request_id,
+            )
+        )
+
+    @asynccontextmanager
+    async def _slot(
+        self, gate: Admission, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        """Run the call within `gate`'s limits, or refuse it with a retry hint."""
+        running, waiting = (metrics.ADMITTED.labels(gate.kind, s) for s in ("running", "waiting"))
+        waiting.inc()
+        try:
+            await gate.enter()
+        except Full as exc:
+            metrics.OVERLOADED.labels(gate.kind).inc()
+            await context.abort_with_status(
+                rate_limited(str(exc), exc.retry_after, Reason.OVERLOADED)
+            )
+        finally:
+            waiting.dec()
+        running.inc()
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            running.dec()
+            gate.leave(time.monotonic() - started)
 
     async def _submit(
         self, req: GenerateRequest, context: grpc.aio.ServicerContext, restartable: bool = False
@@ -214,12 +267,15 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             if isinstance(exc, KafkaError | TimeoutError):
                 log.warning("publishing %s failed: %r", req.request_id, exc)
-                why = "no acknowledgement in time" if isinstance(exc, TimeoutError) else ""
+                why = (
+                    "no acknowledgement in time"
+                    if isinstance(exc, TimeoutError)
+                    else "it refused it or the connection failed"
+                )
                 await context.abort_with_status(
                     failure(
                         grpc.StatusCode.UNAVAILABLE,
-                        f"the broker did not accept the request ({why or type(exc).__name__}); "
-                        "retry with backoff",
+                        f"the broker did not accept the request ({why}); retry with backoff",
                         Reason.BROKER_UNAVAILABLE,
                         request_id=req.request_id,
                     )
@@ -311,8 +367,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             await context.abort_with_status(
                 failure(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"reading the results from the broker failed ({type(exc).__name__}); "
-                    "retry with backoff",
+                    "reading the results from the broker failed; retry with backoff",
                     Reason.BROKER_UNAVAILABLE,
                     request_id=pending.request_id,
                 )
@@ -338,7 +393,9 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
         await self._admit(context)
-        req, count = await self._accept(request, context)
+        req, plan = await self._accept(request, context)
+        count = plan.count
+        estimate = int(estimate_output_bytes(plan.output_schema.fields, count))
         if count > self.max_sync:
             await context.abort_with_status(
                 failure(
@@ -356,6 +413,14 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     req.request_id,
                 )
             )
+        await self._refuse_oversized(req, estimate, context)
+        async with self._slot(self.unary, context):
+            return await self._answer(request, req, context)
+
+    async def _answer(
+        self, request: pb.GenerateRequest, req: GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        """One admitted GenerateData call, once only under an idempotency key."""
         key = self._meta(context, "idempotency-key")
         if not key:
             return await self._unary(request, req, context)
@@ -413,6 +478,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     continue
                 chunks.append(chunk)
                 got_final = chunk.is_final
+                size = sum(len(c.data) for c in chunks)
+                if size > MAX_SEND_BYTES:  # the estimate was wrong: stop before buffering more
+                    await context.abort_with_status(
+                        failure(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"the answer grew past the {MAX_SEND_BYTES >> 20} MiB one "
+                            "GenerateData answer may carry; generation stopped; use "
+                            "GenerateDataStream",
+                            Reason.SYNC_LIMIT,
+                            request_id=req.request_id,
+                        )
+                    )
         finally:
             self._finished(req, pending, got_final)  # also on cancellation / deadline
         return chunks
@@ -433,6 +510,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         else:
             req, _ = await self._accept(request, context)
             await self.pinned.remember(req)
+        async with self._slot(self.streams, context):
+            await self._stream(request, req, resume, skip, context)
+
+    async def _stream(
+        self,
+        request: pb.GenerateRequest,
+        req: GenerateRequest,
+        resume: str | None,
+        skip: int,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """One admitted GenerateDataStream call: from the cache or generated."""
         asked = request_from_proto(request) if req.use_cache and resume is None else None
         if asked is not None and (hit := await self.cache.lookup(asked)) is not None:
             for chunk in answered_from_cache(hit, req.request_id):
@@ -692,7 +781,7 @@ async def serve(
         # past this many calls at once grpc answers RESOURCE_EXHAUSTED (None: no limit)
         maximum_concurrent_rpcs=runtime.settings.max_concurrent_rpcs,
         options=[
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             # grpc binds with SO_REUSEPORT by default: a second instance would then share
             # the port silently instead of failing to start.

@@ -53,6 +53,7 @@ class Reason(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # same key, different request
     NOT_RESUMABLE = "NOT_RESUMABLE"  # resume-from-chunk for a request this bridge never saw
     GENERATION_RESTARTED = "GENERATION_RESTARTED"  # a redelivery reran a non-deterministic path
+    OVERLOADED = "OVERLOADED"  # the bridge runs its limit of such calls, its queue full
 
 
 #: The gRPC status of a failed request, by what failed.
@@ -159,12 +160,14 @@ def failure(
     )
 
 
-def rate_limited(message: str, wait_seconds: float) -> grpc.Status:
+def rate_limited(
+    message: str, wait_seconds: float, reason: Reason = Reason.RATE_LIMITED
+) -> grpc.Status:
     """RESOURCE_EXHAUSTED with a google.rpc.RetryInfo and a `retry-after` trailer (whole
     seconds, rounded up) saying when the client's next call will be accepted."""
     delay = error_details_pb2.RetryInfo()
     delay.retry_delay.FromMilliseconds(max(1, round(wait_seconds * 1000)))
-    info = error_details_pb2.ErrorInfo(reason=Reason.RATE_LIMITED, domain=DOMAIN)
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
     status = rpc_status.to_status(
         status_pb2.Status(
             code=code_pb2.RESOURCE_EXHAUSTED,

@@ -303,6 +303,11 @@ def estimate_record(fields: list[FieldSpec]) -> Estimate:
     return Estimate(e.typical + RECORD_OVERHEAD, e.largest + RECORD_OVERHEAD, e.steps + 1)
 
 
+def estimate_output_bytes(fields: list[FieldSpec], count: int) -> float:
+    """The typical size of `count` records' JSON (what an answer carrying them weighs)."""
+    return estimate_record(fields).typical * count
+
+
 def _size(n: float) -> str:
     for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= k:
@@ -334,7 +339,7 @@ def check_output(
                 f"the schema), above the limit of {limits.max_record_cost:,}",
             )
         )
-    total = e.typical * count
+    total = estimate_output_bytes(fields, count)
     if not errs and (total > limits.max_output_bytes or not math.isfinite(total)):
         errs.append(
             FieldError(

@@ -15,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 TRADITIONAL_BACKEND = "traditional"
 
 
+#: What a caller hears of our own failure (a bug): its dead letter and the service's log
+#: keep the exception; a caller's status never names one (nothing to act on, and internals).
+INTERNAL_ERROR = (
+    "internal error while generating; the request was dead-lettered and the service log "
+    "has the details"
+)
+
+
 class ErrorKind(StrEnum):
     """Why a message or a request failed: dead letters and failed chunks carry one, and
     the gRPC bridge maps it to a status code."""

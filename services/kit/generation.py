@@ -34,7 +34,7 @@ from services.core.models import GenerationPath, RequestInvalid
 from services.core.plan import Plan, build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
-from services.core.report import Batch, ErrorKind, RunReport
+from services.core.report import INTERNAL_ERROR, Batch, ErrorKind, RunReport
 from services.kit import metrics
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
@@ -391,6 +391,7 @@ class PathService(ABC):
             return self.metadata(plan, routed, report, t0)
 
         failure: tuple[ErrorKind, str] | None = None
+        detail: str | None = None  # for the dead letter, where it differs from the caller's
         status = "success"
         try:
             await self._emit_all(msg, plan, budget, emitter, report, final, sample)
@@ -405,15 +406,19 @@ class PathService(ABC):
             failure = ErrorKind.OVER_BUDGET, str(exc)
         except ConstraintUnsatisfiable as exc:
             failure = ErrorKind.GENERATION, f"generation failed: {exc}"
+        except PathIncomplete as exc:
+            log.error("%s: %s", req.request_id, exc)
+            failure = ErrorKind.PROCESSING, str(exc)
         except Exception as exc:
             log.exception("%s: generation failed", req.request_id)
-            failure = ErrorKind.PROCESSING, f"internal error: {type(exc).__name__}: {exc}"
+            failure = ErrorKind.PROCESSING, INTERNAL_ERROR
+            detail = f"internal error: {type(exc).__name__}: {exc}"
         if failure is not None and emitter.finished:
             # Delivered in full already: a second final chunk would contradict it.
             log.error("%s: failed after its final chunk: %s", req.request_id, failure[1])
         elif failure is not None:
             status = "over_budget" if failure[0] == ErrorKind.OVER_BUDGET else "failed"
-            await self._failed(msg, emitter, *failure, final())
+            await self._failed(msg, emitter, *failure, final(), detail)
         await emitter.close()
         if status == "success" and failure is None and emitter.records:
             await self._outcome(plan, report, sample)
@@ -523,9 +528,13 @@ class PathService(ABC):
         kind: ErrorKind,
         error: str,
         metadata: GenerationMetadata,
+        detail: str | None = None,
     ) -> None:
-        """Park the request and end its stream with a failed final chunk."""
-        await self.rt.dead_letter(msg, self.name, kind, error, request_id=emitter.request_id)
+        """Park the request (with `detail`, the operator's account, if given) and end its
+        stream with a failed final chunk saying `error`."""
+        await self.rt.dead_letter(
+            msg, self.name, kind, detail or error, request_id=emitter.request_id
+        )
         await emitter.fail(error, kind, metadata)
 
     def metadata(

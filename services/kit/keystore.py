@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.kit import metrics
+from services.kit.breaker import Breaker, Circuit
 
 log = logging.getLogger("testdata.redis")
 
@@ -46,11 +48,20 @@ return {allowed, wait}
 class KeyStore:
     """A prefixed Redis client whose failures are answers (None), counted and logged."""
 
-    def __init__(self, url: str | None, prefix: str = "testdata:", timeout: float = 0.5):
+    def __init__(
+        self,
+        url: str | None,
+        prefix: str = "testdata:",
+        timeout: float = 0.5,
+        breaker: Breaker | None = None,
+    ):
         self.url = url
         self.prefix = prefix
         self.client: Any = None
         self.problem: str | None = None
+        # After a few failures in a row, skip Redis for a cool-off instead of waiting out
+        # a timeout on every call (a hung Redis).
+        self.breaker = breaker or Breaker(failures=3, cool_off=10.0)
         if url:
             self.client = aioredis.from_url(
                 url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -69,20 +80,41 @@ class KeyStore:
         if self.problem is None:
             log.warning("redis unavailable, serving without it: %r", exc)
         self.problem = f"{type(exc).__name__}: {exc}"
+        was_open = self.breaker.state == Circuit.OPEN
+        self.breaker.failed_once()
+        if not was_open and self.breaker.state == Circuit.OPEN:
+            log.warning(
+                "redis: circuit open, skipped for %.0f s (serving without it)",
+                self.breaker.cool_off,
+            )
 
     def _ok(self) -> None:
         if self.problem is not None:
             log.info("redis reachable again")
         self.problem = None
+        self.breaker.succeeded()
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._guarded(lambda: getattr(self.client, method)(*args, **kwargs))
+
+    async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call()`'s answer, or None: Redis unset, failing, or skipped (circuit open)."""
         if self.client is None:
             return None
+        if not self.breaker.allow():
+            metrics.REDIS_SKIPPED.inc()
+            return None
+        settled = False
         try:
-            out = await getattr(self.client, method)(*args, **kwargs)
+            out = await call()
+            settled = True
         except (RedisError, OSError) as exc:
+            settled = True
             self._failed(exc)
             return None
+        finally:
+            if not settled:  # cancelled mid-call: not known to work (ends a trial too)
+                self.breaker.failed_once()
         self._ok()
         return out
 
@@ -104,22 +136,23 @@ class KeyStore:
 
     async def take(self, bucket: str, rate: float, burst: int) -> float | None:
         """Seconds to wait before a call is allowed (0: allowed now); None without Redis."""
-        if self.client is None:
+        out = await self._guarded(
+            lambda: self._bucket(keys=[bucket], args=[rate, burst, f"{time.time():.6f}", 1])
+        )
+        if out is None:
             return None
-        try:
-            allowed, wait_ms = await self._bucket(
-                keys=[bucket], args=[rate, burst, f"{time.time():.6f}", 1]
-            )
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return None
-        self._ok()
+        allowed, wait_ms = out
         return 0.0 if int(allowed) else int(wait_ms) / 1000
 
     async def component(self) -> str:
         """For HealthCheck: healthy, degraded (configured but down), or not configured."""
         if self.client is None:
             return "not configured"
+        if self.breaker.state == Circuit.OPEN:
+            return (
+                f"degraded: unreachable ({self.problem}); skipped for "
+                f"{self.breaker.retry_in():.0f} s more (circuit open); serving without cache"
+            )
         if await self._call("ping") is None:
             return f"degraded: unreachable ({self.problem}); serving without cache"
         return "healthy"

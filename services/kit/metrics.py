@@ -79,6 +79,12 @@ DEAD_LETTERS_LOST = Counter(
     ["consumer"],
     registry=REGISTRY,
 )
+PRODUCER_WAITS = Counter(
+    "testdata_producer_waits",
+    "Sends that found the producer's buffer full (or no metadata) for KAFKA_REQUEST_TIMEOUT_MS "
+    "and waited again: the broker is slower than the generators",
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "testdata_consumer_lag",
     "Records behind the partition end",
@@ -163,6 +169,23 @@ IDEMPOTENT_REPLAYS = Counter(
 )
 RATE_LIMITED = Counter(
     "testdata_rate_limited", "Calls refused by the per-client rate limit", registry=REGISTRY
+)
+OVERLOADED = Counter(
+    "testdata_calls_refused",
+    "Calls refused because the bridge ran its limit of calls of that kind with its queue full",
+    ["kind"],
+    registry=REGISTRY,
+)
+ADMITTED = Gauge(
+    "testdata_calls_admitted",
+    "Calls of a kind running or waiting for a slot in this bridge",
+    ["kind", "state"],
+    registry=REGISTRY,
+)
+REDIS_SKIPPED = Counter(
+    "testdata_redis_skipped",
+    "Redis operations skipped because its circuit is open (failing; served without it)",
+    registry=REGISTRY,
 )
 REDIS_ERRORS = Counter(
     "testdata_redis_errors",

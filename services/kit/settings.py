@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # (group.min.session.timeout.ms); heartbeats every 1.5 s.
     kafka_session_timeout_ms: int = Field(default=6000, gt=0)
     kafka_heartbeat_interval_ms: int = Field(default=1500, gt=0)
+    # How long a producer waits for the broker's answer to one request, and for room in
+    # its buffer: a full buffer is then waited on again while the broker is there (a
+    # loaded broker slows a stream down; it does not fail it).
+    kafka_request_timeout_ms: int = Field(default=40_000, gt=0)
     # `testdata run` holds this directory for its life: a second instance on the same one
     # stops at once, naming the first's pid, before it reads or writes anything.
     data_dir: str = ".data"
@@ -107,6 +111,13 @@ class Settings(BaseSettings):
     coherence_threshold: float = 0.85
     # Calls the bridge serves at once; past it grpc answers RESOURCE_EXHAUSTED (retry later).
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    # Admission per bridge instance: this many GenerateData / GenerateDataStream calls run
+    # at once, this many more wait their turn in arrival order; one beyond those is refused
+    # at once with RESOURCE_EXHAUSTED and a RetryInfo (reason OVERLOADED).
+    max_running_unary: int = Field(default=64, ge=1)
+    max_queued_unary: int = Field(default=256, ge=0)
+    max_running_streams: int = Field(default=32, ge=1)
+    max_queued_streams: int = Field(default=64, ge=0)
 
     # Backstops for requests that cost more than validation foresaw.
     # A request still generating after this long is stopped, dead-lettered and its caller
@@ -223,6 +234,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_key_prefix: str = "testdata:"
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    # After this many Redis failures in a row, calls skip Redis (served without it, health
+    # degraded) for the cool-off; then one call tries it again.
+    redis_breaker_failures: int = Field(default=3, ge=1)
+    redis_breaker_cool_off_seconds: float = Field(default=10.0, gt=0)
     # use_cache=true answers are kept this long; only datasets within both bounds are cached.
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     cache_max_records: int = Field(default=10_000, ge=0)

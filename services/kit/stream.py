@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.structs import TopicPartition
 
 from services.core.models import FieldError
-from services.core.report import ErrorKind
+from services.core.report import INTERNAL_ERROR, ErrorKind
 from services.kit import metrics
 from services.kit.codec import Codec, get_codec
 from services.kit.deliveries import Delivery
 from services.kit.headers import AVRO, CONTENT_TYPE
 from services.kit.kafka import (
+    broker_reachable,
     group_timeouts,
     make_consumer,
     make_producer,
@@ -87,7 +89,11 @@ class Runtime:
         return self._make_producer(f"{self.settings.kafka_client_id}-{role}", **overrides)
 
     def _make_producer(self, client_id: str, **overrides: Any) -> AIOKafkaProducer:
-        options: dict[str, Any] = {"linger_ms": self.settings.kafka_linger_ms, **overrides}
+        options: dict[str, Any] = {
+            "linger_ms": self.settings.kafka_linger_ms,
+            "request_timeout_ms": self.settings.kafka_request_timeout_ms,
+            **overrides,
+        }
         return make_producer(self.bootstrap, client_id=client_id, **options)
 
     async def reader(self, role: str, **overrides: Any) -> AIOKafkaConsumer:
@@ -113,10 +119,45 @@ class Runtime:
         key: str | bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue a record; the returned future resolves when the broker acknowledged it."""
-        assert self.producer is not None, "Runtime.start() first"
+        """Queue a record; the returned future resolves when the broker acknowledged it.
+
+        Backpressure, not failure: when the producer's buffer stays full (or the topic's
+        metadata does not come) for `kafka_request_timeout_ms`, aiokafka gives up; while
+        the broker still accepts connections (slow, loaded) and the topic exists, this
+        waits again, for at most GENERATION_BUDGET_SECONDS in all. A record that was not
+        queued was not sent, so trying again neither duplicates nor reorders it."""
+        producer = self.producer
+        assert producer is not None, "Runtime.start() first"
         k = key.encode() if isinstance(key, str) else key
-        return await self.producer.send(topic, value, key=k, headers=headers or [])
+        give_up = time.monotonic() + self.settings.generation_budget_seconds
+        while True:
+            try:
+                return await producer.send(topic, value, key=k, headers=headers or [])
+            except (KafkaTimeoutError, UnknownTopicOrPartitionError) as exc:
+                if time.monotonic() > give_up or not await self._still_there(topic):
+                    raise
+                metrics.PRODUCER_WAITS.inc()
+                log.warning(
+                    "sending to %s: %s; the broker is slow, waiting",
+                    topic,
+                    "no room in the producer's buffer"
+                    if isinstance(exc, KafkaTimeoutError)
+                    else "its metadata did not come",
+                )
+
+    async def _still_there(self, topic: str) -> bool:
+        """The broker accepts connections and `topic` is not known to be gone."""
+        if not await broker_reachable(self.bootstrap):
+            return False
+        assert self.producer is not None
+        try:
+            cluster = await asyncio.wait_for(
+                self.producer.client.fetch_all_metadata(),
+                self.settings.kafka_request_timeout_ms / 1000,
+            )
+        except (TimeoutError, KafkaError):
+            return True  # too slow to say: the broker is there, keep waiting
+        return topic in cluster.topics() or not cluster.brokers()
 
     async def publish(
         self,
@@ -317,7 +358,7 @@ class Subscriber:
         except Exception as exc:
             log.exception("%s failed on %s[%d]@%d", self.name, msg.topic, msg.partition, msg.offset)
             await self._park(msg, f"{type(exc).__name__}: {exc}")
-            await self._answer(msg, f"internal error: {type(exc).__name__}: {exc}")
+            await self._answer(msg, INTERNAL_ERROR)
         if delivery is not None and not delivery.finished and state.held_back(msg.offset):
             await self._finished(msg, delivery)
         state.finish(msg.offset)

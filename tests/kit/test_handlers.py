@@ -19,7 +19,7 @@ from services.core.generate import GenerationStopped, generate_records
 from services.core.models import GenerateRequest, GenerationPath
 from services.core.plan import Plan
 from services.core.registry import SchemaRegistry
-from services.core.report import Batch, ErrorKind, Fallback
+from services.core.report import INTERNAL_ERROR, Batch, ErrorKind, Fallback
 from services.core.routing import RoutingDecision
 from services.kit import metrics
 from services.kit.codec import get_codec
@@ -203,8 +203,20 @@ async def test_a_handler_that_raises_is_parked_and_its_caller_answered():
     await sub._work(None, _Done(), message(routed(request())))  # type: ignore[arg-type]
     assert rt.dead[0]["kind"] == ErrorKind.PROCESSING
     (chunk,) = rt.chunks()
-    assert chunk.is_final and not chunk.success and "RuntimeError: bug" in chunk.error
+    assert chunk.is_final and not chunk.success and chunk.error == INTERNAL_ERROR
+    assert "RuntimeError: bug" in rt.dead[0]["reason"]  # the operator's account keeps it
     assert isinstance(sub, Subscriber)
+
+
+async def test_a_path_that_raises_tells_its_caller_no_exception_class():
+    """Seen: INTERNAL "... KafkaTimeoutError" reached callers. The caller hears that the
+    service failed; the dead letter (and the log) keep which exception it was."""
+    rt = FakeRuntime()
+    await scripted(rt, (0, 3), KeyError("slot")).handle(message(routed(request())))
+    last = rt.chunks()[-1]
+    assert last.is_final and not last.success and last.error == INTERNAL_ERROR
+    assert "KeyError" not in last.error
+    assert rt.dead[0]["reason"] == "internal error: KeyError: 'slot'"
 
 
 class StallingPath(PathService):
