@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
+from services.kit.logs import Repeats
 from services.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ def _setup_logging(level: str, name: str = "testdata") -> None:
         format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Repeats())
 
 
 # ---- service processes ---------------------------------------------------------------

@@ -31,7 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.deployables import BRIDGE, SERVICES
-from services.kit.broker import EmbeddedBroker, StartCancelled, death_signal
+from services.kit.broker import (
+    BrokerStartFailed,
+    EmbeddedBroker,
+    StartCancelled,
+    death_signal,
+)
 from services.kit.procstate import (
     CRASH_LOOPING,
     EXIT_INTERRUPTED,
@@ -52,6 +57,8 @@ from services.kit.settings import Settings
 from services.kit.topics import Topics
 
 log = logging.getLogger("testdata.supervisor")
+#: After a failed restart of the embedded broker, the next try waits this long.
+BROKER_RETRY_SECONDS = 5.0
 
 
 class StartupFailed(RuntimeError):
@@ -147,6 +154,8 @@ class Supervisor:
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         self._stopped = False
+        self.broker_restarts = 0
+        self._broker_retry_at = 0.0
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(
@@ -234,6 +243,7 @@ class Supervisor:
         if self._stopped:
             return
         now = time.monotonic()
+        self._check_broker(now)
         changed = [self._check(svc, now) for svc in self.services.values()]
         if any(changed):
             self._write_state()
@@ -312,6 +322,27 @@ class Supervisor:
             ports = ["--grpc-port", str(self.settings.grpc_port)]
             argv += [*ports, "--http-port", str(self.settings.http_port)]
         return argv
+
+    def _check_broker(self, now: float) -> None:
+        """The embedded broker is supervised like a service: one that died is started
+        again on its port and data directory (its records come back from its log; the
+        services reconnect to the address they know). Meanwhile calls in flight fail
+        with UNAVAILABLE and a retry hint (the bridge watches the broker). The restart
+        blocks this loop: nothing else can work without the broker anyway."""
+        broker = self.broker
+        if broker is None or broker.exited is None or now < self._broker_retry_at:
+            return
+        log.error("the embedded Kafka broker exited (status %s); restarting it", broker.exited)
+        try:
+            broker.restart()
+            self.broker_restarts += 1
+        except BrokerStartFailed as exc:
+            self._broker_retry_at = time.monotonic() + BROKER_RETRY_SECONDS
+            log.error(
+                "the embedded Kafka broker did not restart: %s; trying again in %.0f s",
+                exc,
+                BROKER_RETRY_SECONDS,
+            )
 
     def _check(self, svc: Service, now: float) -> bool:
         """Advance one service; True when its reported state changed."""

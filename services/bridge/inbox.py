@@ -37,6 +37,7 @@ from services.kit.headers import correlation_of, run_of
 from services.kit.kafka import (
     MAX_MESSAGE_BYTES,
     assign_all,
+    broker_reachable,
     ensure_topics_exist,
     stop_quietly,
 )
@@ -54,6 +55,11 @@ class ChunkGap(Exception):
 class GenerationRestarted(Exception):
     """The request was generated again (a redelivery) after chunks of an earlier,
     different run had been handed to the caller: the two cannot be joined."""
+
+
+class BrokerGone(Exception):
+    """The broker stopped accepting connections while the request was out: its chunks
+    cannot come until it is back, so the caller is told now instead of at its deadline."""
 
 
 class Restarted(Exception):
@@ -105,9 +111,9 @@ class Pending:
         return GenerationRestarted(step.problem)
 
     async def get(self) -> ResultChunk:
+        if self.error is not None and self.queue.empty():
+            raise self.error
         if not self.queue.empty() or self.spill is None:
-            if self.error is not None and self.queue.empty():
-                raise self.error
             item = await self.queue.get()
             if isinstance(item, Exception):
                 raise item
@@ -135,6 +141,8 @@ class LogReader:
         if self.consumer is None:
             await self._start()
         while True:
+            if p.error is not None:  # the broker went while this caller read the log
+                raise p.error
             while self.buffered:
                 step = p.asm.offer(*self.buffered.pop(0))
                 if step.problem is not None:
@@ -183,6 +191,9 @@ class Inbox:
         self._closing: set[asyncio.Future[None]] = set()
         self._stopping = False
         self.dropped = 0
+        self.watch: asyncio.Task[None] | None = None
+        #: the broker accepted no connection at the last BROKER_GONE_CHECKS checks
+        self.broker_gone = False
 
     async def start(self) -> None:
         spec = self.rt.topics.specs["replies"]
@@ -195,13 +206,15 @@ class Inbox:
         self.consumer = await self.rt.reader("bridge")
         await assign_all(self.consumer, self.topic, at_end=True)
         self.task = asyncio.create_task(self._run())
+        self.watch = asyncio.create_task(self._watch_broker())
 
     async def stop(self) -> None:
         self._stopping = True  # ends the reader even if a cancel is lost (3.11 wait_for)
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in (self.task, self.watch):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.consumer:
             await stop_quietly(self.consumer, "reply reader")
         for request_id in list(self.pending):
@@ -239,6 +252,38 @@ class Inbox:
             task = asyncio.ensure_future(p.log.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    async def _watch_broker(self) -> None:
+        """While requests are out, check every BROKER_CHECK_SECONDS that the broker accepts
+        connections. After BROKER_GONE_CHECKS refusals in a row every pending request
+        fails with BrokerGone (UNAVAILABLE, with a retry hint): seen, calls in flight
+        when the broker was killed hung until their deadline, and forever without one.
+        A broker that is only slow (a loaded machine) still accepts connections."""
+        s = self.rt.settings
+        misses = 0
+        while not self._stopping:
+            await asyncio.sleep(s.broker_check_seconds)
+            if not self.pending and not self.broker_gone:
+                misses = 0
+                continue
+            if await broker_reachable(self.rt.bootstrap, s.broker_check_seconds):
+                if self.broker_gone:
+                    log.info("the broker accepts connections again")
+                misses, self.broker_gone = 0, False
+                continue
+            misses += 1
+            if misses < s.broker_gone_checks:
+                continue
+            if not self.broker_gone:
+                log.error(
+                    "the broker at %s accepts no connection: failing %d call(s) in flight",
+                    self.rt.bootstrap,
+                    len(self.pending),
+                )
+            self.broker_gone = True
+            for p in self.pending.values():
+                if not p.done and p.error is None:
+                    self._offer(p, BrokerGone("the Kafka broker is unreachable"))
 
     async def _run(self) -> None:
         assert self.consumer is not None

@@ -53,7 +53,7 @@ from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .admission import Admission, Full
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
-from .inbox import ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
+from .inbox import BrokerGone, ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
 from .retries import (
     Idempotency,
     KeyReused,
@@ -83,6 +83,9 @@ NONDETERMINISTIC = (
     "cannot resume: this request's generation path is not deterministic, a rerun "
     "differs; retry the whole request"
 )
+#: The retry hint of a call failed because the broker is gone: about what a supervised
+#: embedded broker takes to come back.
+BROKER_RETRY_SECONDS = 5.0
 #: Largest message the bridge sends: one GenerateData answer (streams send chunks).
 MAX_SEND_BYTES = 64 * 1024 * 1024
 #: After the idle timeout, how many more idle periods the caller has to read again and
@@ -225,6 +228,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     async def _submit(
         self, req: GenerateRequest, context: grpc.aio.ServicerContext, restartable: bool = False
     ) -> Pending:
+        if self.inbox.broker_gone:  # nothing could be published: fail now, not in 10 s
+            await context.abort_with_status(broker_gone(req.request_id))
         if not self.inbox.healthy:  # its answer could never be read: fail now, not at the deadline
             await context.abort_with_status(
                 failure(
@@ -265,6 +270,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                         req.request_id,
                     )
                 )
+            if isinstance(exc, BrokerGone):
+                await context.abort_with_status(broker_gone(req.request_id))
             if isinstance(exc, KafkaError | TimeoutError):
                 log.warning("publishing %s failed: %r", req.request_id, exc)
                 why = (
@@ -301,11 +308,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         sent = asyncio.ensure_future(
             self.rt.publish(self.rt.topics.requests, value, request_id, headers)
         )
+        slice_s = min(s.publish_timeout_seconds, s.broker_check_seconds)
+        check_at = time.monotonic() + s.publish_timeout_seconds
         try:
             async with asyncio.timeout(budget):
-                while not (await asyncio.wait({sent}, timeout=s.publish_timeout_seconds))[0]:
+                while not (await asyncio.wait({sent}, timeout=slice_s))[0]:
+                    if self.inbox.broker_gone:  # the inbox's watch saw it go
+                        raise BrokerGone("the Kafka broker is unreachable")
+                    if time.monotonic() < check_at:
+                        continue
+                    check_at = time.monotonic() + s.publish_timeout_seconds
                     if not await broker_reachable(self.rt.bootstrap):
-                        raise TimeoutError("the broker accepts no connection")
+                        raise BrokerGone("the Kafka broker is unreachable")
                     log.info(
                         "publishing %s: no acknowledgement yet; the broker is slow, waiting",
                         request_id,
@@ -335,6 +349,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.inbox.close(req.request_id)
         if got_final or pending.done:  # the final chunk came (a failed one included)
             return
+        if self.inbox.broker_gone:  # it cannot go out; the generators cannot send either
+            return
         task = asyncio.ensure_future(self._cancel(req.request_id, pending.correlation))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -362,6 +378,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             await context.abort_with_status(
                 failure(code, str(exc), reason, request_id=pending.request_id)
             )
+        except BrokerGone:
+            await context.abort_with_status(broker_gone(pending.request_id))
         except KafkaError as exc:  # a slow caller's chunks are read back from the log
             log.warning("reading replies of %s failed: %r", pending.request_id, exc)
             await context.abort_with_status(
@@ -652,6 +670,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             return f"healthy: {len(ok.brokers())} broker(s) at {self.rt.bootstrap}"
         except Exception as exc:  # noqa: BLE001
             return f"unhealthy: {type(exc).__name__}: {exc}"
+
+
+def broker_gone(request_id: str) -> grpc.Status:
+    """A call that cannot complete because the broker accepts no connection."""
+    return failure(
+        grpc.StatusCode.UNAVAILABLE,
+        "the Kafka broker is unreachable, so this request's result cannot come; retry "
+        "with backoff (the same request_id is fine)",
+        Reason.BROKER_UNAVAILABLE,
+        request_id=request_id,
+        retry_after=BROKER_RETRY_SECONDS,
+    )
 
 
 def overall(components: Mapping[str, str]) -> str:

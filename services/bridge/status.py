@@ -143,14 +143,20 @@ def failure(
     reason: str,
     errors: Sequence[FieldError] = (),
     request_id: str = "",
+    retry_after: float | None = None,
 ) -> grpc.Status:
-    """The status to abort a call with: bounded message, ErrorInfo, capped BadRequest."""
+    """The status to abort a call with: bounded message, ErrorInfo, capped BadRequest,
+    and a RetryInfo when `retry_after` (seconds) says when a retry may succeed."""
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
     if request_id:
         info.metadata["request_id"] = clip_bytes(request_id, MAX_METADATA_VALUE_BYTES)
     details = [_packed(info)]
     if errors:
         details.append(_packed(bad_request(errors)))
+    if retry_after is not None:
+        delay = error_details_pb2.RetryInfo()
+        delay.retry_delay.FromMilliseconds(max(1, round(retry_after * 1000)))
+        details.append(_packed(delay))
     return rpc_status.to_status(
         status_pb2.Status(
             code=getattr(code_pb2, code.name),

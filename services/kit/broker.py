@@ -376,6 +376,40 @@ class EmbeddedBroker:
         log.info("embedded Kafka broker (pid %s) on %s", self.pid, self._bootstrap)
         return self
 
+    @property
+    def exited(self) -> int | None:
+        """The exit status of a broker that was started and died since (None otherwise)."""
+        if self._bootstrap is None or self._proc is None:
+            return None
+        return self._proc.poll()
+
+    def restart(self, cancelled: Callable[[], bool] = lambda: False) -> Self:
+        """Start a broker that died again: same data directory (its topics and records
+        come back from the log), same client port (clients reconnect to the address they
+        know). Raises BrokerStartFailed if it does not serve again."""
+        with self._lock:
+            if self._bootstrap is None or self._proc is None or self._proc.poll() is None:
+                return self  # never started, stopped, or still running
+            known = self._bootstrap
+            self._port = int(known.rsplit(":", 1)[1])
+            self._port_fallback = False
+            self._bootstrap = None
+            try:
+                self._spawn(kafkadist.java(), kafkadist.classpath(), cancelled)
+                self._wait_alive(
+                    lambda: _run(_coordinator_ready(self.bootstrap_servers)), cancelled
+                )
+            except BaseException:
+                # still the broker that died at `known`: `exited` says so, a later
+                # restart tries again
+                if self._proc is not None and self._proc.poll() is None:
+                    self._proc.kill()
+                    self._proc.wait()
+                self._bootstrap = known
+                raise
+        log.info("embedded Kafka broker restarted (pid %s) on %s", self.pid, self._bootstrap)
+        return self
+
     def _format(self, java: str, classpath: str) -> None:
         """First start of a directory: write meta.properties and the metadata log."""
         assert self._dir is not None

@@ -321,9 +321,15 @@ async def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
 
 async def stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
     """Stop a client during shutdown: a broker that no longer answers must not turn a
-    clean stop into a crash (the error is logged)."""
+    clean stop into a crash (the error is logged), nor into a hang: an idempotent
+    producer's stop waits until every queued record is delivered, which with the broker
+    gone is never, so once nothing accepts a connection those records are dropped (and
+    logged) and the stop ends."""
     try:
-        await client.stop()
+        if isinstance(client, AIOKafkaProducer):
+            await _stop_producer(client, what)
+        else:
+            await client.stop()
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -332,3 +338,22 @@ async def stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -
         log.warning("stopping %s: its fetch task ended cancelled", what)
     except Exception:
         log.warning("stopping %s failed", what, exc_info=True)
+
+
+#: How often a producer's stop checks that the broker is still there.
+STOP_CHECK_SECONDS = 1.0
+
+
+async def _stop_producer(producer: AIOKafkaProducer, what: str) -> None:
+    stopping = asyncio.ensure_future(producer.stop())
+    # aiokafka keeps these private; the client's bootstrap is what it was made with
+    bootstrap = producer.client._bootstrap_servers
+    bootstrap = bootstrap if isinstance(bootstrap, str) else ",".join(bootstrap)
+    while not (await asyncio.wait({stopping}, timeout=STOP_CHECK_SECONDS))[0]:
+        if await broker_reachable(bootstrap):
+            continue  # slow: its records are still being delivered
+        log.warning("stopping %s: the broker is gone; its undelivered records are dropped", what)
+        sender = producer._sender.sender_task
+        if sender is not None:
+            sender.cancel()  # aiokafka then fails every queued batch, and stop() returns
+    await stopping

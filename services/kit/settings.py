@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     # it is slow, and the bridge waits on (to the caller's deadline, else the generation
     # budget), checking again after each such period.
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # While calls are out, the bridge checks this often that the broker accepts
+    # connections; after this many refusals in a row those calls fail with UNAVAILABLE
+    # and a retry hint (they would otherwise wait for chunks that cannot come).
+    broker_check_seconds: float = Field(default=1.0, gt=0)
+    broker_gone_checks: int = Field(default=2, ge=1)
     max_records: int = Field(default=1_000_000, ge=1)
     default_count: int = Field(default=10, ge=1)
     chunk_size: int = Field(default=1000, ge=1)

@@ -14,12 +14,14 @@ import signal
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from services.app import App
 from services.kit.broker import EmbeddedBroker
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S, make_settings
+from tests.support import HANG_GUARD_S, make_settings, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]  # a broker of its own
 
@@ -89,3 +91,51 @@ async def test_a_full_producer_buffer_waits_instead_of_failing_the_stream():
                 assert chunks[-1].is_final
         finally:
             await app.stop()
+
+
+async def test_calls_in_flight_when_the_broker_dies_fail_fast_with_a_retry_hint():
+    """Seen: after SIGKILL of the broker, calls in flight hung until their deadline, and
+    forever without one (10 of 10 still open after 90 s). They now fail with UNAVAILABLE
+    and a RetryInfo once the broker refuses connections twice in a row, and a new call
+    fails at once; stopping the bridge then still ends."""
+    with EmbeddedBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        settings = make_settings(bootstrap, broker_check_seconds=0.2)
+        app = await App(settings, bootstrap).start(["bridge"], grpc_port=0)  # nobody answers
+        stopped = False
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+                stub = pb_grpc.TestDataServiceStub(channel)
+                req = pb.GenerateRequest(entity="cart", count=3)
+                calls = [asyncio.ensure_future(stub.GenerateData(req)) for _ in range(5)]
+                stream = stub.GenerateDataStream(req)  # no deadline: only the bridge ends them
+                reading = asyncio.ensure_future(stream.read())
+                inbox = app.servicer.inbox
+                await wait_until(lambda: len(inbox.pending) == 6, "six calls in flight")
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGKILL)
+                done = await asyncio.wait_for(
+                    asyncio.gather(*calls, reading, return_exceptions=True), HANG_GUARD_S
+                )
+                for outcome in done:
+                    assert isinstance(outcome, grpc.aio.AioRpcError), outcome
+                    assert outcome.code() == grpc.StatusCode.UNAVAILABLE
+                    assert "broker is unreachable" in outcome.details()
+                    assert retry_delay(outcome) == 5.0
+                with pytest.raises(grpc.aio.AioRpcError) as new:
+                    await stub.GenerateData(req)
+                assert new.value.code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.wait_for(app.stop(), HANG_GUARD_S)
+            stopped = True
+        finally:
+            if not stopped:
+                await app.stop()
+
+
+def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
+    status = rpc_status.from_call(exc)
+    for d in status.details if status else ():
+        info = error_details_pb2.RetryInfo()
+        if d.Unpack(info):
+            return info.retry_delay.ToMilliseconds() / 1000
+    return None

@@ -238,3 +238,36 @@ def test_ready_timeout_is_a_setting_and_names_what_was_still_starting(tmp_path, 
     message = str(failed.value)
     assert message.startswith("not ready after READY_TIMEOUT_SECONDS=0.001: ")
     assert all(name in message for name in SERVICES), message
+
+
+def test_a_killed_broker_is_restarted_and_calls_in_flight_fail_fast(sup, stub):
+    """Seen: after SIGKILL of the embedded broker nothing restarted it, and calls in
+    flight hung until their deadline. Now the stream in flight ends with UNAVAILABLE and
+    a retry hint, the supervisor starts the broker again on its port and data directory,
+    and the services, reconnecting, serve again."""
+    generate(stub)
+    assert sup.broker is not None
+    old, restarts = sup.broker.pid, sup.broker_restarts
+    assert old is not None
+    call = stub.GenerateDataStream(
+        pb.GenerateRequest(entity="cart", count=300_000, seed=3), timeout=600
+    )  # the deadline only guards against the hang this test is about
+    chunks = iter(call)
+    next(chunks)  # in flight
+    os.kill(old, signal.SIGKILL)
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in chunks:
+            pass
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
+    assert "broker is unreachable" in ended.value.details()
+
+    eventually(lambda: sup.broker_restarts > restarts or None)
+    assert sup.broker.running and sup.broker.pid != old
+
+    def served() -> pb.GenerateResponse | None:
+        try:
+            return generate(stub, timeout=60)
+        except grpc.RpcError:
+            return None  # UNAVAILABLE while the services reconnect
+
+    eventually(served)
