@@ -13,7 +13,7 @@ from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.headers import LOG_COPY
 from services.kit.messages import GenerationMetadata, ResultChunk
-from services.kit.replies import reply_headers, reply_topic
+from services.kit.replies import reply_headers
 from services.kit.stream import Message, Runtime
 
 MAX_IN_FLIGHT = 8
@@ -35,9 +35,11 @@ class ChunkEmitter:
         schema: EntitySchema,
         fmt: OutputFormat,
         path: str,
+        topic: str,
     ):
+        """`topic`: where the chunks go (replies.resolve_reply_topic)."""
         self.rt = runtime
-        self.topic = reply_topic(runtime, msg)
+        self.topic = topic
         self.headers = reply_headers(msg)
         self.request_id = request_id
         self.encoder = ChunkEncoder(schema, fmt)

@@ -52,7 +52,7 @@ from services.kit.outcomes import (
     request_fingerprint,
     shaped,
 )
-from services.kit.replies import answer_failure, send_failure
+from services.kit.replies import answer_failure, resolve_reply_topic, send_failure
 from services.kit.resultcache import ResultCache, answered_from_cache
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
@@ -314,7 +314,13 @@ class PathService(ABC):
         if chunks is None:
             return False
         emitter = ChunkEmitter(
-            self.rt, msg, req.request_id, plan.schema, req.output_format, self.path.value
+            self.rt,
+            msg,
+            req.request_id,
+            plan.schema,
+            req.output_format,
+            self.path.value,
+            await resolve_reply_topic(self.rt, msg),
         )
         for chunk in answered_from_cache(chunks, req.request_id):
             await emitter.resend(chunk)
@@ -375,7 +381,13 @@ class PathService(ABC):
         t0 = time.perf_counter()
         budget = Budget.start(self.budget_seconds, deadline_of(msg))
         emitter = ChunkEmitter(
-            self.rt, msg, req.request_id, plan.output_schema, req.output_format, self.path.value
+            self.rt,
+            msg,
+            req.request_id,
+            plan.output_schema,
+            req.output_format,
+            self.path.value,
+            await resolve_reply_topic(self.rt, msg),
         )
         if not self.deterministic:
             emitter.headers.append((RUN, uuid.uuid4().hex.encode()))

@@ -32,6 +32,21 @@ def reply_topic(runtime: Runtime, msg: Message) -> str:
     return runtime.topics.results
 
 
+async def resolve_reply_topic(runtime: Runtime, msg: Message) -> str:
+    """`reply_topic`, checked to exist: a `reply-to` naming a reply topic no bridge
+    created is answered on the results topic, never created by sending to it (seen: 300
+    such names made 300 topics, never deleted)."""
+    wanted = reply_topic(runtime, msg)
+    if wanted == runtime.topics.results or await runtime.topic_exists(wanted):
+        return wanted
+    log.warning(
+        "reply-to %s names no existing topic (its bridge is gone, or never was): answering on %s",
+        wanted,
+        runtime.topics.results,
+    )
+    return runtime.topics.results
+
+
 def reply_headers(msg: Message, names: tuple[str, ...] = FORWARDED) -> list[tuple[str, bytes]]:
     """Avro content type plus the request's headers that travel on (`names`)."""
     headers = [(CONTENT_TYPE, AVRO.encode())]
@@ -71,7 +86,7 @@ async def chunks_sent(
     indexes it already has and fails the request on a gap. Read back from the request's
     partition, from `since_ms` to the end; if that takes longer than `timeout_s`, what
     was found by then. Rare (a message given up), so a scan is fine."""
-    topic = reply_topic(runtime, msg)
+    topic = await resolve_reply_topic(runtime, msg)
     key = request_id.encode()
     correlation = msg.header(CORRELATION)
     indexes: set[int] = set()
@@ -135,5 +150,8 @@ async def send_failure(
         error_details=[ErrorDetail.of(e) for e in errors or []],
     )
     await runtime.publish(
-        reply_topic(runtime, msg), runtime.codec.encode_chunk(chunk), request_id, reply_headers(msg)
+        await resolve_reply_topic(runtime, msg),
+        runtime.codec.encode_chunk(chunk),
+        request_id,
+        reply_headers(msg),
     )

@@ -38,6 +38,8 @@ from services.kit.settings import Settings
 from services.kit.topics import Topics
 
 log = logging.getLogger("testdata.stream")
+#: How long a topic seen in the cluster's metadata is taken to exist without asking again.
+TOPIC_SEEN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,25 @@ class Runtime:
         self.topics = Topics(settings.topic_prefix)
         self.codec = codec or get_codec()
         self.producer: AIOKafkaProducer | None = None
+        self._seen_topics: dict[str, float] = {}  # topic -> when metadata last listed it
+
+    async def topic_exists(self, topic: str) -> bool:
+        """Whether the cluster has `topic` (listed within TOPIC_SEEN_SECONDS, else asked
+        now). A broker too slow to say counts as yes: the send then waits for it."""
+        now = time.monotonic()
+        if now - self._seen_topics.get(topic, -TOPIC_SEEN_SECONDS) < TOPIC_SEEN_SECONDS:
+            return True
+        assert self.producer is not None, "Runtime.start() first"
+        try:
+            cluster = await asyncio.wait_for(
+                self.producer.client.fetch_all_metadata(),
+                self.settings.kafka_request_timeout_ms / 1000,
+            )
+        except (TimeoutError, KafkaError):
+            return True
+        listed = cluster.topics()
+        self._seen_topics = dict.fromkeys(listed, now)
+        return topic in listed
 
     async def start(self) -> None:
         if self.producer is None:

@@ -43,6 +43,9 @@ class FakeRuntime:
         self.codec = get_codec()
         self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
 
+    async def topic_exists(self, topic: str) -> bool:
+        return True
+
     async def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None):
         k = key.encode() if isinstance(key, str) else key
         self.sent.append((topic, value, k, list(headers or [])))

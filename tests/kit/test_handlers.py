@@ -59,6 +59,9 @@ class FakeRuntime:
     async def publish(self, topic: str, value: bytes, key: Any = None, headers: Any = None):
         await self.send(topic, value, key, headers)
 
+    async def topic_exists(self, topic: str) -> bool:
+        return True
+
     async def dead_letter(self, msg, consumer, kind, reason, errors=None, request_id=None):
         self.dead.append(
             {"consumer": consumer, "kind": kind, "reason": reason, "request_id": request_id}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 
@@ -14,6 +15,7 @@ from services.kit.codec import AVRO, JSON
 from services.kit.messages import RoutedRequest
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
+from tests.support import HANG_GUARD_S
 
 from .conftest import rid
 
@@ -335,3 +337,30 @@ async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, age
     resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=2), timeout=30)
     assert resp.success
     assert asyncio.get_running_loop().time() - t < 3.0
+
+
+async def test_a_reply_to_naming_no_existing_topic_creates_none(stack, agent_producer, tail, codec):
+    """Seen: `reply-to: testdata.replies.<anything>` made a topic per name (300 in a
+    test), never deleted. A reply topic that no bridge created is not created by a
+    generator's send: the answer goes to the results topic, with a warning."""
+    topics = stack.rt.topics
+    bogus = topics.replies(f"nobody-{uuid.uuid4().hex[:8]}")
+    request_id = rid("bogus-reply")
+    req = GenerateRequest(request_id=request_id, entity="user", count=3, seed=1)
+    async with tail(topics.results) as results:
+        await agent_producer.send_and_wait(
+            topics.requests,
+            codec.encode_request(req),
+            key=request_id.encode(),
+            headers=[("content-type", b"application/avro"), ("reply-to", bogus.encode())],
+        )
+        got = await results.until(
+            lambda rs: any(
+                r.key == request_id.encode() and codec.decode_chunk(r.value).is_final for r in rs
+            ),
+            timeout=HANG_GUARD_S,
+        )
+    final = [codec.decode_chunk(r.value) for r in got if r.key == request_id.encode()][-1]
+    assert final.success and final.record_count == 3
+    cluster = await stack.rt.producer.client.fetch_all_metadata()
+    assert bogus not in cluster.topics()
