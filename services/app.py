@@ -217,7 +217,10 @@ class App:
                 self.registry,
                 self.instance,
                 port,
-                [*self._probe_components(), *supervisor_probes()],
+                [
+                    *self._probe_components(),
+                    *supervisor_probes(self.settings.heartbeat_stale_seconds),
+                ],
                 host=self.settings.bind_host,
                 keystore=self.keystore,
             )
@@ -229,6 +232,15 @@ class App:
             self.http_port = await self.http.start(http_port, self.settings.bind_host)
         return self
 
+    def stuck(self) -> list[str]:
+        """This process's consumers that hold lag without progress (for its heartbeat)."""
+        after = self.settings.stuck_after_seconds
+        return [
+            f"{sub.name} {', '.join(found)}"
+            for sub in self.subscribers
+            if (found := sub.stuck(after))
+        ]
+
     async def _components(self) -> Mapping[str, str]:
         out = {
             "kafka": "healthy" if self.rt.producer else "unhealthy: not started",
@@ -239,6 +251,8 @@ class App:
                 out[sub.name] = "unhealthy: stopped"
             elif not sub.healthy:
                 out[sub.name] = f"unhealthy: stalled on {sorted(sub.stalled)}"
+            elif stuck := sub.stuck(self.settings.stuck_after_seconds):
+                out[sub.name] = f"unhealthy: stuck: {'; '.join(stuck)}"
             else:
                 out[sub.name] = "healthy"
         if self.control is not None:

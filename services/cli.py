@@ -159,11 +159,25 @@ async def _serve(
     gc.set_threshold(20_000, 20, 20)
     log.info("started %s", ", ".join(names))
     report_ready(names[0], Ready(os.getpid(), app.grpc_port, app.http_port))
+    beating = asyncio.create_task(_heartbeat(names[0], app))
     waiter = asyncio.create_task(app.wait())
     await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+    beating.cancel()
     await app.stop()
     if waiter.done() and waiter.exception():
         raise UserError(f"service failed: {_one_line(str(waiter.exception()))}")
+
+
+async def _heartbeat(name: str, app: Any) -> None:
+    """Written from the event loop, so a frozen loop (or process) stops it."""
+    from services.kit.procstate import HEARTBEAT_SECONDS, write_heartbeat
+
+    while True:
+        try:
+            write_heartbeat(name, app.stuck())
+        except OSError as exc:  # a full disk: the heartbeat goes stale, health says so
+            log.warning("heartbeat not written: %s", exc)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 def _event_loop_runner() -> Any:

@@ -31,6 +31,27 @@ T = TypeVar("T")
 P = TypeVar("P", bound=Hashable)
 
 
+class Progress:
+    """Whether a partition's processed position moves while records wait behind it.
+
+    Seen: a router stuck on one partition showed healthy and ready. `observe` is fed the
+    position and lag (every poll); `stalled_for` is how long the position has stood
+    still while the lag was above zero (0 when nothing waits). No clock of its own."""
+
+    def __init__(self) -> None:
+        self.position: int | None = None
+        self.lag = 0
+        self.since = 0.0
+
+    def observe(self, position: int | None, lag: int, now: float) -> None:
+        if position != self.position or lag == 0 or self.lag == 0:
+            self.since = now
+        self.position, self.lag = position, lag
+
+    def stalled_for(self, now: float) -> float:
+        return now - self.since if self.lag else 0.0
+
+
 class PartitionState(Generic[T]):
     """One partition's messages from fetch to commit; `T` is whatever the driver runs.
 

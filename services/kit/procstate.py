@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ def write_states(path: Path, states: Mapping[str, ProcState], data: str | None =
     """Replace the state file in one rename, so readers see the old or the new one.
     `data`: what the start found of the data directory (None: no embedded broker)."""
     body = json.dumps({"services": {name: asdict(s) for name, s in states.items()}, "data": data})
+    _write_atomically(path, body)
+
+
+def _write_atomically(path: Path, body: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
@@ -95,7 +100,42 @@ def read_data_state(path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def state_probe(path: Path) -> Probe:
+#: How often a service process writes its heartbeat (from its event loop).
+HEARTBEAT_SECONDS = 1.0
+FROZEN = "unhealthy: frozen"
+STUCK = "unhealthy: stuck"
+
+
+def heartbeat_path(state_path: Path, name: str) -> Path:
+    return state_path.with_name(f"{name}.heartbeat")
+
+
+def write_heartbeat(name: str, stuck: list[str]) -> None:
+    """Under `testdata run`: this process's event loop is running, and which of its
+    consumers are stuck. A PID alone says nothing of a process that is frozen (SIGSTOP,
+    a blocked loop): its heartbeat goes stale instead."""
+    if path := os.environ.get(STATE_ENV):
+        _write_atomically(heartbeat_path(Path(path), name), json.dumps({"stuck": stuck}))
+
+
+def beat_health(path: Path, state: ProcState, stale_s: float, now: float) -> str | None:
+    """What a running process's heartbeat says, if anything is wrong (None: nothing, or
+    no heartbeat yet: still starting)."""
+    try:
+        at = path.stat().st_mtime
+        stuck = json.loads(path.read_text()).get("stuck") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if at < state.since:
+        return None  # an earlier process's: this one has not written yet
+    if now - at > stale_s:
+        return f"{FROZEN}: no heartbeat from its event loop for {now - at:.0f} s (pid {state.pid})"
+    if stuck:
+        return f"{STUCK}: {'; '.join(str(s) for s in stuck)}"
+    return None
+
+
+def state_probe(path: Path, stale_s: float = 15.0) -> Probe:
     """Health probe: one `process_<name>` component per supervised process."""
 
     async def supervisor() -> Mapping[str, str]:
@@ -103,7 +143,13 @@ def state_probe(path: Path) -> Probe:
             states = read_states(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return {"supervisor": f"unhealthy: state unreadable ({type(exc).__name__})"}
-        out = {f"process_{name}": s.health() for name, s in states.items()}
+        now = time.time()
+        out = {}
+        for name, s in states.items():
+            beat = None
+            if s.state == RUNNING:
+                beat = beat_health(heartbeat_path(path, name), s, stale_s, now)
+            out[f"process_{name}"] = beat or s.health()
         with contextlib.suppress(OSError, ValueError):
             if (data := read_data_state(path)) is not None:
                 out["data_dir"] = f"healthy: {data or 'intact at start'}"
@@ -112,10 +158,10 @@ def state_probe(path: Path) -> Probe:
     return supervisor
 
 
-def supervisor_probes() -> list[Probe]:
+def supervisor_probes(stale_s: float = 15.0) -> list[Probe]:
     """The state probe when this process runs under `testdata run`, else nothing."""
     path = os.environ.get(STATE_ENV)
-    return [state_probe(Path(path))] if path else []
+    return [state_probe(Path(path), stale_s)] if path else []
 
 
 def startup_error_path(state_path: Path, name: str) -> Path:

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     # 1,000,000-cart stream takes ~40 s end to end (make bench); orders cost twice as much
     # to generate (~50 us each). Delivery markers are remembered for 2x this + 60 s.
     generation_budget_seconds: float = Field(default=300.0, gt=0)
+    # A consumer whose position has not moved for this long while records wait on its
+    # partition is stuck: health says so and /health/ready fails. Longer than the budget
+    # (one request may legitimately hold a partition's position that long).
+    stuck_after_seconds: float = Field(default=360.0, gt=0)
+    # A service process whose event loop has not written its heartbeat for this long is
+    # frozen (health says so, /health/ready fails); it writes one every second.
+    heartbeat_stale_seconds: float = Field(default=15.0, gt=0)
     # A message whose handling was started this many times without finishing (its process
     # died or lost the partition every time) is dead-lettered and its caller answered
     # instead of being started again. Counted with markers on the deliveries topic, written

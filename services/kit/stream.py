@@ -33,7 +33,7 @@ from services.kit.kafka import (
     stop_quietly,
 )
 from services.kit.messages import DeadLetter, ErrorDetail
-from services.kit.offsets import Assignment, PartitionState
+from services.kit.offsets import Assignment, PartitionState, Progress
 from services.kit.settings import Settings
 from services.kit.topics import Topics
 
@@ -276,6 +276,7 @@ class Subscriber:
     _stopping: bool = False
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     stalled: set[tuple[str, int]] = field(default_factory=set)
+    _progress: dict[TopicPartition, Progress] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_in_flight is None:
@@ -514,11 +515,27 @@ class Subscriber:
         stalled partition shows as growing lag."""
         if self._consumer is None:
             return
+        now = time.monotonic()
+        owned = set()
         for tp, state in self._asg.items():
+            owned.add(tp)
             hw = self._consumer.highwater(tp)
             lag = state.lag(hw) if hw is not None else None
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
+                self._progress.setdefault(tp, Progress()).observe(state.position, lag, now)
+        for tp in set(self._progress) - owned:  # revoked: another member's to judge
+            del self._progress[tp]
+
+    def stuck(self, after: float) -> list[str]:
+        """Partitions whose position has not moved for `after` seconds while records
+        waited behind it, described for health (empty: none)."""
+        now = time.monotonic()
+        return [
+            f"{tp.topic}[{tp.partition}] lag {p.lag}, no progress for {p.stalled_for(now):.0f} s"
+            for tp, p in sorted(self._progress.items())
+            if p.stalled_for(now) > after
+        ]
 
     @property
     def healthy(self) -> bool:

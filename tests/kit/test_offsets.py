@@ -215,3 +215,20 @@ def test_held_back_while_an_earlier_message_of_the_partition_is_unfinished():
     assert not st.held_back(0)
     st.finish(0)
     assert not st.held_back(1)
+
+
+def test_progress_counts_only_time_standing_still_with_records_waiting():
+    from services.kit.offsets import Progress
+
+    p = Progress()
+    p.observe(None, 0, now=0.0)
+    assert p.stalled_for(100.0) == 0.0  # nothing waits
+    p.observe(5, 3, now=10.0)  # records arrive: the clock starts
+    p.observe(5, 4, now=20.0)
+    assert p.stalled_for(30.0) == 20.0
+    p.observe(6, 4, now=31.0)  # it moved
+    assert p.stalled_for(32.0) == 1.0
+    p.observe(6, 0, now=40.0)  # caught up
+    assert p.stalled_for(500.0) == 0.0
+    p.observe(6, 2, now=600.0)  # new records after a quiet spell: not stuck since 40
+    assert p.stalled_for(601.0) == 1.0

@@ -72,3 +72,42 @@ def test_startup_error_is_left_next_to_the_state_file(monkeypatch, tmp_path):
     monkeypatch.setenv(procstate.STATE_ENV, str(state))
     procstate.report_startup_error("bridge", "gRPC port 9001 on 0.0.0.0 is unavailable")
     assert procstate.startup_error_path(state, "bridge").read_text().startswith("gRPC port 9001")
+
+
+async def test_a_frozen_or_stuck_process_fails_readiness_with_the_cause(monkeypatch, tmp_path):
+    """Seen: a frozen router (SIGSTOP) and one stuck on a partition both showed healthy
+    and ready: a PID says nothing of either. Each process writes a heartbeat from its
+    event loop, naming its stuck consumers; a stale one means frozen."""
+    import os
+    import time
+
+    path = tmp_path / "state.json"
+    monkeypatch.setenv(procstate.STATE_ENV, str(path))
+    started = time.time() - 100
+    write_states(
+        path,
+        {
+            "router": ProcState(RUNNING, 10, 0, None, started),
+            "traditional": ProcState(RUNNING, 11, 0, None, started),
+            "llm": ProcState(RUNNING, 12, 0, None, started),
+        },
+    )
+    procstate.write_heartbeat("router", [])
+    procstate.write_heartbeat("traditional", ["generator-traditional t[0] lag 9, no progress"])
+    probe = state_probe(path, stale_s=15)
+    comps = dict(await probe())
+    assert comps["process_router"] == "healthy: pid 10, 0 restarts"
+    assert comps["process_traditional"] == (
+        "unhealthy: stuck: generator-traditional t[0] lag 9, no progress"
+    )
+    assert comps["process_llm"] == "healthy: pid 12, 0 restarts"  # no heartbeat yet: starting
+    assert overall({"kafka": "healthy", **comps}) == "unhealthy"
+
+    beat = procstate.heartbeat_path(path, "router")
+    os.utime(beat, (time.time() - 20, time.time() - 20))  # its loop stopped 20 s ago
+    comps = dict(await probe())
+    assert comps["process_router"].startswith("unhealthy: frozen: no heartbeat from its event")
+    assert "(pid 10)" in comps["process_router"]
+    procstate.write_heartbeat("traditional", [])
+    comps = dict(await probe())
+    assert overall({"kafka": "healthy", **comps}) == "unhealthy"  # the frozen router

@@ -300,3 +300,40 @@ async def test_a_message_finished_behind_a_stuck_one_is_never_done_again_nor_cal
     assert handled.count(b"m1") == 1, handled  # done once, skipped after
     assert handled.count(b"m0") == 2, handled
     assert given_up == [(b"m0", ErrorKind.POISON)]
+
+
+async def test_a_consumer_holding_lag_without_progress_reports_itself_stuck(embedded_broker):
+    """Seen: a router stuck on one partition showed healthy and ready. A handler that
+    never returns holds the partition's position while records wait behind it: after
+    STUCK_AFTER_SECONDS the subscriber names the partition, its lag and for how long."""
+    bootstrap = embedded_broker.bootstrap_servers
+    topic, group = f"stuck-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    await ensure_topics_exist(bootstrap, {topic: 1})
+    producer = make_producer(bootstrap)
+    await producer.start()
+    for i in range(3):
+        await producer.send_and_wait(topic, f"m{i}".encode(), key=b"k")  # one key: in order
+    await producer.stop()
+    rt = Runtime(make_settings(bootstrap), bootstrap)
+    await rt.start()
+    hung = asyncio.Event()
+
+    async def handler(msg):
+        hung.set()
+        await asyncio.Event().wait()  # never finishes
+
+    sub = Subscriber(rt, "t", [topic], group, handler)
+    task = asyncio.create_task(sub.run())
+    try:
+        await asyncio.wait_for(hung.wait(), HANG_GUARD_S)
+        assert sub.stuck(after=3600) == []  # not yet that long
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not (found := sub.stuck(after=0.5)):
+            assert time.monotonic() < deadline, "never reported stuck"
+            await asyncio.sleep(0.1)
+        assert found[0].startswith(f"{topic}[0] lag 3, no progress for ")
+    finally:
+        sub.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.stop()

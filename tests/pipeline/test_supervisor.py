@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -271,3 +272,27 @@ def test_a_killed_broker_is_restarted_and_calls_in_flight_fail_fast(sup, stub):
             return None  # UNAVAILABLE while the services reconnect
 
     eventually(served)
+
+
+def test_a_frozen_service_fails_readiness_until_it_runs_again(sup, stub):
+    """Seen: a frozen router (SIGSTOP) showed healthy and ready. Its heartbeat goes
+    stale; /health/ready answers 503 naming it; once it runs again, all is well."""
+    router = sup.pid("router")
+    assert router is not None
+    url = f"http://127.0.0.1:{sup.settings.http_port}/health/ready"
+
+    def ready() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(url) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    os.kill(router, signal.SIGSTOP)
+    try:
+        code, body = eventually(lambda: ready() if ready()[0] == 503 else None)
+        assert body["components"]["process_router"].startswith("unhealthy: frozen"), body
+    finally:
+        os.kill(router, signal.SIGCONT)
+    eventually(lambda: ready()[0] == 200 or None)
+    generate(stub)
