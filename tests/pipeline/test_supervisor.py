@@ -290,7 +290,7 @@ def test_a_frozen_service_fails_readiness_until_it_runs_again(sup, stub):
 
     os.kill(router, signal.SIGSTOP)
     try:
-        code, body = eventually(lambda: ready() if ready()[0] == 503 else None)
+        _, body = eventually(lambda: ready() if ready()[0] == 503 else None)
         assert body["components"]["process_router"].startswith("unhealthy: frozen"), body
     finally:
         os.kill(router, signal.SIGCONT)
