@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.kit.assembler import DROPPED, Assembler, Step, Verdict
 from services.kit.codec import DecodeError
+from services.kit.control import LEASE_RENEW_SECONDS, publish_lease
 from services.kit.headers import correlation_of, run_of
 from services.kit.kafka import (
     MAX_MESSAGE_BYTES,
@@ -192,6 +194,8 @@ class Inbox:
         self._stopping = False
         self.dropped = 0
         self.watch: asyncio.Task[None] | None = None
+        self.leasing: asyncio.Task[None] | None = None
+        self.started_ms = 0
         #: the broker accepted no connection at the last BROKER_GONE_CHECKS checks
         self.broker_gone = False
 
@@ -207,10 +211,13 @@ class Inbox:
         await assign_all(self.consumer, self.topic, at_end=True)
         self.task = asyncio.create_task(self._run())
         self.watch = asyncio.create_task(self._watch_broker())
+        self.started_ms = int(time.time() * 1000)
+        await publish_lease(self.rt, self.topic, self.started_ms)  # before any request
+        self.leasing = asyncio.create_task(self._renew_lease())
 
     async def stop(self) -> None:
         self._stopping = True  # ends the reader even if a cancel is lost (3.11 wait_for)
-        for task in (self.task, self.watch):
+        for task in (self.task, self.watch, self.leasing):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -221,6 +228,9 @@ class Inbox:
             self.close(request_id)  # their log readers too
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        if not self.broker_gone:  # generators stop what they still make for it
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(publish_lease(self.rt, self.topic, self.started_ms, 0), 5)
         await self._delete_topic()
 
     async def _delete_topic(self) -> None:
@@ -252,6 +262,16 @@ class Inbox:
             task = asyncio.ensure_future(p.log.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    async def _renew_lease(self) -> None:
+        """Tell the generators this instance still reads its reply topic (kit/control.py):
+        when it dies, what they make for it stops within LEASE_SECONDS."""
+        while not self._stopping:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            try:
+                await publish_lease(self.rt, self.topic, self.started_ms)
+            except Exception as exc:  # noqa: BLE001 - the next renewal tries again
+                log.warning("lease on %s not renewed: %s", self.topic, exc)
 
     async def _watch_broker(self) -> None:
         """While requests are out, check every BROKER_CHECK_SECONDS that the broker accepts

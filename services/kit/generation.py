@@ -39,7 +39,7 @@ from services.kit import metrics
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
-from services.kit.headers import CORRELATION, RUN
+from services.kit.headers import CORRELATION, REPLY_TO, RUN
 from services.kit.keystore import KeyStore
 from services.kit.messages import GenerationMetadata, Interpretation, RoutedRequest
 from services.kit.outcomes import (
@@ -374,6 +374,8 @@ class PathService(ABC):
             return Abandoned(ErrorKind.EXPIRED, f"deadline passed ({deadline} ms since epoch)")
         if (why := self.cancellations.reason(request_id, msg.header(CORRELATION))) is not None:
             return Abandoned(ErrorKind.CANCELLED, f"cancelled: {why}")
+        if (why := self.cancellations.orphaned(msg.header(REPLY_TO), msg.timestamp_ms)) is not None:
+            return Abandoned(ErrorKind.CANCELLED, f"nobody waits: {why}")
         return None
 
     async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan) -> None:

@@ -86,11 +86,17 @@ class ResultChunk(_Msg):
 
 
 class Control(_Msg):
+    """`cancel` a request; or `lease`: the bridge reading `reply_to` (started at
+    `since_ms`) is alive until `until_ms` (kit/control.py)."""
+
     request_id: str
-    action: Literal["cancel"] = "cancel"
+    action: Literal["cancel", "lease"] = "cancel"
     correlation_id: str = ""
     reason: str = ""
     at_ms: int
+    reply_to: str = ""
+    since_ms: int = 0
+    until_ms: int = 0
 
 
 class DeliveryMarker(_Msg):

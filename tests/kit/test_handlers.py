@@ -500,3 +500,39 @@ def test_failed_chunks_map_to_status_codes_by_kind():
     assert status_for(ErrorKind.INVALID_REQUEST) == grpc.StatusCode.INVALID_ARGUMENT
     assert status_for(ErrorKind.PROCESSING) == grpc.StatusCode.INTERNAL
     assert status_for("") == grpc.StatusCode.INTERNAL
+
+
+def test_a_lease_run_out_or_a_restarted_bridge_means_nobody_waits():
+    from services.kit.control import Cancellations
+    from services.kit.messages import Control
+
+    def lease(topic: str, since_ms: int, until_ms: int) -> Control:
+        return Control(
+            request_id="",
+            action="lease",
+            reply_to=topic,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            at_ms=0,
+        )
+
+    c = Cancellations()
+    topic = "testdata.replies.b1"
+    assert c.orphaned(topic, sent_ms=1000, now_ms=2000) is None  # no lease seen: not judged
+    c.add(
+        Control(
+            request_id="", action="lease", reply_to=topic, since_ms=500, until_ms=10_000, at_ms=0
+        )
+    )
+    assert c.orphaned(topic, sent_ms=1000, now_ms=9_000) is None
+    assert "lease on testdata.replies.b1 ran out 1000 ms ago" in (
+        c.orphaned(topic, sent_ms=1000, now_ms=11_000) or ""
+    )
+    c.add(
+        Control(
+            request_id="", action="lease", reply_to=topic, since_ms=5000, until_ms=20_000, at_ms=0
+        )
+    )
+    assert "restarted" in (c.orphaned(topic, sent_ms=1000, now_ms=12_000) or "")  # the old one's
+    assert c.orphaned(topic, sent_ms=6000, now_ms=12_000) is None
+    assert c.reason("", None) is None  # a lease is no cancellation
