@@ -57,8 +57,16 @@ test-unit: install redis
 test-fast: install redis
 	$(PY) -m pytest -q -m "not slow"
 
+# `make bench` runs every section but the soak; `make bench soak` (or `make bench load`, or
+# any section's name) runs only the named ones.
+BENCH_ONLY := soak load core codec llm pipeline delivery budget patterns weaviate learner rag \
+	intent cache replay export broker cli
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(filter $(BENCH_ONLY),$(MAKECMDGOALS))
+
+ifneq ($(filter bench,$(MAKECMDGOALS)),)
+$(BENCH_ONLY): bench ; @:
+endif
 
 lint: install
 	$(VENV)/bin/ruff check services tests bench scripts examples

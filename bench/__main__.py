@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section in one run (or name sections: core codec llm
-pipeline delivery budget patterns weaviate learner rag intent cache
-replay export broker cli)."""
+pipeline load delivery budget patterns weaviate learner rag intent cache
+replay export broker cli, or soak: 30 minutes, never run by default)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def main() -> None:
         "codec",
         "llm",
         "pipeline",
+        "load",
         "delivery",
         "budget",
         "patterns",
