@@ -26,6 +26,7 @@ from services.hybrid.service import HybridService
 from services.kit.breaker import Breaker
 from services.kit.control import ControlListener, DeliveryGuard
 from services.kit.deliveries import Attempts, window_for
+from services.kit.disk import disk_probe
 from services.kit.generation import Availability, PathService
 from services.kit.http import HealthHTTP
 from services.kit.kafka import ensure_topics_exist
@@ -220,6 +221,14 @@ class App:
                 [
                     *self._probe_components(),
                     *supervisor_probes(self.settings.heartbeat_stale_seconds),
+                    disk_probe(
+                        [
+                            self.settings.data_dir,
+                            self.settings.kafka_data_dir,
+                            self.settings.pattern_store_path,
+                        ],
+                        self.settings.min_free_disk_mb,
+                    ),
                 ],
                 host=self.settings.bind_host,
                 keystore=self.keystore,

@@ -46,7 +46,7 @@ from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPL
 from services.kit.kafka import broker_reachable
 from services.kit.keystore import KeyStore
 from services.kit.messages import ResultChunk
-from services.kit.procstate import FROZEN, STUCK, StartupError
+from services.kit.procstate import DISK_FULL, FROZEN, STUCK, StartupError
 from services.kit.stream import Runtime
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
@@ -685,14 +685,14 @@ def broker_gone(request_id: str) -> grpc.Status:
 
 
 def overall(components: Mapping[str, str]) -> str:
-    """unhealthy if Kafka or the schemas are down, or a process is frozen or a consumer
-    stuck (requests would wait forever); degraded if an optional part is down."""
+    """unhealthy if Kafka or the schemas are down, a process is frozen, a consumer stuck
+    (requests would wait forever) or a disk full; degraded if an optional part is down."""
     bad = [
         k for k, v in components.items() if v.startswith(("unhealthy", "unavailable", "degraded"))
     ]
     if any(k in ("kafka", "schema_registry", "reply_inbox") for k in bad):
         return "unhealthy"
-    if any(v.startswith((FROZEN, STUCK)) for v in components.values()):
+    if any(v.startswith((FROZEN, STUCK, DISK_FULL)) for v in components.values()):
         return "unhealthy"
     return "degraded" if bad else "healthy"
 

@@ -7,16 +7,30 @@ processes (`testdata run`), PROMETHEUS_MULTIPROC_DIR makes /metrics aggregate th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
+import logging
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from services.kit.metrics import REGISTRY
-from services.kit.procstate import StartupError
+from services.kit.procstate import FROZEN, StartupError
+
+log = logging.getLogger("testdata.http")
+#: Connections served at once; one more is answered 503 and closed.
+MAX_CONNECTIONS = 64
+#: Seconds a client has to send its request (and to read its answer).
+READ_TIMEOUT_S = 5.0
+#: Health components are computed at most this often...
+COMPONENTS_TTL_S = 1.0
+#: ...and waited for this long on the service's loop.
+COMPONENTS_TIMEOUT_S = 5.0
 
 Components = Callable[[], Awaitable[Mapping[str, str]]]
 Overall = Callable[[Mapping[str, str]], str]
@@ -32,7 +46,15 @@ def metrics_payload() -> bytes:
 
 class HealthHTTP:
     """/health reports `instance` and `pid` so a supervisor polling a port can tell its own
-    bridge from another instance that holds that port."""
+    bridge from another instance that holds that port.
+
+    Served from a thread of its own, with its own event loop: seen, a flood of HTTP
+    requests on the bridge's loop cost unary p99 6x, and slow clients held 500
+    connections. Here at most MAX_CONNECTIONS are open at once (one more is answered 503
+    and closed at once); each has READ_TIMEOUT_S to send its request. /metrics and
+    /health/live never touch the service's loop; the health components are computed on it
+    at most once per COMPONENTS_TTL_S, and a loop that does not answer within
+    COMPONENTS_TIMEOUT_S is itself the finding (`event_loop: unhealthy: frozen`)."""
 
     def __init__(
         self,
@@ -48,36 +70,106 @@ class HealthHTTP:
         self.version = version
         self.instance = instance
         self.server: asyncio.Server | None = None
+        self.port = 0
+        self.open = 0  # connections being served now
+        self._owner: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._cached: tuple[float, Mapping[str, str]] | None = None
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
+        self._owner = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._serve, args=(host, port), name="health-http", daemon=True
+        )
+        self._thread.start()
+        await asyncio.to_thread(self._started.wait)
+        if self._error is not None:
+            raise self._error
+        return self.port
+
+    def _serve(self, host: str, port: int) -> None:
+        loop = self._loop = asyncio.new_event_loop()
         try:
-            self.server = await asyncio.start_server(self._handle, host, port)
+            loop.run_until_complete(self._run(host, port))
+        finally:
+            self._started.set()  # also when the start failed
+            loop.close()
+
+    async def _run(self, host: str, port: int) -> None:
+        self._stop = asyncio.Event()
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port, backlog=128)
         except OSError as exc:
             reason = "already in use" if exc.errno == errno.EADDRINUSE else str(exc)
-            raise StartupError(f"HTTP port {port} on {host} is unavailable: {reason}") from exc
-        return int(self.server.sockets[0].getsockname()[1])
+            self._error = StartupError(f"HTTP port {port} on {host} is unavailable: {reason}")
+            return
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        self._started.set()
+        await self._stop.wait()
+        self.server.close()
+        await self.server.wait_closed()
 
     async def stop(self) -> None:
-        if self.server:
-            self.server.close()
-            await self.server.wait_closed()
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open >= MAX_CONNECTIONS:  # bounded: refuse at once, read nothing
+            with contextlib.suppress(OSError):
+                writer.write(_response(503, "text/plain", b"busy: too many connections"))
+                writer.close()
+            return
+        self.open += 1
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
+            try:
+                line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+                while (await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)) not in (
+                    b"\r\n",
+                    b"\n",
+                    b"",
+                ):
+                    pass
+            except (TimeoutError, OSError, ValueError):
+                return  # too slow, or gone: nothing to answer
             method, path, *_ = [*line.decode("latin-1").split(), "", ""]
-            status, ctype, body = await self._route(method, path.split("?")[0])
-        except Exception as exc:  # noqa: BLE001 - answer 500 rather than drop the socket
-            status, ctype, body = 500, "text/plain", f"{type(exc).__name__}: {exc}".encode()
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(head.encode() + body)
-        await writer.drain()
-        writer.close()
+            try:
+                status, ctype, body = await self._route(method, path.split("?")[0])
+            except Exception:
+                log.exception("answering %s %s failed", method, path)
+                status, ctype, body = 500, "text/plain", b"internal error; see the log"
+            with contextlib.suppress(OSError):
+                writer.write(_response(status, ctype, body))
+                await asyncio.wait_for(writer.drain(), READ_TIMEOUT_S)
+        except TimeoutError:
+            pass  # a client that does not read its answer
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def _components(self) -> Mapping[str, str]:
+        """The service's components, computed on its own loop (cached briefly)."""
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < COMPONENTS_TTL_S:
+            return self._cached[1]
+        assert self._owner is not None
+        asked = asyncio.run_coroutine_threadsafe(_as_dict(self.components), self._owner)
+        try:
+            comps = await asyncio.wait_for(asyncio.wrap_future(asked), COMPONENTS_TIMEOUT_S)
+        except TimeoutError:
+            asked.cancel()
+            return {
+                "event_loop": f"{FROZEN}: the service's event loop did not answer within "
+                f"{COMPONENTS_TIMEOUT_S:g} s"
+            }
+        self._cached = (time.monotonic(), comps)
+        return comps
 
     async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
         if method != "GET":
@@ -87,7 +179,7 @@ class HealthHTTP:
         if path == "/health/live":
             return 200, "application/json", b'{"status": "alive"}'
         if path in ("/health", "/health/ready"):
-            comps = dict(await self.components())
+            comps = dict(await self._components())
             status = self.overall(comps)
             body = json.dumps(
                 {
@@ -102,6 +194,18 @@ class HealthHTTP:
             code = 503 if path == "/health/ready" and status == "unhealthy" else 200
             return code, "application/json", body
         return 404, "text/plain", b"not found"
+
+
+async def _as_dict(components: Components) -> Mapping[str, str]:
+    return dict(await components())
+
+
+def _response(status: int, ctype: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 _REASONS = {

@@ -104,6 +104,7 @@ def read_data_state(path: Path) -> str | None:
 HEARTBEAT_SECONDS = 1.0
 FROZEN = "unhealthy: frozen"
 STUCK = "unhealthy: stuck"
+DISK_FULL = "unhealthy: disk full"
 
 
 def heartbeat_path(state_path: Path, name: str) -> Path:

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # A service process whose event loop has not written its heartbeat for this long is
     # frozen (health says so, /health/ready fails); it writes one every second.
     heartbeat_stale_seconds: float = Field(default=15.0, gt=0)
+    # Below this much free space on the file system of DATA_DIR, KAFKA_DATA_DIR or the
+    # pattern store, health says `disk full` and /health/ready fails (before a write does).
+    min_free_disk_mb: float = Field(default=200.0, ge=0)
     # A message whose handling was started this many times without finishing (its process
     # died or lost the partition every time) is dead-lettered and its caller answered
     # instead of being started again. Counted with markers on the deliveries topic, written
