@@ -15,28 +15,16 @@ import os
 import time
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from bench.pipeline import _vm, supervised_settings
+from services.bridge.status import retry_delay
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.supervisor import Supervisor
 
 STREAMS, STREAM_RECORDS = 40, 50_000
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 CALLERS, CALLS = 200, 10
-
-
-def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
-    """The RetryInfo delay of a RESOURCE_EXHAUSTED answer (None: not retryable)."""
-    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return None
-    status = rpc_status.from_call(exc)
-    for d in status.details if status else ():
-        info = error_details_pb2.RetryInfo()
-        if d.Unpack(info):
-            return info.retry_delay.ToMilliseconds() / 1000
-    return None
 
 
 async def streams(stub: pb_grpc.TestDataServiceStub) -> dict[str, float]:
@@ -80,7 +68,7 @@ async def unary(stub: pb_grpc.TestDataServiceStub, callers: int, calls: int) -> 
                     await stub.GenerateData(req, timeout=600)
                     break
                 except grpc.aio.AioRpcError as exc:
-                    delay = retry_delay(exc)
+                    delay = retry_delay(exc) if exc.code() == RESOURCE_EXHAUSTED else None
                     if delay is None:
                         failed += 1
                         break

@@ -183,3 +183,15 @@ def rate_limited(
     )
     after = str(max(1, math.ceil(wait_seconds)))
     return status._replace(trailing_metadata=(*status.trailing_metadata, ("retry-after", after)))
+
+
+def retry_delay(exc: grpc.RpcError) -> float | None:
+    """The RetryInfo delay (seconds) of a failed call, if its status carries one: what a
+    client waits before retrying (RESOURCE_EXHAUSTED: OVERLOADED, RATE_LIMITED; UNAVAILABLE
+    when the broker is gone)."""
+    status = rpc_status.from_call(exc)
+    for detail in status.details if status else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.ToMilliseconds() / 1000
+    return None

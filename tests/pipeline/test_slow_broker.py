@@ -14,10 +14,9 @@ import signal
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.app import App
+from services.bridge.status import retry_delay
 from services.kit.broker import EmbeddedBroker
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
@@ -130,12 +129,3 @@ async def test_calls_in_flight_when_the_broker_dies_fail_fast_with_a_retry_hint(
         finally:
             if not stopped:
                 await app.stop()
-
-
-def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
-    status = rpc_status.from_call(exc)
-    for d in status.details if status else ():
-        info = error_details_pb2.RetryInfo()
-        if d.Unpack(info):
-            return info.retry_delay.ToMilliseconds() / 1000
-    return None
