@@ -226,7 +226,11 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             gate.leave(time.monotonic() - started)
 
     async def _submit(
-        self, req: GenerateRequest, context: grpc.aio.ServicerContext, restartable: bool = False
+        self,
+        req: GenerateRequest,
+        context: grpc.aio.ServicerContext,
+        restartable: bool = False,
+        resumed: bool = False,
     ) -> Pending:
         if self.inbox.broker_gone:  # nothing could be published: fail now, not in 10 s
             await context.abort_with_status(broker_gone(req.request_id))
@@ -240,6 +244,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
         try:
+            if resumed:
+                await self._predecessor_let_go(req.request_id, context)
             pending = self.inbox.open(req.request_id, restartable)
         except KeyError:
             await context.abort_with_status(
@@ -289,6 +295,17 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             raise
         return pending
+
+    async def _predecessor_let_go(self, request_id: str, context: grpc.aio.ServicerContext) -> None:
+        """A resumed stream's cut predecessor may still be being let go (its caller's
+        cancel reaches this bridge after the resume, on a loaded machine): wait for it, up
+        to STREAM_IDLE_TIMEOUT_SECONDS or the caller's deadline; one still running after
+        that is IN_PROGRESS."""
+        remaining = context.time_remaining()
+        wait = self.idle_timeout if remaining is None else min(self.idle_timeout, remaining)
+        until = time.monotonic() + wait
+        while request_id in self.inbox.pending and time.monotonic() < until:
+            await asyncio.sleep(0.02)
 
     async def _publish(
         self,
@@ -547,7 +564,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     await context.write(chunk_to_proto(chunk))
             return
         kept: list[ResultChunk] | None = [] if asked is not None else None
-        pending = await self._submit(req, context)
+        pending = await self._submit(req, context, resumed=resume is not None)
         got_final = released = refused = False
         try:
             while not got_final:

@@ -15,11 +15,16 @@ from pathlib import Path
 from services.kit.procstate import DISK_FULL
 
 
-def free_mb(path: Path) -> float:
-    """Free space (MB) of the file system holding `path` (its nearest existing parent)."""
+def free_mb(path: Path) -> float | None:
+    """Free space (MB) of the file system holding `path` (its nearest existing parent);
+    None for one that holds no data (/proc, /sys: size 0) or cannot be read."""
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free / (1 << 20)
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return None
+    return usage.free / (1 << 20) if usage.total else None
 
 
 def disk_probe(
@@ -29,12 +34,13 @@ def disk_probe(
     where = [Path(p).resolve() for p in dict.fromkeys(paths) if p]
 
     async def disk() -> Mapping[str, str]:
-        low = [(p, free_mb(p)) for p in where]
-        low = [(p, mb) for p, mb in low if mb < min_free_mb]
+        free = [(p, mb) for p in where if (mb := free_mb(p)) is not None]
+        low = [(p, mb) for p, mb in free if mb < min_free_mb]
         if low:
             said = "; ".join(f"{mb:,.0f} MB free at {p}" for p, mb in low)
             return {"disk": f"{DISK_FULL}: {said} (below MIN_FREE_DISK_MB, {min_free_mb:g})"}
-        least = min((free_mb(p) for p in where), default=0.0)
-        return {"disk": f"healthy: {least:,.0f} MB free"}
+        if not free:
+            return {"disk": "healthy: no data directory on a disk"}
+        return {"disk": f"healthy: {min(mb for _, mb in free):,.0f} MB free"}
 
     return disk

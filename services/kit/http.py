@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,9 +26,7 @@ log = logging.getLogger("testdata.http")
 MAX_CONNECTIONS = 64
 #: Seconds a client has to send its request (and to read its answer).
 READ_TIMEOUT_S = 5.0
-#: Health components are computed at most this often...
-COMPONENTS_TTL_S = 1.0
-#: ...and waited for this long on the service's loop.
+#: Health components are waited for this long on the service's loop.
 COMPONENTS_TIMEOUT_S = 5.0
 
 Components = Callable[[], Awaitable[Mapping[str, str]]]
@@ -53,8 +50,8 @@ class HealthHTTP:
     connections. Here at most MAX_CONNECTIONS are open at once (one more is answered 503
     and closed at once); each has READ_TIMEOUT_S to send its request. /metrics and
     /health/live never touch the service's loop; the health components are computed on it
-    at most once per COMPONENTS_TTL_S, and a loop that does not answer within
-    COMPONENTS_TIMEOUT_S is itself the finding (`event_loop: unhealthy: frozen`)."""
+    one computation at a time, and a loop that does not answer within COMPONENTS_TIMEOUT_S
+    is itself the finding (`event_loop: unhealthy: frozen`)."""
 
     def __init__(
         self,
@@ -78,7 +75,7 @@ class HealthHTTP:
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
-        self._cached: tuple[float, Mapping[str, str]] | None = None
+        self._inflight: asyncio.Future[Mapping[str, str]] | None = None
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
         self._owner = asyncio.get_running_loop()
@@ -154,22 +151,24 @@ class HealthHTTP:
             writer.close()
 
     async def _components(self) -> Mapping[str, str]:
-        """The service's components, computed on its own loop (cached briefly)."""
-        now = time.monotonic()
-        if self._cached is not None and now - self._cached[0] < COMPONENTS_TTL_S:
-            return self._cached[1]
+        """The service's components, computed on its own loop. One computation at a time:
+        requests arriving while one runs share its answer, so a flood of /health costs
+        the service one computation after another, never many at once."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._compute())
+        return await asyncio.shield(self._inflight)
+
+    async def _compute(self) -> Mapping[str, str]:
         assert self._owner is not None
         asked = asyncio.run_coroutine_threadsafe(_as_dict(self.components), self._owner)
         try:
-            comps = await asyncio.wait_for(asyncio.wrap_future(asked), COMPONENTS_TIMEOUT_S)
+            return await asyncio.wait_for(asyncio.wrap_future(asked), COMPONENTS_TIMEOUT_S)
         except TimeoutError:
             asked.cancel()
             return {
                 "event_loop": f"{FROZEN}: the service's event loop did not answer within "
                 f"{COMPONENTS_TIMEOUT_S:g} s"
             }
-        self._cached = (time.monotonic(), comps)
-        return comps
 
     async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
         if method != "GET":

@@ -37,7 +37,6 @@ async def served() -> HealthHTTP:
 
 async def test_a_blocked_service_loop_still_answers_liveness_and_health_names_it(monkeypatch):
     monkeypatch.setattr(http, "COMPONENTS_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(http, "COMPONENTS_TTL_S", 0.0)
     server = await served()
     try:
         assert (await asyncio.to_thread(get, server.port, "/health/ready"))[0] == 200
@@ -90,10 +89,15 @@ async def test_a_disk_below_its_free_space_floor_fails_readiness_naming_it(tmp_p
     from services.kit.disk import disk_probe, free_mb
 
     free = free_mb(tmp_path)
+    assert free is not None
     comps = await disk_probe([str(tmp_path / "kafka")], free + 1_000_000)()
     assert comps["disk"].startswith("unhealthy: disk full: ")
     assert str(tmp_path) in comps["disk"] and "MIN_FREE_DISK_MB" in comps["disk"]
     assert overall({"kafka": "healthy", **comps}) == "unhealthy"
+    assert free_mb(tmp_path.parent / "proc-like") is not None
+    assert await disk_probe(["/proc/no-such-dir/x"], 1e12)() == {
+        "disk": "healthy: no data directory on a disk"  # /proc holds no data: not judged
+    }
     comps = await disk_probe([str(tmp_path)], 0)()
     assert comps["disk"].startswith("healthy: ") and overall({"kafka": "healthy", **comps}) == (
         "healthy"

@@ -359,3 +359,29 @@ def test_cli_output_interrupted_mid_write_leaves_nothing(tmp_path):
         out.file.write('[{"_index": 0}')
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_resume_arriving_before_its_cut_predecessor_is_let_go_waits_for_it(stub):
+    """Seen (docs/datasets.md's recipe, a loaded machine): the resume reached the bridge
+    before the cut stream's cancel did, and failed ALREADY_EXISTS. It now waits for the
+    predecessor to be let go."""
+    request_id = rid("resume-race")
+    first = stub.GenerateDataStream(
+        pb.GenerateRequest(request_id=request_id, entity="user", count=3000),
+        timeout=HANG_GUARD_S,
+    )
+    got = [await first.read(), await first.read()]
+    assert [c.chunk_index for c in got] == [0, 1]
+    resumed = stub.GenerateDataStream(
+        pb.GenerateRequest(request_id=request_id),
+        metadata=[("resume-from-chunk", "1")],
+        timeout=HANG_GUARD_S,
+    )
+    reading = asyncio.ensure_future(resumed.read())
+    await asyncio.sleep(0.2)  # the resume is at the bridge while the first still runs
+    first.cancel()  # only now is the cut stream let go
+    rest = [await reading]
+    while (chunk := await resumed.read()) is not grpc.aio.EOF:
+        rest.append(chunk)
+    assert rest[0].chunk_index == 2 and rest[-1].is_final
+    assert sum(c.record_count for c in got + rest) == 3000
