@@ -35,9 +35,10 @@ class ChunkEmitter:
         schema: EntitySchema,
         fmt: OutputFormat,
         path: str,
-        topic: str,
+        topic: str | None,
     ):
-        """`topic`: where the chunks go (replies.resolve_reply_topic)."""
+        """`topic`: where the chunks go (replies.resolve_reply_topic); None: a reply topic
+        that is gone, so only the results log gets its share of them."""
         self.rt = runtime
         self.topic = topic
         self.headers = reply_headers(msg)
@@ -123,8 +124,9 @@ class ChunkEmitter:
             if records > self.keep_within[0] or size > self.keep_within[1]:
                 self.kept = None
         value = self.rt.codec.encode_chunk(chunk)
-        fut = await self.rt.send(self.topic, value, self.request_id, self.headers)
-        self._pending.append(fut)
+        if self.topic is not None:
+            fut = await self.rt.send(self.topic, value, self.request_id, self.headers)
+            self._pending.append(fut)
         if copy is not None:
             await self._log(
                 chunk.model_copy(update={"data": copy, "output_format": OutputFormat.JSON}),

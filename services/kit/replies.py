@@ -32,19 +32,16 @@ def reply_topic(runtime: Runtime, msg: Message) -> str:
     return runtime.topics.results
 
 
-async def resolve_reply_topic(runtime: Runtime, msg: Message) -> str:
-    """`reply_topic`, checked to exist: a `reply-to` naming a reply topic no bridge
-    created is answered on the results topic, never created by sending to it (seen: 300
-    such names made 300 topics, never deleted)."""
+async def resolve_reply_topic(runtime: Runtime, msg: Message) -> str | None:
+    """`reply_topic`, checked to exist; None when it names a reply topic that does not
+    exist (its bridge stopped and deleted it, or none ever made it): nobody reads there,
+    so there is no one to answer, and a send must not create it (seen: 300 such names
+    made 300 topics). The results log still gets what it keeps of the request."""
     wanted = reply_topic(runtime, msg)
     if wanted == runtime.topics.results or await runtime.topic_exists(wanted):
         return wanted
-    log.warning(
-        "reply-to %s names no existing topic (its bridge is gone, or never was): answering on %s",
-        wanted,
-        runtime.topics.results,
-    )
-    return runtime.topics.results
+    log.info("reply-to %s names no existing topic: nobody to answer there", wanted)
+    return None
 
 
 def reply_headers(msg: Message, names: tuple[str, ...] = FORWARDED) -> list[tuple[str, bytes]]:
@@ -87,6 +84,8 @@ async def chunks_sent(
     partition, from `since_ms` to the end; if that takes longer than `timeout_s`, what
     was found by then. Rare (a message given up), so a scan is fine."""
     topic = await resolve_reply_topic(runtime, msg)
+    if topic is None:
+        return 0
     key = request_id.encode()
     correlation = msg.header(CORRELATION)
     indexes: set[int] = set()
@@ -149,9 +148,8 @@ async def send_failure(
         output_format=fmt,
         error_details=[ErrorDetail.of(e) for e in errors or []],
     )
-    await runtime.publish(
-        await resolve_reply_topic(runtime, msg),
-        runtime.codec.encode_chunk(chunk),
-        request_id,
-        reply_headers(msg),
-    )
+    topic = await resolve_reply_topic(runtime, msg)
+    if topic is not None:
+        await runtime.publish(
+            topic, runtime.codec.encode_chunk(chunk), request_id, reply_headers(msg)
+        )
