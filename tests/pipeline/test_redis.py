@@ -22,7 +22,7 @@ from services.kit.messages import ResultChunk, RoutedRequest, RoutingDecision
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.redis_support import OwnRedis
-from tests.support import HANG_GUARD_S, make_settings
+from tests.support import HANG_GUARD_S, make_settings, wait_until
 
 from .conftest import rid
 
@@ -316,14 +316,15 @@ async def test_a_redelivered_request_is_not_generated_twice(redis_app, agent_pro
         while not (chunks and chunks[-1].is_final):
             chunks.append(await asyncio.wait_for(pending.get(), 30))
         assert sum(c.record_count for c in chunks) == 2500
-        for _ in range(600):  # the second copy is consumed after the first completes
-            now = sum(
+
+        def avoided_now() -> float:
+            return sum(
                 avoided.labels("traditional", r)._value.get() for r in ("completed", "in_flight")
             )
-            if now > before:
-                break
-            await asyncio.sleep(0.05)
-        assert now == before + 1
+
+        # the second copy is consumed after the first completes
+        await wait_until(lambda: avoided_now() > before, "the second copy consumed")
+        assert avoided_now() == before + 1
         runs = metrics.REQUESTS.labels("traditional", "", "order", "success")._value.get()
         assert runs == runs_before + 1  # generated once
     finally:
