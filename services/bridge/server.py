@@ -504,16 +504,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         pending = await self._submit(req, context, restartable=True)
         got_final = False
         chunks: list[ResultChunk] = []
+        size = 0
         try:
             while not got_final:
                 try:
                     chunk = await self._next(pending, context)
                 except Restarted:  # a newer run replaces what came so far: take it whole
                     chunks.clear()
+                    size = 0
                     continue
                 chunks.append(chunk)
                 got_final = chunk.is_final
-                size = sum(len(c.data) for c in chunks)
+                size += len(chunk.data)
                 if size > MAX_SEND_BYTES:  # the estimate was wrong: stop before buffering more
                     await context.abort_with_status(
                         failure(

@@ -91,6 +91,8 @@ class Runtime:
             )
         except (TimeoutError, KafkaError):
             return True
+        if not cluster.brokers():  # an empty answer says nothing
+            return True
         listed = cluster.topics()
         self._seen_topics = dict.fromkeys(listed, now)
         return topic in listed
@@ -168,17 +170,7 @@ class Runtime:
 
     async def _still_there(self, topic: str) -> bool:
         """The broker accepts connections and `topic` is not known to be gone."""
-        if not await broker_reachable(self.bootstrap):
-            return False
-        assert self.producer is not None
-        try:
-            cluster = await asyncio.wait_for(
-                self.producer.client.fetch_all_metadata(),
-                self.settings.kafka_request_timeout_ms / 1000,
-            )
-        except (TimeoutError, KafkaError):
-            return True  # too slow to say: the broker is there, keep waiting
-        return topic in cluster.topics() or not cluster.brokers()
+        return await broker_reachable(self.bootstrap) and await self.topic_exists(topic)
 
     async def publish(
         self,
