@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +50,15 @@ async def wait_until(condition: Callable[[], bool], what: str = "the condition")
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {HANG_GUARD_S:g} s")
         await asyncio.sleep(0.02)
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str = "the condition") -> None:
+    """`wait_until` for a condition that needs I/O to check (a broker's metadata, say)."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {HANG_GUARD_S:g} s")
+        await asyncio.sleep(0.05)
 
 
 def temp_store_path() -> str:

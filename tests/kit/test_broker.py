@@ -28,7 +28,7 @@ from services.kit.kafka import (
     make_consumer,
     make_producer,
 )
-from tests.support import HANG_GUARD_S
+from tests.support import HANG_GUARD_S, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Short group timeouts keep these tests quick (the embedded broker allows 1 s and up).
@@ -140,7 +140,11 @@ async def test_create_topics_with_configs_then_delete(embedded_broker: EmbeddedB
         [(_code, _msg, _type, _name, entries)] = resp.resources
         assert configs.items() <= {e[0]: e[1] for e in entries}.items()
         await admin.delete_topics([topic])
-        assert topic not in await admin.list_topics()
+
+        async def gone() -> bool:  # the controller removes a deleted topic after answering
+            return topic not in await admin.list_topics()
+
+        await eventually(gone, f"{topic} deleted")
     finally:
         await admin.close()
 
