@@ -196,6 +196,8 @@ class App:
         await self.rt.start()
         await ensure_catalog_topics(self.rt)
         self.subscribers = [self._build(n) for n in names if n != BRIDGE]
+        if BRIDGE in names and self.control is None:  # its janitor reads the leases
+            self.control = ControlListener(self.rt)
         if self.control is not None:
             await self.control.start()
         if self.guard is not None:
@@ -232,6 +234,7 @@ class App:
                 ],
                 host=self.settings.bind_host,
                 keystore=self.keystore,
+                control=self.control,
             )
             components = self.servicer.components
         if http_port is not None:

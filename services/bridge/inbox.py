@@ -30,16 +30,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from services.bridge.janitor import sweep_forever
 from services.kit.assembler import DROPPED, Assembler, Step, Verdict
 from services.kit.codec import DecodeError
-from services.kit.control import LEASE_RENEW_SECONDS, publish_lease
+from services.kit.control import LEASE_RENEW_SECONDS, ControlListener, publish_lease
 from services.kit.headers import correlation_of, run_of
 from services.kit.kafka import (
     MAX_MESSAGE_BYTES,
     assign_all,
     broker_reachable,
+    delete_topics,
     ensure_topics_exist,
     stop_quietly,
 )
@@ -184,8 +185,11 @@ class LogReader:
 
 
 class Inbox:
-    def __init__(self, runtime: Runtime, instance: str):
+    def __init__(self, runtime: Runtime, instance: str, control: ControlListener | None = None):
+        """`control`: the process's control reader; given, this bridge also deletes the
+        reply topics of bridges that are gone (janitor.py)."""
         self.rt = runtime
+        self.control = control
         self.topic = runtime.topics.replies(instance)
         self.pending: dict[str, Pending] = {}
         self.consumer: AIOKafkaConsumer | None = None
@@ -195,11 +199,15 @@ class Inbox:
         self.dropped = 0
         self.watch: asyncio.Task[None] | None = None
         self.leasing: asyncio.Task[None] | None = None
+        self.sweeping: asyncio.Task[None] | None = None
         self.started_ms = 0
         #: the broker accepted no connection at the last BROKER_GONE_CHECKS checks
         self.broker_gone = False
 
     async def start(self) -> None:
+        # The lease first: a janitor that sees the new topic has seen it renewed.
+        self.started_ms = int(time.time() * 1000)
+        await publish_lease(self.rt, self.topic, self.started_ms)
         spec = self.rt.topics.specs["replies"]
         await ensure_topics_exist(
             self.rt.bootstrap,
@@ -211,13 +219,13 @@ class Inbox:
         await assign_all(self.consumer, self.topic, at_end=True)
         self.task = asyncio.create_task(self._run())
         self.watch = asyncio.create_task(self._watch_broker())
-        self.started_ms = int(time.time() * 1000)
-        await publish_lease(self.rt, self.topic, self.started_ms)  # before any request
         self.leasing = asyncio.create_task(self._renew_lease())
+        if self.control is not None:
+            self.sweeping = asyncio.create_task(sweep_forever(self.rt, self.topic, self.control))
 
     async def stop(self) -> None:
         self._stopping = True  # ends the reader even if a cancel is lost (3.11 wait_for)
-        for task in (self.task, self.watch, self.leasing):
+        for task in (self.task, self.watch, self.leasing, self.sweeping):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -236,15 +244,8 @@ class Inbox:
     async def _delete_topic(self) -> None:
         """A stopped instance's reply topic has no reader left: remove it, so restarts do
         not pile topics up (best effort)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.rt.bootstrap)
-        try:
-            await asyncio.wait_for(admin.start(), 5)
-            await asyncio.wait_for(admin.delete_topics([self.topic]), 5)
-        except Exception as exc:  # noqa: BLE001 - cleanup must not fail a shutdown
-            log.info("reply topic %s not deleted: %s", self.topic, exc)
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
+        if problem := await delete_topics(self.rt.bootstrap, [self.topic]):
+            log.info("reply topic %s not deleted: %s", self.topic, problem)
 
     @property
     def healthy(self) -> bool:

@@ -41,7 +41,7 @@ from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import pin
 from services.kit import metrics
-from services.kit.control import publish_cancel
+from services.kit.control import ControlListener, publish_cancel
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
 from services.kit.kafka import broker_reachable
 from services.kit.keystore import KeyStore
@@ -824,9 +824,11 @@ async def serve(
     probes: list[HealthProbe] | None = None,
     host: str = "127.0.0.1",
     keystore: KeyStore | None = None,
+    control: ControlListener | None = None,
 ) -> tuple[grpc.aio.Server, TestDataServicer, int]:
-    """Start the bridge: inbox first (so no reply can be missed), then the server."""
-    inbox = Inbox(runtime, instance)
+    """Start the bridge: inbox first (so no reply can be missed), then the server.
+    `control`: the process's control reader (the inbox's janitor reads leases from it)."""
+    inbox = Inbox(runtime, instance, control)
     await inbox.start()
     servicer = TestDataServicer(runtime, registry, inbox, probes, keystore)
     server = grpc.aio.server(

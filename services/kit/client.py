@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ConfigDict
 
 from services.core.formats import join_chunks
@@ -35,6 +34,7 @@ from services.kit.codec import get_codec
 from services.kit.headers import AVRO, CONTENT_TYPE, REPLY_TO, correlation_of, run_of
 from services.kit.kafka import (
     assign_all,
+    delete_topics,
     ensure_topics_exist,
     make_consumer,
     make_producer,
@@ -167,12 +167,7 @@ class KafkaTestDataClient:
             await stop_quietly(self._consumer, "agent reply reader")
         if self._producer is not None:
             await stop_quietly(self._producer, "agent producer")
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        with contextlib.suppress(Exception):  # best effort: the topic has no reader left
-            await asyncio.wait_for(admin.start(), 5)
-            await asyncio.wait_for(admin.delete_topics([self.reply_topic]), 5)
-        with contextlib.suppress(Exception):
-            await admin.close()
+        await delete_topics(self.bootstrap, [self.reply_topic])  # it has no reader left
 
     async def _read(self) -> None:
         while True:

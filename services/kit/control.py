@@ -98,6 +98,10 @@ class Cancellations:
             return None
         return c.reason or "cancelled"
 
+    def lease(self, reply_to: str) -> Control | None:
+        """The newest lease seen on `reply_to` (None: none seen, so never judged)."""
+        return self._leases.get(reply_to)
+
     def orphaned(self, reply_to: str | None, sent_ms: int, now_ms: int | None = None) -> str | None:
         """Why nobody reads `reply_to` for a request sent at `sent_ms`, if so."""
         lease = self._leases.get(reply_to or "")
@@ -197,11 +201,12 @@ class ControlListener:
         self._tasks: list[asyncio.Task[None]] = []
         self._targets: dict[TopicPartition, int] = {}  # where the markers ended at start
         self._marks: AIOKafkaConsumer | None = None
+        self._control: AIOKafkaConsumer | None = None
         self._caught_up = asyncio.Event()
 
     async def start(self) -> None:
         topics = self.rt.topics
-        consumer = await self.rt.reader("control")
+        self._control = consumer = await self.rt.reader("control")
         self._consumers.append(consumer)
         # From the oldest retained record: a request redelivered after a restart must
         # still see a cancellation issued before it.
@@ -264,6 +269,18 @@ class ControlListener:
             if await self._marks.position(tp) < end:
                 return
         self._caught_up.set()
+
+    async def control_current(self) -> bool:
+        """Whether every control record written before now has been read: only then may
+        the absence of a newer lease be relied on (kit/janitor.py)."""
+        if self._control is None:
+            return False
+        tps = self._control.assignment()
+        ends = await end_positions(self._control, tps)
+        for tp, end in ends.items():
+            if await self._control.position(tp) < end:
+                return False
+        return True
 
     async def caught_up(self, timeout: float) -> bool:
         """Whether the markers written before start were read, waiting `timeout` at most."""

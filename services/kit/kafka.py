@@ -8,6 +8,7 @@ embedded broker (services/kit/broker.py) is Apache Kafka itself, so there is one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -300,6 +301,24 @@ async def create_topics(
             raise for_code(code)(f"create topic {topic}: {msg[0] if msg else ''}")
         created[topic] = code == 0
     return created
+
+
+async def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 5.0) -> str | None:
+    """Delete `names` (best effort: cleanup never fails its caller); why not, or None.
+    The broker removes a deleted topic shortly after answering."""
+    names = list(names)
+    if not names:
+        return None
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.delete_topics(names), timeout_s)
+        return None
+    except Exception as exc:  # noqa: BLE001 - cleanup: said, not raised
+        return str(exc) or type(exc).__name__
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 async def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:

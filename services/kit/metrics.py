@@ -182,6 +182,11 @@ ADMITTED = Gauge(
     ["kind", "state"],
     registry=REGISTRY,
 )
+REPLY_TOPICS_DELETED = Counter(
+    "testdata_reply_topics_deleted",
+    "Reply topics of bridges that were gone (their lease ran out), deleted by a live bridge",
+    registry=REGISTRY,
+)
 REDIS_SKIPPED = Counter(
     "testdata_redis_skipped",
     "Redis operations skipped because its circuit is open (failing; served without it)",

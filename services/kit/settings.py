@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # and a retry hint (they would otherwise wait for chunks that cannot come).
     broker_check_seconds: float = Field(default=1.0, gt=0)
     broker_gone_checks: int = Field(default=2, ge=1)
+    # Every this often each bridge deletes the reply topics of bridges whose lease ran out
+    # more than REPLY_TOPIC_GRACE_SECONDS ago (killed ones: a stopped bridge deletes its own).
+    reply_topic_sweep_seconds: float = Field(default=60.0, gt=0)
+    reply_topic_grace_seconds: float = Field(default=60.0, ge=0)
     max_records: int = Field(default=1_000_000, ge=1)
     default_count: int = Field(default=10, ge=1)
     chunk_size: int = Field(default=1000, ge=1)

@@ -83,6 +83,11 @@ class Runtime:
         now = time.monotonic()
         if now - self._seen_topics.get(topic, -TOPIC_SEEN_SECONDS) < TOPIC_SEEN_SECONDS:
             return True
+        listed = await self.list_topics()
+        return listed is None or topic in listed
+
+    async def list_topics(self) -> set[str] | None:
+        """Every topic the cluster has now; None when the broker does not say in time."""
         assert self.producer is not None, "Runtime.start() first"
         try:
             cluster = await asyncio.wait_for(
@@ -90,12 +95,12 @@ class Runtime:
                 self.settings.kafka_request_timeout_ms / 1000,
             )
         except (TimeoutError, KafkaError):
-            return True
+            return None
         if not cluster.brokers():  # an empty answer says nothing
-            return True
+            return None
         listed = cluster.topics()
-        self._seen_topics = dict.fromkeys(listed, now)
-        return topic in listed
+        self._seen_topics = dict.fromkeys(listed, time.monotonic())
+        return set(listed)
 
     async def start(self) -> None:
         if self.producer is None:
