@@ -44,13 +44,14 @@ import pytest
 
 from services.kit.settings import Settings
 from tests.docs.mdblocks import Block, pages, parse
+from tests.support import HANG_GUARD_S
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]  # a `testdata run` of its own
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Hang guards, never verdicts on speed: a start-up or a block slower than this is stuck.
-START_GUARD_S = 600.0
-BLOCK_GUARD_S = 600.0
+START_GUARD_S = HANG_GUARD_S
+BLOCK_GUARD_S = HANG_GUARD_S
 #: Where to get a program a block needs.
 INSTALL = {
     "kcat": "scripts/install_kcat.sh (Debian's kcat package)",
@@ -173,7 +174,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=120)
+            proc.wait(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -20,7 +20,7 @@ from services.cli import _topics_create
 from services.kit.topics import Topics
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, make_settings, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,18 @@ async def test_generator_group_with_two_members(kafka):
     for g in gens:
         await g.start(["traditional"])
     try:
-        await asyncio.sleep(5)  # let the group settle on two members
-        owned = [set(g.subscribers[0]._consumer.assignment()) for g in gens]
-        assert all(owned) and not (owned[0] & owned[1])
+
+        def settled() -> bool:  # the group shares the partitions between its two members
+            owned = [set(g.subscribers[0]._consumer.assignment()) for g in gens]
+            return all(owned) and not (owned[0] & owned[1])
+
+        await wait_until(settled, "the group settling on two members")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{front.grpc_port}") as ch:
             stub = pb_grpc.TestDataServiceStub(ch)
             resps = await asyncio.gather(
                 *[
                     stub.GenerateData(
-                        pb.GenerateRequest(entity="cart", count=3, seed=i), timeout=60
+                        pb.GenerateRequest(entity="cart", count=3, seed=i), timeout=HANG_GUARD_S
                     )
                     for i in range(40)
                 ]
@@ -97,7 +100,7 @@ async def test_generator_group_with_two_members(kafka):
             consumer = g.subscribers[0]._consumer
             return any([(await consumer.committed(tp) or 0) > 0 for tp in consumer.assignment()])
 
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(HANG_GUARD_S):
             while not all([await progressed(g) for g in gens]):
                 await asyncio.sleep(0.2)
     finally:

@@ -43,8 +43,9 @@ def _topic(prefix: str) -> str:
 
 
 async def _consume(
-    consumer: AIOKafkaConsumer, n: int, timeout: float = 10.0
+    consumer: AIOKafkaConsumer, n: int, timeout: float = HANG_GUARD_S
 ) -> list[ConsumerRecord]:
+    """`n` records; `timeout` only guards against a hang."""
     records: list[ConsumerRecord] = []
     async with asyncio.timeout(timeout):
         while len(records) < n:
@@ -65,7 +66,7 @@ def test_broker_starts_and_is_reachable(embedded_broker: EmbeddedBroker) -> None
     assert embedded_broker.running
     host, _, port = embedded_broker.bootstrap_servers.partition(":")
     assert host == "127.0.0.1" and int(port) > 0
-    with socket.create_connection((host, int(port)), timeout=2):
+    with socket.create_connection((host, int(port)), timeout=HANG_GUARD_S):
         pass
 
 
@@ -110,8 +111,8 @@ def test_broker_dies_with_its_owner_process(tmp_path: Path) -> None:
         broker_pid = int(owner.stdout.readline())
         assert _alive(broker_pid)
         owner.send_signal(signal.SIGKILL)
-        owner.wait(30)
-        deadline = time.monotonic() + 120  # a controlled shutdown; generous under load
+        owner.wait(HANG_GUARD_S)
+        deadline = time.monotonic() + HANG_GUARD_S  # a controlled shutdown: a hang guard only
         while _alive(broker_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(broker_pid)
@@ -247,7 +248,7 @@ async def test_retention_applies(embedded_broker: EmbeddedBroker) -> None:
             await producer.send_and_wait(short, b"old%d" % i, partition=0)
             await producer.send_and_wait(forever, b"kept%d" % i, partition=0)
         await assign_all(reader, short, at_end=False)
-        async with asyncio.timeout(120):  # checked every second (tests/conftest.py)
+        async with asyncio.timeout(HANG_GUARD_S):  # checked every second (tests/conftest.py)
             while (await reader.beginning_offsets([tp]))[tp] < 3:
                 await asyncio.sleep(0.5)
         md = await producer.send_and_wait(short, b"new", partition=0)
@@ -278,7 +279,7 @@ async def test_reply_reader_assigned_at_end_sees_only_new(embedded_broker: Embed
         assert len(tps) == 4
         assert await consumer.position(TopicPartition(topic, 0)) == 5
         await producer.send_and_wait(topic, b"new", partition=0)
-        records = await _consume(consumer, 1, timeout=5)
+        records = await _consume(consumer, 1)
         await asyncio.sleep(0.2)
         records += [r for b in (await consumer.getmany(timeout_ms=100)).values() for r in b]
     finally:
@@ -310,7 +311,7 @@ async def test_group_commit_then_restart_resumes(embedded_broker: EmbeddedBroker
         second = make_consumer(bs, group, topic, **GROUP)
         await second.start()
         try:
-            resumed = await _consume(second, 2, timeout=15)
+            resumed = await _consume(second, 2)
             await asyncio.sleep(0.3)  # nothing else (e.g. a replay of a0..a5) may follow
             resumed += [r for b in (await second.getmany(timeout_ms=100)).values() for r in b]
             committed = {p: await second.committed(TopicPartition(topic, p)) for p in (0, 1)}
@@ -346,14 +347,14 @@ async def test_two_group_members_split_partitions_and_commit(
     producer = make_producer(bs)
     await asyncio.gather(producer.start(), *(m.start() for m in members))
     try:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(HANG_GUARD_S):
             while sorted(len(x.current) for x in listeners) != [2, 2]:
                 await asyncio.gather(*(m.getmany(timeout_ms=100) for m in members))
         assert listeners[0].current | listeners[1].current == {0, 1, 2, 3}
         for p in range(4):
             await producer.send_and_wait(topic, b"p%d" % p, partition=p)
         got: dict[int, list[bytes]] = {0: [], 1: []}
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(HANG_GUARD_S):
             while sum(map(len, got.values())) < 4:
                 for i, m in enumerate(members):
                     for recs in (await m.getmany(timeout_ms=50)).values():
@@ -408,7 +409,7 @@ async def test_30mb_on_one_partition_read_back_whole(embedded_broker: EmbeddedBr
         await assign_all(consumer, topic, at_end=False)
         tp = TopicPartition(topic, 0)
         assert (await consumer.beginning_offsets([tp]))[tp] == 0
-        records = await _consume(consumer, 30, timeout=20)
+        records = await _consume(consumer, 30)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -455,7 +456,7 @@ def test_standalone_broker_process_serves_other_clients(tmp_path: Path) -> None:
         assert asyncio.run(roundtrip()) == {"pre": 3, "made": 2}
     finally:
         proc.terminate()
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=HANG_GUARD_S) == 0
     assert not bootstrap_file.exists()
 
 
@@ -465,7 +466,7 @@ async def _from_start(bootstrap: str, topic: str, n: int) -> list:
     await consumer.start()
     try:
         await assign_all(consumer, topic, at_end=False)
-        return await _consume(consumer, n, timeout=5)
+        return await _consume(consumer, n)
     finally:
         await consumer.stop()
 
@@ -504,7 +505,7 @@ def test_restart_keeps_every_record_and_one_broker_per_directory(tmp_path: Path)
         consumer = make_consumer(bootstrap, "keeper", "kept", **GROUP)
         await consumer.start()
         try:
-            return [r.value for r in await _consume(consumer, 1, timeout=60)]
+            return [r.value for r in await _consume(consumer, 1)]
         finally:
             await consumer.stop()
 

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from services.kit.broker import EmbeddedBroker
 from services.kit.kafka import assign_all, make_consumer, make_producer
+from tests.support import HANG_GUARD_S
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]  # a broker of its own
 
@@ -60,7 +61,7 @@ async def _read(bootstrap: str, topic: str) -> set[bytes]:
         tps = await assign_all(consumer, topic, at_end=False)
         ends = await consumer.end_offsets(tps)
         out: set[bytes] = set()
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(HANG_GUARD_S):
             while any([await consumer.position(tp) < ends[tp] for tp in tps]):
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     out |= {r.value for r in records}

@@ -16,11 +16,12 @@ import urllib.request
 from services.bridge.server import overall
 from services.kit import http
 from services.kit.http import HealthHTTP
+from tests.support import HANG_GUARD_S, wait_until
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=HANG_GUARD_S) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -49,7 +50,7 @@ async def test_a_blocked_service_loop_still_answers_liveness_and_health_names_it
             )
         )
         asked.start()
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + HANG_GUARD_S
         while asked.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)  # this loop is blocked (a frozen service) while they are asked
         asked.join()
@@ -66,19 +67,13 @@ async def test_connections_beyond_the_limit_are_refused_at_once(monkeypatch):
     server = await served()
     idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
     try:
-        for _ in range(100):  # until the server has taken them all
-            if server.open == 4:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: server.open == 4, "the server taking all four")
         code, body = await asyncio.to_thread(get, server.port, "/health/live")
         assert code == 503 and b"too many connections" in body
     finally:
         for s in idle:
             s.close()
-    for _ in range(100):
-        if server.open == 0:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: server.open == 0, "the server letting them go")
     assert (await asyncio.to_thread(get, server.port, "/health/live"))[0] == 200
     await server.stop()
 

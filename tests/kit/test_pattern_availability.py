@@ -12,7 +12,7 @@ from services.kit.patterns import Collection, Pattern, open_store
 from services.kit.patterns.availability import StoreAvailability
 from services.kit.patterns.scope import Scope
 from tests.fakes.weaviate_server import FakeWeaviate
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, eventually, make_settings, wait_until
 
 CART = Scope(Collection.PATTERNS, "ecommerce", "cart")
 USER = Scope(Collection.PATTERNS, "ecommerce", "user")
@@ -38,16 +38,8 @@ def settings_for(server: FakeWeaviate, **over):
     )
 
 
-async def until(predicate, what: str, timeout: float = 20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"never: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_gap_answers_from_cached_counts_and_refreshes_in_the_background(server):
-    settings = settings_for(server)
+    settings = settings_for(server, timeout=HANG_GUARD_S)  # nothing here is meant to time out
     writer = open_store(settings)
     await writer.start()
     await writer.upsert([pattern("cart", "weekly groceries for a family")])
@@ -69,7 +61,7 @@ async def test_gap_answers_from_cached_counts_and_refreshes_in_the_background(se
         # at most one background refresh (if the counts went stale meanwhile on a slow
         # machine), never a store call per request
         assert len(server.calls) - searches <= per_refresh
-        await until(lambda: avail.gap(USER) is None, "the new user pattern is seen")
+        await wait_until(lambda: avail.gap(USER) is None, "the new user pattern is seen")
     finally:
         await avail.aclose()
         await writer.aclose()
@@ -84,10 +76,10 @@ async def test_a_stalled_store_becomes_unavailable_without_blocking_requests(ser
             await asyncio.sleep(0.35)  # the cached counts are stale now
             # gap() is synchronous: whatever the store does, a request only reads the cache
             assert avail.gap(CART) == "no patterns for ecommerce/cart in the pattern store"
-            await until(lambda: avail.reason is not None, "the stalled store is noticed")
+            await wait_until(lambda: avail.reason is not None, "the stalled store is noticed")
             assert avail.gap(CART).startswith("pattern store unavailable: ")
             assert (await avail.components())["pattern_store"].startswith("unavailable")
-        await until(lambda: avail.gap(CART) == CART.missing(), "recovery")
+        await wait_until(lambda: avail.gap(CART) == CART.missing(), "recovery")
     finally:
         await avail.aclose()
 
@@ -100,12 +92,13 @@ async def test_a_store_that_is_down_says_why_and_recovers(server):
             assert avail.reason is not None
             assert avail.reason.startswith("pattern store unavailable: ")
             assert avail.gap(CART) == avail.reason
-        for _ in range(100):  # the backend retries a down server on a fresh client
+
+        async def answers() -> bool:  # the backend retries a down server on a fresh client
             await avail.refresh(force=True)
-            if avail.reason is None:
-                break
-            await asyncio.sleep(0.2)
-        assert avail.reason is None and avail.gap(CART) == CART.missing()
+            return avail.reason is None
+
+        await eventually(answers, "the store answering again")
+        assert avail.gap(CART) == CART.missing()
     finally:
         await avail.aclose()
 

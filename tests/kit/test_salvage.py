@@ -19,6 +19,7 @@ import pytest
 from services.kit.broker import EmbeddedBroker
 from services.kit.kafka import assign_all, make_consumer, make_producer
 from services.kit.salvage import split_segment
+from tests.support import HANG_GUARD_S
 
 CASES = ("bad-length", "zero-block", "torn-tail", "bad-index", "empty-log", "not-a-log")
 
@@ -41,7 +42,7 @@ async def _read_all(bootstrap: str, topic: str) -> list[bytes]:
         tps = await assign_all(consumer, topic, at_end=False)
         end = (await consumer.end_offsets(tps))[tps[0]]
         out: list[bytes] = []
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(HANG_GUARD_S):
             while await consumer.position(tps[0]) < end:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     out += [r.value for r in records]

@@ -24,7 +24,7 @@ from services.kit.kafka import (
     make_producer,
 )
 from services.kit.stream import Runtime, Subscriber
-from tests.support import HANG_GUARD_S, make_settings
+from tests.support import HANG_GUARD_S, eventually, make_settings, wait_until
 
 
 async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
@@ -58,8 +58,14 @@ async def test_offset_moves_only_past_finished_work_and_unfinished_work_comes_ba
 
     sub = Subscriber(rt, "t", [topic], group, first_handler)
     task = asyncio.create_task(sub.run())
-    await asyncio.wait_for(stuck.wait(), 20)
-    await asyncio.sleep(0.3)  # several commit rounds pass
+    await asyncio.wait_for(stuck.wait(), HANG_GUARD_S)
+    tp = TopicPartition(topic, 0)
+
+    async def m0_committed() -> bool:
+        return (await _committed(bootstrap, group, tp) or 0) >= 1
+
+    await eventually(m0_committed, "m0 committed")
+    await asyncio.sleep(0.3)  # several more commit rounds pass: m1 must not be committed
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert await _committed(bootstrap, group, TopicPartition(topic, 0)) == 1
@@ -71,10 +77,7 @@ async def test_offset_moves_only_past_finished_work_and_unfinished_work_comes_ba
 
     sub2 = Subscriber(rt, "t", [topic], group, second_handler)
     task2 = asyncio.create_task(sub2.run())
-    for _ in range(300):
-        if len(again) >= 2:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: len(again) >= 2, "m1 and m2 delivered again")
     sub2.stop()
     await asyncio.gather(task2, return_exceptions=True)
     await rt.stop()
@@ -112,10 +115,7 @@ async def test_failing_handler_is_parked_even_when_dead_lettering_fails_at_first
     await sub.wait_ready()
     await rt.publish(topic, b"bad", b"k")
     await rt.publish(topic, b"good", b"k")
-    for _ in range(200):
-        if handled:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: bool(handled), "the good message handled")
     sub.stop()
     await asyncio.gather(task, return_exceptions=True)
     await rt.stop()

@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 from services.kit.patterns.weaviate import WeaviateStore
 from services.kit.settings import Settings
 from tests.fakes.weaviate_server import FakeWeaviate
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, make_settings
 
 DIM = 384  # all-MiniLM-L6-v2: the fake refuses vectors of any other length
-# Generous for the shared suite on a busy machine; the timeout itself is tested on its own.
-_TIMEOUT = {"pattern_store_timeout_seconds": 60.0}
+# A hang guard only for the shared suite on a busy machine; the timeout itself is tested
+# on its own.
+_TIMEOUT = {"pattern_store_timeout_seconds": HANG_GUARD_S}
 
 
 def weaviate_settings(server: FakeWeaviate, **over: Any) -> Settings:

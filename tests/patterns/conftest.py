@@ -25,10 +25,11 @@ from tests.patterns.backends import (
     make_weaviate_fake,
     reopen_weaviate,
 )
+from tests.support import HANG_GUARD_S
 
-# Generous: the suite shares a small machine with other test runs; the timeout is tested
-# on its own (test_embedded.py).
-TIMEOUT_S = 60.0
+# A hang guard only: the suite shares a small machine with other test runs; the timeout
+# is tested on its own (test_embedded.py).
+TIMEOUT_S = HANG_GUARD_S
 
 Factory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[PatternStore]]
 Reopen = Callable[[PatternStore], AbstractAsyncContextManager[PatternStore]]

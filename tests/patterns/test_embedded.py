@@ -49,7 +49,7 @@ async def test_another_process_writes_are_seen_without_restart(tmp_path: Path) -
             from services.kit.patterns.store import Collection, Pattern
 
             async def main():
-                store = EmbeddedStore({str(path)!r}, timeout_seconds=60)
+                store = EmbeddedStore({str(path)!r}, timeout_seconds={HANG_GUARD_S})
                 await store.start()
                 print(await store.upsert([Pattern.model_validate_json({marathon!r})]))
                 print(await store.delete(Collection.PATTERNS, [{kitchen!r}]))
@@ -92,7 +92,7 @@ async def test_a_locked_file_is_unavailable_within_the_timeout_then_recovers(
 async def test_an_unusable_path_is_unavailable_until_it_is_fixed(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the store's directory should be")
-    store = EmbeddedStore(blocker / "patterns.sqlite", timeout_seconds=10)
+    store = EmbeddedStore(blocker / "patterns.sqlite", timeout_seconds=HANG_GUARD_S)
     with pytest.raises(StoreUnavailable, match="not-a-dir"):
         await store.start()
     assert (await store.health()).startswith("unavailable: ")

@@ -77,8 +77,9 @@ class Tail:
     async def __aexit__(self, *exc) -> None:
         await self.consumer.stop()
 
-    async def until(self, predicate, timeout: float = 20.0) -> list:
-        """Records (ConsumerRecord) until `predicate(records_so_far)` holds."""
+    async def until(self, predicate, timeout: float = HANG_GUARD_S) -> list:
+        """Records (ConsumerRecord) until `predicate(records_so_far)` holds; `timeout`
+        only guards against a hang."""
         got: list = []
         deadline = asyncio.get_running_loop().time() + timeout
         while not predicate(got):

@@ -15,7 +15,7 @@ from services.kit.codec import AVRO, JSON
 from services.kit.messages import RoutedRequest
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S
+from tests.support import HANG_GUARD_S, wait_until
 
 from .conftest import rid
 
@@ -163,11 +163,19 @@ async def test_bad_routed_message_dead_lettered_by_generator(stack, agent_produc
 
 
 async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, tail, codec):
+    from services.kit.kafka import assign_all, end_positions, make_consumer
+
     other = App(
         settings.model_copy(update={"instance_id": "test-b"}), settings.kafka_bootstrap_servers
     )
     await other.start(["bridge"], grpc_port=0)
+    readers = []
     try:
+        # each instance's reply topic, read from before the calls (not what others left)
+        for app in (stack, other):
+            readers.append(make_consumer(settings.kafka_bootstrap_servers, None))
+            await readers[-1].start()
+            await assign_all(readers[-1], app.servicer.inbox.topic, at_end=True)
         import grpc
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{other.grpc_port}") as ch:
@@ -178,7 +186,7 @@ async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, ta
             async def call(s, request_id, n):
                 r = await s.GenerateData(
                     pb.GenerateRequest(request_id=request_id, entity="cart", count=n, seed=n),
-                    timeout=30,
+                    timeout=HANG_GUARD_S,
                 )
                 return r.request_id, len(json.loads(r.data)), r.success
 
@@ -189,21 +197,18 @@ async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, ta
         assert all(ok for _, _, ok in results)
         assert [n for _, n, _ in results] == list(range(1, 16)) * 2
         # each instance's reply topic carried only its own requests
-        for app, ids in ((stack, ids_a), (other, ids_b)):
-            topic = app.servicer.inbox.topic
-            from services.kit.kafka import assign_all, make_consumer
-
-            c = make_consumer(settings.kafka_bootstrap_servers, None)
-            await c.start()
-            await assign_all(c, topic, at_end=False)
+        for c, ids in zip(readers, (ids_a, ids_b), strict=True):
+            tps = list(c.assignment())
+            end = await end_positions(c, tps)  # every reply is there: the calls were answered
             seen = set()
-            for _ in range(10):
+            while [tp for tp in tps if await c.position(tp) < end[tp]]:
                 for recs in (await c.getmany(timeout_ms=200)).values():
                     seen.update(codec.decode_chunk(r.value).request_id for r in recs)
-            await c.stop()
             assert set(ids) <= seen
             assert not (seen & set(ids_a if ids is ids_b else ids_b))
     finally:
+        for c in readers:
+            await c.stop()
         await other.stop()
 
 
@@ -255,15 +260,14 @@ async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_produ
             )
         chunks = []
         while True:
-            c = await asyncio.wait_for(pending.get(), 30)
+            c = await asyncio.wait_for(pending.get(), HANG_GUARD_S)
             chunks.append(c)
             if c.is_final:
                 break
         # the second copy regenerates the same chunks; every one reaches us and is dropped
-        for _ in range(100):
-            if inbox.dropped - dropped_before >= len(chunks):
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: inbox.dropped - dropped_before >= len(chunks), "the copies dropped"
+        )
         duplicates_dropped = inbox.dropped - dropped_before
     finally:
         inbox.close(request_id)
@@ -285,14 +289,11 @@ async def test_chunks_of_an_earlier_attempt_with_the_same_id_are_ignored(
         dropped = inbox.dropped
         old = [("reply-to", inbox.topic.encode()), ("correlation-id", b"an-earlier-attempt")]
         await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=old)
-        for _ in range(100):
-            if inbox.dropped > dropped:
-                break
-            await asyncio.sleep(0.05)
-        assert inbox.dropped > dropped and pending.queue.empty()
+        await wait_until(lambda: inbox.dropped > dropped, "the earlier attempt's chunk dropped")
+        assert pending.queue.empty()
         new = [("reply-to", inbox.topic.encode()), ("correlation-id", pending.correlation.encode())]
         await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=new)
-        chunk = await asyncio.wait_for(pending.get(), 20)
+        chunk = await asyncio.wait_for(pending.get(), HANG_GUARD_S)
         assert chunk.is_final and chunk.record_count == 10
     finally:
         inbox.close(request_id)
@@ -327,14 +328,10 @@ async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, age
         key=stuck.encode(),
         headers=headers,
     )
-    for _ in range(200):
-        if pending.queue.full():
-            break
-        await asyncio.sleep(0.05)
-    assert pending.queue.full()
+    await wait_until(pending.queue.full, "the stuck stream's queue full")
     inbox.close(stuck)  # the caller went away
     t = asyncio.get_running_loop().time()
-    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=2), timeout=30)
+    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=2), timeout=HANG_GUARD_S)
     assert resp.success
     assert asyncio.get_running_loop().time() - t < 3.0
 

@@ -215,12 +215,12 @@ def serving_bridge(env: dict[str, str], http_port: int) -> Iterator[subprocess.P
             yield proc
         finally:
             proc.terminate()
-            proc.wait(20)
+            proc.wait(HANG_GUARD_S)
 
 
 def health(port: int) -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=HANG_GUARD_S) as r:
             return json.loads(r.read())
     except OSError:
         return None
@@ -331,7 +331,7 @@ async def publish_answered(settings, argv: list[str], answers) -> int:
                     *([("run-id", run.encode())] if run else []),
                 ],
             )
-        return await asyncio.wait_for(command, 60)
+        return await asyncio.wait_for(command, HANG_GUARD_S)
     finally:
         await producer.stop()
         await requests.stop()
@@ -339,7 +339,7 @@ async def publish_answered(settings, argv: list[str], answers) -> int:
 
 async def test_publish_fails_loudly_when_a_chunk_is_missing(agent_topics, capsys, tmp_path):
     out = tmp_path / "carts.json"
-    argv = ["--entity", "cart", "--count", "3", "--out", str(out), "--timeout", "20"]
+    argv = ["--entity", "cart", "--count", "3", "--out", str(out), "--timeout", str(HANG_GUARD_S)]
     answers = [("", 0, False, [{"i": 0}]), ("", 2, True, [{"i": 2}])]
     assert await publish_answered(agent_topics, argv, answers) == 1
     line = one_line_error(capsys)
@@ -351,7 +351,7 @@ async def test_publish_writes_one_run_whole_and_each_chunk_once(agent_topics, ca
     """A redelivered llm request: run A's chunks, then run B's interleaved with A's late
     ones and duplicates. The --out file (not in place yet) starts over with run B."""
     out = tmp_path / "carts.json"
-    argv = ["--entity", "cart", "--count", "3", "--out", str(out), "--timeout", "20"]
+    argv = ["--entity", "cart", "--count", "3", "--out", str(out), "--timeout", str(HANG_GUARD_S)]
     answers = [
         ("A", 0, False, [{"run": "A", "i": 0}]),
         ("A", 1, False, [{"run": "A", "i": 1}]),
@@ -370,7 +370,7 @@ async def test_publish_writes_one_run_whole_and_each_chunk_once(agent_topics, ca
 
 
 async def test_publish_to_stdout_fails_rather_than_splice_a_newer_run(agent_topics, capsys):
-    argv = ["--entity", "cart", "--count", "2", "--timeout", "20"]
+    argv = ["--entity", "cart", "--count", "2", "--timeout", str(HANG_GUARD_S)]
     answers = [
         ("A", 0, False, [{"run": "A"}]),
         ("B", 0, False, [{"run": "B"}]),

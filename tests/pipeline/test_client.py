@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_kafka_and_grpc_give_the_same_dataset(stack, settings):
     req = GenerateRequest(entity="order", count=300, seed=4, anchor="2026-01-01T00:00:00Z")
     async with KafkaTestDataClient(
-        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix
+        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix, timeout_s=HANG_GUARD_S
     ) as kc:
         via_kafka = await kc.generate(req)
         streamed = [
             c async for c in kc.stream(req.model_copy(update={"output_format": OutputFormat.CSV}))
         ]
-    async with GrpcTestDataClient(f"127.0.0.1:{stack.grpc_port}") as gc:
+    async with GrpcTestDataClient(f"127.0.0.1:{stack.grpc_port}", timeout_s=HANG_GUARD_S) as gc:
         via_grpc = await gc.generate(req)
     assert via_kafka.records == via_grpc.records and len(via_kafka.records) == 300
     assert via_kafka.metadata.seed == via_grpc.metadata.seed == 4
@@ -42,11 +42,11 @@ async def test_a_bad_request_raises_with_field_details_on_both_transports(stack,
         constraints={"field_constraints": {"items.quantity": {"min": 9, "max": 2}}},
     )
     async with KafkaTestDataClient(
-        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix
+        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix, timeout_s=HANG_GUARD_S
     ) as kc:
         with pytest.raises(GenerationFailed) as k:
             await kc.generate(bad)
-    async with GrpcTestDataClient(f"127.0.0.1:{stack.grpc_port}") as gc:
+    async with GrpcTestDataClient(f"127.0.0.1:{stack.grpc_port}", timeout_s=HANG_GUARD_S) as gc:
         with pytest.raises(GenerationFailed) as g:
             await gc.generate(bad)
     assert k.value.kind == "invalid_request" and k.value.details
@@ -56,7 +56,7 @@ async def test_a_bad_request_raises_with_field_details_on_both_transports(stack,
 
 async def test_duplicates_are_dropped_and_order_restored(stack, settings):
     async with KafkaTestDataClient(
-        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix
+        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix, timeout_s=HANG_GUARD_S
     ) as kc:
         rid = await kc.publish(GenerateRequest(entity="user", count=2000, seed=9))
         # the same request again under the same id: a redelivery, chunk for chunk

@@ -16,6 +16,7 @@ from services.kit.client import KafkaTestDataClient
 from services.kit.codec import get_codec
 from services.kit.messages import ResultChunk
 from services.proto.testdata.v1 import test_data_pb2 as pb
+from tests.support import HANG_GUARD_S
 
 from .conftest import rid
 
@@ -38,11 +39,11 @@ async def record(stub, settings) -> tuple[list[str], dict[str, str]]:
         )
         if seed is not None:
             req.seed = seed
-        resp = await stub.GenerateData(req, timeout=30)
+        resp = await stub.GenerateData(req, timeout=HANG_GUARD_S)
         ids.append(resp.request_id)
         digests[resp.request_id] = resp.metadata.data_sha256
     async with KafkaTestDataClient(
-        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix
+        settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix, timeout_s=HANG_GUARD_S
     ) as kc:
         ds = await kc.generate(
             GenerateRequest(request_id=rid("agent"), entity="review", count=25, hints=["no_learn"])
@@ -237,13 +238,13 @@ async def test_replay_and_export_select_by_entity_path_time_and_offsets(
         pb.GenerateRequest(
             request_id=rid("sel"), entity="cart", count=12, seed=2, hints=["no_learn"]
         ),
-        timeout=30,
+        timeout=HANG_GUARD_S,
     )
     user = await stub.GenerateData(
         pb.GenerateRequest(
             request_id=rid("sel"), entity="user", count=7, seed=2, hints=["no_learn"]
         ),
-        timeout=30,
+        timeout=HANG_GUARD_S,
     )
     capsys.readouterr()
 
@@ -445,7 +446,7 @@ async def test_a_dataset_on_the_log_is_one_run_whole(tmp_path, arrivals, expecte
 async def test_request_ids_that_match_nothing_exit_1_naming_them(stub, settings, tmp_path, capsys):
     cart = await stub.GenerateData(
         pb.GenerateRequest(request_id=rid("ids"), entity="cart", count=3, hints=["no_learn"]),
-        timeout=30,
+        timeout=HANG_GUARD_S,
     )
     capsys.readouterr()
     picks = ("--request-id", "nope", "--request-id", cart.request_id)
@@ -469,7 +470,7 @@ async def test_requests_that_left_the_domain_empty_match_the_domain_served_as(
     since = str(int(time.time() * 1000) - 1)
     cart = await stub.GenerateData(
         pb.GenerateRequest(request_id=rid("dom"), entity="cart", count=4, hints=["no_learn"]),
-        timeout=30,
+        timeout=HANG_GUARD_S,
     )
     assert cart.success
     capsys.readouterr()
@@ -524,7 +525,6 @@ async def test_an_agents_dataset_is_read_back_from_the_log_chunk_by_chunk(
                 {c.request_id for c in map(codec.decode_chunk, (r.value for r in rs)) if c.is_final}
                 >= set(ids)
             ),
-            timeout=60,
         )
     replies = [
         codec.decode_chunk(r.value)

@@ -46,7 +46,7 @@ async def test_a_slow_reader_gets_everything_once_and_stalls_no_one(stack, stub)
     at its own pace: every record exactly once, while others' unary calls stay fast."""
     count = 100_000
     req = pb.GenerateRequest(entity="cart", count=count, seed=11)
-    call = stub.GenerateDataStream(req, timeout=120)
+    call = stub.GenerateDataStream(req, timeout=HANG_GUARD_S)
     seen: list[int] = []
     unary_ms: list[float] = []
 
@@ -58,7 +58,9 @@ async def test_a_slow_reader_gets_everything_once_and_stalls_no_one(stack, stub)
     async def others() -> None:
         while len(seen) < count:
             t0 = time.perf_counter()
-            resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=5), timeout=30)
+            resp = await stub.GenerateData(
+                pb.GenerateRequest(entity="user", count=5), timeout=HANG_GUARD_S
+            )
             assert resp.success
             unary_ms.append((time.perf_counter() - t0) * 1000)
             await asyncio.sleep(0.05)
@@ -77,7 +79,7 @@ async def test_a_small_request_does_not_wait_behind_a_large_one_on_its_partition
     big_id = rid("big")
     small_id = same_partition_id(big_id, partitions, rid("small"))
     big = stub.GenerateDataStream(
-        pb.GenerateRequest(request_id=big_id, entity="cart", count=300_000), timeout=120
+        pb.GenerateRequest(request_id=big_id, entity="cart", count=300_000), timeout=HANG_GUARD_S
     )
     first = await big.read()  # the large request is being generated now
     assert first.chunk_index == 0
@@ -101,7 +103,7 @@ async def test_a_cancelled_stream_stops_the_generator_within_a_chunk(stack, stub
     before = sample("testdata_records_generated_total", domain="", entity="cart")
     abandoned = sample("testdata_abandoned_total", stage="generator-traditional", why="cancelled")
     call = stub.GenerateDataStream(
-        pb.GenerateRequest(entity="cart", count=1_000_000, seed=5), timeout=120
+        pb.GenerateRequest(entity="cart", count=1_000_000, seed=5), timeout=HANG_GUARD_S
     )
     await call.read()
     call.cancel()
@@ -205,7 +207,8 @@ async def test_a_request_past_the_generation_budget_is_stopped_parked_and_answer
     request_id = rid("budget")
     async with tail(stack.rt.topics.deadletter) as dead:
         call = stub.GenerateDataStream(
-            pb.GenerateRequest(request_id=request_id, entity="cart", count=1_000_000), timeout=60
+            pb.GenerateRequest(request_id=request_id, entity="cart", count=1_000_000),
+            timeout=HANG_GUARD_S,
         )
         received = 0
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -46,7 +46,8 @@ def violations(exc: grpc.aio.AioRpcError) -> dict[str, str]:
 @pytest.mark.parametrize("entity", ENTITIES)
 async def test_unary_each_entity(stub, stack, entity):
     resp = await stub.GenerateData(
-        pb.GenerateRequest(entity=entity, count=25, seed=5, request_id=rid(entity)), timeout=20
+        pb.GenerateRequest(entity=entity, count=25, seed=5, request_id=rid(entity)),
+        timeout=HANG_GUARD_S,
     )
     assert resp.success, resp.error
     records = json.loads(resp.data)
@@ -66,7 +67,7 @@ async def test_unary_matches_in_process_generation(stub, stack):
     req = pb.GenerateRequest(
         entity="order", count=40, seed=77, anchor="2026-05-01T00:00:00Z", output_format=pb.SQL
     )
-    resp = await stub.GenerateData(req, timeout=20)
+    resp = await stub.GenerateData(req, timeout=HANG_GUARD_S)
     plan = build_plan(
         GenerateRequest(
             entity="order", count=40, seed=77, anchor="2026-05-01T00:00:00Z", output_format="SQL"
@@ -78,12 +79,12 @@ async def test_unary_matches_in_process_generation(stub, stack):
 
 
 async def test_omitted_count_and_seed_get_documented_defaults(stub):
-    resp = await stub.GenerateData(pb.GenerateRequest(entity="user"), timeout=20)
+    resp = await stub.GenerateData(pb.GenerateRequest(entity="user"), timeout=HANG_GUARD_S)
     assert resp.record_count == 10  # DEFAULT_COUNT
     assert resp.metadata.seed != 0  # the bridge fixed one and reports it
     again = await stub.GenerateData(
         pb.GenerateRequest(entity="user", seed=resp.metadata.seed, anchor=resp.metadata.anchor),
-        timeout=20,
+        timeout=HANG_GUARD_S,
     )
     assert again.data == resp.data  # reproducible from what metadata reports
 
@@ -100,7 +101,7 @@ async def test_scenarios_and_csv(stub):
                 pb.Scenario(name="single_item", count=1),
             ],
         ),
-        timeout=20,
+        timeout=HANG_GUARD_S,
     )
     assert resp.success and resp.record_count == 10
     assert dict(resp.metadata.scenario_counts) == {
@@ -123,7 +124,7 @@ async def test_invalid_request_gets_field_level_detail(stub):
         ),
     )
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.GenerateData(req, timeout=10)
+        await stub.GenerateData(req, timeout=HANG_GUARD_S)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     v = violations(exc.value)
     assert "count" in v
@@ -140,7 +141,7 @@ async def test_unknown_entity_is_invalid_argument(stub):
 
 async def test_count_above_sync_limit_points_to_stream(stub):
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.GenerateData(pb.GenerateRequest(entity="cart", count=1001), timeout=10)
+        await stub.GenerateData(pb.GenerateRequest(entity="cart", count=1001), timeout=HANG_GUARD_S)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "GenerateDataStream" in exc.value.details()
 
@@ -189,7 +190,7 @@ async def test_stream_10000_records_in_order_identical_to_in_process(stub, stack
     req = pb.GenerateRequest(
         entity="cart", count=10_000, seed=123, anchor="2026-02-01T00:00:00Z", request_id=rid("big")
     )
-    chunks = [c async for c in stub.GenerateDataStream(req, timeout=120)]
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     assert [c.is_final for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert len(chunks) > 1 and all(c.request_id == req.request_id for c in chunks)
@@ -273,7 +274,7 @@ async def test_large_records_are_chunked_under_the_message_limit(stub):
             field_constraints={"body": pb.FieldConstraint(min_length=9000, max_length=10000)}
         ),
     )
-    chunks = [c async for c in stub.GenerateDataStream(req, timeout=120)]
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
     assert sum(c.record_count for c in chunks) == 1000 and len(chunks) > 4
     assert max(len(c.data) for c in chunks) < 3 * 1024 * 1024
     assert [len(json.loads(c.data)) for c in chunks] == [c.record_count for c in chunks]
@@ -282,7 +283,7 @@ async def test_large_records_are_chunked_under_the_message_limit(stub):
 async def test_every_streamed_json_chunk_is_an_array_of_its_records(stub):
     """A caller can parse each chunk on its own (the spec of DataChunk.data)."""
     req = pb.GenerateRequest(entity="cart", count=2500, seed=8, request_id=rid("arrays"))
-    chunks = [c async for c in stub.GenerateDataStream(req, timeout=60)]
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
     assert [c.record_count for c in chunks] == [128, 1000, 1000, 372]  # small first, CHUNK_SIZE
     lists = [json.loads(c.data) for c in chunks]
     assert all(isinstance(x, list) for x in lists)
@@ -304,8 +305,8 @@ async def test_unary_joins_several_chunks_into_one_document(stub, stack):
         schema=pb.Schema(fields=fields),
         constraints=pb.Constraints(field_constraints=limits),
     )
-    chunks = [c async for c in stub.GenerateDataStream(req, timeout=60)]
-    resp = await stub.GenerateData(req, timeout=60)
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
+    resp = await stub.GenerateData(req, timeout=HANG_GUARD_S)
     assert len(chunks) > 1 and resp.success and resp.record_count == 300
     assert resp.data == join_chunks(OutputFormat.JSON, [c.data for c in chunks])
     assert [r["_index"] for r in json.loads(resp.data)] == list(range(300))
@@ -326,6 +327,7 @@ async def test_cli_stream_out_writes_one_valid_file(stack, tmp_path, fmt):
     out = tmp_path / f"carts.{fmt}"
     argv = ["generate", "--stream", "--entity", "cart", "--count", "2500", "--seed", "4"]
     argv += ["--format", fmt, "--out", str(out), "--target", f"127.0.0.1:{stack.grpc_port}"]
+    argv += ["--timeout", str(HANG_GUARD_S)]  # the CLI's own default deadline is 300 s
     assert await asyncio.to_thread(cli_main, argv) == 0
     text = out.read_text()
     if fmt == "json":
@@ -342,7 +344,7 @@ async def test_cli_stream_out_writes_one_valid_file(stack, tmp_path, fmt):
 async def test_cli_failed_call_leaves_no_file(stack, tmp_path):
     new, old = tmp_path / "new.json", tmp_path / "old.json"
     old.write_text("earlier")
-    target = ["--target", f"127.0.0.1:{stack.grpc_port}"]
+    target = ["--target", f"127.0.0.1:{stack.grpc_port}", "--timeout", str(HANG_GUARD_S)]
     for path, argv in [
         (new, ["--entity", "cart", "--count", "-1", "--stream"]),  # refused before any data
         (old, ["--entity", "spaceship"]),

@@ -26,7 +26,7 @@ from services.kit.codec import JSON
 from services.kit.stream import Runtime
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, make_settings
 
 from .conftest import rid
 from .test_agents import chunks_for, final_for, publish
@@ -69,7 +69,9 @@ GARBAGE = {
 }
 
 
-async def raw_call(channel, method: str, body: bytes, timeout: float = 20) -> grpc.aio.AioRpcError:
+async def raw_call(
+    channel, method: str, body: bytes, timeout: float = HANG_GUARD_S
+) -> grpc.aio.AioRpcError:
     """Send raw bytes (no serializer) and return the error the call ended with."""
     if method == STREAM:
         call = channel.unary_stream(method, request_serializer=None, response_deserializer=None)
@@ -83,13 +85,15 @@ async def raw_call(channel, method: str, body: bytes, timeout: float = 20) -> gr
     return exc.value
 
 
-async def call_error(stub, method: str, request: pb.GenerateRequest) -> grpc.aio.AioRpcError:
+async def call_error(
+    stub, method: str, request: pb.GenerateRequest, timeout: float = HANG_GUARD_S
+) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         if method == STREAM:
-            async for _ in stub.GenerateDataStream(request, timeout=30):
+            async for _ in stub.GenerateDataStream(request, timeout=timeout):
                 pass
         else:
-            await stub.GenerateData(request, timeout=30)
+            await stub.GenerateData(request, timeout=timeout)
     return exc.value
 
 
@@ -119,7 +123,9 @@ def trailer_bytes(exc: grpc.aio.AioRpcError) -> int:
 
 
 async def assert_still_serves(stub) -> None:
-    resp = await stub.GenerateData(pb.GenerateRequest(entity="cart", count=2, seed=1), timeout=20)
+    resp = await stub.GenerateData(
+        pb.GenerateRequest(entity="cart", count=2, seed=1), timeout=HANG_GUARD_S
+    )
     assert resp.success and resp.record_count == 2
 
 
@@ -143,7 +149,7 @@ async def test_get_schemas_with_invalid_utf8_is_invalid_argument(channel, stub):
     exc = await raw_call(channel, SCHEMAS, _field(1, b"\xc3\x28"))  # domain
     assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details(exc)[0].reason == "DECODE"
-    assert (await stub.GetSchemas(pb.GetSchemasRequest(), timeout=10)).schemas
+    assert (await stub.GetSchemas(pb.GetSchemasRequest(), timeout=HANG_GUARD_S)).schemas
 
 
 # ---- conversion errors ------------------------------------------------------------------
@@ -324,7 +330,11 @@ async def test_a_broker_that_refuses_the_request_is_unavailable(stack, stub, set
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             local = pb_grpc.TestDataServiceStub(channel)
             for method in (UNARY, STREAM):
-                exc = await call_error(local, method, pb.GenerateRequest(entity="cart"))
+                # The broker is reachable, so the bridge waits for the acknowledgement up to
+                # the caller's deadline (less 0.5 s), then answers UNAVAILABLE: the deadline
+                # is what ends the wait here, not a hang guard.
+                req = pb.GenerateRequest(entity="cart")
+                exc = await call_error(local, method, req, timeout=30)
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
                 assert details(exc)[0].reason == "BROKER_UNAVAILABLE"
     finally:
@@ -337,10 +347,10 @@ async def test_a_broker_that_refuses_the_request_is_unavailable(stack, stub, set
 # ---- reproducible by seed ---------------------------------------------------------------
 async def test_the_same_seed_gives_identical_bytes_at_different_times(stub):
     req = pb.GenerateRequest(entity="cart", count=20, seed=42, output_format=pb.SQL)
-    first = await stub.GenerateData(req, timeout=20)
+    first = await stub.GenerateData(req, timeout=HANG_GUARD_S)
     await asyncio.sleep(1.1)  # "now" has moved on: it must not matter
-    second = await stub.GenerateData(req, timeout=20)
-    streamed = [c async for c in stub.GenerateDataStream(req, timeout=20)]
+    second = await stub.GenerateData(req, timeout=HANG_GUARD_S)
+    streamed = [c async for c in stub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
     assert first.data == second.data == "".join(c.data for c in streamed)
     assert first.metadata.anchor == second.metadata.anchor == "2025-01-01T00:00:00Z"
     assert first.request_id != second.request_id  # different calls, the same data
@@ -349,12 +359,12 @@ async def test_the_same_seed_gives_identical_bytes_at_different_times(stub):
 async def test_one_instant_written_two_ways_anchors_the_same_data(stub):
     utc = pb.GenerateRequest(entity="order", count=5, seed=3, anchor="2026-03-01T00:00:00Z")
     offset = pb.GenerateRequest(entity="order", count=5, seed=3, anchor="2026-03-01T02:00:00+02:00")
-    a, b = [await stub.GenerateData(r, timeout=20) for r in (utc, offset)]
+    a, b = [await stub.GenerateData(r, timeout=HANG_GUARD_S) for r in (utc, offset)]
     assert a.data == b.data and b.metadata.anchor == "2026-03-01T00:00:00Z"
 
 
 async def test_without_seed_or_anchor_the_anchor_is_now(stub):
-    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=1), timeout=20)
+    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=1), timeout=HANG_GUARD_S)
     assert resp.metadata.anchor and resp.metadata.anchor != "2025-01-01T00:00:00Z"
 
 
@@ -370,7 +380,7 @@ async def test_an_agent_with_a_seed_gets_the_bridges_bytes(
         )
         chunks = chunks_for(await results.until(final_for(codec, request_id)), codec, request_id)
     via_bridge = await stub.GenerateData(
-        pb.GenerateRequest(entity="cart", count=20, seed=42), timeout=20
+        pb.GenerateRequest(entity="cart", count=20, seed=42), timeout=HANG_GUARD_S
     )
     assert chunks[-1].metadata.anchor == DEFAULT_ANCHOR.isoformat().replace("+00:00", "Z")
     assert join_chunks(OutputFormat.JSON, [c.data for c in chunks]) == via_bridge.data

@@ -13,6 +13,7 @@ from services.core import lexicon
 from services.core.pools import get_pools
 from services.core.validate import validate_record, with_defect_columns
 from services.proto.testdata.v1 import test_data_pb2 as pb
+from tests.support import HANG_GUARD_S
 
 from .conftest import rid
 
@@ -23,7 +24,9 @@ ALL_PRODUCTS = {p for names in OCCASION_PRODUCTS.values() for p in names}
 async def call(stub, **kw) -> tuple[list[dict], pb.GenerationMetadata]:
     kw.setdefault("seed", 21)
     kw["hints"] = [*kw.get("hints", []), "no_learn"]  # the shared store stays as seeded
-    resp = await stub.GenerateData(pb.GenerateRequest(request_id=rid("intent"), **kw), timeout=30)
+    resp = await stub.GenerateData(
+        pb.GenerateRequest(request_id=rid("intent"), **kw), timeout=HANG_GUARD_S
+    )
     assert resp.success, resp.error
     return json.loads(resp.data), resp.metadata
 

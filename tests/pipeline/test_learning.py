@@ -35,7 +35,7 @@ from services.learner.service import LearnerService
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.fakes.llm_server import FakeLLMServer
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, make_settings
 
 from .conftest import rid
 from .test_llm_path import competent_model
@@ -64,7 +64,7 @@ async def learning(embedded_broker, model):
         llm_batch_size=5,
         llm_retry_base_seconds=0.01,
         llm_retry_max_seconds=0.02,
-        llm_timeout_seconds=5,
+        llm_timeout_seconds=HANG_GUARD_S,  # a model call here is expected to answer
         patterns_per_entity_max=KEEP,
         pattern_store_timeout_seconds=2.0,
         learner_retry_max_seconds=0.3,
@@ -78,8 +78,9 @@ async def learning(embedded_broker, model):
 
 
 # ---- helpers -------------------------------------------------------------------------
-async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """`check()` (sync or async) until it returns something truthy."""
+async def eventually(check: Callable[[], Any], timeout: float = HANG_GUARD_S) -> Any:
+    """`check()` (sync or async) until it returns something truthy; `timeout` only guards
+    against a hang."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -176,7 +177,7 @@ async def final_chunk(app: App, request_id: str, final: bool = True):
                         return c
             return None
 
-        return await eventually(look, timeout=60)
+        return await eventually(look)
     finally:
         await consumer.stop()
 
@@ -207,8 +208,8 @@ async def skipped_after(app: App, reason: str, action: Callable[[], Awaitable[T]
 # ---- the loop --------------------------------------------------------------------------
 async def test_served_datasets_become_patterns_found_by_meaning(learning):
     app, stub = learning
-    marathon = await stub.GenerateData(traditional("running", 1), timeout=30)
-    office = await stub.GenerateData(traditional("running", 2, OFFICE), timeout=30)
+    marathon = await stub.GenerateData(traditional("running", 1), timeout=HANG_GUARD_S)
+    office = await stub.GenerateData(traditional("running", 2, OFFICE), timeout=HANG_GUARD_S)
     assert marathon.success and office.success
     assert marathon.metadata.generation_path == "traditional"
     await eventually(lambda: has(app, "running", 2))
@@ -255,7 +256,7 @@ async def test_a_later_request_learns_from_history_and_names_the_pattern(learnin
     """The loop closed: a learned dataset is what a later learn_from_history request is
     varied from (its metadata names the pattern), and that rag output is not learned."""
     app, stub = learning
-    served = await stub.GenerateData(traditional("history", 11), timeout=30)
+    served = await stub.GenerateData(traditional("history", 11), timeout=HANG_GUARD_S)
     assert served.success
     await eventually(lambda: has(app, "history", 1))
     (learned,) = await learner_of(app).store.list_patterns(Collection.PATTERNS, domain="history")
@@ -265,7 +266,9 @@ async def test_a_later_request_learns_from_history_and_names_the_pattern(learnin
     later = pb.GenerateRequest(
         domain="history", entity="cart", count=8, seed=5, learn_from_history=True
     )
-    resp = await skipped_after(app, "rag_path", lambda: stub.GenerateData(later, timeout=30))
+    resp = await skipped_after(
+        app, "rag_path", lambda: stub.GenerateData(later, timeout=HANG_GUARD_S)
+    )
     assert resp.success and resp.metadata.generation_path == "rag", resp.metadata
     assert list(resp.metadata.pattern_ids) == [learned.id]
     assert resp.metadata.rag_examples_used > 0
@@ -276,14 +279,18 @@ async def test_a_later_request_learns_from_history_and_names_the_pattern(learnin
 async def test_plain_and_low_coherence_datasets_are_offered_but_not_learned(learning):
     app, stub = learning
     plain = pb.GenerateRequest(domain="unlearned", entity="cart", count=10, seed=1)
-    resp = await skipped_after(app, "no_context", lambda: stub.GenerateData(plain, timeout=30))
+    resp = await skipped_after(
+        app, "no_context", lambda: stub.GenerateData(plain, timeout=HANG_GUARD_S)
+    )
     assert resp.success and resp.metadata.generation_path == "traditional"
     broken = traditional(
         "unlearned",
         2,
         scenarios=[pb.Scenario(name="broken", overrides={"subtotal": "1.0"}, description="x")],
     )
-    resp = await skipped_after(app, "low_coherence", lambda: stub.GenerateData(broken, timeout=30))
+    resp = await skipped_after(
+        app, "low_coherence", lambda: stub.GenerateData(broken, timeout=HANG_GUARD_S)
+    )
     assert resp.success and resp.metadata.coherence_score < app.settings.coherence_threshold
     assert await count(app, "unlearned") == 0
 
@@ -294,7 +301,7 @@ async def test_opted_out_failed_and_cancelled_datasets_publish_no_outcome(learni
     # opted out: served, but nothing for the learner
     done = requests_done("traditional", domain, "success")
     opted = traditional(domain, 1, hints=["no_learn"])
-    assert (await stub.GenerateData(opted, timeout=30)).success
+    assert (await stub.GenerateData(opted, timeout=HANG_GUARD_S)).success
     await eventually(lambda: requests_done("traditional", domain, "success") > done)
     # failed: constraints no basket of whole quantities and cent prices can meet
     failed_id = rid("failed")
@@ -357,7 +364,7 @@ async def test_rag_outputs_are_not_learned(learning):
     """The store must not feed on its own variations: an outcome of the rag path (as that
     path publishes it) is skipped."""
     app, stub = learning
-    served = await stub.GenerateData(traditional("ragsource", 7), timeout=30)
+    served = await stub.GenerateData(traditional("ragsource", 7), timeout=HANG_GUARD_S)
     real = app.rt.codec.decode_outcome(await outcome_of(app, served.request_id))
     as_rag = real.model_copy(update={"path": "rag", "request_id": rid("rag"), "domain": "ragged"})
     await skipped_after(
@@ -373,7 +380,7 @@ async def test_rag_outputs_are_not_learned(learning):
 
 async def test_a_redelivered_outcome_is_stored_once(learning):
     app, stub = learning
-    served = await stub.GenerateData(traditional("redelivered", 3), timeout=30)
+    served = await stub.GenerateData(traditional("redelivered", 3), timeout=HANG_GUARD_S)
     value = await outcome_of(app, served.request_id)
     await eventually(lambda: has(app, "redelivered", 1))
 
@@ -395,14 +402,18 @@ async def test_the_store_stays_within_its_bound_per_entity(learning):
     learner = learner_of(app)
     ids = []
     for seed in (1, 2, 3):
-        ids.append((await stub.GenerateData(traditional("bounded", seed), timeout=30)).request_id)
+        ids.append(
+            (await stub.GenerateData(traditional("bounded", seed), timeout=HANG_GUARD_S)).request_id
+        )
     await eventually(lambda: has(app, "bounded", KEEP))
     first = await learner.store.list_patterns(Collection.PATTERNS, domain="bounded")
     used = min(first, key=lambda p: (p.quality, p.created_at))  # the first to go, unused
     await learner.store.mark_used(Collection.PATTERNS, [used.id])
     stored = learner.stored
     for seed in (4, 5):
-        ids.append((await stub.GenerateData(traditional("bounded", seed), timeout=30)).request_id)
+        ids.append(
+            (await stub.GenerateData(traditional("bounded", seed), timeout=HANG_GUARD_S)).request_id
+        )
     await eventually(lambda: learner.stored >= stored + 2)
     kept = await learner.store.list_patterns(Collection.PATTERNS, domain="bounded")
     assert len(kept) == KEEP
@@ -425,19 +436,21 @@ async def test_outcomes_wait_while_the_store_is_down_and_datasets_are_still_serv
     await eventually(lambda: learner.unavailable is None)
     retries = metrics.REGISTRY.get_sample_value("testdata_learner_store_retries_total") or 0.0
     # another process holds the store's write lock: every write times out
-    blocker = sqlite3.connect(app.settings.pattern_store_path, timeout=5, isolation_level=None)
+    blocker = sqlite3.connect(
+        app.settings.pattern_store_path, timeout=HANG_GUARD_S, isolation_level=None
+    )
     blocker.execute("begin exclusive")
     try:
-        resp = await stub.GenerateData(traditional("outage", 1), timeout=30)
+        resp = await stub.GenerateData(traditional("outage", 1), timeout=HANG_GUARD_S)
         assert resp.success  # learning is never in a dataset's way
-        await eventually(lambda: learner.unavailable, timeout=30)
+        await eventually(lambda: learner.unavailable)
         health = await stub.HealthCheck(pb.HealthCheckRequest())
         assert health.components["learner_store"].startswith("unavailable:"), health.components
         assert "outcomes wait in learn.testdata.outcomes" in health.components["learner_store"]
         assert (metrics.REGISTRY.get_sample_value("testdata_learner_store_retries_total")) > (
             retries
         )
-        another = await stub.GenerateData(traditional("outage", 2, OFFICE), timeout=30)
+        another = await stub.GenerateData(traditional("outage", 2, OFFICE), timeout=HANG_GUARD_S)
         assert another.success
         await eventually(lambda: waiting(app) >= 2)  # both wait in the topic, not lost
         rows = blocker.execute("select count(*) from patterns where domain = 'outage'")
@@ -458,7 +471,7 @@ async def test_a_learner_started_without_its_store_waits_for_it(
     """`testdata service learner` with its volume not there yet: it starts, says why it
     cannot store, and stores what waited once the directory appears."""
     source, stub = learning
-    served = await stub.GenerateData(traditional("late", 1), timeout=30)
+    served = await stub.GenerateData(traditional("late", 1), timeout=HANG_GUARD_S)
     value = await outcome_of(source, served.request_id)
     volume = tmp_path / "volume"
     volume.write_text("not a directory (yet)")

@@ -3,7 +3,6 @@ with the real Anthropic SDK talking to a local server that speaks the Messages A
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
@@ -19,7 +18,7 @@ from services.kit.metrics import REGISTRY
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.fakes.llm_server import Fail, FakeLLMServer, Hang
-from tests.support import make_settings
+from tests.support import HANG_GUARD_S, make_settings, wait_until
 
 TASK_RE = re.compile(r"with _index (\d+) to (\d+)\.")
 
@@ -56,7 +55,7 @@ async def llm_stack(embedded_broker, model):
         llm_concurrency=2,
         llm_retry_base_seconds=0.01,
         llm_retry_max_seconds=0.02,
-        llm_timeout_seconds=5,
+        llm_timeout_seconds=HANG_GUARD_S,  # a model call here is expected to answer
     )
     app = App(settings, embedded_broker.bootstrap_servers)
     await app.start(SERVICES, grpc_port=0)
@@ -81,7 +80,7 @@ async def test_coherent_request_streams_through_the_llm_path(llm_stack, model):
             pb.Scenario(name="high_value", count=3, description="total above $500"),
         ],
     )
-    chunks = [c async for c in stub.GenerateDataStream(req, timeout=60)]
+    chunks = [c async for c in stub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
     # one chunk per batch of 5, in order, as each batch finished
     assert [c.record_count for c in chunks] == [5, 5, 2]
     assert [c.chunk_index for c in chunks] == [0, 1, 2] and chunks[-1].is_final
@@ -109,7 +108,7 @@ async def test_backend_refusing_falls_back_to_traditional_and_says_so(llm_stack,
     model.script("anthropic", *[Fail(401)] * 5)
     resp = await stub.GenerateData(
         pb.GenerateRequest(entity="cart", count=6, context=CONTEXT, hints=["coherent"], seed=9),
-        timeout=30,
+        timeout=HANG_GUARD_S,
     )
     assert resp.success and resp.record_count == 6
     md = resp.metadata
@@ -130,7 +129,7 @@ async def test_an_llm_request_past_its_budget_is_stopped_and_its_caller_told(
     model.script("anthropic", Hang(20))
     req = pb.GenerateRequest(entity="cart", count=6, context=CONTEXT, hints=["coherent"])
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for _ in stub.GenerateDataStream(req, timeout=30):
+        async for _ in stub.GenerateDataStream(req, timeout=HANG_GUARD_S):
             pass
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # Which call hangs (the batch's, or a coherence follow-up after records were kept)
@@ -143,7 +142,7 @@ async def test_an_llm_request_past_its_budget_is_stopped_and_its_caller_told(
 
 async def test_simple_request_still_goes_traditional(llm_stack):
     _, stub = llm_stack
-    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=3), timeout=30)
+    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=3), timeout=HANG_GUARD_S)
     assert resp.metadata.generation_path == "traditional"
 
 
@@ -157,7 +156,8 @@ async def test_health_reports_the_llm_backend(llm_stack):
 async def test_without_backend_llm_requests_are_served_traditionally_with_reason(stub):
     """The default stack has no LLM configured: the router says why it did not use it."""
     resp = await stub.GenerateData(
-        pb.GenerateRequest(entity="cart", count=4, context=CONTEXT, hints=["coherent"]), timeout=30
+        pb.GenerateRequest(entity="cart", count=4, context=CONTEXT, hints=["coherent"]),
+        timeout=HANG_GUARD_S,
     )
     md = resp.metadata
     assert md.requested_path == "llm" and md.generation_path == "traditional"
@@ -175,7 +175,7 @@ async def test_router_stops_choosing_llm_when_the_backend_stops_answering(embedd
         anthropic_base_url=server.url,
         llm_batch_size=5,
         llm_health_interval_seconds=0.2,
-        llm_timeout_seconds=1,
+        llm_timeout_seconds=HANG_GUARD_S,  # unhealthy is a 503 at once, not a timeout
         llm_max_retries=0,
     )
     app = App(settings, embedded_broker.bootstrap_servers)
@@ -184,13 +184,13 @@ async def test_router_stops_choosing_llm_when_the_backend_stops_answering(embedd
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
             stub = pb_grpc.TestDataServiceStub(ch)
             req = pb.GenerateRequest(entity="cart", count=3, context=CONTEXT, hints=["coherent"])
-            assert (await stub.GenerateData(req, timeout=30)).metadata.generation_path == "llm"
+            first = await stub.GenerateData(req, timeout=HANG_GUARD_S)
+            assert first.metadata.generation_path == "llm"
             server.healthy = False
-            for _ in range(50):
-                if app.probe(GenerationPath.LLM).reason:
-                    break
-                await asyncio.sleep(0.1)
-            md = (await stub.GenerateData(req, timeout=30)).metadata
+            await wait_until(
+                lambda: app.probe(GenerationPath.LLM).reason is not None, "the router noticing"
+            )
+            md = (await stub.GenerateData(req, timeout=HANG_GUARD_S)).metadata
             assert md.requested_path == "llm" and md.generation_path == "traditional"
             assert "LLM backends unhealthy" in md.routing_reason
             health = await stub.HealthCheck(pb.HealthCheckRequest())
@@ -211,7 +211,7 @@ async def test_replay_reports_that_an_llm_dataset_differs_and_why(llm_stack, mod
         pb.GenerateRequest(
             entity="cart", count=5, seed=3, context=CONTEXT, hints=["coherent", "no_learn"]
         ),
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     assert resp.metadata.generation_path == "llm" and resp.metadata.data_sha256
     before = model.default
@@ -249,7 +249,7 @@ async def test_an_llm_dataset_delivered_as_csv_or_sql_exports_to_any_format(
                 hints=["coherent", "no_learn"],
                 output_format=fmt,
             ),
-            timeout=60,
+            timeout=HANG_GUARD_S,
         )
         assert resp.metadata.generation_path == "llm"
         delivered[resp.request_id] = (pb.OutputFormat.Name(fmt).lower(), resp.data)

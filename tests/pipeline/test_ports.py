@@ -14,6 +14,7 @@ from services.bridge.inbox import Inbox
 from services.bridge.server import overall, serve
 from services.kit.http import HealthHTTP
 from services.kit.procstate import StartupError
+from tests.support import HANG_GUARD_S
 
 
 async def test_a_second_grpc_bind_on_the_same_port_fails(stack):
@@ -56,5 +57,5 @@ async def test_a_reply_reader_stopped_right_after_start_stops(stack):
         stop = asyncio.ensure_future(inbox.stop())
         # a guard that turns a hang into a failure (a stop takes milliseconds); not
         # wait_for, whose cancel the hung stop would swallow as well
-        done, _ = await asyncio.wait({stop}, timeout=30)
+        done, _ = await asyncio.wait({stop}, timeout=HANG_GUARD_S)
         assert done, f"reply reader {i} never stopped"

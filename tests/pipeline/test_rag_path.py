@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import json
+import time
 
 import grpc
 import pytest
@@ -25,7 +26,7 @@ from services.rag.retrieval import examples_of
 from services.rag.service import STORE_BACKEND
 from tests.fakes.llm_server import FakeLLMServer
 from tests.pipeline.test_llm_path import competent_model
-from tests.support import make_settings, temp_store_path
+from tests.support import HANG_GUARD_S, make_settings, temp_store_path
 
 from .conftest import rid
 
@@ -61,7 +62,7 @@ async def test_rag_varies_the_retrieved_patterns_and_names_them(stub, stack, set
         anchor=ANCHOR,
         hints=["similar to our marathon training carts"],
     )
-    resp = await stub.GenerateData(req, timeout=60)
+    resp = await stub.GenerateData(req, timeout=HANG_GUARD_S)
     assert resp.success, resp.error
     md = resp.metadata
     assert (md.generation_path, md.requested_path) == ("rag", "rag")
@@ -100,9 +101,9 @@ async def test_rag_is_deterministic_across_runs_and_chunking(stub, stack):
             production_like=True,
         )
 
-    one = await stub.GenerateData(req("one"), timeout=60)
-    two = await stub.GenerateData(req("two"), timeout=60)
-    chunks = [c async for c in stub.GenerateDataStream(req("three"), timeout=60)]
+    one = await stub.GenerateData(req("one"), timeout=HANG_GUARD_S)
+    two = await stub.GenerateData(req("two"), timeout=HANG_GUARD_S)
+    chunks = [c async for c in stub.GenerateDataStream(req("three"), timeout=HANG_GUARD_S)]
     assert one.metadata.generation_path == "rag" and one.metadata.pattern_ids
     assert list(two.metadata.pattern_ids) == list(one.metadata.pattern_ids)
     assert two.data == one.data
@@ -116,7 +117,7 @@ async def test_rag_is_deterministic_across_runs_and_chunking(stub, stack):
 
 async def test_defect_requests_keep_their_defects_and_mark_them(stub, stack):
     base = dict(entity="cart", count=12, seed=2, anchor=ANCHOR, defect_triggering=True)
-    resp = await stub.GenerateData(pb.GenerateRequest(**base), timeout=60)
+    resp = await stub.GenerateData(pb.GenerateRequest(**base), timeout=HANG_GUARD_S)
     md = resp.metadata
     assert md.generation_path == "rag" and md.pattern_ids
     records = json.loads(resp.data)
@@ -128,7 +129,9 @@ async def test_defect_requests_keep_their_defects_and_mark_them(stub, stack):
         assert [e.path for e in validate_record(schema, r)] == r[INVALID_KEY]
         if r[EDGE_CASE_KEY] == "negative_quantity":
             assert r["items"][0]["quantity"] < 0 and "items[0].quantity" in r[INVALID_KEY]
-    as_csv = await stub.GenerateData(pb.GenerateRequest(**base, output_format=pb.CSV), timeout=60)
+    as_csv = await stub.GenerateData(
+        pb.GenerateRequest(**base, output_format=pb.CSV), timeout=HANG_GUARD_S
+    )
     rows = list(csv.DictReader(io.StringIO(as_csv.data)))
     assert [row[EDGE_CASE_KEY] for row in rows] == [r[EDGE_CASE_KEY] for r in records]
     assert [json.loads(row[INVALID_KEY]) for row in rows] == [r[INVALID_KEY] for r in records]
@@ -138,24 +141,26 @@ async def test_usage_counts_of_retrieved_patterns_rise(stub, settings):
     req = pb.GenerateRequest(entity="cart", count=5, production_like=True, seed=3)
 
     async def usage(ids: list[str], at_least: dict[str, int]) -> dict[str, int]:
-        for _ in range(100):  # marked in the background, after the answer
+        deadline = time.monotonic() + HANG_GUARD_S  # marked in the background, after the answer
+        while True:
             got = {p.id: p.usage_count for p in await stored(settings, Collection.PRODUCTION, ids)}
             if all(got[i] >= at_least[i] for i in ids):
                 return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"usage counts stayed {got}, expected at least {at_least}")
             await asyncio.sleep(0.1)
-        raise AssertionError(f"usage counts stayed {got}, expected at least {at_least}")
 
-    ids = list((await stub.GenerateData(req, timeout=60)).metadata.pattern_ids)
+    ids = list((await stub.GenerateData(req, timeout=HANG_GUARD_S)).metadata.pattern_ids)
     assert ids
     before = await usage(ids, dict.fromkeys(ids, 1))  # seeds start unused
-    await stub.GenerateData(req, timeout=60)
+    await stub.GenerateData(req, timeout=HANG_GUARD_S)
     after = await usage(ids, {i: before[i] + 1 for i in ids})
     assert after == {i: before[i] + 1 for i in ids}
 
 
 async def test_entity_without_patterns_is_served_traditionally_with_the_reason(stub):
     resp = await stub.GenerateData(
-        pb.GenerateRequest(entity="user", count=5, hints=["similar"]), timeout=60
+        pb.GenerateRequest(entity="user", count=5, hints=["similar"]), timeout=HANG_GUARD_S
     )
     md = resp.metadata
     assert (md.requested_path, md.generation_path) == ("rag", "traditional")
@@ -170,7 +175,7 @@ async def test_hybrid_without_an_llm_steps_down_to_llm_then_traditional(stub):
         pb.GenerateRequest(
             entity="cart", count=4, learn_from_history=True, context="a guest-room makeover"
         ),
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     md = resp.metadata
     assert (md.requested_path, md.generation_path) == ("hybrid", "traditional")
@@ -199,7 +204,7 @@ async def test_store_down_routes_traditionally_with_the_reason(embedded_broker):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
             stub = pb_grpc.TestDataServiceStub(ch)
             resp = await stub.GenerateData(
-                pb.GenerateRequest(entity="cart", count=3, hints=["similar"]), timeout=60
+                pb.GenerateRequest(entity="cart", count=3, hints=["similar"]), timeout=HANG_GUARD_S
             )
             md = resp.metadata
             assert (md.requested_path, md.generation_path) == ("rag", "traditional")
@@ -231,7 +236,7 @@ async def test_retrieval_failing_after_routing_falls_back_and_says_why(
             stub = pb_grpc.TestDataServiceStub(ch)
             resp = await stub.GenerateData(
                 pb.GenerateRequest(entity="order", count=7, seed=1, hints=["similar"]),
-                timeout=60,
+                timeout=HANG_GUARD_S,
             )
         assert resp.success and resp.record_count == 7
         md = resp.metadata
@@ -272,7 +277,7 @@ async def hybrid_stack(embedded_broker, model, settings):
         llm_concurrency=2,
         llm_retry_base_seconds=0.01,
         llm_retry_max_seconds=0.02,
-        llm_timeout_seconds=5,
+        llm_timeout_seconds=HANG_GUARD_S,  # a model call here is expected to answer
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         yield app, pb_grpc.TestDataServiceStub(ch)
@@ -286,7 +291,7 @@ async def test_hybrid_writes_with_the_retrieved_examples_in_the_prompt(hybrid_st
         pb.GenerateRequest(
             entity="cart", count=8, learn_from_history=True, context="training for a marathon"
         ),
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     md = resp.metadata
     assert (md.requested_path, md.generation_path) == ("hybrid", "hybrid")
@@ -307,7 +312,7 @@ async def test_hybrid_defect_request_shows_the_defect_patterns(hybrid_stack, mod
         pb.GenerateRequest(
             entity="order", count=5, defect_triggering=True, context="a new checkout release"
         ),
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     md = resp.metadata
     assert md.generation_path == "hybrid" and md.pattern_ids
@@ -326,7 +331,7 @@ async def test_hybrid_for_a_scope_without_patterns_goes_to_the_llm(hybrid_stack)
             learn_from_history=True,
             context="carts for marathon runners",
         ),
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     md = resp.metadata
     assert (md.requested_path, md.generation_path) == ("hybrid", "llm")

@@ -20,6 +20,7 @@ from services.core.models import GenerationPath
 from services.core.report import ErrorKind
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
+from tests.support import HANG_GUARD_S
 
 from .conftest import rid
 from .test_scaleout import Member, app_for
@@ -56,7 +57,7 @@ async def test_a_request_whose_generator_dies_every_time_is_given_up_after_max_d
     async def read() -> grpc.aio.AioRpcError:
         call = stub.GenerateDataStream(
             pb.GenerateRequest(request_id=request_id, entity="cart", count=1_000_000, seed=2),
-            timeout=120,
+            timeout=HANG_GUARD_S,
         )
         try:
             async for chunk in call:
@@ -78,15 +79,14 @@ async def test_a_request_whose_generator_dies_every_time_is_given_up_after_max_d
         recs: list = []
         for attempt in (1, 2, 3):
             members.append(Member("traditional", embedded_broker.bootstrap_servers, PREFIX))
-            recs += await deliveries.until(lambda r, n=attempt: n in markers(r), timeout=60)
-            if attempt == 1:
-                await asyncio.wait_for(got_chunk.wait(), 60)  # chunks the caller already has
+            recs += await deliveries.until(lambda r, n=attempt: n in markers(r))
+            if attempt == 1:  # chunks the caller already has
+                await asyncio.wait_for(got_chunk.wait(), HANG_GUARD_S)
             members[-1].kill()  # mid-attempt: the process dies, the group redelivers
         members.append(Member("traditional", embedded_broker.bootstrap_servers, PREFIX))
-        err = await asyncio.wait_for(reader, 90)
+        err = await asyncio.wait_for(reader, HANG_GUARD_S)
         parked = await dead.until(
-            lambda r: any(codec.decode_dead_letter(x.value).request_id == request_id for x in r),
-            timeout=30,
+            lambda r: any(codec.decode_dead_letter(x.value).request_id == request_id for x in r)
         )
     await channel.close()
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err

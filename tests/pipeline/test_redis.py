@@ -57,20 +57,20 @@ def hits() -> float:
 
 async def test_repeated_use_cache_request_is_answered_from_the_cache(rstub):
     req = pb.GenerateRequest(entity="cart", count=30, use_cache=True)  # no seed: random
-    first = await rstub.GenerateData(req, timeout=30)
+    first = await rstub.GenerateData(req, timeout=HANG_GUARD_S)
     assert not first.metadata.cache_hit
     before = hits()
     again = pb.GenerateRequest()
     again.CopyFrom(req)
     again.request_id = rid("again")
-    second = await rstub.GenerateData(again, timeout=30)
+    second = await rstub.GenerateData(again, timeout=HANG_GUARD_S)
     assert second.metadata.cache_hit and hits() == before + 1
     assert second.request_id == again.request_id
     # a new generation would have drawn another seed: the same data means none ran
     assert second.data == first.data and second.metadata.seed == first.metadata.seed
     assert second.metadata.generation_time_ms == first.metadata.generation_time_ms
 
-    streamed = [c async for c in rstub.GenerateDataStream(again, timeout=30)]
+    streamed = [c async for c in rstub.GenerateDataStream(again, timeout=HANG_GUARD_S)]
     assert streamed[-1].metadata.cache_hit
     assert [r for c in streamed for r in json.loads(c.data)] == json.loads(first.data)
 
@@ -87,23 +87,24 @@ async def test_repeated_use_cache_request_is_answered_from_the_cache(rstub):
 )
 async def test_anything_but_the_request_id_differing_is_a_miss(rstub, change):
     base = dict(entity="cart", count=30, seed=4, use_cache=True)
-    await rstub.GenerateData(pb.GenerateRequest(**base), timeout=30)
-    assert (await rstub.GenerateData(pb.GenerateRequest(**base), timeout=30)).metadata.cache_hit
-    other = await rstub.GenerateData(pb.GenerateRequest(**{**base, **change}), timeout=30)
+    await rstub.GenerateData(pb.GenerateRequest(**base), timeout=HANG_GUARD_S)
+    same = await rstub.GenerateData(pb.GenerateRequest(**base), timeout=HANG_GUARD_S)
+    assert same.metadata.cache_hit
+    other = await rstub.GenerateData(pb.GenerateRequest(**{**base, **change}), timeout=HANG_GUARD_S)
     assert not other.metadata.cache_hit
 
 
 async def test_without_use_cache_nothing_is_answered_from_the_cache(rstub):
     req = pb.GenerateRequest(entity="user", count=5, seed=3)
-    await rstub.GenerateData(req, timeout=30)
-    assert not (await rstub.GenerateData(req, timeout=30)).metadata.cache_hit
+    await rstub.GenerateData(req, timeout=HANG_GUARD_S)
+    assert not (await rstub.GenerateData(req, timeout=HANG_GUARD_S)).metadata.cache_hit
 
 
 async def test_a_dataset_above_the_cache_bound_is_not_cached(rstub, redis_app):
     bound = redis_app.settings.cache_max_records
     req = pb.GenerateRequest(entity="user", count=bound + 1, seed=3, use_cache=True)
-    chunks = [c async for c in rstub.GenerateDataStream(req, timeout=60)]
-    again = [c async for c in rstub.GenerateDataStream(req, timeout=60)]
+    chunks = [c async for c in rstub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
+    again = [c async for c in rstub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
     assert not chunks[-1].metadata.cache_hit and not again[-1].metadata.cache_hit
 
 
@@ -120,18 +121,20 @@ async def test_a_retry_with_the_same_idempotency_key_is_not_generated_again(
     req = pb.GenerateRequest(entity="order", count=12)  # no seed: a rerun would differ
     before = metrics.IDEMPOTENT_REPLAYS._value.get()
     first, concurrent = await asyncio.gather(
-        s.GenerateData(req, metadata=idem(key), timeout=30),
-        s.GenerateData(req, metadata=idem(key), timeout=30),
+        s.GenerateData(req, metadata=idem(key), timeout=HANG_GUARD_S),
+        s.GenerateData(req, metadata=idem(key), timeout=HANG_GUARD_S),
     )
-    retry = await s.GenerateData(req, metadata=idem(key), timeout=30)
+    retry = await s.GenerateData(req, metadata=idem(key), timeout=HANG_GUARD_S)
     assert first == concurrent == retry
     assert metrics.IDEMPOTENT_REPLAYS._value.get() == before + 2
-    other_client = await s.GenerateData(req, metadata=idem(key, "someone-else"), timeout=30)
+    other_client = await s.GenerateData(
+        req, metadata=idem(key, "someone-else"), timeout=HANG_GUARD_S
+    )
     assert other_client.data != first.data
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await s.GenerateData(
-            pb.GenerateRequest(entity="order", count=13), metadata=idem(key), timeout=30
+            pb.GenerateRequest(entity="order", count=13), metadata=idem(key), timeout=HANG_GUARD_S
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "different request" in err.value.details()
@@ -141,7 +144,7 @@ async def test_a_retry_with_the_same_idempotency_key_is_not_generated_again(
 async def test_a_cut_stream_resumed_from_chunk_k_gets_the_rest_exactly_once(rstub, k):
     request_id = rid("resume")
     req = pb.GenerateRequest(request_id=request_id, entity="cart", count=6000)  # no seed
-    call = rstub.GenerateDataStream(req, timeout=60)
+    call = rstub.GenerateDataStream(req, timeout=HANG_GUARD_S)
     got: list[pb.DataChunk] = []
     async for chunk in call:
         got.append(chunk)
@@ -153,7 +156,7 @@ async def test_a_cut_stream_resumed_from_chunk_k_gets_the_rest_exactly_once(rstu
         async for c in rstub.GenerateDataStream(
             pb.GenerateRequest(request_id=request_id),
             metadata=(("resume-from-chunk", str(k)),),
-            timeout=60,
+            timeout=HANG_GUARD_S,
         )
     ]
     assert [c.chunk_index for c in rest] == list(range(k + 1, k + 1 + len(rest)))
@@ -162,7 +165,11 @@ async def test_a_cut_stream_resumed_from_chunk_k_gets_the_rest_exactly_once(rstu
     assert [r["_index"] for r in records] == list(range(6000))
     md = rest[-1].metadata  # the same request generated whole, uncut, is the same data
     ref = pb.GenerateRequest(entity="cart", count=6000, seed=md.seed, anchor=md.anchor)
-    whole = [r async for c in rstub.GenerateDataStream(ref, timeout=60) for r in json.loads(c.data)]
+    whole = [
+        r
+        async for c in rstub.GenerateDataStream(ref, timeout=HANG_GUARD_S)
+        for r in json.loads(c.data)
+    ]
     assert whole == records
 
 
@@ -171,7 +178,7 @@ async def test_resuming_a_stream_this_service_never_started_is_refused(rstub):
         async for _ in rstub.GenerateDataStream(
             pb.GenerateRequest(request_id=rid("never")),
             metadata=(("resume-from-chunk", "3"),),
-            timeout=30,
+            timeout=HANG_GUARD_S,
         ):
             pass
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -184,10 +191,12 @@ async def test_rate_limit_answers_resource_exhausted_with_a_retry_delay(rstub, r
         req = pb.GenerateRequest(entity="user", count=1)
         me = (("x-client-id", rid("client")),)
         for _ in range(2):
-            await rstub.GenerateData(req, metadata=me, timeout=30)
+            await rstub.GenerateData(req, metadata=me, timeout=HANG_GUARD_S)
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await rstub.GenerateData(req, metadata=me, timeout=30)
-        await rstub.GenerateData(req, metadata=(("x-client-id", rid("other")),), timeout=30)
+            await rstub.GenerateData(req, metadata=me, timeout=HANG_GUARD_S)
+        await rstub.GenerateData(
+            req, metadata=(("x-client-id", rid("other")),), timeout=HANG_GUARD_S
+        )
     finally:
         servicer.rate = 0.0
     exc = err.value
@@ -202,7 +211,7 @@ async def test_rate_limit_answers_resource_exhausted_with_a_retry_delay(rstub, r
 
 
 async def test_health_without_redis_says_not_configured(stub):
-    resp = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
+    resp = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=HANG_GUARD_S)
     assert resp.components["redis"] == "not configured"
 
 
@@ -214,23 +223,23 @@ async def test_redis_stopped_mid_test_requests_still_succeed_and_health_says_deg
     ch = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
     stub = pb_grpc.TestDataServiceStub(ch)
     try:
-        health = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
+        health = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=HANG_GUARD_S)
         assert health.components["redis"] == "healthy"
         req = pb.GenerateRequest(entity="cart", count=10, seed=1, use_cache=True)
-        await stub.GenerateData(req, timeout=30)
-        assert (await stub.GenerateData(req, timeout=30)).metadata.cache_hit
+        await stub.GenerateData(req, timeout=HANG_GUARD_S)
+        assert (await stub.GenerateData(req, timeout=HANG_GUARD_S)).metadata.cache_hit
 
         own.stop()
 
-        served = await stub.GenerateData(req, timeout=30)
+        served = await stub.GenerateData(req, timeout=HANG_GUARD_S)
         assert served.success and served.record_count == 10 and not served.metadata.cache_hit
-        chunks = [c async for c in stub.GenerateDataStream(req, timeout=30)]
+        chunks = [c async for c in stub.GenerateDataStream(req, timeout=HANG_GUARD_S)]
         assert chunks[-1].is_final and sum(c.record_count for c in chunks) == 10
         key = (("idempotency-key", "k1"),)
         once = await stub.GenerateData(pb.GenerateRequest(entity="user", count=3), metadata=key)
         twice = await stub.GenerateData(pb.GenerateRequest(entity="user", count=3), metadata=key)
         assert once == twice
-        health = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
+        health = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=HANG_GUARD_S)
         assert health.components["redis"].startswith("degraded")
         assert health.status == "degraded"
 
@@ -314,7 +323,7 @@ async def test_a_redelivered_request_is_not_generated_twice(redis_app, agent_pro
             )
         chunks = []
         while not (chunks and chunks[-1].is_final):
-            chunks.append(await asyncio.wait_for(pending.get(), 30))
+            chunks.append(await asyncio.wait_for(pending.get(), HANG_GUARD_S))
         assert sum(c.record_count for c in chunks) == 2500
 
         def avoided_now() -> float:
@@ -379,7 +388,7 @@ async def test_a_stream_never_mixes_two_runs_of_a_nondeterministic_path(
 
     async def read():
         async for c in stub.GenerateDataStream(
-            pb.GenerateRequest(entity="user", count=5), timeout=30
+            pb.GenerateRequest(entity="user", count=5), timeout=HANG_GUARD_S
         ):
             got.append(c)
 
@@ -411,7 +420,7 @@ async def test_a_unary_call_takes_the_newest_run_whole(bridge_only, tail, agent_
         tail,
         agent_producer,
         codec,
-        lambda: stub.GenerateData(pb.GenerateRequest(entity="user", count=3), timeout=30),
+        lambda: stub.GenerateData(pb.GenerateRequest(entity="user", count=3), timeout=HANG_GUARD_S),
         [
             ("A", 0, False, [{"run": "A", "i": 0}]),
             ("B", 0, False, [{"run": "B", "i": 0}]),
@@ -436,7 +445,7 @@ async def test_a_stream_of_a_nondeterministic_path_is_not_resumed_with_another_r
 
     async def first() -> list[pb.DataChunk]:
         call = stub.GenerateDataStream(
-            pb.GenerateRequest(request_id=request_id, entity="user", count=3), timeout=30
+            pb.GenerateRequest(request_id=request_id, entity="user", count=3), timeout=HANG_GUARD_S
         )
         async for c in call:
             call.cancel()  # cut after chunk 0
@@ -452,7 +461,7 @@ async def test_a_stream_of_a_nondeterministic_path_is_not_resumed_with_another_r
         async for _ in stub.GenerateDataStream(
             pb.GenerateRequest(request_id=request_id),
             metadata=(("resume-from-chunk", "0"),),
-            timeout=30,
+            timeout=HANG_GUARD_S,
         ):
             raise AssertionError("a chunk of another run was sent")
 
@@ -487,7 +496,7 @@ async def llm_app(embedded_broker):
             anthropic_base_url=server.url,
             claude_model="claude-fake",
             llm_batch_size=5,
-            llm_timeout_seconds=5,
+            llm_timeout_seconds=HANG_GUARD_S,  # a model call here is expected to answer
         )
         yield app
         await app.stop()
@@ -531,7 +540,7 @@ async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
                 )
             got = []
             while not (got and got[-1].is_final):
-                got.append(await asyncio.wait_for(pending.get(), 30))
+                got.append(await asyncio.wait_for(pending.get(), HANG_GUARD_S))
             runs_expected = 1 if with_redis else 2
 
             def finals(recs):
@@ -543,10 +552,7 @@ async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
 
             if with_redis:  # the second copy: acknowledged once the first completed
                 avoided = metrics.DUPLICATE_RUNS_AVOIDED.labels("llm", "completed")
-                for _ in range(600):
-                    if avoided._value.get() > before:
-                        break
-                    await asyncio.sleep(0.05)
+                await wait_until(lambda: avoided._value.get() > before, "the second copy acked")
                 assert avoided._value.get() == before + 1
             recs = await replies.until(lambda rs: len(finals(rs)) >= runs_expected)
         mine = [r for r in recs if codec.decode_chunk(r.value).request_id == request_id]
@@ -592,7 +598,7 @@ async def test_an_agent_publishing_directly_is_answered_from_the_cache_too(
             )
             chunks = []
             while not (chunks and chunks[-1].is_final):
-                chunks.append(await asyncio.wait_for(pending.get(), 30))
+                chunks.append(await asyncio.wait_for(pending.get(), HANG_GUARD_S))
             return chunks
         finally:
             inbox.close(request_id)

@@ -16,6 +16,7 @@ from services.kit.settings import Settings
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.supervisor import Supervisor
+from tests.support import HANG_GUARD_S
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]  # a Supervisor of its own
 
@@ -48,7 +49,7 @@ async def test_replay_after_a_restart_reads_the_kept_log(tmp_path, capsys):
             stub = pb_grpc.TestDataServiceStub(ch)
             resp = await stub.GenerateData(
                 pb.GenerateRequest(request_id="before-restart", entity="order", count=30, seed=8),
-                timeout=60,
+                timeout=HANG_GUARD_S,
             )
     assert resp.success and resp.metadata.data_sha256
     assert (kafka / "kraft" / "meta.properties").is_file()

@@ -27,7 +27,7 @@ from services.app import App
 from services.core.models import GenerationPath
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import make_settings, output_of, wait_serving
+from tests.support import HANG_GUARD_S, make_settings, output_of, wait_serving
 
 from .test_run import ROOT, free_port
 
@@ -73,7 +73,9 @@ class Member:
 
     def partitions(self, topic: str) -> set[int]:
         """Partitions of `topic` this member has consumed from (its lag gauges)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.port}/metrics", timeout=HANG_GUARD_S
+        ) as r:
             text = r.read().decode()
         return {
             int(m.group(2))
@@ -83,7 +85,7 @@ class Member:
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self.proc.wait(HANG_GUARD_S)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -140,7 +142,7 @@ async def spread(stub: pb_grpc.TestDataServiceStub, partitions: int = 12) -> Non
     """One small request on every partition (request ids pick the partition)."""
     for request_id in ids_on_every_partition(partitions, f"spread-{time.time_ns()}"):
         resp = await stub.GenerateData(
-            pb.GenerateRequest(request_id=request_id, entity="user", count=2), timeout=60
+            pb.GenerateRequest(request_id=request_id, entity="user", count=2), timeout=HANG_GUARD_S
         )
         assert resp.success, resp.error
 
@@ -178,7 +180,7 @@ async def test_two_generators_share_partitions_and_survive_a_kill(
     async with two_of("traditional", embedded_broker, members, channel_to) as (stub, _, _):
         count = 200_000
         call = stub.GenerateDataStream(
-            pb.GenerateRequest(entity="cart", count=count, seed=9), timeout=120
+            pb.GenerateRequest(entity="cart", count=count, seed=9), timeout=HANG_GUARD_S
         )
         seen: list[int] = []
         killed = None
@@ -203,7 +205,7 @@ async def test_two_routers_share_partitions_and_survive_a_kill(
 
 
 def _chunks(m: Member) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{m.port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{m.port}/metrics", timeout=HANG_GUARD_S) as r:
         text = r.read().decode()
     for line in text.splitlines():
         if line.startswith('testdata_chunks_published_total{path="traditional"}'):

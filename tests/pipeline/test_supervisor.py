@@ -29,6 +29,7 @@ from services.kit.settings import Settings
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.supervisor import StartupFailed, Supervisor
+from tests.support import HANG_GUARD_S
 
 from .test_run import ROOT, free_port
 
@@ -43,7 +44,7 @@ QUIET = {
 }
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 600) -> T:
+def eventually(check: Callable[[], T | None], timeout: float = HANG_GUARD_S) -> T:
     """`check()` once it is not None; `timeout` only guards against a hang."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -94,7 +95,9 @@ def health(sup: Supervisor) -> dict:
         return json.loads(r.read())
 
 
-def generate(stub: pb_grpc.TestDataServiceStub, timeout: float = 300) -> pb.GenerateResponse:
+def generate(
+    stub: pb_grpc.TestDataServiceStub, timeout: float = HANG_GUARD_S
+) -> pb.GenerateResponse:
     resp = stub.GenerateData(pb.GenerateRequest(entity="cart", count=5, seed=1), timeout=timeout)
     assert resp.success and resp.record_count == 5, resp.error
     return resp
@@ -111,7 +114,7 @@ def test_a_killed_service_is_restarted_and_nothing_else_stops(sup, stub):
     assert sup.broker is not None and sup.broker.bootstrap_servers == sup.bootstrap
     # the new process joins the consumer group once the dead member's session expires
     generate(stub)
-    check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
+    check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=HANG_GUARD_S)
     assert check.components["process_traditional"] == f"healthy: pid {new}, 1 restart"
     assert check.components["process_router"] == f"healthy: pid {others['router']}, 0 restarts"
     assert check.components["process_learner"].startswith("healthy: pid ")  # its own process
@@ -123,7 +126,7 @@ def test_a_crash_looping_service_is_reported_while_the_rest_serve(sup, stub):
     assert comps["process_llm"].startswith("unhealthy: crash-looping ("), comps
     assert f"last exit code {EXIT_STARTUP})" in comps["process_llm"]  # its settings: EX_CONFIG
     generate(stub)
-    check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=10)
+    check = stub.HealthCheck(pb.HealthCheckRequest(), timeout=HANG_GUARD_S)
     assert check.status == "degraded"
     assert check.components["process_llm"].startswith("unhealthy: crash-looping")
 
@@ -145,7 +148,7 @@ def test_a_second_run_on_taken_ports_fails_naming_the_port(sup, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,  # a hang guard: it answers before anything starts
+        timeout=HANG_GUARD_S,  # a hang guard: it answers before anything starts
     )
     # found before anything started: no broker directory, no service, exit EX_CONFIG
     assert second.returncode == EXIT_STARTUP, second.stderr
@@ -171,7 +174,7 @@ def test_a_service_killed_during_a_stream_loses_and_repeats_nothing(sup, stub, v
     if victim == "router":  # the request waits in the requests topic for the new router
         os.kill(old, signal.SIGKILL)
     call = stub.GenerateDataStream(
-        pb.GenerateRequest(entity="cart", count=count, seed=3), timeout=120
+        pb.GenerateRequest(entity="cart", count=count, seed=3), timeout=HANG_GUARD_S
     )
     seen: list[int] = []
     for chunk in call:
@@ -251,7 +254,7 @@ def test_a_killed_broker_is_restarted_and_calls_in_flight_fail_fast(sup, stub):
     old, restarts = sup.broker.pid, sup.broker_restarts
     assert old is not None
     call = stub.GenerateDataStream(
-        pb.GenerateRequest(entity="cart", count=300_000, seed=3), timeout=600
+        pb.GenerateRequest(entity="cart", count=300_000, seed=3), timeout=HANG_GUARD_S
     )  # the deadline only guards against the hang this test is about
     chunks = iter(call)
     next(chunks)  # in flight
