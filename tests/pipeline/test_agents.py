@@ -333,7 +333,8 @@ async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, age
     t = asyncio.get_running_loop().time()
     resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=2), timeout=HANG_GUARD_S)
     assert resp.success
-    assert asyncio.get_running_loop().time() - t < 3.0
+    # not after the slow-client timeout (what a reader blocked on the full queue waited)
+    assert asyncio.get_running_loop().time() - t < stack.settings.stream_idle_timeout_seconds
 
 
 async def test_a_reply_to_naming_no_existing_topic_creates_none(stack, agent_producer, tail, codec):

@@ -65,13 +65,15 @@ async def test_a_slow_reader_gets_everything_once_and_stalls_no_one(stack, stub)
             unary_ms.append((time.perf_counter() - t0) * 1000)
             await asyncio.sleep(0.05)
 
+    started = time.perf_counter()
     await asyncio.gather(read_slowly(), others())
+    whole_read_ms = (time.perf_counter() - started) * 1000
     assert seen == list(range(count))
     assert stack.servicer.inbox.pending == {}
-    # The shared reader never waits on the slow caller: a stalled reader would hold other
-    # callers for the slow one's whole read (tens of seconds here). The bound is loose on
-    # purpose (a loaded 2-core machine takes ~2 s); latency itself is `make bench delivery`.
-    assert max(unary_ms) < 8000, sorted(unary_ms)[-5:]
+    # The shared reader never waits on the slow caller: a stalled reader would hold each
+    # other call for the rest of the slow one's read, so one or two would fit in it. Load
+    # slows the read and the calls alike: a count, not a time (latency: `make bench delivery`).
+    assert len(unary_ms) >= 4, (unary_ms, whole_read_ms)
 
 
 async def test_a_small_request_does_not_wait_behind_a_large_one_on_its_partition(stack, stub):
