@@ -84,7 +84,9 @@ class Idempotency:
         """(answer, replayed). Raises KeyReused for the same key with another request."""
         name = self.store.key("idem", hashlib.sha256(f"{client}\0{key}".encode()).hexdigest())
         # The format too: seen, a retry asking for CSV got the first call's JSON body.
-        fp = hashlib.sha256(fingerprint(req) + req.output_format.value.encode()).hexdigest().encode()
+        fp = (
+            hashlib.sha256(fingerprint(req) + req.output_format.value.encode()).hexdigest().encode()
+        )
         while True:
             if (fut := self.running.get(name)) is not None:
                 try:
