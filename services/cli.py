@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from services.kit.logs import Repeats
+from services.kit.logs import one_line_handlers
 from services.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -110,14 +110,9 @@ def bootstrap_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _setup_logging(level: str, name: str = "testdata") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(Repeats())
+    one_line_handlers(f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
 
 
 # ---- service processes ---------------------------------------------------------------

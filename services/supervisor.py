@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -143,6 +144,9 @@ class Supervisor:
         self.bootstrap = settings.kafka_bootstrap_servers
         # Names this run's bridge, so readiness cannot be confused with another instance.
         self.instance = settings.instance_id or f"run-{uuid.uuid4().hex[:12]}"
+        # Every process of the run signs and checks result chunks with one key (kit/signing.py).
+        key = settings.signing_key()
+        self.signing_key = key.decode() if key else secrets.token_hex(32)
         self.services: dict[str, Service] = {}
         self.run_dir: Path | None = None
         #: what the start found damaged and repaired under the data directory, besides
@@ -314,6 +318,7 @@ class Supervisor:
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             STATE_ENV: str(self.state_path),
             "INSTANCE_ID": self.instance,
+            "CHUNK_SIGNING_KEY": self.signing_key,
         }
 
     def _argv(self, name: str) -> list[str]:

@@ -68,6 +68,11 @@ def temp_store_path() -> str:
     return str(Path(d) / "patterns.sqlite")
 
 
+#: The CHUNK_SIGNING_KEY of test settings: service processes a test starts beside an
+#: in-process bridge must be given it too (services/kit/signing.py).
+SIGNING_KEY = "test-chunk-signing-key"
+
+
 def make_settings(bootstrap: str = "", **over: Any) -> Settings:
     """Settings isolated from the machine's env and .env (no stray API keys), with a
     pattern store of their own."""
@@ -79,6 +84,7 @@ def make_settings(bootstrap: str = "", **over: Any) -> Settings:
         use_local_llm=False,
         llm_enabled_local=False,
         instance_id="test-a",
+        chunk_signing_key=SIGNING_KEY,
     )
     base.update(over)
     if "pattern_store_path" not in base:

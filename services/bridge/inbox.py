@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.bridge.janitor import sweep_forever
+from services.kit import metrics
 from services.kit.assembler import DROPPED, Assembler, Step, Verdict
 from services.kit.codec import DecodeError
 from services.kit.control import LEASE_RENEW_SECONDS, ControlListener, publish_lease
@@ -45,6 +46,7 @@ from services.kit.kafka import (
     stop_quietly,
 )
 from services.kit.messages import ResultChunk
+from services.kit.signing import genuine
 from services.kit.stream import Runtime
 
 log = logging.getLogger("testdata.bridge.inbox")
@@ -171,11 +173,13 @@ class LogReader:
         assert self.consumer is not None
         batch = await self.consumer.getmany(self.tp, timeout_ms=500, max_records=32)
         for r in batch.get(self.tp, []):
+            headers = r.headers or ()
+            if not genuine(self.rt.signing_key, r.value or b"", headers):
+                continue  # counted by the shared reader, which saw it first
             try:
                 chunk = self.rt.codec.decode_chunk(r.value or b"")
             except DecodeError:
                 continue
-            headers = r.headers or ()
             self.buffered.append((chunk, correlation_of(headers), run_of(headers)))
 
     async def close(self) -> None:
@@ -329,6 +333,13 @@ class Inbox:
         self, value: bytes, headers: Sequence[tuple[str, bytes]], partition: int, offset: int
     ) -> None:
         """Route one reply record to its caller; never waits (see the module docstring)."""
+        if not genuine(self.rt.signing_key, value, headers):
+            self.dropped += 1
+            metrics.FORGED_CHUNKS.inc()
+            log.warning(
+                "a reply on %s@%d is not signed by the services: dropped", self.topic, offset
+            )
+            return
         try:
             chunk = self.rt.codec.decode_chunk(value)
         except DecodeError as exc:

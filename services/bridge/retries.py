@@ -69,7 +69,8 @@ class Bounded:
 class Idempotency:
     """Answers by (client, idempotency-key): the first call generates, a retry (or a
     concurrent duplicate, which waits) gets the stored answer. An answer is stored with the
-    request's fingerprint, so a key reused for a different request is refused."""
+    request's fingerprint and format, so a key reused for a different request, or for the
+    same one in another format, is refused."""
 
     def __init__(self, store: KeyStore, settings: Settings):
         self.store = store
@@ -82,7 +83,10 @@ class Idempotency:
     ) -> tuple[bytes, bool]:
         """(answer, replayed). Raises KeyReused for the same key with another request."""
         name = self.store.key("idem", hashlib.sha256(f"{client}\0{key}".encode()).hexdigest())
-        fp = hashlib.sha256(fingerprint(req)).hexdigest().encode()
+        # The format too: seen, a retry asking for CSV got the first call's JSON body.
+        fp = (
+            hashlib.sha256(fingerprint(req) + req.output_format.value.encode()).hexdigest().encode()
+        )
         while True:
             if (fut := self.running.get(name)) is not None:
                 try:

@@ -231,7 +231,12 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         context: grpc.aio.ServicerContext,
         restartable: bool = False,
         resumed: bool = False,
+        keep: bool = False,
     ) -> Pending:
+        """Publish `req`, once no call of this bridge runs its id. `keep`: remember it for
+        a later resume, only then (seen: a second call with an id in progress, refused
+        ALREADY_EXISTS, still replaced the pinned request, and the first caller's resume
+        returned the second one's records)."""
         if self.inbox.broker_gone:  # nothing could be published: fail now, not in 10 s
             await context.abort_with_status(broker_gone(req.request_id))
         if not self.inbox.healthy:  # its answer could never be read: fail now, not at the deadline
@@ -257,6 +262,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 )
             )
         try:
+            if keep:
+                await self.pinned.remember(req)
             await self._publish(
                 self.rt.codec.encode_request(req),
                 req.request_id,
@@ -546,7 +553,6 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             req, skip = await self._resumed(request, resume, context)
         else:
             req, _ = await self._accept(request, context)
-            await self.pinned.remember(req)
         async with self._slot(self.streams, context):
             await self._stream(request, req, resume, skip, context)
 
@@ -566,7 +572,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     await context.write(chunk_to_proto(chunk))
             return
         kept: list[ResultChunk] | None = [] if asked is not None else None
-        pending = await self._submit(req, context, resumed=resume is not None)
+        pending = await self._submit(req, context, resumed=resume is not None, keep=resume is None)
         got_final = released = refused = False
         try:
             while not got_final:
@@ -588,7 +594,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                         )
                     )
                 if chunk.chunk_index <= skip:
-                    got_final = chunk.is_final
+                    if chunk.is_final:  # nothing after the chunk asked for: say so
+                        await context.abort_with_status(past_the_end(req, skip, chunk))
                     continue
                 write = asyncio.ensure_future(context.write(chunk_to_proto(chunk)))
                 done, _ = await asyncio.wait({write}, timeout=self.idle_timeout)
@@ -636,6 +643,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 "cannot resume: give the original request_id of a stream this service "
                 "started within IDEMPOTENCY_TTL_SECONDS"
             )
+        if req is not None and skip > req.count:  # a record or more per chunk, and one final
+            await context.abort_with_status(past_the_end(req, skip))
         if problem is not None or req is None or skip < -1:
             await context.abort_with_status(
                 failure(
@@ -805,6 +814,19 @@ def add_servicer(servicer: TestDataServicer, server: grpc.aio.Server) -> None:
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+
+
+def past_the_end(req: GenerateRequest, skip: int, final: ResultChunk | None = None) -> grpc.Status:
+    """OUT_OF_RANGE for a resume after a stream's last chunk (seen: it generated
+    everything again and answered OK with nothing)."""
+    last = f"its last chunk is {final.chunk_index}" if final else f"it has {req.count} records"
+    return failure(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"resume-from-chunk {skip} is past the end of request {req.request_id} ({last})",
+        Reason.PAST_THE_END,
+        [FieldError(path="resume-from-chunk", message=f"past the end ({last})", value=skip)],
+        req.request_id,
+    )
 
 
 def _bind_problem(host: str, port: int) -> str:

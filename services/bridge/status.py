@@ -54,6 +54,7 @@ class Reason(StrEnum):
     NOT_RESUMABLE = "NOT_RESUMABLE"  # resume-from-chunk for a request this bridge never saw
     GENERATION_RESTARTED = "GENERATION_RESTARTED"  # a redelivery reran a non-deterministic path
     OVERLOADED = "OVERLOADED"  # the bridge runs its limit of such calls, its queue full
+    PAST_THE_END = "PAST_THE_END"  # resume-from-chunk at or after the stream's last chunk
 
 
 #: The gRPC status of a failed request, by what failed.

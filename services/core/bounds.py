@@ -44,12 +44,19 @@ class Found:
         if len(text) > n:
             self.add(path, f"longer than {n} characters", len(text))
 
+    def unprintable(self, path: str, text: str) -> None:
+        """Names are printed (logs, headers, file names): no control characters."""
+        if not text.isprintable():
+            bad = next(c for c in text if not c.isprintable())
+            self.add(path, f"must be printable (it contains {bad!r})")
+
 
 def check_request(req: GenerateRequest, limits: Limits) -> Found:
     """Every bound the request itself crosses (see Limits)."""
     found = Found()
     for name in ("request_id", "domain", "entity"):
         found.longer(name, getattr(req, name), limits.max_name_length)
+        found.unprintable(name, getattr(req, name))
     found.longer("schema.predefined_schema", req.schema_.predefined_schema, limits.max_name_length)
     found.longer("context", req.context, limits.max_text)
     if len(req.hints) > limits.max_hints:

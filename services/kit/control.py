@@ -79,6 +79,9 @@ class Cancellations:
             while len(self._leases) > self.max_entries:
                 self._leases.popitem(last=False)
             return
+        now_ms = int(time.time() * 1000)
+        if control.at_ms > now_ms:  # seen: a future stamp made a cancel last for good
+            control = control.model_copy(update={"at_ms": now_ms})
         self._by_id.pop(control.request_id, None)
         self._by_id[control.request_id] = control
         while len(self._by_id) > self.max_entries:
@@ -94,8 +97,8 @@ class Cancellations:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if now_ms - c.at_ms > self.ttl_ms:
             return None
-        if c.correlation_id and c.correlation_id != (correlation or ""):
-            return None
+        if c.correlation_id != (correlation or ""):
+            return None  # a cancel names the attempt it stops: a request's secret, if any
         return c.reason or "cancelled"
 
     def lease(self, reply_to: str) -> Control | None:

@@ -14,6 +14,7 @@ from services.kit import metrics
 from services.kit.headers import LOG_COPY
 from services.kit.messages import GenerationMetadata, ResultChunk
 from services.kit.replies import reply_headers
+from services.kit.signing import signed
 from services.kit.stream import Message, Runtime
 
 MAX_IN_FLIGHT = 8
@@ -125,7 +126,8 @@ class ChunkEmitter:
                 self.kept = None
         value = self.rt.codec.encode_chunk(chunk)
         if self.topic is not None:
-            fut = await self.rt.send(self.topic, value, self.request_id, self.headers)
+            headers = signed(self.rt.signing_key, value, self.headers)
+            fut = await self.rt.send(self.topic, value, self.request_id, headers)
             self._pending.append(fut)
         if copy is not None:
             await self._log(

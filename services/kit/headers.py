@@ -22,6 +22,9 @@ RUN = "run-id"
 #: On the results log's JSON copy of a CSV or SQL chunk (value `json`): a copy kept so the
 #: records of a path a request cannot rebuild can be read back; callers skip it.
 LOG_COPY = "log-copy"
+#: On result chunks sent to a reply topic, when the services share CHUNK_SIGNING_KEY: an
+#: HMAC the bridge checks (kit/signing.py), so nobody else can write a caller's chunks.
+SIGNATURE = "signature"
 
 AVRO = "application/avro"
 JSON = "application/json"

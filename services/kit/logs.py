@@ -1,4 +1,10 @@
-"""Logging that stays readable when a dependency fails in a loop.
+"""Logging that stays readable when a dependency fails in a loop, and that a caller
+cannot write lines into.
+
+Seen: a request id with a newline in it forged a log line of the attacker's choosing.
+`OneLine` escapes every control character of a message (its arguments are caller data:
+request ids, entities, topic names), so each record is exactly one line; a traceback,
+which is ours, is appended as is.
 
 Seen: with the broker killed, aiokafka logged "Unable to update metadata" ~10 times a
 second per client, ~120 KB/s, burying the one line that said what happened. `Repeats`
@@ -16,6 +22,25 @@ from collections.abc import Callable
 WINDOW_SECONDS = 10.0
 #: Distinct messages tracked at once (the oldest is forgotten first): a bound on memory.
 MAX_TRACKED = 1024
+
+
+#: Control characters as escapes: \n, \r, \t by name, the rest as \xNN (or \uNNNN).
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})  # line separators too
+
+
+class OneLine(logging.Formatter):
+    """A formatter whose messages never span lines (see the module docstring)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPES)
+
+
+def one_line_handlers(fmt: str) -> None:
+    """Give every root handler a OneLine formatter of `fmt` and the Repeats filter."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(OneLine(fmt))
+        handler.addFilter(Repeats())
 
 
 class Repeats(logging.Filter):

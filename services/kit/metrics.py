@@ -182,6 +182,12 @@ ADMITTED = Gauge(
     ["kind", "state"],
     registry=REGISTRY,
 )
+FORGED_CHUNKS = Counter(
+    "testdata_forged_chunks",
+    "Reply records a bridge dropped because their signature did not verify (written by "
+    "something without CHUNK_SIGNING_KEY)",
+    registry=REGISTRY,
+)
 REPLY_TOPICS_DELETED = Counter(
     "testdata_reply_topics_deleted",
     "Reply topics of bridges that were gone (their lease ran out), deleted by a live bridge",

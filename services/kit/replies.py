@@ -15,6 +15,7 @@ from services.kit.codec import DecodeError
 from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, FORWARDED, REPLY_TO
 from services.kit.kafka import end_positions, partitions_of, positions_at, stop_quietly
 from services.kit.messages import ErrorDetail, ResultChunk
+from services.kit.signing import signed
 from services.kit.stream import Message, Runtime
 
 log = logging.getLogger("testdata.replies")
@@ -150,6 +151,6 @@ async def send_failure(
     )
     topic = await resolve_reply_topic(runtime, msg)
     if topic is not None:
-        await runtime.publish(
-            topic, runtime.codec.encode_chunk(chunk), request_id, reply_headers(msg)
-        )
+        value = runtime.codec.encode_chunk(chunk)
+        headers = signed(runtime.signing_key, value, reply_headers(msg))
+        await runtime.publish(topic, value, request_id, headers)

@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.core.limits import HARD_MAX_DEPTH, SAFE_MAGNITUDE, Limits
@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     stop_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # LLM - Claude
+    # Shared by every service process: generators sign each result chunk with it and
+    # bridges drop chunks that do not verify (kit/signing.py). `testdata run` makes one
+    # for its processes when unset; services started apart must all be given the same.
+    chunk_signing_key: SecretStr | None = None
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
     claude_model: str = "claude-sonnet-4-20250514"
@@ -188,6 +192,11 @@ class Settings(BaseSettings):
         if self.min_anchor_year > self.max_anchor_year:
             raise ValueError("min_anchor_year is above max_anchor_year")
         return self
+
+    def signing_key(self) -> bytes | None:
+        """CHUNK_SIGNING_KEY as bytes; None when unset or empty (chunks unsigned)."""
+        key = self.chunk_signing_key.get_secret_value() if self.chunk_signing_key else ""
+        return key.encode() or None
 
     def limits(self) -> Limits:
         """The request bounds every service plans with (one place builds them)."""

@@ -75,6 +75,8 @@ class Runtime:
         self.topics = Topics(settings.topic_prefix)
         self.codec = codec or get_codec()
         self.producer: AIOKafkaProducer | None = None
+        #: result chunks are signed with this (kit/signing.py); None: unsigned
+        self.signing_key = settings.signing_key()
         self._seen_topics: dict[str, float] = {}  # topic -> when metadata last listed it
 
     async def topic_exists(self, topic: str) -> bool:

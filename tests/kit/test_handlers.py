@@ -46,6 +46,7 @@ class FakeRuntime:
         self.settings = make_settings("unused:9092", **settings)
         self.topics = Topics()
         self.codec = get_codec()
+        self.signing_key = self.settings.signing_key()
         self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
         self.dead: list[dict[str, Any]] = []
 
@@ -383,7 +384,9 @@ async def test_no_outcome_for_a_cancelled_run_nor_for_a_request_that_opts_out():
     rt = FakeRuntime(chunk_size=4)
     svc = scripted(rt, (0, 5))
     svc.script += [
-        lambda: svc.cancellations.add(Control(request_id="r-1", reason="enough", at_ms=now_ms())),
+        lambda: svc.cancellations.add(
+            Control(request_id="r-1", correlation_id="c-1", reason="enough", at_ms=now_ms())
+        ),
         (5, 10),
     ]
     await svc.handle(message(routed(request())))
@@ -446,7 +449,8 @@ async def test_router_dead_letters_garbage_and_answers_by_key():
 def inbox():
     from services.bridge.inbox import Inbox
 
-    return Inbox(FakeRuntime(), "unit")  # type: ignore[arg-type]
+    # unsigned chunks: what these judge is order and attempts (signatures: test_signing.py)
+    return Inbox(FakeRuntime(chunk_signing_key=None), "unit")  # type: ignore[arg-type]
 
 
 def chunk_bytes(index: int, final: bool = False, rid: str = "r-1") -> bytes:
@@ -536,3 +540,19 @@ def test_a_lease_run_out_or_a_restarted_bridge_means_nobody_waits():
     assert "restarted" in (c.orphaned(topic, sent_ms=1000, now_ms=12_000) or "")  # the old one's
     assert c.orphaned(topic, sent_ms=6000, now_ms=12_000) is None
     assert c.reason("", None) is None  # a lease is no cancellation
+
+
+def test_a_cancel_stops_only_the_attempt_it_names_and_never_from_the_future():
+    """Seen: any Kafka client cancelled any request, ahead of time and for good, with a
+    far-future `at_ms` and no correlation."""
+    from services.kit.control import Cancellations
+    from services.kit.messages import Control
+
+    c = Cancellations(ttl_s=60)
+    now = now_ms()
+    c.add(Control(request_id="r", reason="mine", at_ms=now + 10**12))
+    assert c.reason("r", "secret") is None  # the request's attempt carries a secret
+    assert c.reason("r", None) == "mine"  # one without a correlation: anyone's to cancel
+    assert c.reason("r", None, now_ms=now + 61_000) is None  # clamped: expired as any other
+    c.add(Control(request_id="r", correlation_id="secret", reason="owner", at_ms=now))
+    assert c.reason("r", "secret") == "owner" and c.reason("r", "other") is None

@@ -19,6 +19,7 @@ from services.app import App
 from services.core.models import GenerateRequest, GenerationPath
 from services.kit import metrics
 from services.kit.messages import ResultChunk, RoutedRequest, RoutingDecision
+from services.kit.signing import signed
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.redis_support import OwnRedis
@@ -367,15 +368,17 @@ async def answer_runs(app, tail, agent_producer, codec, call, runs):
             data=json.dumps(records),
             record_count=len(records),
         )
+        value = codec.encode_chunk(chunk)
+        plain = [
+            ("content-type", b"application/avro"),
+            ("correlation-id", headers["correlation-id"]),
+            ("run-id", run.encode()),
+        ]
         await agent_producer.send_and_wait(
             headers["reply-to"].decode(),
-            codec.encode_chunk(chunk),
+            value,
             key=request_id.encode(),
-            headers=[
-                ("content-type", b"application/avro"),
-                ("correlation-id", headers["correlation-id"]),
-                ("run-id", run.encode()),
-            ],
+            headers=signed(app.rt.signing_key, value, plain),  # as a generator does
         )
     return task
 

@@ -27,7 +27,7 @@ from services.app import App
 from services.core.models import GenerationPath
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S, make_settings, output_of, wait_serving
+from tests.support import HANG_GUARD_S, SIGNING_KEY, make_settings, output_of, wait_serving
 
 from .test_run import ROOT, free_port
 
@@ -49,6 +49,7 @@ class Member:
             "ANTHROPIC_API_KEY": "",
             "USE_LOCAL_LLM": "false",
             "LOG_LEVEL": "WARNING",
+            "CHUNK_SIGNING_KEY": SIGNING_KEY,  # the in-process bridge's
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
