@@ -41,6 +41,7 @@ class FakeRuntime:
         self.settings = make_settings("unused:9092", **settings)
         self.topics = Topics()
         self.codec = get_codec()
+        self.signing_key = self.settings.signing_key()
         self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
 
     async def topic_exists(self, topic: str) -> bool:
