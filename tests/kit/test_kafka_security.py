@@ -86,9 +86,9 @@ async def test_tls_files_make_a_context_that_trusts_the_given_ca_and_presents_th
     tmp_path: Path,
 ):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    new_ca = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=testdata-ca", "-keyout", str(key), "-out", str(cert)],
+        [*new_ca, "-subj", "/CN=testdata-ca", "-keyout", str(key), "-out", str(cert)],
         check=True,
         capture_output=True,
     )
