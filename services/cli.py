@@ -93,7 +93,9 @@ def bootstrap_for(args: argparse.Namespace, settings: Settings) -> str:
         )
     if found.note:
         print(found.note, file=sys.stderr)
-    return found.value
+    from services.kit.kafka import use_security
+
+    return use_security(found.value, settings)
 
 
 def bootstrap_arg(p: argparse.ArgumentParser) -> None:
@@ -432,13 +434,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 async def _topics_create(settings: Settings, replication: int | None = None) -> list[str]:
     """Create the catalogue's topics with their partitions and configs; report each."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
-    from services.kit.kafka import wait_for_leaders
+    from services.kit.kafka import admin_client, use_security, wait_for_leaders
     from services.kit.topics import Topics
 
-    bootstrap = settings.kafka_bootstrap_servers
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    bootstrap = use_security(settings.kafka_bootstrap_servers, settings)
+    admin = admin_client(bootstrap)
     try:
         await _reach_broker(admin.start(), bootstrap)
         specs = Topics(settings.topic_prefix).fixed()

@@ -165,22 +165,33 @@ async def _coordinator_ready(bootstrap: str) -> bool:
         await client.close()
 
 
-def server_properties(kraft_dir: Path, port: int, controller_port: int) -> dict[str, str]:
+def server_properties(
+    kraft_dir: Path,
+    port: int,
+    controller_port: int,
+    extra_listeners: Mapping[str, tuple[str, int]] | None = None,
+) -> dict[str, str]:
     """The broker's configuration: one KRaft node on 127.0.0.1, sized for one machine.
+    `extra_listeners`: name -> (security protocol, port) beside the plaintext one (a
+    secured listener, configured further with `server_overrides`).
 
     Internal topics get one replica and few partitions (the defaults, 50 each, make the
     first start slow); groups start without the 3 s initial rebalance delay; records up to
     MAX_MESSAGE_BYTES; retention is checked every 30 s; the log is flushed every second.
     """
+    extra = extra_listeners or {}
+    more = "".join(f",{name}://127.0.0.1:{p}" for name, (_, p) in extra.items())
+    protocols = "".join(f",{name}:{protocol}" for name, (protocol, _) in extra.items())
     return {
         "node.id": "1",
         "process.roles": "broker,controller",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        + more,
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}" + more,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT" + protocols,
         "log.dirs": str(kraft_dir),
         "num.partitions": str(DEFAULT_PARTITIONS),
         "num.network.threads": "2",
@@ -304,6 +315,7 @@ class EmbeddedBroker:
         port_fallback: bool = False,
         heap_mb: int = 512,
         server_overrides: Mapping[str, str] | None = None,
+        extra_listeners: Mapping[str, tuple[str, int]] | None = None,
         start_timeout_s: float | None = None,
         stop_timeout_s: float = 60.0,
     ) -> None:
@@ -313,8 +325,9 @@ class EmbeddedBroker:
         `port`: the client port (0: a free one); with `port_fallback`, a taken `port` means
         another free one instead of a failed start (`testdata run` prefers 9092 but runs
         anyway; `bootstrap_servers` says which it got). `server_overrides`: broker configs over
-        `server_properties` (tests shorten the retention check). `start_timeout_s`: None
-        waits as long as the broker process lives.
+        `server_properties` (tests shorten the retention check); `extra_listeners`: see
+        `server_properties` (a SASL or TLS listener beside the plaintext one).
+        `start_timeout_s`: None waits as long as the broker process lives.
         """
         self._initial_topics = dict(topics or {})
         self._topic_configs = {k: dict(v) for k, v in (topic_configs or {}).items()}
@@ -324,6 +337,7 @@ class EmbeddedBroker:
         self._port_fallback = port_fallback
         self._heap_mb = heap_mb
         self._overrides = dict(server_overrides or {})
+        self._extra_listeners = dict(extra_listeners or {})
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -465,7 +479,7 @@ class EmbeddedBroker:
                 port, (controller,) = self._port, _free_ports(1, avoid=self._port)
             else:
                 port, controller = _free_ports(2, avoid=self._port)
-            props = server_properties(d.kraft, port, controller)
+            props = server_properties(d.kraft, port, controller, self._extra_listeners)
             _write_properties(d.properties, {**props, **self._overrides})
             if not d.formatted:
                 self._format(java, classpath)

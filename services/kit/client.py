@@ -39,6 +39,7 @@ from services.kit.kafka import (
     make_consumer,
     make_producer,
     stop_quietly,
+    use_security,
 )
 from services.kit.messages import ErrorDetail, GenerationMetadata, ResultChunk
 from services.kit.runfile import locate_bootstrap, locate_grpc, run_file_path
@@ -131,7 +132,7 @@ class KafkaTestDataClient:
                 "no Kafka bootstrap given, KAFKA_BOOTSTRAP_SERVERS unset and no testdata run "
                 f"is up ({run_file_path(settings.data_dir)} absent)"
             )
-        self.bootstrap = found.value
+        self.bootstrap = use_security(found.value, settings)
         prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
         self.topics = Topics(prefix)
         self.timeout_s = timeout_s

@@ -12,14 +12,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.codec import has_zstd
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.offset import OffsetRequest
 
 from services.kit.settings import Settings
@@ -46,6 +49,63 @@ def default_compression() -> str | None:
     cache count compressed bytes. gzip is ~10x slower.
     """
     return "zstd" if has_zstd() else None
+
+
+class FileToken(AbstractTokenProvider):
+    """OAUTHBEARER: the token in a file, read for every authentication (whatever renews
+    the token rewrites the file; nothing here needs restarting)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    async def token(self) -> str:
+        return self.path.read_text().strip()
+
+
+def security_options(settings: Settings) -> dict[str, Any]:
+    """The aiokafka options that join the cluster as `settings` say (empty: plaintext)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        key_password = settings.kafka_ssl_key_password
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            password=key_password.get_secret_value() if key_password else None,
+        )
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+            assert settings.kafka_sasl_oauth_token_file  # the settings' validator says so
+            options["sasl_oauth_token_provider"] = FileToken(settings.kafka_sasl_oauth_token_file)
+        else:
+            password = settings.kafka_sasl_password
+            options["sasl_plain_username"] = settings.kafka_sasl_username
+            options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+#: How to join each cluster this process talks to, by bootstrap address: registered once
+#: (`use_security`) by whatever reads the settings, applied by every client made here.
+_SECURITY: dict[str, dict[str, Any]] = {}
+
+
+def use_security(bootstrap: str, settings: Settings) -> str:
+    """Every client this process makes for `bootstrap` joins it as `settings` say."""
+    _SECURITY[bootstrap] = security_options(settings)
+    return bootstrap
+
+
+def security_for(bootstrap: str) -> dict[str, Any]:
+    """The options `use_security` registered for `bootstrap` (none: plaintext)."""
+    return dict(_SECURITY.get(bootstrap, {}))
+
+
+def admin_client(bootstrap: str, **overrides: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security_for(bootstrap), **overrides)
 
 
 def producer_options(
@@ -88,7 +148,7 @@ def make_producer(
     bootstrap: str, *, client_id: str | None = None, **overrides: Any
 ) -> AIOKafkaProducer:
     """Idempotent acks=all producer sized for multi-MB chunk records. Call `await p.start()`."""
-    kwargs = producer_options(**overrides)
+    kwargs = {**security_for(bootstrap), **producer_options(**overrides)}
     if client_id:
         kwargs["client_id"] = client_id
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **kwargs)
@@ -106,7 +166,7 @@ def make_consumer(
     With `group_id` and topics: subscribes through the group (offsets committed and
     resumed). With `group_id=None`: no group; pass no topics and use `assign_all()`.
     """
-    kwargs = consumer_options(enable_auto_commit=False, **overrides)
+    kwargs = {**security_for(bootstrap), **consumer_options(enable_auto_commit=False, **overrides)}
     if client_id:
         kwargs["client_id"] = client_id
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group_id, **kwargs)
@@ -220,7 +280,7 @@ async def wait_for_leaders(
     """Wait until every partition of `wanted` has a leader (a created topic is usable
     only then); return name -> partitions."""
     create_errors = create_errors or {}
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, **security_for(bootstrap))
     await client.bootstrap()
     try:
         deadline = time.monotonic() + timeout_s
@@ -282,7 +342,7 @@ async def create_topics(
     Any other per-topic error raises (aiokafka's error class for its code).
     """
     configs = configs or {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(bootstrap)
     try:
         await admin.start()
         brokers = len(admin._client.cluster.brokers()) or 1
@@ -309,7 +369,7 @@ async def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float =
     names = list(names)
     if not names:
         return None
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(bootstrap)
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.delete_topics(names), timeout_s)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     # Kafka. Empty bootstrap servers means: start the embedded broker.
     kafka_bootstrap_servers: str = ""
     kafka_client_id: str = "testdata"
+    # Joining a secured cluster: every producer, consumer and admin client of the services
+    # and the CLI uses these (kit/kafka.security_options). SASL needs a username and
+    # password (PLAIN, SCRAM-*) or, for OAUTHBEARER, a file holding the current token (read
+    # again for every authentication, so whatever renews it just rewrites the file). The
+    # SSL files are PEM; without a CA file the system's trust store is used.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = (
+        "PLAIN"
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_oauth_token_file: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     topic_prefix: str = ""  # lets several deployments share one cluster
     # Upper bound on a consumer's wait per fetch. Kafka answers a waiting fetch as soon as
     # data arrives, so a longer wait costs no latency, only how soon a consumer notices a
@@ -186,6 +202,24 @@ class Settings(BaseSettings):
     max_record_bytes: int = Field(default=2 << 20, ge=1024, le=8 << 20)
     max_record_cost: int = Field(default=50_000, ge=100)
     max_errors: int = Field(default=50, ge=1)
+
+    @model_validator(mode="after")
+    def _kafka_credentials(self) -> Settings:
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE")
+        if not self.kafka_security_protocol.startswith("SASL_"):
+            return self
+        if self.kafka_sasl_mechanism == "OAUTHBEARER":
+            if not self.kafka_sasl_oauth_token_file:
+                raise ValueError(
+                    "KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_SASL_OAUTH_TOKEN_FILE"
+                )
+        elif not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} with "
+                f"{self.kafka_sasl_mechanism} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     @model_validator(mode="after")
     def _anchor_years(self) -> Settings:

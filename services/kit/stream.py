@@ -31,6 +31,7 @@ from services.kit.kafka import (
     make_consumer,
     make_producer,
     stop_quietly,
+    use_security,
 )
 from services.kit.messages import DeadLetter, ErrorDetail
 from services.kit.offsets import Assignment, PartitionState, Progress
@@ -71,7 +72,7 @@ class Runtime:
         memory and network); processes sending only small records skip its cost."""
         self.compress = compress
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.bootstrap = use_security(bootstrap, settings)  # its every client joins so
         self.topics = Topics(settings.topic_prefix)
         self.codec = codec or get_codec()
         self.producer: AIOKafkaProducer | None = None
