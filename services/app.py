@@ -241,7 +241,7 @@ class App:
             self.http = HealthHTTP(
                 components, overall, self.settings.service_name, GENERATOR_VERSION, self.instance
             )
-            self.http_port = await self.http.start(http_port, self.settings.bind_host)
+            self.http_port = await self.http.start(http_port, self.settings.http_bind_host)
         return self
 
     def stuck(self) -> list[str]:

@@ -144,21 +144,22 @@ class Pinned:
         self.ttl = settings.idempotency_ttl_seconds
         self.local = Bounded(settings.idempotency_max_entries, self.ttl)
 
-    async def remember(self, req: GenerateRequest) -> None:
+    async def remember(self, req: GenerateRequest, tenant: str) -> None:
         raw = self.codec.encode_request(req)
-        name = self.store.key("pinned", req.request_id)
+        name = self.store.key("pinned", tenant, req.request_id)
         self.local.put(name, raw)
         await self.store.set(name, raw, self.ttl)
 
-    async def refuse(self, request_id: str) -> None:
+    async def refuse(self, request_id: str, tenant: str) -> None:
         """Its chunks came from a path whose reruns differ: it cannot be resumed."""
-        name = self.store.key("pinned", request_id)
+        name = self.store.key("pinned", tenant, request_id)
         self.local.put(name, NOT_RESUMABLE)
         await self.store.set(name, NOT_RESUMABLE, self.ttl)
 
-    async def recall(self, request_id: str) -> GenerateRequest | None:
-        """The request as published; NotResumable if refused; None if unknown."""
-        name = self.store.key("pinned", request_id)
+    async def recall(self, request_id: str, tenant: str) -> GenerateRequest | None:
+        """The tenant's request as published; NotResumable if refused; None if unknown
+        (to this tenant: another's is never found)."""
+        name = self.store.key("pinned", tenant, request_id)
         raw = self.local.get(name) or await self.store.get(name)
         if raw == NOT_RESUMABLE:
             raise NotResumable(request_id)

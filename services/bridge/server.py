@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import secrets
 import socket
@@ -53,6 +54,7 @@ from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .admission import Admission, Full
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
+from .identity import LOCAL, TENANT, Authenticate, Tokens, TokensInvalid
 from .inbox import BrokerGone, ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
 from .retries import (
     Idempotency,
@@ -120,6 +122,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.rate, self.burst = s.rate_limit_per_second, s.rate_limit_burst
         self.unary = Admission("unary", s.max_running_unary, s.max_queued_unary)
         self.streams = Admission("stream", s.max_running_streams, s.max_queued_streams)
+        self.authenticated = bool(s.auth_tokens_file)
 
     # ---- retries, cache, rate limit ----------------------------------------------------
     @staticmethod
@@ -130,15 +133,24 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         return None
 
     def _client(self, context: grpc.aio.ServicerContext) -> str:
-        """`x-client-id` metadata, else the peer's address without its port."""
+        """The tenant, and inside it the `x-client-id` label, else the peer's address."""
         named = self._meta(context, "x-client-id")
-        return f"id:{named}" if named else "peer:" + context.peer().rsplit(":", 1)[0]
+        label = f"id:{named}" if named else "peer:" + context.peer().rsplit(":", 1)[0]
+        return f"{TENANT.get()}/{label}"
+
+    def _bucket(self, context: grpc.aio.ServicerContext) -> str:
+        """Whose calls share a rate limit: the tenant's (with authentication), else the
+        peer address's; never a label the caller picks (seen: a new `x-client-id` per
+        call bypassed the limit 40 of 40 times)."""
+        if self.authenticated:
+            return f"tenant:{TENANT.get()}"
+        return "peer:" + context.peer().rsplit(":", 1)[0]
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         """The per-client token bucket (Redis); without Redis nothing is limited."""
         if self.rate <= 0:
             return
-        bucket = self.keystore.key("rate", self._client(context))
+        bucket = self.keystore.key("rate", self._bucket(context))
         wait = await self.keystore.take(bucket, self.rate, self.burst)
         if wait:
             metrics.RATE_LIMITED.inc()
@@ -263,7 +275,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             )
         try:
             if keep:
-                await self.pinned.remember(req)
+                await self.pinned.remember(req, TENANT.get())
             await self._publish(
                 self.rt.codec.encode_request(req),
                 req.request_id,
@@ -579,7 +591,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 chunk = await self._next(pending, context)
                 if pending.run and not refused and resume is None:
                     refused = True  # a non-deterministic path's stream cannot be resumed
-                    await self.pinned.refuse(req.request_id)
+                    await self.pinned.refuse(req.request_id, TENANT.get())
                 if kept is not None:  # kept for the cache while within its bounds
                     kept.append(chunk)
                     size = sum(c.record_count for c in kept), sum(len(c.data) for c in kept)
@@ -635,13 +647,20 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         except ValueError:
             skip, problem = -1, f"resume-from-chunk must be a chunk index, got {resume!r}"
         try:
-            req = await self.pinned.recall(message.request_id) if message.request_id else None
+            wanted, tenant = message.request_id, TENANT.get()
+            req = await self.pinned.recall(wanted, tenant) if wanted else None
         except NotResumable:
             req, problem = None, NONDETERMINISTIC
-        if problem is None and req is None:
-            problem = (
-                "cannot resume: give the original request_id of a stream this service "
-                "started within IDEMPOTENCY_TTL_SECONDS"
+        if problem is None and req is None:  # unknown to this tenant: never another's
+            await context.abort_with_status(
+                failure(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"no stream {wanted!r} to resume: give the original request_id of a "
+                    "stream you started within IDEMPOTENCY_TTL_SECONDS",
+                    Reason.NOT_RESUMABLE,
+                    [FieldError(path="request_id", message="no such stream", value=wanted)],
+                    request_id=wanted,
+                )
             )
         if req is not None and skip > req.count:  # a record or more per chunk, and one final
             await context.abort_with_status(past_the_end(req, skip))
@@ -829,6 +848,15 @@ def past_the_end(req: GenerateRequest, skip: int, final: ResultChunk | None = No
     )
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _bind_problem(host: str, port: int) -> str:
     """Why a port cannot be bound: grpc's own error only says that it could not."""
     try:
@@ -850,10 +878,25 @@ async def serve(
 ) -> tuple[grpc.aio.Server, TestDataServicer, int]:
     """Start the bridge: inbox first (so no reply can be missed), then the server.
     `control`: the process's control reader (the inbox's janitor reads leases from it)."""
+    s = runtime.settings
+    try:
+        tokens = Tokens.load(s.auth_tokens_file) if s.auth_tokens_file else None
+    except TokensInvalid as exc:
+        raise StartupError(str(exc)) from exc
+    if tokens is None and not _loopback(host) and not s.allow_unauthenticated:
+        raise StartupError(
+            f"refusing to serve gRPC on {host} without authentication (anyone who reaches "
+            "it could read and resume every caller's data): set AUTH_TOKENS_FILE, or "
+            "BIND_HOST=127.0.0.1, or ALLOW_UNAUTHENTICATED=true behind a proxy that "
+            "authenticates (docs/security.md)"
+        )
+    if tokens is None:
+        log.warning("gRPC without authentication: one tenant (%s), on %s only", LOCAL, host)
     inbox = Inbox(runtime, instance, control)
     await inbox.start()
     servicer = TestDataServicer(runtime, registry, inbox, probes, keystore)
     server = grpc.aio.server(
+        interceptors=[Authenticate(tokens)] if tokens else [],
         # past this many calls at once grpc answers RESOURCE_EXHAUSTED (None: no limit)
         maximum_concurrent_rpcs=runtime.settings.max_concurrent_rpcs,
         options=[

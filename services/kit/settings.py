@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     # Where the embedded defaults listen (gRPC, HTTP, the embedded broker's clients): this
     # machine only. 0.0.0.0 opens them to the network (there is no authentication yet).
     bind_host: str = "127.0.0.1"
+    # gRPC callers: with a tokens file (lines `token,tenant`), every call but health needs
+    # `authorization: Bearer <token>` and is scoped to its tenant (bridge/identity.py).
+    # Without one, the bridge serves on a loopback BIND_HOST only, unless
+    # ALLOW_UNAUTHENTICATED (behind a proxy that authenticates).
+    auth_tokens_file: str | None = None
+    allow_unauthenticated: bool = False
+    # /health and /metrics listen here (no authentication there: keep it private).
+    http_bind_host: str = "127.0.0.1"
     log_level: str = "INFO"
     instance_id: str = ""  # bridge instance name; random when empty
 

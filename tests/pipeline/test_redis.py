@@ -182,7 +182,7 @@ async def test_resuming_a_stream_this_service_never_started_is_refused(rstub):
             timeout=HANG_GUARD_S,
         ):
             pass
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_rate_limit_answers_resource_exhausted_with_a_retry_delay(rstub, redis_app):
@@ -195,9 +195,14 @@ async def test_rate_limit_answers_resource_exhausted_with_a_retry_delay(rstub, r
             await rstub.GenerateData(req, metadata=me, timeout=HANG_GUARD_S)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await rstub.GenerateData(req, metadata=me, timeout=HANG_GUARD_S)
-        await rstub.GenerateData(
-            req, metadata=(("x-client-id", rid("other")),), timeout=HANG_GUARD_S
-        )
+        # Seen: a new x-client-id per call bypassed the limit 40 of 40 times. It is a
+        # label, not an identity: without authentication the bucket is the peer's.
+        for i in range(5):
+            with pytest.raises(grpc.aio.AioRpcError) as rotated:
+                await rstub.GenerateData(
+                    req, metadata=(("x-client-id", rid(f"other{i}")),), timeout=HANG_GUARD_S
+                )
+            assert rotated.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         servicer.rate = 0.0
     exc = err.value
