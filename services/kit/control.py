@@ -42,6 +42,7 @@ from services.kit.kafka import (
     stop_quietly,
 )
 from services.kit.messages import Control, DeliveryMarker
+from services.kit.signing import genuine, signed
 from services.kit.stream import Message, Runtime
 
 log = logging.getLogger("testdata.control")
@@ -173,12 +174,9 @@ async def publish_lease(
         until_ms=now + int(seconds * 1000),
         at_ms=now,
     )
-    await runtime.publish(
-        runtime.topics.control,
-        runtime.codec.encode_control(lease),
-        f"lease:{reply_to}",
-        [(CONTENT_TYPE, AVRO.encode())],
-    )
+    value = runtime.codec.encode_control(lease)
+    headers = signed(runtime.signing_key, value, [(CONTENT_TYPE, AVRO.encode())])
+    await runtime.publish(runtime.topics.control, value, f"lease:{reply_to}", headers)
 
 
 class ControlListener:
@@ -256,7 +254,17 @@ class ControlListener:
                 await asyncio.sleep(MARKER_POLL_S)
 
     def _cancel(self, r: ConsumerRecord) -> None:
-        self.cancellations.add(self.rt.codec.decode_control(r.value or b""))
+        control = self.rt.codec.decode_control(r.value or b"")
+        if control.action == "lease" and not genuine(
+            self.rt.signing_key, r.value or b"", r.headers or ()
+        ):
+            # Only bridges lease: seen, a forged release of a live bridge's lease made
+            # the generators abandon its requests (and would let a janitor delete its
+            # reply topic). Leases are signed like chunks (kit/signing.py).
+            metrics.FORGED_CHUNKS.inc()
+            log.warning("unsigned or forged lease on %s: ignored", control.reply_to)
+            return
+        self.cancellations.add(control)
 
     def _note(self, r: ConsumerRecord) -> None:
         """A delivery marker; only those of tracked groups are decoded and kept."""

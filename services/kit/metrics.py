@@ -184,8 +184,8 @@ ADMITTED = Gauge(
 )
 FORGED_CHUNKS = Counter(
     "testdata_forged_chunks",
-    "Reply records a bridge dropped because their signature did not verify (written by "
-    "something without CHUNK_SIGNING_KEY)",
+    "Reply records a bridge dropped, and leases a control reader ignored, because their "
+    "signature did not verify (written by something without CHUNK_SIGNING_KEY)",
     registry=REGISTRY,
 )
 REPLY_TOPICS_DELETED = Counter(
