@@ -335,7 +335,7 @@ class Inbox:
         """Route one reply record to its caller; never waits (see the module docstring)."""
         if not genuine(self.rt.signing_key, value, headers):
             self.dropped += 1
-            metrics.FORGED_CHUNKS.inc()
+            metrics.FORGED_RECORDS.labels("chunk").inc()
             log.warning(
                 "a reply on %s@%d is not signed by the services: dropped", self.topic, offset
             )

@@ -23,7 +23,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from services.core.models import GenerateRequest
-from services.core.plan import fingerprint
 from services.kit import metrics
 from services.kit.codec import Codec
 from services.kit.headers import AVRO
@@ -83,10 +82,9 @@ class Idempotency:
     ) -> tuple[bytes, bool]:
         """(answer, replayed). Raises KeyReused for the same key with another request."""
         name = self.store.key("idem", hashlib.sha256(f"{client}\0{key}".encode()).hexdigest())
-        # The format too: seen, a retry asking for CSV got the first call's JSON body.
-        fp = (
-            hashlib.sha256(fingerprint(req) + req.output_format.value.encode()).hexdigest().encode()
-        )
+        # The format too (as the cache key has it): seen, a retry asking for CSV got the
+        # first call's JSON body.
+        fp = cache_key(req).encode()
         while True:
             if (fut := self.running.get(name)) is not None:
                 try:

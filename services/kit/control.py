@@ -261,7 +261,7 @@ class ControlListener:
             # Only bridges lease: seen, a forged release of a live bridge's lease made
             # the generators abandon its requests (and would let a janitor delete its
             # reply topic). Leases are signed like chunks (kit/signing.py).
-            metrics.FORGED_CHUNKS.inc()
+            metrics.FORGED_RECORDS.labels("lease").inc()
             log.warning("unsigned or forged lease on %s: ignored", control.reply_to)
             return
         self.cancellations.add(control)

@@ -182,10 +182,11 @@ ADMITTED = Gauge(
     ["kind", "state"],
     registry=REGISTRY,
 )
-FORGED_CHUNKS = Counter(
-    "testdata_forged_chunks",
-    "Reply records a bridge dropped, and leases a control reader ignored, because their "
-    "signature did not verify (written by something without CHUNK_SIGNING_KEY)",
+FORGED_RECORDS = Counter(
+    "testdata_forged_records",
+    "Records whose signature did not verify (written by something without "
+    "CHUNK_SIGNING_KEY): reply chunks a bridge dropped, leases a control reader ignored",
+    ["kind"],
     registry=REGISTRY,
 )
 REPLY_TOPICS_DELETED = Counter(

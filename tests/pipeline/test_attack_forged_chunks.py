@@ -62,10 +62,12 @@ async def test_chunks_without_the_services_key_are_dropped(bridge, tail, agent_p
             reply_to, value, key=request_id.encode(), headers=signed(key, value, plain)
         )
 
-    forged = metrics.FORGED_CHUNKS._value.get()
+    forged = metrics.FORGED_RECORDS.labels("chunk")._value.get()
     await answer([{"forged": True}], None)  # unsigned
     await answer([], b"a guessed key", error="attacker-written text")  # signed wrongly
-    await wait_until(lambda: metrics.FORGED_CHUNKS._value.get() >= forged + 2, "both dropped")
+    await wait_until(
+        lambda: metrics.FORGED_RECORDS.labels("chunk")._value.get() >= forged + 2, "both dropped"
+    )
     assert not call.done()  # neither was taken as the answer
     await answer([{"i": 0}, {"i": 1}], app.rt.signing_key)  # the real generator's
     resp = await call

@@ -23,7 +23,7 @@ from .conftest import rid
 
 async def test_a_forged_lease_release_abandons_nothing(stub, stack, agent_producer, codec):
     topic = stack.servicer.inbox.topic
-    ignored = metrics.FORGED_CHUNKS._value.get()
+    ignored = metrics.FORGED_RECORDS.labels("lease")._value.get()
 
     async def release() -> None:
         now = int(time.time() * 1000)
@@ -48,4 +48,6 @@ async def test_a_forged_lease_release_abandons_nothing(stub, stack, agent_produc
         chunks.append(chunk)
     assert chunks[-1].is_final and chunks[-1].success
     assert sum(c.record_count for c in chunks) == count
-    await wait_until(lambda: metrics.FORGED_CHUNKS._value.get() > ignored, "the forgery ignored")
+    await wait_until(
+        lambda: metrics.FORGED_RECORDS.labels("lease")._value.get() > ignored, "the forgery ignored"
+    )
