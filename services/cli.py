@@ -597,6 +597,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from services.core.formats import iter_joined
     from services.core.models import OutputFormat
+    from services.kit.channel import call_metadata, open_channel
     from services.kit.runfile import locate_grpc
     from services.proto.testdata.v1 import test_data_pb2 as pb
     from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
@@ -606,15 +607,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except json_format.ParseError as exc:
         raise UserError(f"not a GenerateRequest: {_one_line(str(exc).splitlines()[0])}") from exc
     fmt = OutputFormat(pb.OutputFormat.Name(msg.output_format))
-    target = locate_grpc(get_settings(), args.target)
+    settings = get_settings()
+    target = locate_grpc(settings, args.target)
     if target.note:
         print(target.note, file=sys.stderr)
-    with (
-        _Output(args.out) as out,
-        grpc.insecure_channel(
-            target.value, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-        ) as ch,
-    ):
+    auth = call_metadata(settings)
+    with _Output(args.out) as out, open_channel(target.value, settings) as ch:
         stub = pb_grpc.TestDataServiceStub(ch)
         try:
             if args.stream:
@@ -623,7 +621,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
                 def datas() -> Iterator[str]:
                     nonlocal md
-                    for chunk in stub.GenerateDataStream(msg, timeout=args.timeout):
+                    for chunk in stub.GenerateDataStream(msg, timeout=args.timeout, metadata=auth):
                         progress.add(chunk.record_count)
                         md = chunk.metadata if chunk.is_final else md
                         yield chunk.data
@@ -637,7 +635,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     else {}
                 )
             else:
-                resp = stub.GenerateData(msg, timeout=args.timeout)
+                resp = stub.GenerateData(msg, timeout=args.timeout, metadata=auth)
                 if not resp.success:  # a bridge before failures became statuses
                     raise UserError(resp.error or "generation failed")
                 out.file.write(resp.data)

@@ -1,22 +1,22 @@
-"""Who is calling: each gRPC call's tenant, from a bearer token.
+"""Who is calling: each gRPC call's tenant, from a bearer token or a client certificate.
 
 Seen: no credentials anywhere; the self-declared `x-client-id` chose the rate-limit bucket
 (rotating it bypassed the limit 40 of 40 times) and scoped idempotency keys, and anyone who
 knew a request id could resume that stream and read its whole dataset.
 
-With AUTH_TOKENS_FILE set, every call but the health checks and reflection needs
-`authorization: Bearer <token>`; the file maps each token to its tenant (one
-`token,tenant` per line, `#` comments; tokens are kept only as SHA-256 digests in
-memory). A call without a known token is UNAUTHENTICATED. The tenant scopes what a caller
-can reach again: its pinned requests (resume), its idempotency keys and its rate limit;
-`x-client-id` is only a label inside a tenant. Without a tokens file every call is tenant
-`local`, and the bridge serves only on a loopback address (app.py refuses another
-BIND_HOST unless ALLOW_UNAUTHENTICATED says so).
+With any authentication configured (static tokens, JWT keys, or client certificates:
+credentials.py), every call but the health checks and reflection needs a credential, and
+one that proves no tenant is UNAUTHENTICATED. The tenant scopes what a caller can reach
+again: its pinned requests (resume), result cache, idempotency keys and rate limit;
+`x-client-id` is only a label inside a tenant. Without authentication every call is tenant
+`local`, and the bridge serves only on a loopback address (server.py refuses another
+BIND_HOST unless ALLOW_UNAUTHENTICATED says so). TLS (GRPC_TLS_CERT_FILE, _KEY_FILE)
+protects the connection; with GRPC_TLS_CLIENT_CA_FILE a client must also present a
+certificate that CA signed (mutual TLS).
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
@@ -24,6 +24,28 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
+from services.kit.settings import Settings
+
+from .credentials import (
+    CredentialsInvalid,
+    JwtKeys,
+    Refused,
+    Tokens,
+    certificate_tenant,
+    read_text,
+)
+
+__all__ = [
+    "LOCAL",
+    "TENANT",
+    "Authenticate",
+    "Authenticator",
+    "CredentialsInvalid",
+    "Tokens",
+    "bearer",
+    "server_credentials",
+]
 
 #: The tenant of a service without authentication.
 LOCAL = "local"
@@ -37,49 +59,85 @@ OPEN_PREFIXES = (
 )
 
 
-class TokensInvalid(ValueError):
-    """The tokens file cannot be used (the message names the line)."""
+class Authenticator:
+    """Which tenant a call's credentials prove: a bearer token (static, else a JWT), else
+    a verified client certificate's common name."""
 
-
-class Tokens:
-    """Token digests -> tenant. Pure: parsed from text, asked by token."""
-
-    def __init__(self, by_digest: dict[str, str]):
-        self._by_digest = by_digest
-
-    @staticmethod
-    def _digest(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
+    def __init__(
+        self,
+        tokens: Tokens | None = None,
+        jwts: JwtKeys | None = None,
+        certificates: bool = False,
+    ):
+        self.tokens, self.jwts, self.certificates = tokens, jwts, certificates
 
     @classmethod
-    def parse(cls, text: str, where: str = "the tokens file") -> Tokens:
-        by_digest: dict[str, str] = {}
-        for n, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            token, sep, tenant = (part.strip() for part in line.partition(","))
-            if not sep or not token or not tenant or "," in tenant:
-                raise TokensInvalid(f"{where}, line {n}: expected `token,tenant`")
-            if len(token) < 16:
-                raise TokensInvalid(f"{where}, line {n}: a token needs 16 characters or more")
-            if not tenant.replace("-", "").replace("_", "").replace(".", "").isalnum():
-                raise TokensInvalid(f"{where}, line {n}: a tenant is letters, digits, - _ .")
-            by_digest[cls._digest(token)] = tenant
-        if not by_digest:
-            raise TokensInvalid(f"{where} holds no token")
-        return cls(by_digest)
+    def from_settings(cls, s: Settings) -> Authenticator | None:
+        """None when no authentication is configured; CredentialsInvalid for a bad file."""
+        tokens = Tokens.load(s.auth_tokens_file) if s.auth_tokens_file else None
+        claims = {
+            "issuer": s.auth_jwt_issuer,
+            "audience": s.auth_jwt_audience,
+            "tenant_claim": s.auth_jwt_tenant_claim,
+        }
+        jwts = None
+        if s.auth_jwt_jwks_file:
+            where = f"AUTH_JWT_JWKS_FILE {s.auth_jwt_jwks_file}"
+            jwts = JwtKeys.from_jwks(
+                read_text(s.auth_jwt_jwks_file, "AUTH_JWT_JWKS_FILE"), where, **claims
+            )
+        elif s.auth_jwt_public_key_file:
+            where = f"AUTH_JWT_PUBLIC_KEY_FILE {s.auth_jwt_public_key_file}"
+            jwts = JwtKeys.from_pem(
+                read_text(s.auth_jwt_public_key_file, "AUTH_JWT_PUBLIC_KEY_FILE"), where, **claims
+            )
+        certificates = bool(s.grpc_tls_client_ca_file)
+        if tokens is None and jwts is None and not certificates:
+            return None
+        return cls(tokens, jwts, certificates)
 
-    @classmethod
-    def load(cls, path: str) -> Tokens:
+    def tenant(
+        self, metadata: Iterable[tuple[str, Any]] | None, auth_context: dict[str, list[bytes]]
+    ) -> str:
+        """The calling tenant; Refused saying what is missing or wrong."""
+        token = bearer(metadata)
+        if token is not None:
+            if self.tokens is not None and (tenant := self.tokens.tenant(token)) is not None:
+                return tenant
+            if self.jwts is not None:
+                return self.jwts.tenant(token)
+            raise Refused("this call needs a known bearer token")
+        if self.certificates and (tenant := certificate_tenant(auth_context)) is not None:
+            return tenant
+        wanted = ["`authorization: Bearer <token>`"] if self.tokens or self.jwts else []
+        wanted += ["a client certificate naming a tenant"] if self.certificates else []
+        raise Refused("this call needs " + " or ".join(wanted))
+
+
+def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port (GRPC_TLS_*), None without it; CredentialsInvalid for a
+    missing file or a half configuration."""
+    cert, key, ca = s.grpc_tls_cert_file, s.grpc_tls_key_file, s.grpc_tls_client_ca_file
+    if not cert and not key:
+        if ca:
+            raise CredentialsInvalid(
+                "GRPC_TLS_CLIENT_CA_FILE needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE"
+            )
+        return None
+    if not cert or not key:
+        raise CredentialsInvalid("TLS needs both GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
+
+    def pem(path: str, setting: str) -> bytes:
         try:
-            text = Path(path).read_text()
+            return Path(path).read_bytes()
         except OSError as exc:
-            raise TokensInvalid(f"AUTH_TOKENS_FILE {path}: {exc.strerror or exc}") from exc
-        return cls.parse(text, f"AUTH_TOKENS_FILE {path}")
+            raise CredentialsInvalid(f"{setting} {path}: {exc.strerror or exc}") from exc
 
-    def tenant(self, token: str) -> str | None:
-        return self._by_digest.get(self._digest(token))
+    return grpc.ssl_server_credentials(
+        [(pem(key, "GRPC_TLS_KEY_FILE"), pem(cert, "GRPC_TLS_CERT_FILE"))],
+        root_certificates=pem(ca, "GRPC_TLS_CLIENT_CA_FILE") if ca else None,
+        require_client_auth=bool(ca),
+    )
 
 
 def bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
@@ -112,10 +170,20 @@ def _rebuilt(handler: grpc.RpcMethodHandler, kind: str, fn: Callable[..., Any]) 
 
 
 class Authenticate(grpc.aio.ServerInterceptor):
-    """The gRPC interceptor: a tenant for each call, or UNAUTHENTICATED."""
+    """The gRPC interceptor: a tenant for each call, or UNAUTHENTICATED. Decided inside
+    the call, where the peer's certificate (the auth context) is known."""
 
-    def __init__(self, tokens: Tokens):
-        self.tokens = tokens
+    def __init__(self, authenticator: Authenticator):
+        self.authenticator = authenticator
+
+    async def _tenant(self, context: grpc.aio.ServicerContext) -> str:
+        try:
+            return self.authenticator.tenant(
+                context.invocation_metadata(), context.auth_context() or {}
+            )
+        except Refused as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise  # abort raised already; for the type checker
 
     async def intercept_service(
         self,
@@ -129,19 +197,10 @@ class Authenticate(grpc.aio.ServerInterceptor):
         if found is None:  # a streaming-request method: none is offered
             return handler
         kind, fn = found
-        token = bearer(details.invocation_metadata)
-        tenant = self.tokens.tenant(token) if token else None
-        if tenant is None:
-            why = "a known bearer token" if token else "`authorization: Bearer <token>`"
-
-            async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"this call needs {why}")
-
-            return _rebuilt(handler, kind, refuse)
         if inspect.isasyncgenfunction(fn):
 
             async def as_tenant_gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                reset = TENANT.set(tenant)
+                reset = TENANT.set(await self._tenant(context))
                 try:
                     async for item in fn(request, context):
                         yield item
@@ -151,7 +210,7 @@ class Authenticate(grpc.aio.ServerInterceptor):
             return _rebuilt(handler, kind, as_tenant_gen)
 
         async def as_tenant(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            reset = TENANT.set(tenant)
+            reset = TENANT.set(await self._tenant(context))
             try:
                 return await fn(request, context)
             finally:

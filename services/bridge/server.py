@@ -54,7 +54,14 @@ from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .admission import Admission, Full
 from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
-from .identity import LOCAL, TENANT, Authenticate, Tokens, TokensInvalid
+from .identity import (
+    LOCAL,
+    TENANT,
+    Authenticate,
+    Authenticator,
+    CredentialsInvalid,
+    server_credentials,
+)
 from .inbox import BrokerGone, ChunkGap, GenerationRestarted, Inbox, Pending, Restarted
 from .retries import (
     Idempotency,
@@ -122,7 +129,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.rate, self.burst = s.rate_limit_per_second, s.rate_limit_burst
         self.unary = Admission("unary", s.max_running_unary, s.max_queued_unary)
         self.streams = Admission("stream", s.max_running_streams, s.max_queued_streams)
-        self.authenticated = bool(s.auth_tokens_file)
+        self.authenticated = False  # set by serve(): calls carry a proven tenant
 
     # ---- retries, cache, rate limit ----------------------------------------------------
     @staticmethod
@@ -880,23 +887,28 @@ async def serve(
     `control`: the process's control reader (the inbox's janitor reads leases from it)."""
     s = runtime.settings
     try:
-        tokens = Tokens.load(s.auth_tokens_file) if s.auth_tokens_file else None
-    except TokensInvalid as exc:
+        authenticator = Authenticator.from_settings(s)
+        credentials = server_credentials(s)
+    except CredentialsInvalid as exc:
         raise StartupError(str(exc)) from exc
-    if tokens is None and not _loopback(host) and not s.allow_unauthenticated:
+    if authenticator is None and not _loopback(host) and not s.allow_unauthenticated:
         raise StartupError(
             f"refusing to serve gRPC on {host} without authentication (anyone who reaches "
-            "it could read and resume every caller's data): set AUTH_TOKENS_FILE, or "
+            "it could read and resume every caller's data): set AUTH_TOKENS_FILE, "
+            "AUTH_JWT_JWKS_FILE, AUTH_JWT_PUBLIC_KEY_FILE or GRPC_TLS_CLIENT_CA_FILE, or "
             "BIND_HOST=127.0.0.1, or ALLOW_UNAUTHENTICATED=true behind a proxy that "
             "authenticates (docs/security.md)"
         )
-    if tokens is None:
+    if authenticator is None:
         log.warning("gRPC without authentication: one tenant (%s), on %s only", LOCAL, host)
+    if credentials is None and not _loopback(host):
+        log.warning("gRPC on %s without TLS: credentials and data cross in clear", host)
     inbox = Inbox(runtime, instance, control)
     await inbox.start()
     servicer = TestDataServicer(runtime, registry, inbox, probes, keystore)
+    servicer.authenticated = authenticator is not None
     server = grpc.aio.server(
-        interceptors=[Authenticate(tokens)] if tokens else [],
+        interceptors=[Authenticate(authenticator)] if authenticator else [],
         # past this many calls at once grpc answers RESOURCE_EXHAUSTED (None: no limit)
         maximum_concurrent_rpcs=runtime.settings.max_concurrent_rpcs,
         options=[
@@ -919,7 +931,12 @@ async def serve(
         server,
     )
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
     except RuntimeError:
         bound = 0  # grpc raises for a failed bind (older versions returned 0)
     if bound == 0:
@@ -929,5 +946,11 @@ async def serve(
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC bridge %s on :%d, replies on %s", instance, bound, inbox.topic)
+    log.info(
+        "gRPC bridge %s on :%d%s, replies on %s",
+        instance,
+        bound,
+        " (TLS)" if credentials is not None else "",
+        inbox.topic,
+    )
     return server, servicer, bound

@@ -261,19 +261,19 @@ class GrpcTestDataClient:
 
     def __init__(self, target: str | None = None, *, timeout_s: float = 120.0):
         """`target` None: GRPC_PORT if set, else the running `testdata run`'s bridge."""
-        self.target = locate_grpc(get_settings(), target).value
+        self.settings = get_settings()
+        self.target = locate_grpc(self.settings, target).value
         self.timeout_s = timeout_s
         self._channel: Any = None
         self._stub: Any = None
+        self._auth: tuple[tuple[str, str], ...] = ()
 
     async def __aenter__(self) -> GrpcTestDataClient:
-        import grpc
-
+        from services.kit.channel import call_metadata, open_channel
         from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
-        self._channel = grpc.aio.insecure_channel(
-            self.target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-        )
+        self._auth = call_metadata(self.settings)
+        self._channel = open_channel(self.target, self.settings, aio=True)
         self._stub = pb_grpc.TestDataServiceStub(self._channel)
         return self
 
@@ -294,7 +294,9 @@ class GrpcTestDataClient:
 
         req = _with_id(req)
         try:
-            async for c in self._stub.GenerateDataStream(self._proto(req), timeout=self.timeout_s):
+            async for c in self._stub.GenerateDataStream(
+                self._proto(req), timeout=self.timeout_s, metadata=self._auth
+            ):
                 yield ResultChunk(
                     request_id=c.request_id,
                     chunk_index=c.chunk_index,

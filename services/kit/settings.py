@@ -26,14 +26,37 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=9001, ge=0, le=65535)  # 0: a free one, in the run file
     http_port: int = Field(default=8081, ge=0, le=65535)
     # Where the embedded defaults listen (gRPC, HTTP, the embedded broker's clients): this
-    # machine only. 0.0.0.0 opens them to the network (there is no authentication yet).
+    # machine only. Another address needs authentication (below) for gRPC.
     bind_host: str = "127.0.0.1"
-    # gRPC callers: with a tokens file (lines `token,tenant`), every call but health needs
-    # `authorization: Bearer <token>` and is scoped to its tenant (bridge/identity.py).
-    # Without one, the bridge serves on a loopback BIND_HOST only, unless
+    # gRPC callers (bridge/identity.py): with any of the three below, every call but health
+    # needs a credential that names its tenant, which scopes what it can reach again.
+    # Without any, the bridge serves on a loopback BIND_HOST only, unless
     # ALLOW_UNAUTHENTICATED (behind a proxy that authenticates).
+    # 1. static tokens: a file of `token,tenant` lines; `authorization: Bearer <token>`.
     auth_tokens_file: str | None = None
+    # 2. JWTs (`authorization: Bearer <jwt>`) signed by the issuer's key: a JWKS file or
+    # one PEM public key. `exp` is required; `iss` and `aud` are checked when set here.
+    auth_jwt_jwks_file: str | None = None
+    auth_jwt_public_key_file: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwt_tenant_claim: str = "tenant"
+    # 3. client certificates (mutual TLS): the CA that signs them; the tenant is the
+    # certificate's common name. Needs TLS on the port: GRPC_TLS_CERT_FILE and _KEY_FILE
+    # (PEM), which alone encrypt the connection without proving who calls.
+    grpc_tls_cert_file: str | None = None
+    grpc_tls_key_file: str | None = None
+    grpc_tls_client_ca_file: str | None = None
     allow_unauthenticated: bool = False
+    # What the CLI and the agent client (kit/client.py) present to a bridge: a bearer token
+    # (a static one or a JWT), the CA that signed the bridge's certificate (TLS; the
+    # system's trust store when empty and TLS is asked for with GRPC_CLIENT_TLS), and a
+    # client certificate and key (mutual TLS).
+    grpc_client_token: SecretStr | None = None
+    grpc_client_tls: bool = False
+    grpc_client_ca_file: str | None = None
+    grpc_client_cert_file: str | None = None
+    grpc_client_key_file: str | None = None
     # /health and /metrics listen here (no authentication there: keep it private).
     http_bind_host: str = "127.0.0.1"
     log_level: str = "INFO"

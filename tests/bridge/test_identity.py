@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.bridge.identity import Tokens, TokensInvalid, bearer
+from services.bridge.credentials import CredentialsInvalid as TokensInvalid
+from services.bridge.credentials import Tokens
+from services.bridge.identity import bearer
 
 A, B = "a" * 32, "b" * 32
 
