@@ -17,15 +17,14 @@ interceptor that asks them is identity.py.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jwt
 
-#: A tenant name: what every scope (keys, topics' labels, log fields) may carry safely.
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from services.kit.tenancy import valid_tenant
+
 #: Only these verify a JWT: signatures with a public key.
 ASYMMETRIC = (
     *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
@@ -41,10 +40,6 @@ class CredentialsInvalid(ValueError):
 
 class Refused(Exception):
     """A presented credential does not prove a tenant (the message says why)."""
-
-
-def valid_tenant(name: str) -> bool:
-    return bool(_TENANT_RE.match(name))
 
 
 def read_text(path: str, setting: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from services.kit.settings import Settings
+from services.kit.tenancy import LOCAL
 
 from .credentials import (
     CredentialsInvalid,
@@ -47,8 +48,6 @@ __all__ = [
     "server_credentials",
 ]
 
-#: The tenant of a service without authentication.
-LOCAL = "local"
 #: The calling tenant, set for the duration of each authenticated call.
 TENANT: ContextVar[str] = ContextVar("tenant", default=LOCAL)
 #: Methods anyone may call: liveness and readiness probes, and reflection.

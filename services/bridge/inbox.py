@@ -48,6 +48,7 @@ from services.kit.kafka import (
 from services.kit.messages import ResultChunk
 from services.kit.signing import genuine
 from services.kit.stream import Runtime
+from services.kit.tenancy import LOCAL
 
 log = logging.getLogger("testdata.bridge.inbox")
 QUEUE_CHUNKS = 16  # per request, in memory; a slower caller reads the rest from the log
@@ -79,6 +80,7 @@ class Pending:
 
     request_id: str
     correlation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    tenant: str = LOCAL
     queue: asyncio.Queue[ResultChunk | Exception] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_CHUNKS)
     )
@@ -195,7 +197,10 @@ class Inbox:
         self.rt = runtime
         self.control = control
         self.topic = runtime.topics.replies(instance)
+        #: requests in flight, by attempt (correlation id): replies are routed by it, so two
+        #: tenants may use one request id at once
         self.pending: dict[str, Pending] = {}
+        self._running: dict[tuple[str, str], Pending] = {}  # (tenant, request id)
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Future[None]] = set()
@@ -236,8 +241,8 @@ class Inbox:
                     await task
         if self.consumer:
             await stop_quietly(self.consumer, "reply reader")
-        for request_id in list(self.pending):
-            self.close(request_id)  # their log readers too
+        for p in list(self.pending.values()):
+            self.close(p)  # their log readers too
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if not self.broker_gone:  # generators stop what they still make for it
@@ -255,15 +260,25 @@ class Inbox:
     def healthy(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    def open(self, request_id: str, restartable: bool = False) -> Pending:
-        if request_id in self.pending:
+    def open(self, request_id: str, restartable: bool = False, tenant: str = LOCAL) -> Pending:
+        """A request in flight; KeyError if this tenant has one with this id already."""
+        if (tenant, request_id) in self._running:
             raise KeyError(request_id)
-        p = self.pending[request_id] = Pending(request_id, restartable=restartable)
+        p = Pending(request_id, restartable=restartable, tenant=tenant)
+        self._running[tenant, request_id] = self.pending[p.correlation] = p
         return p
 
-    def close(self, request_id: str) -> None:
-        p = self.pending.pop(request_id, None)
-        if p is not None and p.log is not None:
+    def in_progress(self, request_id: str, tenant: str | None = None) -> bool:
+        """Whether a request with this id is in flight (of `tenant`; None: anyone's)."""
+        if tenant is not None:
+            return (tenant, request_id) in self._running
+        return any(p.request_id == request_id for p in self.pending.values())
+
+    def close(self, p: Pending) -> None:
+        if self.pending.pop(p.correlation, None) is None:
+            return
+        self._running.pop((p.tenant, p.request_id), None)
+        if p.log is not None:
             task = asyncio.ensure_future(p.log.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
@@ -346,7 +361,9 @@ class Inbox:
             log.warning("unreadable reply on %s: %s", self.topic, exc)
             self.dropped += 1
             return
-        p = self.pending.get(chunk.request_id)
+        p = self.pending.get(correlation_of(headers) or "")
+        if p is not None and p.request_id != chunk.request_id:
+            p = None  # another request's id under this attempt's correlation
         if p is None or p.done or p.spill is not None:
             if p is None or p.done:
                 self.dropped += 1  # late, or given up on; a spilled caller reads the log

@@ -49,6 +49,7 @@ from services.kit.keystore import KeyStore
 from services.kit.messages import ResultChunk
 from services.kit.procstate import DISK_FULL, FROZEN, STUCK, StartupError
 from services.kit.stream import Runtime
+from services.kit.tenancy import vouch
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
@@ -270,7 +271,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         try:
             if resumed:
                 await self._predecessor_let_go(req.request_id, context)
-            pending = self.inbox.open(req.request_id, restartable)
+            pending = self.inbox.open(req.request_id, restartable, TENANT.get())
         except KeyError:
             await context.abort_with_status(
                 failure(
@@ -330,7 +331,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         remaining = context.time_remaining()
         wait = self.idle_timeout if remaining is None else min(self.idle_timeout, remaining)
         until = time.monotonic() + wait
-        while request_id in self.inbox.pending and time.monotonic() < until:
+        while self.inbox.in_progress(request_id, TENANT.get()) and time.monotonic() < until:
             await asyncio.sleep(0.02)
 
     async def _publish(
@@ -384,12 +385,12 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         if remaining is not None and remaining < 10 * 365 * 86400:  # "no deadline" is huge
             deadline_ms = int((time.time() + remaining) * 1000)
             headers.append((DEADLINE, str(deadline_ms).encode()))
-        return headers
+        return vouch(self.rt.signing_key, pending.request_id, TENANT.get(), headers)
 
     def _finished(self, req: GenerateRequest, pending: Pending, got_final: bool) -> None:
         """The RPC ended: forget the request, and if the caller left before the final
         chunk, tell the generators to stop (through the control topic)."""
-        self.inbox.close(req.request_id)
+        self.inbox.close(pending)
         if got_final or pending.done:  # the final chunk came (a failed one included)
             return
         if self.inbox.broker_gone:  # it cannot go out; the generators cannot send either
@@ -509,13 +510,13 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     ) -> pb.GenerateResponse:
         """One GenerateData answer: from the cache (use_cache) or generated."""
         asked = request_from_proto(message) if req.use_cache else None
-        chunks = await self.cache.lookup(asked) if asked is not None else None
+        chunks = await self.cache.lookup(asked, TENANT.get()) if asked is not None else None
         if chunks is not None:
             chunks = answered_from_cache(chunks, req.request_id)
         else:
             chunks = await self._collect(req, context)
             if asked is not None:
-                await self.cache.store_run(asked, chunks)
+                await self.cache.store_run(asked, chunks, TENANT.get())
         return pb.GenerateResponse(  # a failure aborted in _next: this one succeeded
             request_id=req.request_id,
             success=True,
@@ -585,7 +586,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     ) -> None:
         """One admitted GenerateDataStream call: from the cache or generated."""
         asked = request_from_proto(request) if req.use_cache and resume is None else None
-        if asked is not None and (hit := await self.cache.lookup(asked)) is not None:
+        if asked is not None and (hit := await self.cache.lookup(asked, TENANT.get())) is not None:
             for chunk in answered_from_cache(hit, req.request_id):
                 if chunk.chunk_index > skip:
                     await context.write(chunk_to_proto(chunk))
@@ -642,7 +643,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             if not released:
                 self._finished(req, pending, got_final)
         if kept is not None and asked is not None:
-            await self.cache.store_run(asked, kept)
+            await self.cache.store_run(asked, kept, TENANT.get())
 
     async def _resumed(
         self, message: pb.GenerateRequest, resume: str, context: grpc.aio.ServicerContext

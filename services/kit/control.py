@@ -70,7 +70,7 @@ class Cancellations:
     def __init__(self, max_entries: int = 100_000, ttl_s: float = 3600.0):
         self.max_entries = max_entries
         self.ttl_ms = int(ttl_s * 1000)
-        self._by_id: OrderedDict[str, Control] = OrderedDict()
+        self._by_id: OrderedDict[tuple[str, str], Control] = OrderedDict()
         self._leases: OrderedDict[str, Control] = OrderedDict()
 
     def add(self, control: Control) -> None:
@@ -83,8 +83,11 @@ class Cancellations:
         now_ms = int(time.time() * 1000)
         if control.at_ms > now_ms:  # seen: a future stamp made a cancel last for good
             control = control.model_copy(update={"at_ms": now_ms})
-        self._by_id.pop(control.request_id, None)
-        self._by_id[control.request_id] = control
+        # by attempt: two tenants' requests may share an id, and one's cancel must not
+        # displace the other's
+        attempt = (control.request_id, control.correlation_id)
+        self._by_id.pop(attempt, None)
+        self._by_id[attempt] = control
         while len(self._by_id) > self.max_entries:
             self._by_id.popitem(last=False)
 
@@ -92,14 +95,13 @@ class Cancellations:
         self, request_id: str, correlation: str | None, now_ms: int | None = None
     ) -> str | None:
         """Why this attempt of the request is cancelled, or None if it is not."""
-        c = self._by_id.get(request_id)
+        # a cancel names the attempt it stops: a request's secret, if any
+        c = self._by_id.get((request_id, correlation or ""))
         if c is None:
             return None
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if now_ms - c.at_ms > self.ttl_ms:
             return None
-        if c.correlation_id != (correlation or ""):
-            return None  # a cancel names the attempt it stops: a request's secret, if any
         return c.reason or "cancelled"
 
     def lease(self, reply_to: str) -> Control | None:

@@ -11,11 +11,12 @@ from services.core.formats import ChunkEncoder, DatasetDigest
 from services.core.models import EntitySchema, OutputFormat
 from services.core.report import ErrorKind
 from services.kit import metrics
-from services.kit.headers import LOG_COPY
+from services.kit.headers import LOG_COPY, TENANT
 from services.kit.messages import GenerationMetadata, ResultChunk
 from services.kit.replies import reply_headers
 from services.kit.signing import signed
 from services.kit.stream import Message, Runtime
+from services.kit.tenancy import origin
 
 MAX_IN_FLIGHT = 8
 
@@ -42,7 +43,9 @@ class ChunkEmitter:
         that is gone, so only the results log gets its share of them."""
         self.rt = runtime
         self.topic = topic
-        self.headers = reply_headers(msg)
+        #: whose request it is: on every chunk, so the results log says whose data it is
+        self.tenant = origin(runtime.signing_key, request_id, msg.headers).tenant
+        self.headers = [*reply_headers(msg), (TENANT, self.tenant.encode())]
         self.request_id = request_id
         self.encoder = ChunkEncoder(schema, fmt)
         self.fmt = fmt

@@ -56,6 +56,7 @@ from services.kit.replies import answer_failure, resolve_reply_topic, send_failu
 from services.kit.resultcache import ResultCache, answered_from_cache
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
+from services.kit.tenancy import origin
 
 log = logging.getLogger("testdata.generation")
 MAX_CHUNK_BYTES = 2 * 1024 * 1024  # well under the 8 MiB record limit, in any format
@@ -260,6 +261,16 @@ class PathService(ABC):
                 await send_failure(self.rt, msg, rid, exc.reason, exc.kind)
             return
         req = routed.request
+        whose = origin(self.rt.signing_key, req.request_id, msg.headers)
+        if not whose.vouched and self.cancellations.lease(msg.header(REPLY_TO) or "") is not None:
+            # Seen possible: an agent's request naming a bridge's reply topic, answered
+            # there with genuinely signed chunks. Only a bridge's own requests go there.
+            metrics.FORGED_RECORDS.labels("request").inc()
+            why = "no bridge vouched for this request, and its reply-to is a bridge's topic"
+            await self.rt.dead_letter(
+                msg, self.name, ErrorKind.INVALID_REQUEST, why, request_id=req.request_id
+            )
+            return
         try:
             plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
@@ -282,7 +293,7 @@ class PathService(ABC):
                 self.rt, msg, req.request_id, str(abandoned), abandoned.kind, fmt=req.output_format
             )
             return
-        if req.use_cache and await self._from_cache(msg, routed, plan):
+        if req.use_cache and await self._from_cache(msg, routed, plan, whose.tenant):
             return
         claim = await self._claim(msg, req.request_id)
         if claim is None:
@@ -304,13 +315,15 @@ class PathService(ABC):
     def cache(self) -> ResultCache:
         return ResultCache(self.keystore, self.rt.codec, self.rt.settings, "generator")
 
-    async def _from_cache(self, msg: Message, routed: RoutedRequest, plan: Plan) -> bool:
+    async def _from_cache(
+        self, msg: Message, routed: RoutedRequest, plan: Plan, tenant: str
+    ) -> bool:
         """Answer a use_cache request from the cache, if it holds one (agents publishing
         directly benefit too; the bridge already answers its callers' hits itself)."""
         if not self.keystore.configured:
             return False
         req = routed.request
-        chunks = await self.cache.lookup(req)
+        chunks = await self.cache.lookup(req, tenant)
         if chunks is None:
             return False
         emitter = ChunkEmitter(
@@ -435,9 +448,9 @@ class PathService(ABC):
             await self._failed(msg, emitter, *failure, final(), detail)
         await emitter.close()
         if status == "success" and failure is None and emitter.records:
-            await self._outcome(plan, report, sample)
+            await self._outcome(plan, report, sample, emitter.tenant)
         if status == "success" and failure is None and emitter.kept is not None:
-            await cache.store_run(req, emitter.kept)
+            await cache.store_run(req, emitter.kept, emitter.tenant)
         elapsed = time.perf_counter() - t0
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
         metrics.GENERATION_SECONDS.labels(self.path.value).observe(elapsed)
@@ -519,7 +532,7 @@ class PathService(ABC):
                 raise budget.stop(emitter.records, plan.count) from None
             raise  # the path's own timeout, not the budget
 
-    async def _outcome(self, plan: Plan, report: RunReport, sample: Sample) -> None:
+    async def _outcome(self, plan: Plan, report: RunReport, sample: Sample, tenant: str) -> None:
         """The delivered dataset, for the learner (unless the request opts out). After
         every chunk is acknowledged, so no outcome exists for an undelivered dataset."""
         req = plan.request
@@ -531,7 +544,9 @@ class PathService(ABC):
             self.path.value,
             shaped(req.context, (s.description for s in req.scenarios)),
         )
-        outcome = build_outcome(plan, self.path.value, report.coherence, sample, check=learnable)
+        outcome = build_outcome(
+            plan, self.path.value, report.coherence, sample, check=learnable, tenant=tenant
+        )
         ok = await publish_outcome(self.rt, outcome)
         metrics.OUTCOMES.labels(self.path.value, "published" if ok else "failed").inc()
 

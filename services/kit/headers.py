@@ -25,6 +25,11 @@ LOG_COPY = "log-copy"
 #: On result chunks sent to a reply topic, when the services share CHUNK_SIGNING_KEY: an
 #: HMAC the bridge checks (kit/signing.py), so nobody else can write a caller's chunks.
 SIGNATURE = "signature"
+#: On requests a bridge publishes, and on their result chunks: whose request it is.
+TENANT = "tenant"
+#: On requests a bridge publishes, with CHUNK_SIGNING_KEY: its HMAC vouching for the
+#: request's tenant, reply topic and attempt (kit/tenancy.py).
+REQUEST_SIGNATURE = "request-signature"
 
 AVRO = "application/avro"
 JSON = "application/json"
@@ -32,7 +37,7 @@ JSON = "application/json"
 #: Headers that travel with a request to its result chunks.
 FORWARDED = (REPLY_TO, CORRELATION)
 #: Headers the router passes on with a request to its path topic.
-ROUTED = (*FORWARDED, DEADLINE)
+ROUTED = (*FORWARDED, DEADLINE, TENANT, REQUEST_SIGNATURE)
 
 
 def correlation_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:

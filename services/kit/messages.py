@@ -139,6 +139,7 @@ class Outcome(_Msg):
     sample_json: str
     generator_version: str = ""
     completed_at_ms: int
+    tenant: str = "local"
 
     def sample(self) -> list[dict[str, Any]]:
         """The sample's records; objects only (anything else is not a record)."""

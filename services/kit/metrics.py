@@ -185,7 +185,8 @@ ADMITTED = Gauge(
 FORGED_RECORDS = Counter(
     "testdata_forged_records",
     "Records whose signature did not verify (written by something without "
-    "CHUNK_SIGNING_KEY): reply chunks a bridge dropped, leases a control reader ignored",
+    "CHUNK_SIGNING_KEY): reply chunks a bridge dropped, leases a control reader ignored, "
+    "requests no bridge vouched for that named a bridge's reply topic",
     ["kind"],
     registry=REGISTRY,
 )

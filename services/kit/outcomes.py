@@ -22,6 +22,7 @@ from services.core.validate import validate_record
 from services.kit.headers import AVRO, CONTENT_TYPE
 from services.kit.messages import Outcome, OutcomeScenario
 from services.kit.stream import Runtime
+from services.kit.tenancy import LOCAL
 
 log = logging.getLogger("testdata.outcomes")
 #: A request with this hint is never learned from.
@@ -87,7 +88,13 @@ class Sample:
 
 
 def build_outcome(
-    plan: Plan, path: str, coherence: float | None, sample: Sample, *, check: bool = True
+    plan: Plan,
+    path: str,
+    coherence: float | None,
+    sample: Sample,
+    *,
+    check: bool = True,
+    tenant: str = LOCAL,
 ) -> Outcome:
     """`check`: validate the sample (~0.1 ms a record); a path skips it for a dataset its
     settings do not learn, the learner validates again either way."""
@@ -117,6 +124,7 @@ def build_outcome(
         sample_json=sample.json(),
         generator_version=GENERATOR_VERSION,
         completed_at_ms=int(time.time() * 1000),
+        tenant=tenant,
     )
 
 

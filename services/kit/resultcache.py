@@ -4,7 +4,8 @@ Key: SHA-256 of the request fingerprint (everything but request_id, output_forma
 use_cache) plus output_format. The bridge keys a request as its caller sent it (before
 it fixes seed and anchor); a generator keys the request it receives, so an agent
 publishing directly with a seed is answered from the cache too. Only datasets within
-CACHE_MAX_RECORDS and CACHE_MAX_BYTES are stored, for CACHE_TTL_SECONDS.
+CACHE_MAX_RECORDS and CACHE_MAX_BYTES are stored, for CACHE_TTL_SECONDS. Entries are the
+tenant's (kit/tenancy.py): another tenant's identical request is a miss, never its data.
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ class ResultCache:
         self.ttl = settings.cache_ttl_seconds
         self.max_records, self.max_bytes = settings.cache_max_records, settings.cache_max_bytes
 
-    async def lookup(self, req: GenerateRequest) -> list[ResultChunk] | None:
+    def _name(self, req: GenerateRequest, tenant: str) -> str:
+        return self.store.key("cache", tenant, cache_key(req))
+
+    async def lookup(self, req: GenerateRequest, tenant: str) -> list[ResultChunk] | None:
         if not self.store.configured:
             metrics.CACHE_LOOKUPS.labels(self.where, "unavailable").inc()
             return None
-        raw = await self.store.get(self.store.key("cache", cache_key(req)))
+        raw = await self.store.get(self._name(req, tenant))
         if raw is None:
             result = "unavailable" if self.store.problem else "miss"
             metrics.CACHE_LOOKUPS.labels(self.where, result).inc()
@@ -52,13 +56,13 @@ class ResultCache:
     def fits(self, records: int, size: int) -> bool:
         return records <= self.max_records and size <= self.max_bytes
 
-    async def store_run(self, req: GenerateRequest, chunks: list[ResultChunk]) -> None:
+    async def store_run(self, req: GenerateRequest, chunks: list[ResultChunk], tenant: str) -> None:
         if not self.store.configured or not chunks or not chunks[-1].is_final:
             return
         if not self.fits(sum(c.record_count for c in chunks), sum(len(c.data) for c in chunks)):
             return
         body = orjson.dumps([base64.b64encode(self.codec.encode_chunk(c)).decode() for c in chunks])
-        await self.store.set(self.store.key("cache", cache_key(req)), body, self.ttl)
+        await self.store.set(self._name(req, tenant), body, self.ttl)
 
 
 def answered_from_cache(chunks: list[ResultChunk], request_id: str) -> list[ResultChunk]:

@@ -556,3 +556,14 @@ def test_a_cancel_stops_only_the_attempt_it_names_and_never_from_the_future():
     assert c.reason("r", None, now_ms=now + 61_000) is None  # clamped: expired as any other
     c.add(Control(request_id="r", correlation_id="secret", reason="owner", at_ms=now))
     assert c.reason("r", "secret") == "owner" and c.reason("r", "other") is None
+
+
+def test_one_attempts_cancel_never_displaces_anothers_with_the_same_id():
+    """Two tenants may have one request id in flight at once: each cancel stays its own."""
+    from services.kit.control import Cancellations
+    from services.kit.messages import Control
+
+    c = Cancellations(ttl_s=60)
+    c.add(Control(request_id="r", correlation_id="a", reason="a left", at_ms=now_ms()))
+    c.add(Control(request_id="r", correlation_id="b", reason="b left", at_ms=now_ms()))
+    assert c.reason("r", "a") == "a left" and c.reason("r", "b") == "b left"

@@ -13,13 +13,20 @@ from services.core.models import GenerateRequest
 from services.core.routing import RoutingDecision
 from services.kit.codec import AVRO, JSON
 from services.kit.messages import RoutedRequest
+from services.kit.tenancy import LOCAL, vouch
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S, wait_until
+from tests.support import HANG_GUARD_S, SIGNING_KEY, wait_until
 
 from .conftest import rid
 
 pytestmark = pytest.mark.usefixtures("stack")
+
+
+def as_bridge(request_id: str, reply_to: str, correlation: str) -> list[tuple[str, bytes]]:
+    """A request's headers as a bridge publishes them (vouched for: kit/tenancy.py)."""
+    plain = [("reply-to", reply_to.encode()), ("correlation-id", correlation.encode())]
+    return vouch(SIGNING_KEY.encode(), request_id, LOCAL, plain)
 
 
 def chunks_for(records, codec, request_id):
@@ -246,11 +253,16 @@ async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_produ
     dropped_before = inbox.dropped  # the reader may drop copies before we read the final
     try:
         value = codec.encode_routed(routed)
-        headers = [
-            ("content-type", b"application/avro"),
-            ("reply-to", inbox.topic.encode()),
-            ("correlation-id", pending.correlation.encode()),
-        ]
+        headers = vouch(  # the test plays the bridge
+            SIGNING_KEY.encode(),
+            request_id,
+            LOCAL,
+            [
+                ("content-type", b"application/avro"),
+                ("reply-to", inbox.topic.encode()),
+                ("correlation-id", pending.correlation.encode()),
+            ],
+        )
         for _ in range(2):
             await agent_producer.send_and_wait(
                 stack.rt.topics.specs["traditional"].name,
@@ -270,7 +282,7 @@ async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_produ
         )
         duplicates_dropped = inbox.dropped - dropped_before
     finally:
-        inbox.close(request_id)
+        inbox.close(pending)
     records = [r for c in chunks for r in json.loads(c.data)]  # each chunk is an array
     assert [r["_index"] for r in records] == list(range(2500))
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
@@ -287,16 +299,16 @@ async def test_chunks_of_an_earlier_attempt_with_the_same_id_are_ignored(
     pending = inbox.open(request_id)
     try:
         dropped = inbox.dropped
-        old = [("reply-to", inbox.topic.encode()), ("correlation-id", b"an-earlier-attempt")]
+        old = as_bridge(request_id, inbox.topic, "an-earlier-attempt")
         await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=old)
         await wait_until(lambda: inbox.dropped > dropped, "the earlier attempt's chunk dropped")
         assert pending.queue.empty()
-        new = [("reply-to", inbox.topic.encode()), ("correlation-id", pending.correlation.encode())]
+        new = as_bridge(request_id, inbox.topic, pending.correlation)
         await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=new)
         chunk = await asyncio.wait_for(pending.get(), HANG_GUARD_S)
         assert chunk.is_final and chunk.record_count == 10
     finally:
-        inbox.close(request_id)
+        inbox.close(pending)
 
 
 async def test_unpublished_request_is_not_left_pending(stack, monkeypatch):
@@ -312,7 +324,7 @@ async def test_unpublished_request_is_not_left_pending(stack, monkeypatch):
 
     with pytest.raises(ConnectionError):
         await stack.servicer._submit(req, context=NoDeadline())
-    assert req.request_id not in stack.servicer.inbox.pending
+    assert not stack.servicer.inbox.in_progress(req.request_id)
 
 
 async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, agent_producer, codec):
@@ -321,7 +333,7 @@ async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, age
     inbox = stack.servicer.inbox
     stuck = rid("stuck")
     pending = inbox.open(stuck)
-    headers = [("reply-to", inbox.topic.encode()), ("correlation-id", pending.correlation.encode())]
+    headers = as_bridge(stuck, inbox.topic, pending.correlation)
     await agent_producer.send_and_wait(
         stack.rt.topics.specs["traditional"].name,
         routed_value(codec, stuck, count=60_000, entity="cart"),
@@ -329,7 +341,7 @@ async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, age
         headers=headers,
     )
     await wait_until(pending.queue.full, "the stuck stream's queue full")
-    inbox.close(stuck)  # the caller went away
+    inbox.close(pending)  # the caller went away
     t = asyncio.get_running_loop().time()
     resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=2), timeout=HANG_GUARD_S)
     assert resp.success

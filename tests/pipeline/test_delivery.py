@@ -191,7 +191,7 @@ async def test_a_caller_that_reads_nothing_is_failed_after_the_idle_timeout(
     )
     await call.read()
     # flow control fills; the bridge's write waits, then gives the request up
-    await wait_until(lambda: request_id not in stack.servicer.inbox.pending, "the release")
+    await wait_until(lambda: not stack.servicer.inbox.in_progress(request_id), "the release")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         while await call.read() != grpc.aio.EOF:
             pass

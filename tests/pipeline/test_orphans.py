@@ -16,7 +16,8 @@ from services.core.models import GenerateRequest
 from services.core.report import ErrorKind
 from services.kit.control import LEASE_SECONDS, publish_lease
 from services.kit.kafka import ensure_topics_exist
-from tests.support import HANG_GUARD_S
+from services.kit.tenancy import LOCAL, vouch
+from tests.support import HANG_GUARD_S, SIGNING_KEY
 
 from .conftest import rid
 
@@ -45,7 +46,13 @@ async def test_a_stream_whose_bridge_stopped_renewing_its_lease_is_abandoned(
             topics.requests,
             codec.encode_request(req),
             key=request_id.encode(),
-            headers=[("content-type", b"application/avro"), ("reply-to", reply.encode())],
+            # the test plays a bridge (it holds the lease): its request is vouched for
+            headers=vouch(
+                SIGNING_KEY.encode(),
+                request_id,
+                LOCAL,
+                [("content-type", b"application/avro"), ("reply-to", reply.encode())],
+            ),
         )
         got = await replies.until(lambda rs: len(rs) > 0, timeout=HANG_GUARD_S)
         renewing.cancel()  # the bridge dies

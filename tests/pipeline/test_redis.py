@@ -20,10 +20,11 @@ from services.core.models import GenerateRequest, GenerationPath
 from services.kit import metrics
 from services.kit.messages import ResultChunk, RoutedRequest, RoutingDecision
 from services.kit.signing import signed
+from services.kit.tenancy import LOCAL, vouch
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.redis_support import OwnRedis
-from tests.support import HANG_GUARD_S, make_settings, wait_until
+from tests.support import HANG_GUARD_S, SIGNING_KEY, make_settings, wait_until
 
 from .conftest import rid
 
@@ -315,11 +316,16 @@ async def test_a_redelivered_request_is_not_generated_twice(redis_app, agent_pro
     runs_before = metrics.REQUESTS.labels("traditional", "", "order", "success")._value.get()
     pending = inbox.open(request_id)
     try:
-        headers = [
-            ("content-type", b"application/avro"),
-            ("reply-to", inbox.topic.encode()),
-            ("correlation-id", pending.correlation.encode()),
-        ]
+        headers = vouch(  # the test plays the bridge
+            SIGNING_KEY.encode(),
+            request_id,
+            LOCAL,
+            [
+                ("content-type", b"application/avro"),
+                ("reply-to", inbox.topic.encode()),
+                ("correlation-id", pending.correlation.encode()),
+            ],
+        )
         for _ in range(2):
             await agent_producer.send_and_wait(
                 redis_app.rt.topics.path(GenerationPath.TRADITIONAL),
@@ -343,7 +349,7 @@ async def test_a_redelivered_request_is_not_generated_twice(redis_app, agent_pro
         runs = metrics.REQUESTS.labels("traditional", "", "order", "success")._value.get()
         assert runs == runs_before + 1  # generated once
     finally:
-        inbox.close(request_id)
+        inbox.close(pending)
 
 
 @pytest.fixture(scope="module")
@@ -533,11 +539,16 @@ async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
     before = metrics.DUPLICATE_RUNS_AVOIDED.labels("llm", "completed")._value.get()
     pending = inbox.open(request_id)
     try:
-        headers = [
-            ("content-type", b"application/avro"),
-            ("reply-to", inbox.topic.encode()),
-            ("correlation-id", pending.correlation.encode()),
-        ]
+        headers = vouch(  # the test plays the bridge
+            SIGNING_KEY.encode(),
+            request_id,
+            LOCAL,
+            [
+                ("content-type", b"application/avro"),
+                ("reply-to", inbox.topic.encode()),
+                ("correlation-id", pending.correlation.encode()),
+            ],
+        )
         async with tail(inbox.topic) as replies:
             for _ in range(2):
                 await agent_producer.send_and_wait(
@@ -570,7 +581,7 @@ async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
         assert [c.chunk_index for c in got] == list(range(len(got)))
         assert sum(c.record_count for c in got) == 12
     finally:
-        inbox.close(request_id)
+        inbox.close(pending)
         await service.keystore.aclose()
         service.keystore = KeyStore(None)
 
@@ -598,18 +609,23 @@ async def test_an_agent_publishing_directly_is_answered_from_the_cache_too(
                 redis_app.rt.topics.path(GenerationPath.TRADITIONAL),
                 codec.encode_routed(routed),
                 key=request_id.encode(),
-                headers=[
-                    ("content-type", b"application/avro"),
-                    ("reply-to", inbox.topic.encode()),
-                    ("correlation-id", pending.correlation.encode()),
-                ],
+                headers=vouch(  # the test plays the bridge
+                    SIGNING_KEY.encode(),
+                    request_id,
+                    LOCAL,
+                    [
+                        ("content-type", b"application/avro"),
+                        ("reply-to", inbox.topic.encode()),
+                        ("correlation-id", pending.correlation.encode()),
+                    ],
+                ),
             )
             chunks = []
             while not (chunks and chunks[-1].is_final):
                 chunks.append(await asyncio.wait_for(pending.get(), HANG_GUARD_S))
             return chunks
         finally:
-            inbox.close(request_id)
+            inbox.close(pending)
 
     hits = metrics.CACHE_LOOKUPS.labels("generator", "hit")
     first = await publish()
