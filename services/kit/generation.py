@@ -56,7 +56,7 @@ from services.kit.replies import answer_failure, resolve_reply_topic, send_failu
 from services.kit.resultcache import ResultCache, answered_from_cache
 from services.kit.settings import Settings
 from services.kit.stream import Message, Runtime, Subscriber
-from services.kit.tenancy import origin
+from services.kit.tenancy import CURRENT, origin
 
 log = logging.getLogger("testdata.generation")
 MAX_CHUNK_BYTES = 2 * 1024 * 1024  # well under the 8 MiB record limit, in any format
@@ -271,6 +271,7 @@ class PathService(ABC):
                 msg, self.name, ErrorKind.INVALID_REQUEST, why, request_id=req.request_id
             )
             return
+        CURRENT.set(whose.tenant)  # this handler's task: retrieval scopes by it
         try:
             plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:

@@ -313,9 +313,13 @@ class Settings(BaseSettings):
     # "<path>:context"; comma-separated or JSON). Never rag: the store would feed on its
     # own variations. Plain traditional output says nothing a seed does not.
     learn_paths: Annotated[list[str], NoDecode] = ["llm", "hybrid", "traditional:context"]
-    # At most this many patterns per (collection, domain, entity); lowest quality and
-    # least used are pruned first.
+    # At most this many patterns per (collection, domain, entity) and tenant; lowest
+    # quality and least used are pruned first.
     patterns_per_entity_max: int = Field(default=500, ge=1)
+    # Learned patterns are their tenant's: retrieved for its requests only. Patterns
+    # learned from these tenants' datasets are stored shared, for every tenant (comma-
+    # separated or JSON; the seeds are always shared).
+    patterns_shared_tenants: Annotated[list[str], NoDecode] = []
     # What an outcome carries of the dataset: its first records, within both bounds.
     learn_sample_records: int = Field(default=20, ge=1, le=1000)
     learn_sample_max_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
@@ -344,7 +348,7 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
     idempotency_max_entries: int = Field(default=10_000, ge=1)
 
-    @field_validator("learn_paths", mode="before")
+    @field_validator("learn_paths", "patterns_shared_tenants", mode="before")
     @classmethod
     def _split_learn_paths(cls, v: Any) -> Any:
         if isinstance(v, str):

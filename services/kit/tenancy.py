@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from services.kit.headers import CORRELATION, REPLY_TO, REQUEST_SIGNATURE, TENANT
@@ -28,6 +29,9 @@ from services.kit.headers import CORRELATION, REPLY_TO, REQUEST_SIGNATURE, TENAN
 LOCAL = "local"
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DOMAIN = b"testdata-request-v1\0"
+#: The tenant of the request a generator is working on (set for each request it handles,
+#: so deep parts such as pattern retrieval scope by it without threading it through).
+CURRENT: ContextVar[str] = ContextVar("current_tenant", default=LOCAL)
 
 
 def valid_tenant(name: str) -> bool:

@@ -47,14 +47,27 @@ class Policy:
 
     paths: dict[str, bool]  # path -> learned only when shaped by a context
     coherence_threshold: float
+    #: tenants whose learned patterns are stored shared (everyone's), not theirs alone
+    shared_tenants: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
-        return cls.of(settings.learn_paths, settings.coherence_threshold)
+        return cls.of(
+            settings.learn_paths, settings.coherence_threshold, settings.patterns_shared_tenants
+        )
 
     @classmethod
-    def of(cls, learn_paths: Sequence[str], coherence_threshold: float) -> Policy:
-        return cls(paths=learn_rules(learn_paths), coherence_threshold=coherence_threshold)
+    def of(
+        cls,
+        learn_paths: Sequence[str],
+        coherence_threshold: float,
+        shared_tenants: Sequence[str] = (),
+    ) -> Policy:
+        return cls(
+            paths=learn_rules(learn_paths),
+            coherence_threshold=coherence_threshold,
+            shared_tenants=frozenset(shared_tenants),
+        )
 
 
 @dataclass(frozen=True)
@@ -135,5 +148,6 @@ def judge(outcome: Outcome, registry: SchemaRegistry, policy: Policy) -> Verdict
         quality=max(0.0, min(1.0, quality)),
         source=f"learned:{outcome.path}",
         created_at=datetime.fromtimestamp(outcome.completed_at_ms / 1000, UTC),
+        tenant="" if outcome.tenant in policy.shared_tenants else outcome.tenant,
     )
     return Verdict(pattern.with_id())

@@ -125,7 +125,11 @@ class LearnerService:
                         new = await self.store.upsert([pattern])
                     if new:
                         await self.store.prune(
-                            pattern.collection, pattern.domain, pattern.entity, self.keep
+                            pattern.collection,
+                            pattern.domain,
+                            pattern.entity,
+                            self.keep,
+                            pattern.tenant,
                         )
                     self._available()
                     return bool(new)

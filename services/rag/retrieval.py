@@ -24,6 +24,7 @@ from services.kit.patterns.availability import StoreAvailability
 from services.kit.patterns.scope import Scope, scope_of
 from services.kit.patterns.store import Collection, Hit
 from services.kit.settings import Settings
+from services.kit.tenancy import CURRENT
 
 log = logging.getLogger("testdata.rag")
 MAX_QUERY_CHARS = 1000
@@ -111,6 +112,7 @@ async def retrieve(store: StoreAvailability, plan: Plan, settings: Settings) -> 
                 entity=scope.entity,
                 top_k=settings.rag_top_k,
                 alpha=alpha,
+                tenant=CURRENT.get(),  # the tenant's learned patterns and shared ones
             )
         )
     except asyncio.CancelledError:

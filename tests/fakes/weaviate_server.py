@@ -11,7 +11,8 @@ Tests point the real weaviate-client at it; messages are the client's own compil
         with server.down(): ...             # ports closed (refused), data kept
         with server.stalled(): ...          # ports open, nothing answered (a black hole)
 
-REST: `/v1/meta`, `/v1/.well-known/{ready,live,openid-configuration}`, `/v1/schema[/{C}]`
+REST: `/v1/meta`, `/v1/.well-known/{ready,live,openid-configuration}`, `/v1/schema[/{C}]`,
+`/v1/schema/{C}/properties` (POST)
 (GET, POST, DELETE) and `PATCH /v1/objects/{C}/{id}`. gRPC: `weaviate.v1.Weaviate/`
 `BatchObjects`, `BatchDelete`, `Search` (fetch, sort, filters, BM25, near-vector, hybrid with
 relative-score or ranked fusion) and `Aggregate` (count, group by), plus
@@ -86,6 +87,62 @@ class _Class:
     props: dict[str, dict[str, Any]]
     objects: dict[str, tuple[dict[str, Any], list[float] | None]] = field(default_factory=dict)
     dim: int | None = None
+
+
+#: What Weaviate shows of an HNSW index it was given no settings for.
+HNSW_DEFAULTS = {
+    "skip": False,
+    "cleanupIntervalSeconds": 300,
+    "maxConnections": 32,
+    "efConstruction": 128,
+    "ef": -1,
+    "dynamicEfMin": 100,
+    "dynamicEfMax": 500,
+    "dynamicEfFactor": 8,
+    "vectorCacheMaxObjects": 1_000_000_000_000,
+    "flatSearchCutoff": 40000,
+    "distance": "cosine",
+}
+
+
+def _shown_vector(v: dict[str, Any]) -> dict[str, Any]:
+    """A named vector as Weaviate's schema answers show it: index type and settings."""
+    return {
+        **v,
+        "vectorIndexType": v.get("vectorIndexType", "hnsw"),
+        "vectorIndexConfig": {**HNSW_DEFAULTS, **(v.get("vectorIndexConfig") or {})},
+    }
+
+
+def _shown(p: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A property as Weaviate's schema answers show it: index flags always present."""
+    text = spec["type"] in ("text", "text[]")
+    return {
+        **p,
+        "indexFilterable": spec["filterable"],
+        "indexSearchable": spec["searchable"] and text,
+        **({"tokenization": spec["tokenization"]} if text else {}),
+    }
+
+
+def _property(p: dict[str, Any], have: dict[str, Any]) -> dict[str, Any] | str:
+    """A property definition as the fake keeps it, or why Weaviate would refuse it."""
+    pname, types = p.get("name", ""), p.get("dataType") or []
+    if not _NAME.match(pname) or pname in have:
+        return f"invalid or duplicate property name {pname!r}"
+    if len(types) != 1 or types[0] not in DATA_TYPES:
+        return f"property {pname!r}: unsupported dataType {types}"
+    tokenization = p.get("tokenization")
+    if tokenization is not None and (
+        tokenization not in TOKENIZATIONS or types[0] not in ("text", "text[]")
+    ):
+        return f"property {pname!r}: tokenization {tokenization!r}"
+    return {
+        "type": types[0],
+        "tokenization": tokenization or "word",
+        "filterable": p.get("indexFilterable", True) is not False,
+        "searchable": p.get("indexSearchable", True) is not False,
+    }
 
 
 class FakeWeaviate:
@@ -244,33 +301,38 @@ class FakeWeaviate:
         name = name[0].upper() + name[1:]  # Weaviate capitalises class names
         props: dict[str, dict[str, Any]] = {}
         for p in body.get("properties", []):
-            pname, types = p.get("name", ""), p.get("dataType") or []
-            if not _NAME.match(pname) or pname in props:
-                return 422, _error(f"invalid or duplicate property name {pname!r}")
-            if len(types) != 1 or types[0] not in DATA_TYPES:
-                return 422, _error(f"property {pname!r}: unsupported dataType {types}")
-            tokenization = p.get("tokenization")
-            if tokenization is not None and (
-                tokenization not in TOKENIZATIONS or types[0] not in ("text", "text[]")
-            ):
-                return 422, _error(f"property {pname!r}: tokenization {tokenization!r}")
-            props[pname] = {
-                "type": types[0],
-                "tokenization": tokenization or "word",
-                "filterable": p.get("indexFilterable", True) is not False,
-                "searchable": p.get("indexSearchable", True) is not False,
-            }
+            spec = _property(p, props)
+            if isinstance(spec, str):
+                return 422, _error(spec)
+            props[p["name"]] = spec
         with self._lock:
             if any(k.lower() == name.lower() for k in self._classes):
                 return 422, _error(f"class name {name!r} already exists")
             definition = {
                 **body,
+                "properties": [_shown(p, props[p["name"]]) for p in body.get("properties", [])],
+                "vectorConfig": {
+                    vname: _shown_vector(v) for vname, v in (body.get("vectorConfig") or {}).items()
+                },
                 "class": name,
                 "vectorIndexConfig": {"distance": "cosine"},
                 "invertedIndexConfig": {"bm25": {"b": 0.75, "k1": 1.2}},
             }
             self._classes[name] = _Class(name, definition, props)
         return 200, definition
+
+    def add_property(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """`POST /v1/schema/{C}/properties`: objects stored before have none (null)."""
+        with self._lock:
+            cls = self._get(name)
+            if cls is None:
+                return 404, _error(f"class {name!r} not found")
+            spec = _property(body, cls.props)
+            if isinstance(spec, str):
+                return 422, _error(spec)
+            cls.props[body["name"]] = spec
+            cls.definition.setdefault("properties", []).append(_shown(body, spec))
+        return 200, body
 
     def delete_class(self, name: str) -> None:
         with self._lock, contextlib.suppress(KeyError):
@@ -403,6 +465,9 @@ class _Rest(BaseHTTPRequestHandler):
         if path == "/v1/schema":
             self.fake._race(body)
             return self._send(*self.fake.create_class(body))
+        m = re.fullmatch(r"/v1/schema/([^/]+)/properties", path)
+        if m:
+            return self._send(*self.fake.add_property(m.group(1), body))
         return self._send(404, _error(f"fake: no route POST {path}"))
 
     def do_PATCH(self) -> None:

@@ -184,3 +184,12 @@ def test_words_and_scenarios_of_a_pattern():
     assert describe(o) == "Holiday gifts. a: wrapped presents. cart records (ecommerce)"
     assert scenario_of(o.sample()) == "a,b"
     assert scenario_of([{"_scenario": "default"}]) == ""
+
+
+def test_a_learned_pattern_is_its_tenants_unless_the_operator_shares_that_tenant(monkeypatch):
+    o = outcome(entity="cart", count=6, context=CONTEXT).model_copy(update={"tenant": "team-a"})
+    assert judge(o, REGISTRY, POLICY).pattern.tenant == "team-a"
+    shared = Policy.of(["traditional:context"], 0.85, ["team-a"])
+    assert judge(o, REGISTRY, shared).pattern.tenant == ""
+    monkeypatch.setitem(os.environ, "PATTERNS_SHARED_TENANTS", "team-a, team-s")
+    assert make_settings().patterns_shared_tenants == ["team-a", "team-s"]

@@ -378,3 +378,44 @@ async def test_keyword_only_mode_still_searches_and_says_degraded(
             hits = await store.search(P, "cast iron skillet", alpha=alpha)
             assert hits and hits[0].pattern.scenario == "kitchen_upgrade", alpha
         assert await store.search(P, "gear for long-distance road racing") == []
+
+
+# ---- tenants ----------------------------------------------------------------------------
+async def test_a_tenant_retrieves_its_own_learned_patterns_and_shared_ones_only(
+    store: PatternStore,
+) -> None:
+    """Seen: any caller could seed the patterns other callers' RAG requests received."""
+    shared = pat("Marathon runner cart: shoes and gels, shared by everyone")
+    mine = pat("Marathon runner cart: shoes and gels, learned by team-a", tenant="team-a")
+    theirs = pat("Marathon runner cart: shoes and gels, learned by team-b", tenant="team-b")
+    await store.upsert([shared, mine, theirs])
+    for alpha in (0.0, 0.5, 1.0):  # keywords, both, meaning: every leg is scoped
+        got = await store.search(P, "marathon runner shoes", top_k=10, alpha=alpha, tenant="team-a")
+        assert {h.pattern.description for h in got} == {shared.description, mine.description}
+        assert {h.pattern.tenant for h in got} == {"", "team-a"}
+        other = await store.search(P, "marathon runner shoes", top_k=10, alpha=alpha, tenant="c")
+        assert [h.pattern.description for h in other] == [shared.description]
+    everyone = await store.search(P, "marathon runner shoes", top_k=10)
+    assert len(everyone) == 3  # operators see all
+
+
+async def test_two_tenants_learning_the_same_records_keep_two_patterns(
+    store: PatternStore,
+) -> None:
+    records = [{"_index": 0, "_scenario": "default", "n": 1}]
+    a = pat("same records", records=records, tenant="team-a").with_id()
+    b = pat("same records", records=records, tenant="team-b").with_id()
+    assert a.id != b.id
+    assert await store.upsert([a, b]) == 2
+
+
+async def test_prune_keeps_each_tenant_within_bounds_alone(store: PatternStore) -> None:
+    """One tenant's learning never evicts another's patterns, nor the shared ones."""
+    await store.upsert(
+        [pat(f"shared {i}", quality=0.1) for i in range(2)]
+        + [pat(f"team-b {i}", tenant="team-b", quality=0.1) for i in range(2)]
+        + [pat(f"team-a {i}", tenant="team-a", quality=0.9) for i in range(5)]
+    )
+    assert await store.prune(P, "ecommerce", "cart", keep=3, tenant="team-a") == 2
+    left = await store.list_patterns(P, limit=100)
+    assert sorted(p.tenant for p in left) == ["", "", *["team-a"] * 3, "team-b", "team-b"]

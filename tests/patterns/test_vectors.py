@@ -16,11 +16,11 @@ def test_search_is_exact_and_filters_by_scope() -> None:
     idx = VectorIndex(dim=3, capacity=1)  # grows past its capacity
     idx.put(
         [
-            (10, ("patterns", "ecommerce", "cart"), unit(1, 0, 0)),
-            (11, ("patterns", "ecommerce", "cart"), unit(1, 1, 0)),
-            (12, ("patterns", "ecommerce", "order"), unit(1, 0, 0)),
-            (13, ("defects", "ecommerce", "cart"), unit(1, 0, 0)),
-            (14, ("patterns", "fintech", "cart"), unit(0, 0, 1)),
+            (10, ("patterns", "ecommerce", "cart", ""), unit(1, 0, 0)),
+            (11, ("patterns", "ecommerce", "cart", ""), unit(1, 1, 0)),
+            (12, ("patterns", "ecommerce", "order", ""), unit(1, 0, 0)),
+            (13, ("defects", "ecommerce", "cart", ""), unit(1, 0, 0)),
+            (14, ("patterns", "fintech", "cart", ""), unit(0, 0, 1)),
         ]
     )
     q = unit(1, 0, 0)
@@ -34,9 +34,24 @@ def test_search_is_exact_and_filters_by_scope() -> None:
     assert idx.search(q, "patterns", None, None, 2).keys() == {10, 12}
 
 
+def test_a_tenant_finds_its_own_rows_and_shared_ones_only() -> None:
+    idx = VectorIndex(dim=2)
+    idx.put(
+        [
+            (1, ("patterns", "d", "e", ""), unit(1, 0)),
+            (2, ("patterns", "d", "e", "team-a"), unit(1, 0)),
+            (3, ("patterns", "d", "e", "team-b"), unit(1, 0)),
+        ]
+    )
+    q = unit(1, 0)
+    assert idx.search(q, "patterns", "d", "e", 10, "team-a").keys() == {1, 2}
+    assert idx.search(q, "patterns", "d", "e", 10, "team-c").keys() == {1}
+    assert idx.search(q, "patterns", "d", "e", 10).keys() == {1, 2, 3}
+
+
 def test_put_replaces_and_remove_keeps_the_rest_findable() -> None:
     idx = VectorIndex(dim=2)
-    scope = ("patterns", "d", "e")
+    scope = ("patterns", "d", "e", "")
     idx.put([(1, scope, unit(1, 0)), (2, scope, unit(0, 1)), (3, scope, unit(1, 1))])
     idx.put([(1, scope, unit(0, 1))])  # replaced, not added
     assert len(idx) == 3

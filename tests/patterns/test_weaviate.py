@@ -139,6 +139,39 @@ async def test_start_again_creates_nothing(server: FakeWeaviate) -> None:
         await second.aclose()
 
 
+async def test_a_collection_of_an_older_version_gets_the_tenant_property(
+    server: FakeWeaviate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Classes made before tenants: the property is added at start, once; an old object
+    (no tenant) is found by operators, and by tenants once stored again (shared)."""
+    first = await started(server)
+    await first.upsert([GROCERIES])
+    await first.aclose()
+    for name in server.class_names():  # as an older version left them
+        cls = server._get(name)
+        cls.props.pop("tenant")
+        cls.definition["properties"] = [
+            p for p in cls.definition["properties"] if p["name"] != "tenant"
+        ]
+        for props, _ in cls.objects.values():
+            props.pop("tenant", None)
+    again = await started(server)
+    try:
+        assert len(server.calls_of("POST /v1/schema/TestDataPattern/properties")) == 1
+        assert "added property tenant to TestDataPattern" in caplog.text
+        query = "weekly groceries"
+        assert len(await again.search(Collection.PATTERNS, query)) == 1
+        assert await again.search(Collection.PATTERNS, query, tenant="team-a") == []
+        await again.upsert([GROCERIES])  # `testdata patterns seed` does this for seeds
+        [hit] = await again.search(Collection.PATTERNS, query, tenant="team-a")
+        assert hit.pattern.tenant == ""
+    finally:
+        await again.aclose()
+    third = await started(server)
+    await third.aclose()
+    assert len(server.calls_of("POST /v1/schema/TestDataPattern/properties")) == 1
+
+
 async def test_a_collection_created_by_a_racing_process_is_used(server: FakeWeaviate) -> None:
     """Check says missing, create says 422 "already exists": that is success."""
     with server.racing_creator():

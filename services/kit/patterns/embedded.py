@@ -104,14 +104,23 @@ _COLUMNS = "id, collection, domain, entity, quality, usage_count, created_at, bo
 # it picks the scope index and visits every row of the collection (mark_used on 10,000
 # patterns: 18 ms instead of 0.5 ms, holding the store's lock).
 # Properties kept in the JSON body; the rest are columns.
-_BODY = {"scenario", "description", "records", "source", "defect_type", "severity"}
+_BODY = {"scenario", "description", "records", "source", "defect_type", "severity", "tenant"}
+# A row's tenant ("" shared; rows written before tenants have none in their body).
+_TENANT = "coalesce(json_extract({}body, '$.tenant'), '')"
 _WRITE_CHUNK = 16  # patterns embedded and written per bounded step (~0.2 s idle)
 
 
 def _scope_sql(
-    collection: Collection, domain: str | None, entity: str | None, prefix: str = ""
+    collection: Collection,
+    domain: str | None,
+    entity: str | None,
+    prefix: str = "",
+    tenant: str | None = None,
 ) -> tuple[str, list[Any]]:
     where, args = [f"{prefix}collection = ?"], [str(collection)]
+    if tenant is not None:  # the tenant's own and shared ones
+        where.append(f"{_TENANT.format(prefix)} in ('', ?)")
+        args.append(tenant)
     if domain is not None:
         where.append(f"{prefix}domain = ?")
         args.append(domain)
@@ -346,14 +355,16 @@ class _Db:
                 [str(collection), *wanted],
             )
 
-    def prune(self, collection: Collection, domain: str, entity: str, keep: int) -> int:
+    def prune(
+        self, collection: Collection, domain: str, entity: str, keep: int, tenant: str
+    ) -> int:
         with self.locked() as conn, self._tx(conn):
             n = conn.execute(
                 "delete from patterns where pk in (select pk from patterns"
-                " where collection = ? and domain = ? and entity = ?"
+                f" where collection = ? and domain = ? and entity = ? and {_TENANT.format('')} = ?"
                 " order by quality desc, usage_count desc, created_at desc, pk desc"
                 " limit -1 offset ?)",
-                (str(collection), domain, entity, max(0, keep)),
+                (str(collection), domain, entity, tenant, max(0, keep)),
             ).rowcount
             if n:
                 self._bump(conn, "removed")
@@ -370,13 +381,18 @@ class _Db:
 
     # ---- search ------------------------------------------------------------------------
     def keyword_leg(
-        self, collection: Collection, query: str, domain: str | None, entity: str | None
+        self,
+        collection: Collection,
+        query: str,
+        domain: str | None,
+        entity: str | None,
+        tenant: str | None = None,
     ) -> dict[int, float]:
         """BM25 over the search text (FTS5's bm25() is negated: lower is better)."""
         match = fts_query(query)
         if match is None:
             return {}
-        where, args = _scope_sql(collection, domain, entity, "p.")
+        where, args = _scope_sql(collection, domain, entity, "p.", tenant)
         with self.locked() as conn:
             rows = conn.execute(
                 "select p.pk, bm25(patterns_fts) as s from patterns_fts"
@@ -392,13 +408,15 @@ class _Db:
         qvec: np.ndarray,
         domain: str | None,
         entity: str | None,
+        tenant: str | None = None,
     ) -> tuple[dict[int, float], list[tuple[int, str]]]:
         """Cosine over the index, synced first; also the rows still without a vector
         (written by a process without the model), for the caller to fill in."""
         with self.locked() as conn:
             missing = self._sync(conn, qvec.shape[0])
             assert self.index is not None
-            return self.index.search(qvec, str(collection), domain, entity, CANDIDATES), missing
+            found = self.index.search(qvec, str(collection), domain, entity, CANDIDATES, tenant)
+            return found, missing
 
     def _sync(self, conn: sqlite3.Connection, dim: int) -> list[tuple[int, str]]:
         """Bring the index up to the file: everything on first use, then only rows of
@@ -412,7 +430,8 @@ class _Db:
             if self.index is None or self.index.dim != dim:
                 self.index, self.gen, self.removed = VectorIndex(dim), -1, -1
             rows = conn.execute(
-                "select pk, collection, domain, entity, vec from patterns where gen > ?",
+                f"select pk, collection, domain, entity, {_TENANT.format('')}, vec from patterns"
+                " where gen > ?",
                 (self.gen,),
             ).fetchall()
             live = None
@@ -422,12 +441,12 @@ class _Db:
                 "select pk, text from patterns where vec is null limit ?", (_WRITE_CHUNK,)
             ).fetchall()
         put, drop = [], []
-        for pk, c, d, e, blob in rows:
+        for pk, c, d, e, t, blob in rows:
             vec = _vector(blob, dim)
             if vec is None:
                 drop.append(pk)
             else:
-                put.append((pk, (c, d, e), vec))
+                put.append((pk, (c, d, e, t), vec))
         self.index.put(put)
         self.index.remove(drop)
         if live is not None:
@@ -538,8 +557,10 @@ class EmbeddedStore(PatternStore):
     async def mark_used(self, collection: Collection, ids: Sequence[str]) -> None:
         await self._call(self._db.mark_used, collection, list(ids))
 
-    async def prune(self, collection: Collection, domain: str, entity: str, keep: int) -> int:
-        return await self._call(self._db.prune, collection, domain, entity, keep)
+    async def prune(
+        self, collection: Collection, domain: str, entity: str, keep: int, tenant: str = ""
+    ) -> int:
+        return await self._call(self._db.prune, collection, domain, entity, keep, tenant)
 
     # ---- reads -------------------------------------------------------------------------
     async def search(
@@ -551,8 +572,11 @@ class EmbeddedStore(PatternStore):
         entity: str | None = None,
         top_k: int = 5,
         alpha: float = 0.5,
+        tenant: str | None = None,
     ) -> list[Hit]:
-        return await self._call(self._search, collection, query, domain, entity, top_k, alpha)
+        return await self._call(
+            self._search, collection, query, domain, entity, top_k, alpha, tenant
+        )
 
     def _search(
         self,
@@ -562,16 +586,19 @@ class EmbeddedStore(PatternStore):
         entity: str | None,
         top_k: int,
         alpha: float,
+        tenant: str | None = None,
     ) -> list[Hit]:
         alpha = min(1.0, max(0.0, alpha))
         model = self._embedder() if alpha > 0 else None
         if model is None:
             alpha = 0.0  # keyword-only mode: the keyword leg carries all the weight
-        keyword = self._db.keyword_leg(collection, query, domain, entity) if alpha < 1 else {}
+        keyword = (
+            self._db.keyword_leg(collection, query, domain, entity, tenant) if alpha < 1 else {}
+        )
         vector: dict[int, float] = {}
         if model is not None:
             vector, missing = self._db.vector_leg(
-                collection, model.embed_query(query), domain, entity
+                collection, model.embed_query(query), domain, entity, tenant
             )
             if missing:  # fill in, a chunk per search; counted from the next search on
                 vecs = model.embed([text for _, text in missing])

@@ -47,11 +47,17 @@ class Pattern(BaseModel):
     # Defects only: the class of defect the records trigger and how bad it was.
     defect_type: str = ""
     severity: str = ""
+    # Whose pattern it is: learned from this tenant's datasets and retrieved for its
+    # requests only (kit/tenancy.py); "" is everyone's (seeds, and what an operator shares
+    # with PATTERNS_SHARED_TENANTS).
+    tenant: str = ""
 
     def content_id(self) -> str:
-        """Same content, same id: learning a dataset twice stores one pattern."""
+        """Same content, same id: learning a dataset twice stores one pattern (per tenant:
+        two tenants' identical datasets are two patterns, each its own)."""
+        owner = [self.tenant] if self.tenant else []  # shared: ids as before tenants
         body = json.dumps(
-            [self.collection, self.domain, self.entity, self.scenario, self.records],
+            [self.collection, self.domain, self.entity, self.scenario, self.records, *owner],
             sort_keys=True,
             separators=(",", ":"),
             default=str,
@@ -113,8 +119,10 @@ class PatternStore(ABC):
         entity: str | None = None,
         top_k: int = 5,
         alpha: float = 0.5,
+        tenant: str | None = None,
     ) -> list[Hit]:
-        """Hybrid ranking: `alpha` 1.0 is vector only, 0.0 keywords only. Filters exact."""
+        """Hybrid ranking: `alpha` 1.0 is vector only, 0.0 keywords only. Filters exact;
+        `tenant`: only that tenant's patterns and shared ones (None: all, for operators)."""
 
     @abstractmethod
     async def get(self, collection: Collection, ids: Sequence[str]) -> list[Pattern]: ...
@@ -143,9 +151,12 @@ class PatternStore(ABC):
         """Raise usage_count of patterns a request retrieved."""
 
     @abstractmethod
-    async def prune(self, collection: Collection, domain: str, entity: str, keep: int) -> int:
-        """Keep at most `keep` patterns for (domain, entity): lowest quality, then least
-        used, then oldest go first. Returns how many were removed."""
+    async def prune(
+        self, collection: Collection, domain: str, entity: str, keep: int, tenant: str = ""
+    ) -> int:
+        """Keep at most `keep` of `tenant`'s patterns for (domain, entity): lowest quality,
+        then least used, then oldest go first (one tenant's learning never evicts
+        another's). Returns how many were removed."""
 
     @abstractmethod
     async def stats(self) -> StoreStats: ...

@@ -3,7 +3,7 @@
 Brute force is exact and, at the sizes a pattern store reaches, faster than an ANN or
 sqlite-vec index (10k x 384: a ~0.3 ms product). Rows are unit vectors, so the dot
 product is the cosine similarity, Weaviate's `1 - distance` for cosine.
-Each row carries a scope code for its (collection, domain, entity): filters are a mask
+Each row carries a scope code for its (collection, domain, entity, tenant): filters are a mask
 over the codes, never a copy of the matrix. Not thread-safe: the store holds its lock.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Scope = tuple[str, str, str]  # (collection, domain, entity)
+Scope = tuple[str, str, str, str]  # (collection, domain, entity, tenant: "" shared)
 
 
 class VectorIndex:
@@ -26,7 +26,7 @@ class VectorIndex:
         self._pos: dict[int, int] = {}  # row id -> position in the matrix
         self._scopes: dict[Scope, int] = {}
         # positions per filter, until the next change: searches repeat the same filters
-        self._selected: dict[tuple[str, str | None, str | None], np.ndarray] = {}
+        self._selected: dict[tuple[str, str | None, str | None, str | None], np.ndarray] = {}
 
     def __len__(self) -> int:
         return self._n
@@ -92,11 +92,13 @@ class VectorIndex:
         domain: str | None,
         entity: str | None,
         limit: int,
+        tenant: str | None = None,
     ) -> dict[int, float]:
-        """The `limit` most similar rows within the filter: {row id: cosine}."""
+        """The `limit` most similar rows within the filter: {row id: cosine}. `tenant`:
+        that tenant's rows and shared ones (None: every row)."""
         if not self._n or limit <= 0:
             return {}
-        idx = self._positions(collection, domain, entity)
+        idx = self._positions(collection, domain, entity, tenant)
         if not idx.size:
             return {}
         scores = self._m[: self._n] @ query.astype(np.float32, copy=False)
@@ -105,13 +107,18 @@ class VectorIndex:
         ids = self._ids[idx]
         return {int(ids[j]): float(sel[j]) for j in best}
 
-    def _positions(self, collection: str, domain: str | None, entity: str | None) -> np.ndarray:
-        key = (collection, domain, entity)
+    def _positions(
+        self, collection: str, domain: str | None, entity: str | None, tenant: str | None
+    ) -> np.ndarray:
+        key = (collection, domain, entity, tenant)
         if (idx := self._selected.get(key)) is None:
             codes = [
                 code
-                for (c, d, e), code in self._scopes.items()
-                if c == collection and domain in (None, d) and entity in (None, e)
+                for (c, d, e, t), code in self._scopes.items()
+                if c == collection
+                and domain in (None, d)
+                and entity in (None, e)
+                and (tenant is None or t in ("", tenant))
             ]
             idx = np.flatnonzero(np.isin(self._codes[: self._n], codes))
             self._selected[key] = idx

@@ -38,7 +38,14 @@ from services.kit.patterns.store import (
     StoreStats,
     StoreUnavailable,
 )
-from services.kit.patterns.weaviate_schema import LAYOUTS, SEARCH_PROP, Layout, object_uuid
+from services.kit.patterns.weaviate_schema import (
+    LAYOUTS,
+    SEARCH_PROP,
+    SHARED,
+    TENANT_PROP,
+    Layout,
+    object_uuid,
+)
 from services.kit.settings import Settings
 
 log = logging.getLogger("testdata.patterns")
@@ -243,8 +250,6 @@ class WeaviateStore(PatternStore):
         types = {"text": DataType.TEXT, "number": DataType.NUMBER, "int": DataType.INT}
         types["date"] = DataType.DATE
         for layout in LAYOUTS.values():
-            if await client.collections.exists(layout.name):
-                continue
             properties = [
                 Property(
                     name=p.name,
@@ -255,6 +260,9 @@ class WeaviateStore(PatternStore):
                 )
                 for p in layout.properties()
             ]
+            if await client.collections.exists(layout.name):
+                await self._add_missing(client.collections.get(layout.name), properties)
+                continue
             try:
                 await client.collections.create(
                     layout.name,
@@ -266,6 +274,23 @@ class WeaviateStore(PatternStore):
                 # 422: another process created it between our check and our create
                 if exc.status_code != 422 or not await client.collections.exists(layout.name):
                     raise
+
+    @staticmethod
+    async def _add_missing(col: Any, properties: list[Any]) -> None:
+        """Properties a newer version declares (the tenant), added to an existing class.
+        Objects stored before have none, so tenant-scoped searches do not find them:
+        `testdata patterns seed` stores the seeds again, shared."""
+        have = {p.name for p in (await col.config.get(simple=True)).properties}
+        for p in properties:
+            if p.name in have:
+                continue
+            await col.config.add_property(p)
+            log.warning(
+                "weaviate: added property %s to %s; patterns stored before it are not found "
+                "by tenant-scoped searches until stored again (`testdata patterns seed`)",
+                p.name,
+                col.name,
+            )
 
     def _discard(self, client: Any) -> None:
         """Close a client in the background (bounded): a fresh one serves the next call."""
@@ -330,7 +355,14 @@ class WeaviateStore(PatternStore):
         return client.collections.get(LAYOUTS[collection].name)
 
     @staticmethod
-    def _scope(domain: str | None, entity: str | None) -> Any:
+    def _scope(
+        domain: str | None,
+        entity: str | None,
+        tenant: str | None = None,
+        only_tenant: bool = False,
+    ) -> Any:
+        """Filters by domain and entity, and with `tenant` the tenant's patterns and shared
+        ones (or, `only_tenant`, the tenant's alone: "" is the shared ones)."""
         from weaviate.classes.query import Filter
 
         parts = [
@@ -338,6 +370,9 @@ class WeaviateStore(PatternStore):
             for name, value in (("domain", domain), ("entity", entity))
             if value is not None
         ]
+        if tenant is not None:
+            owners = [tenant or SHARED] if only_tenant else list(dict.fromkeys([SHARED, tenant]))
+            parts.append(Filter.by_property(TENANT_PROP).contains_any(owners))
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else Filter.all_of(parts)
@@ -484,13 +519,15 @@ class WeaviateStore(PatternStore):
         async with self._usage_lock:
             await self._call("mark_used", run)
 
-    async def prune(self, collection: Collection, domain: str, entity: str, keep: int) -> int:
+    async def prune(
+        self, collection: Collection, domain: str, entity: str, keep: int, tenant: str = ""
+    ) -> int:
         """Ask the server for the surplus in eviction order (lowest quality, least used,
         oldest first) and delete it."""
         from weaviate.classes.query import Sort
 
         layout = LAYOUTS[collection]
-        scope = self._scope(domain, entity)
+        scope = self._scope(domain, entity, tenant, only_tenant=True)
         order = (
             Sort.by_property("quality_score", ascending=True)
             .by_property("usage_count", ascending=True)
@@ -527,6 +564,7 @@ class WeaviateStore(PatternStore):
         entity: str | None = None,
         top_k: int = 5,
         alpha: float = 0.5,
+        tenant: str | None = None,
     ) -> list[Hit]:
         from weaviate.classes.query import HybridFusion, MetadataQuery
 
@@ -535,7 +573,7 @@ class WeaviateStore(PatternStore):
         vectors = await self._embed([query], query=True) if alpha > 0 else None
         if vectors is None:
             alpha = 0.0  # keywords carry all the weight
-        scope = self._scope(domain, entity)
+        scope = self._scope(domain, entity, tenant)
 
         async def run(client: Any) -> Any:
             return await client.collections.get(layout.name).query.hybrid(

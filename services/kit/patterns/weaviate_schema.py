@@ -25,6 +25,10 @@ from services.kit.patterns.store import Collection, Pattern
 # What keyword search ranks on and what is embedded: `Pattern.search_text()`, as in the
 # embedded store, so both backends rank the same words.
 SEARCH_PROP = "search_text"
+#: A pattern's tenant; a shared pattern's is SHARED (Weaviate does not index an empty
+#: string, so "" could not be filtered on).
+TENANT_PROP = "tenant"
+SHARED = "*"
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Layout:
     extra: tuple[Prop, ...] = ()
 
     def properties(self) -> list[Prop]:
-        exact = ("domain", "entity", "scenario", "source", "defect_type", "severity")
+        exact = ("domain", "entity", "scenario", "source", "defect_type", "severity", TENANT_PROP)
         return [
             _exact(self.id_prop),
             *(_exact(name) for name in exact),
@@ -85,6 +89,7 @@ class Layout:
             "source": pattern.source,
             "defect_type": pattern.defect_type,
             "severity": pattern.severity,
+            TENANT_PROP: pattern.tenant or SHARED,
             SEARCH_PROP: pattern.search_text(),
             self.description_prop: pattern.description,
             self.records_prop: json.dumps(pattern.records, separators=(",", ":"), default=str),
@@ -116,6 +121,7 @@ class Layout:
             created_at=created or datetime.now(UTC),
             defect_type=str(props.get("defect_type") or ""),
             severity=str(props.get("severity") or ""),
+            tenant="" if props.get(TENANT_PROP) in (None, "", SHARED) else str(props[TENANT_PROP]),
         )
 
 
