@@ -368,6 +368,8 @@ def _banner(
     store_note: str,
 ) -> str:
     """What `testdata run` prints once every service is up: the real addresses."""
+    from services.bridge.identity import describe as describe_auth
+
     kafka = run.bootstrap
     if sup.broker is not None:
         kept = sup.broker.data_dir if settings.kafka_data_dir else "a temporary directory"
@@ -384,13 +386,19 @@ def _banner(
     everywhere = listen in ("0.0.0.0", "::")
     scope = "   (all interfaces: BIND_HOST)" if everywhere else ""
     grpc_at = f"{listen}:{sup.grpc_port}" if everywhere else run.grpc_target
-    http_at = f"http://{listen}:{sup.http_port}" if everywhere else run.http_url
+    http_listen = settings.http_bind_host
+    http_at = (
+        f"http://{http_listen}:{sup.http_port}"
+        if http_listen in ("0.0.0.0", "::")
+        else run.http_url
+    )
     default_dir = Settings.model_fields["data_dir"].default
     data_dir = "" if settings.data_dir == default_dir else f"DATA_DIR={settings.data_dir} "
     return f"""
 test-data agent is running
   Kafka bootstrap   {kafka}
   gRPC              {grpc_at}   testdata.v1.TestDataService (reflection on){scope}
+  callers           {describe_auth(settings)}
   HTTP              {http_at}/health  /health/ready  /metrics
   requests topic    {settings.topic_prefix}testdata.requests
   pattern store     {patterns}
@@ -597,7 +605,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from services.core.formats import iter_joined
     from services.core.models import OutputFormat
-    from services.kit.channel import call_metadata, open_channel
+    from services.kit.channel import call_metadata, channel_credentials, open_channel
     from services.kit.runfile import locate_grpc
     from services.proto.testdata.v1 import test_data_pb2 as pb
     from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
@@ -642,8 +650,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 meta = json_format.MessageToDict(resp.metadata, preserving_proto_field_name=True)
         except grpc.RpcError as exc:
             code = exc.code()
+            hint = ""
+            if code == grpc.StatusCode.UNAVAILABLE and channel_credentials(settings) is None:
+                hint = " (if the bridge serves TLS: GRPC_CLIENT_CA_FILE, or GRPC_CLIENT_TLS=true)"
             raise UserError(
-                f"{code.name if code else 'UNKNOWN'}: {_one_line(exc.details() or '')}"
+                f"{code.name if code else 'UNKNOWN'}: {_one_line(exc.details() or '')}{hint}"
             ) from exc
         out.commit()
     if not args.out:

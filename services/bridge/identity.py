@@ -113,6 +113,23 @@ class Authenticator:
         raise Refused("this call needs " + " or ".join(wanted))
 
 
+def describe(s: Settings) -> str:
+    """How gRPC callers are admitted, in a few words (the start banner)."""
+    proofs = [
+        name
+        for name, on in (
+            ("bearer tokens", s.auth_tokens_file),
+            ("JWTs", s.auth_jwt_jwks_file or s.auth_jwt_public_key_file),
+            ("client certificates", s.grpc_tls_client_ca_file),
+        )
+        if on
+    ]
+    tls = "TLS" if s.grpc_tls_cert_file else "no TLS"
+    if not proofs:
+        return f"no authentication (one tenant, {LOCAL}), {tls}"
+    return f"{', '.join(proofs)} name each caller's tenant; {tls}"
+
+
 def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
     """TLS for the gRPC port (GRPC_TLS_*), None without it; CredentialsInvalid for a
     missing file or a half configuration."""

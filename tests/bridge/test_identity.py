@@ -37,3 +37,12 @@ def test_the_bearer_token_comes_from_the_authorization_header_only():
     assert bearer([("authorization", f"bearer  {A} ".encode())]) == A
     assert bearer([("authorization", f"Basic {A}")]) is None
     assert bearer([("x-token", A)]) is None and bearer(None) is None
+
+
+def test_the_start_banner_says_how_callers_are_admitted():
+    from services.bridge.identity import describe
+    from tests.support import make_settings
+
+    assert describe(make_settings()) == "no authentication (one tenant, local), no TLS"
+    both = make_settings(auth_tokens_file="t", grpc_tls_cert_file="c", grpc_tls_client_ca_file="a")
+    assert describe(both) == "bearer tokens, client certificates name each caller's tenant; TLS"
