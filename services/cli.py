@@ -295,7 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     router, the generators and the bridge, each in its own process."""
     from services.kit.dirlock import DirInUse, DirLock
     from services.kit.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
-    from services.kit.runfile import RunFile, remove_run_file, write_run_file
+    from services.kit.runfile import RunFile, remove_run_file, write_run_file, write_run_key
     from services.supervisor import StartupFailed, StartupInterrupted, Supervisor
 
     settings = _run_settings(args)
@@ -341,6 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             instance=sup.instance,
             started_at=time.time(),
         )
+        write_run_key(settings.data_dir, sup.signing_key)  # for replay and export
         run_file = write_run_file(settings.data_dir, run)
         try:
             print(_banner(settings, sup, run, run_file, patterns, store_note), flush=True)

@@ -8,9 +8,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.kit.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from services.datasets.log import Selection
 
 
 def _user_error(message: str) -> Exception:
@@ -59,32 +62,32 @@ def _bar(total: int | None, what: str, quiet: bool) -> Iterator[Callable[[int], 
         yield bar.update
 
 
-def _filters(args: argparse.Namespace) -> Callable[[Any], bool]:
-    ids = set(args.request_id or [])
-    domain = (args.domain or "").strip().lower()
-    served: dict[str, str] = {}  # entity -> the domain its schema serves it as
+def _selection_of(args: argparse.Namespace) -> Selection:
+    """The Selection (datasets/log.py) the flags name, shared by replay and export."""
+    from services.datasets.log import Selection
+    from services.kit.tenancy import valid_tenant
 
-    def served_as(req: Any) -> str:
-        """The domain a request was served as: its own, else its entity's (as the
-        outcomes say), so a request that left `domain` empty matches `--domain ecommerce`."""
-        if req.domain.strip():
-            return str(req.domain).strip().lower()
-        if req.schema_.fields:
-            return "custom"
-        if not served:
-            from services.core.registry import SchemaRegistry
+    tenants = list(dict.fromkeys(args.tenant or []))
+    for t in tenants:
+        if not valid_tenant(t):
+            raise _user_error(f"not a tenant name: {t!r} (letters, digits, '_', '.', '-')")
+    return Selection.of(args.request_id or [], args.domain, args.entity, tenants)
 
-            served.update({s.name: s.domain.strip().lower() for s in SchemaRegistry.load().list()})
-        return served.get((req.schema_.predefined_schema or req.entity).strip().lower(), "")
 
-    def keep(req: Any) -> bool:
-        return (
-            (not ids or req.request_id in ids)
-            and (not domain or served_as(req) == domain)
-            and (not args.entity or (req.entity or req.schema_.predefined_schema) == args.entity)
+def _signing_key(args: argparse.Namespace, settings: Settings, bootstrap: str) -> bytes | None:
+    """The key the services on `bootstrap` vouch for tenants with (kit/runfile.py: the
+    environment's, else the running `testdata run`'s); without one, a request's tenant is
+    taken as its header says, so `--tenant` says that it cannot tell a forged one."""
+    from services.kit.runfile import locate_signing_key
+
+    key = locate_signing_key(settings, bootstrap)
+    if key is None and args.tenant:
+        print(
+            "no signing key (CHUNK_SIGNING_KEY, or a running testdata run's): requests' "
+            "tenants are taken as their headers say, not verified",
+            file=sys.stderr,
         )
-
-    return keep
+    return key
 
 
 def _unmatched(args: argparse.Namespace, found: Any) -> list[str]:
@@ -106,12 +109,19 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from services.kit.client import KafkaTestDataClient
     from services.kit.topics import Topics
 
+    select = _selection_of(args)
     bootstrap = bootstrap_for(args, settings)
+    key = _signing_key(args, settings, bootstrap)
     topics = Topics(settings.topic_prefix)
     with _bar(None, "req", args.quiet) as tick:
         requests, bad = await _reach_broker(
             read_requests(
-                bootstrap, topics.requests, _window(args), keep=_filters(args), progress=tick
+                bootstrap,
+                topics.requests,
+                _window(args),
+                key=key,
+                keep=select.keep,
+                progress=tick,
             ),
             bootstrap,
         )
@@ -136,7 +146,7 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit:
         requests = requests[: args.limit]
     async with KafkaTestDataClient(
-        bootstrap, topic_prefix=settings.topic_prefix, timeout_s=args.timeout
+        bootstrap, topic_prefix=settings.topic_prefix, timeout_s=args.timeout, signing_key=key
     ) as client:
         with _bar(len(requests), "req", args.quiet) as tick:
             verdicts = await replay(
@@ -162,10 +172,13 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     from services.datasets.sinks import ONE_TABLE
     from services.kit.topics import Topics
 
+    select = _selection_of(args)
     bootstrap = bootstrap_for(args, settings)
+    key = _signing_key(args, settings, bootstrap)
     topics = Topics(settings.topic_prefix)
     requests, _ = await _reach_broker(
-        read_requests(bootstrap, topics.requests, _window(args), keep=_filters(args)), bootstrap
+        read_requests(bootstrap, topics.requests, _window(args), key=key, keep=select.keep),
+        bootstrap,
     )
     requests = [r for r in requests if not r.request.replay_of or args.include_replays]
     missing = _unmatched(args, requests)
@@ -194,7 +207,7 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     written = [d for d in done if d.status == "written"]
     for d in done:
         if d.status != "written":
-            print(f"  {d.request_id}: incomplete: {d.how}")
+            print(f"  {d.request_id} (tenant {d.tenant}): incomplete: {d.how}")
     n = sum(d.records for d in written)
     print(
         f"{len(written)} datasets, {n:,} records written to {args.out}; "
@@ -220,6 +233,13 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-id", action="append", help="this request (repeatable)")
     p.add_argument("--domain", help="only requests of this domain (theirs, else their entity's)")
     p.add_argument("--entity", help="only requests for this entity")
+    p.add_argument(
+        "--tenant",
+        action="append",
+        metavar="NAME",
+        help="only requests of this tenant, as a bridge vouched for it (repeatable; "
+        "`local`: unauthenticated callers and agents on Kafka)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     bootstrap_arg(p)
 

@@ -42,6 +42,7 @@ from services.datasets.log import LoggedDataset, LoggedRequest, position
 from services.datasets.sinks import FORMATS, SINKS, Layout, Sink, Unfit
 from services.kit.generation import chunk_bounds
 from services.kit.messages import GenerationMetadata, ResultChunk
+from services.kit.tenancy import LOCAL
 
 __all__ = ["FORMATS", "Exported", "Incomplete", "export"]
 
@@ -57,6 +58,7 @@ class Exported:
     how: str  # "kept chunks" | "kept chunks (JSON copy)" | "rebuilt from the request" | why
     records: int = 0
     path: str = ""
+    tenant: str = LOCAL  # whose request it was (LoggedRequest.tenant)
 
 
 class Incomplete(Exception):
@@ -247,7 +249,7 @@ async def export(
                 raise Incomplete(f"its request no longer plans, so it has no {fmt} columns")
             todo.append((i, ds))
         except Incomplete as exc:
-            outcome[i] = Exported(rid, "incomplete", str(exc))
+            outcome[i] = Exported(rid, "incomplete", str(exc), tenant=logged.tenant)
             if progress:
                 progress(1)
     if combined:
@@ -286,12 +288,12 @@ async def _one(
             sink.close()
     except (Incomplete, Unfit, LookupError) as exc:
         part.unlink(missing_ok=True)
-        return Exported(ds.request_id, "incomplete", str(exc))
+        return Exported(ds.request_id, "incomplete", str(exc), tenant=ds.logged.tenant)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     part.replace(path)
-    return Exported(ds.request_id, "written", ds.how, sink.rows, str(path))
+    return Exported(ds.request_id, "written", ds.how, sink.rows, str(path), ds.logged.tenant)
 
 
 async def _combined(

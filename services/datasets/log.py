@@ -1,11 +1,12 @@
 """Reading the logs datasets come from: the requests topic (what was asked, exactly as
-logged) and the results topic (what was delivered: every chunk of a path whose output a
-request alone cannot rebuild, and the final chunk with its metadata and digest for all).
+logged, and whose request it was) and the results topic (what was delivered: every chunk
+of a path whose output a request alone cannot rebuild, and the final chunk with its
+metadata and digest for all).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from services.kit.kafka import (
     stop_quietly,
 )
 from services.kit.messages import ResultChunk
+from services.kit.tenancy import LOCAL, origin
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,62 @@ class LoggedRequest:
     partition: int
     offset: int
     timestamp_ms: int
+    #: whose request it is, as `tenancy.origin` decides it under the key the log was read
+    #: with: the tenant a bridge vouched for, else `local` (without a key: as written)
+    tenant: str = LOCAL
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which logged requests replay and export take (each filter empty: any). One place,
+    so both commands select alike."""
+
+    request_ids: frozenset[str] = frozenset()
+    #: the domain a request was served as: its own, else its entity's (lower case)
+    domain: str = ""
+    entity: str = ""
+    #: whose requests (LoggedRequest.tenant: vouched for, when the log is read with a key)
+    tenants: frozenset[str] = frozenset()
+    _served: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        request_ids: Sequence[str] = (),
+        domain: str | None = None,
+        entity: str | None = None,
+        tenants: Sequence[str] = (),
+    ) -> Selection:
+        return cls(
+            frozenset(request_ids),
+            (domain or "").strip().lower(),
+            entity or "",
+            frozenset(tenants),
+        )
+
+    def served_as(self, req: GenerateRequest) -> str:
+        """The domain a request was served as: its own, else its entity's (as the
+        outcomes say), so a request that left `domain` empty matches `--domain ecommerce`."""
+        if req.domain.strip():
+            return req.domain.strip().lower()
+        if req.schema_.fields:
+            return "custom"
+        if not self._served:
+            from services.core.registry import SchemaRegistry
+
+            self._served.update(
+                {s.name: s.domain.strip().lower() for s in SchemaRegistry.load().list()}
+            )
+        return self._served.get((req.schema_.predefined_schema or req.entity).strip().lower(), "")
+
+    def keep(self, logged: LoggedRequest) -> bool:
+        req = logged.request
+        return (
+            (not self.request_ids or req.request_id in self.request_ids)
+            and (not self.tenants or logged.tenant in self.tenants)
+            and (not self.domain or self.served_as(req) == self.domain)
+            and (not self.entity or (req.entity or req.schema_.predefined_schema) == self.entity)
+        )
 
 
 @dataclass
@@ -177,11 +235,13 @@ async def read_requests(
     topic: str,
     window: Window,
     *,
-    keep: Callable[[GenerateRequest], bool] = lambda r: True,
+    key: bytes | None = None,
+    keep: Callable[[LoggedRequest], bool] = lambda r: True,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[LoggedRequest], int]:
-    """The requests in the window that `keep` accepts, pinned as the router pins them;
-    and how many records were not requests at all (undecodable)."""
+    """The requests in the window that `keep` accepts, pinned as the router pins them,
+    each with its tenant as `key` (the services' CHUNK_SIGNING_KEY) proves it; and how
+    many records were not requests at all (undecodable)."""
     codec = get_codec()
     out: list[LoggedRequest] = []
     bad = 0
@@ -204,8 +264,10 @@ async def read_requests(
             seed=derive_seed(rid),
             now=datetime.fromtimestamp(r.timestamp / 1000, UTC),
         )
-        if keep(req):
-            out.append(LoggedRequest(req, r.partition, r.offset, r.timestamp))
+        whose = origin(key, rid, r.headers)
+        logged = LoggedRequest(req, r.partition, r.offset, r.timestamp, whose.tenant)
+        if keep(logged):
+            out.append(logged)
 
     await _read(bootstrap, topic, window, on_record, progress)
     return out, bad

@@ -2,7 +2,10 @@
 
 Each selected request is published again under a fresh id (`<id>~replay-<run>`) that
 points back to the original (`replay_of`, reported in the metadata), with the original's
-seed and anchor, so a deterministic path regenerates the same bytes. `--verify` compares
+seed and anchor, so a deterministic path regenerates the same bytes, and as the original's
+tenant: vouched for again under the new id with the signing key (kit/tenancy.py), so a
+replay of a tenant's request is that tenant's (its cache scope, its result chunks' tenant);
+without the key the services take it as `local`. `--verify` compares
 the digest of the regenerated dataset with the original's (from the results log) and,
 where they differ, says why: another generator_version, a path that is not deterministic
 (a model wrote the records), a pattern store that changed, another path taken.
@@ -91,7 +94,7 @@ async def replay(
             digest = DatasetDigest(req.output_format)
             records, md = 0, None
             try:
-                async for chunk in client.stream(req):
+                async for chunk in client.stream(req, tenant=logged.tenant):
                     digest.update(chunk.data)
                     records += chunk.record_count
                     md = chunk.metadata or md

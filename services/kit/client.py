@@ -44,6 +44,7 @@ from services.kit.kafka import (
 from services.kit.messages import ErrorDetail, GenerationMetadata, ResultChunk
 from services.kit.runfile import locate_bootstrap, locate_grpc, run_file_path
 from services.kit.settings import get_settings
+from services.kit.tenancy import vouch
 from services.kit.topics import Topics
 
 #: Chunks held out of order before a missing one counts as lost (Kafka keeps a run's
@@ -122,9 +123,11 @@ class KafkaTestDataClient:
         topic_prefix: str | None = None,
         timeout_s: float = 120.0,
         instance: str | None = None,
+        signing_key: bytes | None = None,
     ):
         """`bootstrap` None: KAFKA_BOOTSTRAP_SERVERS, else the running `testdata run`
-        (its run file); `topic_prefix` None: TOPIC_PREFIX."""
+        (its run file); `topic_prefix` None: TOPIC_PREFIX. `signing_key`: the services'
+        CHUNK_SIGNING_KEY, to publish a request as a tenant's (`publish(tenant=...)`)."""
         settings = get_settings()
         found = locate_bootstrap(settings, bootstrap)
         if found is None:
@@ -136,6 +139,7 @@ class KafkaTestDataClient:
         prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
         self.topics = Topics(prefix)
         self.timeout_s = timeout_s
+        self.signing_key = signing_key
         self.reply_topic = self.topics.replies(instance or f"agent-{uuid.uuid4().hex[:12]}")
         self.codec = get_codec()
         self._queues: dict[str, asyncio.Queue[tuple[ResultChunk, str | None, str]]] = {}
@@ -183,15 +187,21 @@ class KafkaTestDataClient:
                     if q is not None:
                         q.put_nowait((chunk, correlation_of(r.headers), run_of(r.headers)))
 
-    async def publish(self, req: GenerateRequest) -> str:
-        """Put a request on the requests topic (answers go to this client's reply topic)."""
+    async def publish(self, req: GenerateRequest, *, tenant: str | None = None) -> str:
+        """Put a request on the requests topic (answers go to this client's reply topic).
+        With a `tenant`, the request is that tenant's: vouched for with the client's
+        signing key (kit/tenancy.py), as a bridge does; without the key the generators
+        take it as `local` (and, with no key anywhere, as written)."""
         req = _with_id(req)
         self._queues.setdefault(req.request_id, asyncio.Queue())
+        headers = [(CONTENT_TYPE, AVRO.encode()), (REPLY_TO, self.reply_topic.encode())]
+        if tenant is not None:
+            headers = vouch(self.signing_key, req.request_id, tenant, headers)
         await self._producer.send_and_wait(
             self.topics.requests,
             self.codec.encode_request(req),
             key=req.request_id.encode(),
-            headers=[(CONTENT_TYPE, AVRO.encode()), (REPLY_TO, self.reply_topic.encode())],
+            headers=headers,
         )
         return req.request_id
 
@@ -239,10 +249,12 @@ class KafkaTestDataClient:
         finally:
             self._queues.pop(request_id, None)
 
-    async def stream(self, req: GenerateRequest) -> AsyncIterator[ResultChunk]:
+    async def stream(
+        self, req: GenerateRequest, *, tenant: str | None = None
+    ) -> AsyncIterator[ResultChunk]:
         req = _with_id(req)
         self._queues.setdefault(req.request_id, asyncio.Queue())
-        await self.publish(req)
+        await self.publish(req, tenant=tenant)
         async for c in self.chunks(req.request_id):
             yield c
 

@@ -8,6 +8,11 @@ run that was killed names a pid that is gone: it is ignored.
 
 The order, decided here and nowhere else: a flag, then the environment (or `.env`), then
 the run file, then the default (gRPC) or nothing (Kafka: a command says how to start one).
+
+Beside it, `DATA_DIR/run.key` (mode 0600) holds the CHUNK_SIGNING_KEY the run's processes
+share (the one it was given, or the one it made): what `replay` and `export` verify
+requests' tenants with, and replay vouches with, when they talk to that run's broker. It is
+not in run.json, which is printed and shown; it goes with the run file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from services.kit.settings import Settings
 
 RUN_FILE = "run.json"
+RUN_KEY = "run.key"
 
 
 class RunFile(BaseModel):
@@ -57,10 +63,27 @@ def write_run_file(data_dir: str | os.PathLike[str], run: RunFile) -> Path:
     return path
 
 
+def write_run_key(data_dir: str | os.PathLike[str], key: str) -> Path:
+    """The run's signing key, readable by its owner only, replaced in one rename (written
+    before the run file: a reader that finds the run finds its key)."""
+    path = Path(data_dir) / RUN_KEY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{RUN_KEY}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def remove_run_file(data_dir: str | os.PathLike[str], pid: int) -> None:
-    """Remove the run file if it is still `pid`'s (a later run's stays)."""
+    """Remove the run file and its key if they are still `pid`'s (a later run's stay)."""
     found = _load(run_file_path(data_dir))
     if found is not None and found.pid == pid:
+        (Path(data_dir) / RUN_KEY).unlink(missing_ok=True)
         run_file_path(data_dir).unlink(missing_ok=True)
 
 
@@ -123,6 +146,22 @@ def locate_bootstrap(settings: Settings, flag: str | None = None) -> Located | N
             run.bootstrap, "run file", _run_note(run, settings, f"Kafka {run.bootstrap}")
         )
     return None
+
+
+def locate_signing_key(settings: Settings, bootstrap: str) -> bytes | None:
+    """The CHUNK_SIGNING_KEY of the services on `bootstrap`: the environment's (or
+    `.env`'s), else the running `testdata run`'s when `bootstrap` is its broker; else None
+    (a key of another cluster's run would verify nothing there)."""
+    if (key := settings.signing_key()) is not None:
+        return key
+    run = _from_run(settings)
+    if run is None or run.bootstrap != bootstrap:
+        return None
+    try:
+        text = (Path(settings.data_dir) / RUN_KEY).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return text.removesuffix("\n").encode() or None
 
 
 def locate_grpc(settings: Settings, flag: str | None = None) -> Located:

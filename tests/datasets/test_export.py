@@ -133,11 +133,14 @@ async def test_a_combined_json_export_does_not_hold_the_dataset(tmp_path):
 def test_requests_without_a_domain_match_the_domain_they_were_served_as():
     from services.cli import build_parser
     from services.core.models import GenerateRequest
-    from services.datasets.cli import _filters
+    from services.datasets.cli import _selection_of
+    from services.datasets.log import LoggedRequest
 
-    keep = _filters(build_parser().parse_args(["replay", "--domain", "ecommerce"]))
-    assert keep(GenerateRequest(request_id="r", entity="cart"))
-    assert not keep(GenerateRequest(request_id="r", entity="cart", domain="retail"))
+    keep = _selection_of(build_parser().parse_args(["replay", "--domain", "ecommerce"])).keep
+    assert keep(LoggedRequest(GenerateRequest(request_id="r", entity="cart"), 0, 0, 0))
+    assert not keep(
+        LoggedRequest(GenerateRequest(request_id="r", entity="cart", domain="retail"), 0, 0, 0)
+    )
 
 
 async def test_parquet_is_an_export_format(tmp_path):

@@ -11,10 +11,12 @@ from services.kit.runfile import (
     locate_bootstrap,
     locate_grpc,
     locate_http,
+    locate_signing_key,
     read_run_file,
     remove_run_file,
     run_file_path,
     write_run_file,
+    write_run_key,
 )
 from services.kit.settings import Settings
 
@@ -77,3 +79,25 @@ def test_order_flag_then_environment_then_run_file_then_default(tmp_path):
     cluster = Settings(_env_file=None, data_dir=str(tmp_path), kafka_bootstrap_servers="k:9")
     assert locate_bootstrap(cluster).value == "k:9"  # type: ignore[union-attr]
     assert locate_bootstrap(cluster, "f:1").value == "f:1"  # type: ignore[union-attr]
+
+
+def test_the_signing_key_is_the_environments_else_the_runs_for_its_own_broker(tmp_path):
+    """replay and export verify tenants with the key the services use: CHUNK_SIGNING_KEY,
+    else the key file of the running `testdata run` (0600, beside run.json), only for
+    that run's broker, and never a killed run's."""
+    plain = settings(tmp_path)
+    assert locate_signing_key(plain, "127.0.0.1:9092") is None
+    key_file = write_run_key(tmp_path, "the-runs-key")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert locate_signing_key(plain, "127.0.0.1:9092") is None  # no run up
+    write_run_file(tmp_path, run(os.getpid()))
+    assert locate_signing_key(plain, "127.0.0.1:9092") == b"the-runs-key"
+    assert locate_signing_key(plain, "elsewhere:9092") is None  # another cluster
+    env = settings(tmp_path, chunk_signing_key="from-env")
+    assert locate_signing_key(env, "127.0.0.1:9092") == b"from-env"
+    assert locate_signing_key(env, "elsewhere:9092") == b"from-env"
+    remove_run_file(tmp_path, os.getpid())
+    assert not key_file.exists()
+    write_run_key(tmp_path, "a-killed-runs-key")
+    write_run_file(tmp_path, run(dead_pid()))
+    assert locate_signing_key(plain, "127.0.0.1:9092") is None

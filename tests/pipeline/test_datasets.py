@@ -560,3 +560,87 @@ async def test_an_agents_dataset_is_read_back_from_the_log_chunk_by_chunk(
         assert rows[r["order_id"]]["total"] == r["total"]
     kinds = table.column("_edge_case_type").to_pylist()
     assert sum(k is not None for k in kinds) == 1500  # the defect SQL dataset's
+
+
+async def test_tenant_selects_only_that_tenants_vouched_requests_and_replays_stay_theirs(
+    stack, settings, agent_producer, codec, tail, tmp_path, capsys
+):
+    """Two tenants' requests as a bridge vouches for them, and two claiming team-a's
+    tenant without its voucher (a bare header; team-a's signature moved to another id):
+    `--tenant team-a` takes exactly team-a's two, and their replays are team-a's again."""
+    import uuid
+
+    from services.datasets.log import Window, read_requests
+    from services.kit.headers import TENANT
+    from services.kit.tenancy import LOCAL, vouch
+    from services.kit.topics import Topics
+    from tests.support import SIGNING_KEY
+
+    key = SIGNING_KEY.encode()
+    tag = uuid.uuid4().hex[:6]
+    team_a, team_b = f"team-a-{tag}", f"team-b-{tag}"
+    topics = Topics(settings.topic_prefix)
+    plain = [("content-type", b"application/avro")]
+    a1, a2, b1, bare, moved = (rid(p) for p in ("ta1", "ta2", "tb1", "bare", "moved"))
+    published = [
+        (a1, "cart", vouch(key, a1, team_a, plain)),
+        (a2, "user", vouch(key, a2, team_a, plain)),
+        (b1, "cart", vouch(key, b1, team_b, plain)),
+        (bare, "cart", [*plain, (TENANT, team_a.encode())]),
+        (moved, "user", vouch(key, a1, team_a, plain)),  # a1's voucher on another id
+    ]
+    since = str(int(time.time() * 1000) - 1)
+
+    def finals(records) -> set[str]:
+        return {r.key.decode() for r in records if r.key and codec.decode_chunk(r.value).is_final}
+
+    async with tail(topics.results) as results:
+        for request_id, entity, headers in published:
+            req = GenerateRequest(
+                request_id=request_id, entity=entity, count=5, seed=3, hints=["no_learn"]
+            )
+            await agent_producer.send_and_wait(
+                topics.requests, codec.encode_request(req), key=request_id.encode(), headers=headers
+            )
+        done = await results.until(lambda rs: finals(rs) >= {i for i, _, _ in published})
+    tenant_of = {r.key.decode(): dict(r.headers)[TENANT].decode() for r in done if r.key}
+    assert [tenant_of[i] for i in (a1, a2, b1, bare, moved)] == [
+        team_a,
+        team_a,
+        team_b,
+        LOCAL,
+        LOCAL,
+    ]
+    capsys.readouterr()
+
+    async def exported(*tenants: str) -> set[str]:
+        out = tmp_path / "-".join(tenants)
+        picks = [a for t in tenants for a in ("--tenant", t)]
+        argv = ("export", "--quiet", "--since", since, "--out", str(out), *picks)
+        assert await _export(args(*argv), settings) == 0, capsys.readouterr()
+        return {f.name.removesuffix(".jsonl") for f in out.iterdir()}
+
+    assert await exported(team_a) == {a1, a2}
+    assert await exported(team_b) == {b1}
+    assert await exported(team_a, team_b) == {a1, a2, b1}
+    assert {bare, moved} <= await exported(LOCAL)
+
+    async with tail(topics.results) as results:
+        argv = ("replay", "--quiet", "--verify", "--since", since, "--tenant", team_a)
+        assert await _replay(args(*argv), settings) == 0
+        assert _table(capsys.readouterr().out) == [("identical", "traditional", 2, 10)]
+
+        def replayed(rs) -> set[str]:
+            return {i.partition("~replay-")[0] for i in finals(rs) if "~replay-" in i}
+
+        got = await results.until(lambda rs: replayed(rs) == {a1, a2})
+    # the replays were published as team-a's (vouched under their new ids) ...
+    logged, _ = await read_requests(
+        settings.kafka_bootstrap_servers, topics.requests, Window(since_ms=int(since)), key=key
+    )
+    replays = [r for r in logged if r.request.replay_of in (a1, a2)]
+    assert sorted(r.request.replay_of for r in replays) == sorted([a1, a2])
+    assert {r.tenant for r in replays} == {team_a}
+    # ... and the generators took them as team-a's: their result chunks say so
+    mine = [r for r in got if r.key and b"~replay-" in r.key]
+    assert mine and {dict(r.headers)[TENANT].decode() for r in mine} == {team_a}

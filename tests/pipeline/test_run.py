@@ -308,6 +308,7 @@ def test_callers_find_a_running_make_run_with_no_environment_then_ctrl_c_stops_i
         for k, v in run_env(0, 0, Path("x"), Path("x"), Path("x")).items()
         if k not in ("PATTERN_STORE_PATH", "KAFKA_DATA_DIR", "DATA_DIR", "GRPC_PORT", "HTTP_PORT")
     }
+    env["CHUNK_SIGNING_KEY"] = ""  # the run makes its own; callers find it in run.key
     # this run's own ports (9001/8081 may be another's); callers never see these variables
     run = Run({**env, "GRPC_PORT": "0", "HTTP_PORT": "0"}, tmp_path / "out.txt", cwd=tmp_path)
     try:
@@ -339,6 +340,12 @@ def test_callers_find_a_running_make_run_with_no_environment_then_ctrl_c_stops_i
         assert "identical" in replay.stdout or "regenerated" in replay.stdout, replay.stdout
         call(testdata, "export", "--out", str(tmp_path / "exported"), "--quiet")
         assert len(list((tmp_path / "exported").iterdir())) >= 2
+        # the run's signing key, for the owner only: --tenant verifies with it unasked
+        assert (tmp_path / ".data" / "run.key").stat().st_mode & 0o777 == 0o600
+        mine = call(
+            testdata, "export", "--tenant", "local", "--out", str(tmp_path / "t"), "--quiet"
+        )
+        assert "no signing key" not in mine.stderr and len(list((tmp_path / "t").iterdir())) >= 2
         run.ctrl_c()
         code, lines = run.finish()
     finally:
@@ -347,6 +354,7 @@ def test_callers_find_a_running_make_run_with_no_environment_then_ctrl_c_stops_i
     assert lines[-1] == "testdata run: stopped", lines
     assert errors(lines) == [], lines
     assert not (tmp_path / ".data" / "run.json").exists()
+    assert not (tmp_path / ".data" / "run.key").exists()
     assert leftovers(str(tmp_path)) == []
 
 
