@@ -180,7 +180,7 @@ class LogReader:
                 continue  # counted by the shared reader, which saw it first
             try:
                 chunk = self.rt.codec.decode_chunk(r.value or b"")
-            except DecodeError:
+            except Exception:  # noqa: BLE001 - anyone may write here; the shared reader logs it
                 continue
             self.buffered.append((chunk, correlation_of(headers), run_of(headers)))
 

@@ -75,6 +75,15 @@ class Cancellations:
 
     def add(self, control: Control) -> None:
         if control.action == "lease":
+            # The newest wins, not the last read: seen, a replayed genuine release of a
+            # bridge's earlier life abandoned the streams of the bridge now on that topic.
+            # Newer: a later life (since_ms), else a later word of the same life (at_ms).
+            known = self._leases.get(control.reply_to)
+            if known is not None and (known.since_ms, known.at_ms) > (
+                control.since_ms,
+                control.at_ms,
+            ):
+                return
             self._leases.pop(control.reply_to, None)
             self._leases[control.reply_to] = control
             while len(self._leases) > self.max_entries:
@@ -250,6 +259,8 @@ class ControlListener:
                         use(r)
                     except (DecodeError, ValueError) as exc:
                         log.warning("unusable %s record at offset %d: %s", r.topic, r.offset, exc)
+                    except Exception:  # anyone may write here: one record never ends the reader
+                        log.exception("unusable %s record at offset %d", r.topic, r.offset)
             if consumer is self._marks and self._caught_up.is_set():
                 assert self.attempts is not None
                 metrics.DELIVERIES_TRACKED.set(len(self.attempts))

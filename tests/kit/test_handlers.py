@@ -567,3 +567,24 @@ def test_one_attempts_cancel_never_displaces_anothers_with_the_same_id():
     c.add(Control(request_id="r", correlation_id="a", reason="a left", at_ms=now_ms()))
     c.add(Control(request_id="r", correlation_id="b", reason="b left", at_ms=now_ms()))
     assert c.reason("r", "a") == "a left" and c.reason("r", "b") == "b left"
+
+
+def test_the_newest_lease_wins_not_the_last_read():
+    """Seen: a replayed genuine release of a bridge's earlier life abandoned the streams of
+    the bridge now on that topic."""
+    from services.kit.control import Cancellations
+    from services.kit.messages import Control
+
+    def lease(since: int, at: int, until: int) -> Control:
+        return Control(
+            request_id="", action="lease", reply_to="t", since_ms=since, at_ms=at, until_ms=until
+        )
+
+    c = Cancellations()
+    c.add(lease(since=2000, at=2000, until=9_000))  # the bridge now on the topic
+    c.add(lease(since=1000, at=1500, until=0))  # its predecessor's release, replayed
+    assert c.lease("t").since_ms == 2000
+    c.add(lease(since=2000, at=1000, until=3000))  # an older renewal of this life
+    assert c.lease("t").until_ms == 9_000
+    c.add(lease(since=2000, at=5000, until=0))  # this life's own release
+    assert c.lease("t").until_ms == 0

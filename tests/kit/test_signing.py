@@ -25,3 +25,11 @@ def test_signing_again_replaces_a_signature_and_without_a_key_nothing_is_checked
     assert [k for k, _ in signed(KEY, b"v", forged)].count("signature") == 1
     assert signed(None, b"v", forged) == BASE
     assert genuine(None, b"anything", [])
+
+
+def test_null_and_undecodable_headers_are_simply_not_genuine():
+    """Seen: a null signature header raised in compare_digest and ended a control reader;
+    a non-UTF-8 correlation failed a caller's stream."""
+    key, value = b"k", b"chunk"
+    assert not genuine(key, value, [("signature", None)])
+    assert not genuine(key, value, [("correlation-id", b"\xff\xfe"), ("run-id", b"\x80")])
