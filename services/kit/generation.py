@@ -203,7 +203,6 @@ class PathService(ABC):
 
     path: ClassVar[GenerationPath]
     #: Whether a rerun of a request yields the same chunks (then runs carry no run id).
-    deterministic: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -405,7 +404,7 @@ class PathService(ABC):
             self.path.value,
             await resolve_reply_topic(self.rt, msg),
         )
-        if not self.deterministic:
+        if not self.path.traits.reruns_identical:
             emitter.headers.append((RUN, uuid.uuid4().hex.encode()))
         cache = self.cache
         if req.use_cache and self.keystore.configured:
