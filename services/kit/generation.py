@@ -254,7 +254,7 @@ class PathService(ABC):
         try:
             routed = self.rt.codec.decode_routed(msg.value)
         except DecodeError as exc:
-            rid = msg.key.decode("utf-8", "replace") if msg.key else None
+            rid = msg.key_text
             await self.rt.dead_letter(msg, self.name, exc.kind, exc.reason, request_id=rid)
             if rid:
                 await send_failure(self.rt, msg, rid, exc.reason, exc.kind)
