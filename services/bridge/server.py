@@ -75,6 +75,7 @@ from .retries import (
 from .status import (
     STATUS_BY_KIND,
     Reason,
+    abort,
     failure,
     rate_limited,
     reason_of,
@@ -162,12 +163,13 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         wait = await self.keystore.take(bucket, self.rate, self.burst)
         if wait:
             metrics.RATE_LIMITED.inc()
-            await context.abort_with_status(
+            await abort(
+                context,
                 rate_limited(
                     f"rate limit: {self.rate:g} calls/s, burst {self.burst}, per client; "
                     f"retry in {wait:.2f} s",
                     wait,
-                )
+                ),
             )
 
     # ---- ingress ---------------------------------------------------------------------
@@ -187,16 +189,16 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 metrics.known(message.domain, self._domains),
                 metrics.known(message.entity, self._entities),
             ).inc()
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     summary("invalid request", exc.errors),
                     ErrorKind.INVALID_REQUEST.name,
                     exc.errors,
                     message.request_id,
-                )
+                ),
             )
-            raise AssertionError("unreachable") from exc
         return req, plan
 
     async def _refuse_oversized(
@@ -211,14 +213,15 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             f"{MAX_SEND_BYTES >> 20} MiB one GenerateData answer may carry; use "
             "GenerateDataStream"
         )
-        await context.abort_with_status(
+        await abort(
+            context,
             failure(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 message,
                 Reason.SYNC_LIMIT,
                 [FieldError(path="count", message=message, value=req.count)],
                 req.request_id,
-            )
+            ),
         )
 
     @asynccontextmanager
@@ -232,9 +235,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             await gate.enter()
         except Full as exc:
             metrics.OVERLOADED.labels(gate.kind).inc()
-            await context.abort_with_status(
-                rate_limited(str(exc), exc.retry_after, Reason.OVERLOADED)
-            )
+            await abort(context, rate_limited(str(exc), exc.retry_after, Reason.OVERLOADED))
         finally:
             waiting.dec()
         running.inc()
@@ -258,28 +259,30 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         ALREADY_EXISTS, still replaced the pinned request, and the first caller's resume
         returned the second one's records)."""
         if self.inbox.broker_gone:  # nothing could be published: fail now, not in 10 s
-            await context.abort_with_status(broker_gone(req.request_id))
+            await abort(context, broker_gone(req.request_id))
         if not self.inbox.healthy:  # its answer could never be read: fail now, not at the deadline
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.UNAVAILABLE,
                     "this bridge is not reading its reply topic; retry (another instance)",
                     Reason.BROKER_UNAVAILABLE,
                     request_id=req.request_id,
-                )
+                ),
             )
         try:
             if resumed:
                 await self._predecessor_let_go(req.request_id, context)
             pending = self.inbox.open(req.request_id, restartable, TENANT.get())
         except KeyError:
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.ALREADY_EXISTS,
                     f"request {req.request_id} is already in progress",
                     Reason.IN_PROGRESS,
                     request_id=req.request_id,
-                )
+                ),
             )
         try:
             if keep:
@@ -294,17 +297,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             # Not acknowledged: it may still reach the broker, so stop it there too.
             self._finished(req, pending, got_final=False)
             if isinstance(exc, MessageSizeTooLargeError):
-                await context.abort_with_status(
+                await abort(
+                    context,
                     failure(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         "the request is too large to publish (Kafka message size limit)",
                         ErrorKind.INVALID_REQUEST.name,
                         [FieldError(path="request", message="too large to publish")],
                         req.request_id,
-                    )
+                    ),
                 )
             if isinstance(exc, BrokerGone):
-                await context.abort_with_status(broker_gone(req.request_id))
+                await abort(context, broker_gone(req.request_id))
             if isinstance(exc, KafkaError | TimeoutError):
                 log.warning("publishing %s failed: %r", req.request_id, exc)
                 why = (
@@ -312,13 +316,14 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     if isinstance(exc, TimeoutError)
                     else "it refused it or the connection failed"
                 )
-                await context.abort_with_status(
+                await abort(
+                    context,
                     failure(
                         grpc.StatusCode.UNAVAILABLE,
                         f"the broker did not accept the request ({why}); retry with backoff",
                         Reason.BROKER_UNAVAILABLE,
                         request_id=req.request_id,
-                    )
+                    ),
                 )
             raise
         return pending
@@ -419,34 +424,34 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 if isinstance(exc, ChunkGap)
                 else (grpc.StatusCode.ABORTED, Reason.GENERATION_RESTARTED)
             )
-            await context.abort_with_status(
-                failure(code, str(exc), reason, request_id=pending.request_id)
-            )
+            await abort(context, failure(code, str(exc), reason, request_id=pending.request_id))
         except BrokerGone:
-            await context.abort_with_status(broker_gone(pending.request_id))
+            await abort(context, broker_gone(pending.request_id))
         except KafkaError as exc:  # a slow caller's chunks are read back from the log
             log.warning("reading replies of %s failed: %r", pending.request_id, exc)
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.UNAVAILABLE,
                     "reading the results from the broker failed; retry with backoff",
                     Reason.BROKER_UNAVAILABLE,
                     request_id=pending.request_id,
-                )
+                ),
             )
         if not chunk.success:
             errors = [FieldError(path=e.path, message=e.message) for e in chunk.error_details]
             code = status_for(chunk.error_kind)
             if errors and code == grpc.StatusCode.INTERNAL:  # field-level: the request's fault
                 code = grpc.StatusCode.INVALID_ARGUMENT
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     code,
                     chunk.error or "generation failed",
                     reason_of(chunk.error_kind),
                     errors,
                     chunk.request_id,
-                )
+                ),
             )
         return chunk
 
@@ -459,7 +464,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         count = plan.count
         estimate = int(estimate_output_bytes(plan.output_schema.fields, count))
         if count > self.max_sync:
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"count {count} is above MAX_SYNC_RECORDS ({self.max_sync}); use "
@@ -473,7 +479,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                         )
                     ],
                     req.request_id,
-                )
+                ),
             )
         await self._refuse_oversized(req, estimate, context)
         async with self._slot(self.unary, context):
@@ -494,14 +500,15 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             asked = request_from_proto(request)  # as sent: the bridge's random seed aside
             answer, _ = await self.idempotency.run(self._client(context), key, asked, produce)
         except KeyReused as exc:
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     str(exc),
                     Reason.IDEMPOTENCY_KEY_REUSED,
                     [FieldError(path="idempotency-key", message=str(exc))],
                     req.request_id,
-                )
+                ),
             )
         return pb.GenerateResponse.FromString(answer)
 
@@ -544,7 +551,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                 got_final = chunk.is_final
                 size += len(chunk.data)
                 if size > MAX_SEND_BYTES:  # the estimate was wrong: stop before buffering more
-                    await context.abort_with_status(
+                    await abort(
+                        context,
                         failure(
                             grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"the answer grew past the {MAX_SEND_BYTES >> 20} MiB one "
@@ -552,7 +560,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                             "GenerateDataStream",
                             Reason.SYNC_LIMIT,
                             request_id=req.request_id,
-                        )
+                        ),
                     )
         finally:
             self._finished(req, pending, got_final)  # also on cancellation / deadline
@@ -605,17 +613,18 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     size = sum(c.record_count for c in kept), sum(len(c.data) for c in kept)
                     kept = kept if self.cache.fits(*size) else None
                 if resume is not None and pending.run:  # a rerun would differ: no resume
-                    await context.abort_with_status(
+                    await abort(
+                        context,
                         failure(
                             grpc.StatusCode.FAILED_PRECONDITION,
                             NONDETERMINISTIC,
                             Reason.NOT_RESUMABLE,
                             request_id=req.request_id,
-                        )
+                        ),
                     )
                 if chunk.chunk_index <= skip:
                     if chunk.is_final:  # nothing after the chunk asked for: say so
-                        await context.abort_with_status(past_the_end(req, skip, chunk))
+                        await abort(context, past_the_end(req, skip, chunk))
                     continue
                 write = asyncio.ensure_future(context.write(chunk_to_proto(chunk)))
                 done, _ = await asyncio.wait({write}, timeout=self.idle_timeout)
@@ -629,14 +638,15 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                         await asyncio.wait_for(write, IDLE_GRACE_FACTOR * self.idle_timeout)
                     except TimeoutError:
                         return  # still not reading: end the call, its status cannot go out
-                    await context.abort_with_status(
+                    await abort(
+                        context,
                         failure(
                             grpc.StatusCode.DEADLINE_EXCEEDED,
                             f"stream idle: the caller read nothing for {self.idle_timeout:g} "
                             "s (STREAM_IDLE_TIMEOUT_SECONDS); generation stopped",
                             Reason.STREAM_IDLE,
                             request_id=req.request_id,
-                        )
+                        ),
                     )
                 got_final = chunk.is_final
         finally:
@@ -660,7 +670,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         except NotResumable:
             req, problem = None, NONDETERMINISTIC
         if problem is None and req is None:  # unknown to this tenant: never another's
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.NOT_FOUND,
                     f"no stream {wanted!r} to resume: give the original request_id of a "
@@ -668,20 +679,20 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     Reason.NOT_RESUMABLE,
                     [FieldError(path="request_id", message="no such stream", value=wanted)],
                     request_id=wanted,
-                )
+                ),
             )
         if req is not None and skip > req.count:  # a record or more per chunk, and one final
-            await context.abort_with_status(past_the_end(req, skip))
+            await abort(context, past_the_end(req, skip))
         if problem is not None or req is None or skip < -1:
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     problem or "resume-from-chunk must be >= -1",
                     Reason.NOT_RESUMABLE,
                     request_id=message.request_id,
-                )
+                ),
             )
-            raise AssertionError("unreachable")
         return req, skip
 
     async def GetSchemas(
@@ -795,13 +806,14 @@ def _guarded(behavior: Behavior, method: str) -> Behavior:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, Undecodable):
             metrics.VALIDATION_ERRORS.labels("", "").inc()
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"the request is not a valid {request.message_type}: {request.reason}",
                     ErrorKind.DECODE.name,
                     [FieldError(path="request", message=request.reason)],
-                )
+                ),
             )
         try:
             return await behavior(request, context)
@@ -809,13 +821,14 @@ def _guarded(behavior: Behavior, method: str) -> Behavior:
             raise
         except Exception:  # the caller gets a status, the log the traceback
             log.exception("%s failed", method)
-            await context.abort_with_status(
+            await abort(
+                context,
                 failure(
                     grpc.StatusCode.INTERNAL,
                     "internal error in the bridge; its log has the details",
                     ErrorKind.PROCESSING.name,
                     request_id=getattr(request, "request_id", ""),
-                )
+                ),
             )
 
     return handler

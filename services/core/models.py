@@ -6,6 +6,7 @@ They mirror the TestDataService proto (testdata.v1) field for field, plus `seed`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -58,6 +59,45 @@ class GenerationPath(StrEnum):
     LLM = "llm"
     RAG = "rag"
     HYBRID = "hybrid"
+
+    @property
+    def traits(self) -> PathTraits:
+        return PATH_TRAITS[self]
+
+
+@dataclass(frozen=True)
+class PathTraits:
+    """What the rest of the system may assume of a path's output: every place that asks
+    reads this table, never a path's name."""
+
+    #: a rerun of one request gives the same chunks: a cut stream can be resumed and a
+    #: redelivery's chunks spliced (else each run carries a run id)
+    reruns_identical: bool
+    #: the request alone regenerates the records: the results log keeps only the final
+    #: chunk's digest, and export regenerates them
+    rebuildable: bool
+    #: a model wrote the records: replay cannot expect the same bytes
+    model_written: bool
+    #: records are varied from retrieved patterns: replay's bytes depend on the store
+    uses_patterns: bool
+    #: its output may become a pattern (rag's never: the store would feed on itself)
+    learnable: bool
+
+
+PATH_TRAITS: dict[GenerationPath, PathTraits] = {
+    GenerationPath.TRADITIONAL: PathTraits(True, True, False, False, True),
+    GenerationPath.LLM: PathTraits(False, False, True, False, True),
+    GenerationPath.RAG: PathTraits(False, False, False, True, False),
+    GenerationPath.HYBRID: PathTraits(False, False, True, True, True),
+}
+
+
+def traits_of(path: str) -> PathTraits | None:
+    """A path's traits by name (as metadata and outcomes carry it); None if unknown."""
+    try:
+        return PATH_TRAITS[GenerationPath(path)]
+    except ValueError:
+        return None
 
 
 class _Model(BaseModel):

@@ -33,7 +33,7 @@ import orjson
 
 from services.core.formats import ChunkEncoder, DatasetDigest, holds_defects, table_columns
 from services.core.generate import iter_records
-from services.core.models import EntitySchema, OutputFormat, RequestInvalid
+from services.core.models import EntitySchema, OutputFormat, RequestInvalid, traits_of
 from services.core.plan import build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
@@ -150,7 +150,7 @@ def prepare(logged: LoggedRequest, ds: LoggedDataset | None, registry: SchemaReg
             schema,
             lambda read: _kept(ds.copy or ds, read, md, fmt, schema),
         )
-    if ds.path == "traditional":
+    if (traits := traits_of(ds.path)) is not None and traits.rebuildable:
         if plan is None:
             raise Incomplete(why)
         if not md.data_sha256:

@@ -20,14 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.core.formats import DatasetDigest
-from services.core.models import GenerateRequest
+from services.core.models import GenerateRequest, traits_of
 from services.core.pools import GENERATOR_VERSION
 from services.core.reproducible import parse_anchor
 from services.datasets.log import LoggedDataset, LoggedRequest
 from services.kit.client import GenerationFailed, KafkaTestDataClient
 from services.kit.messages import GenerationMetadata
-
-NOT_DETERMINISTIC = {"llm": "a model wrote the records", "hybrid": "a model wrote the records"}
 
 
 @dataclass
@@ -50,10 +48,10 @@ def explain(orig: GenerationMetadata, new: GenerationMetadata) -> str:
         return f"generator_version changed: {orig.generator_version} -> {new.generator_version}"
     if orig.generation_path != new.generation_path:
         return f"served by {new.generation_path} now, by {orig.generation_path} then"
-    if orig.generation_path in NOT_DETERMINISTIC:
-        why = NOT_DETERMINISTIC[orig.generation_path]
-        return f"path {orig.generation_path} is not deterministic ({why})"
-    if orig.generation_path == "rag" and orig.pattern_ids != new.pattern_ids:
+    traits = traits_of(orig.generation_path)
+    if traits is not None and traits.model_written:
+        return f"path {orig.generation_path} is not deterministic (a model wrote the records)"
+    if traits is not None and traits.uses_patterns and orig.pattern_ids != new.pattern_ids:
         return "the pattern store changed: other patterns were retrieved"
     return ""
 

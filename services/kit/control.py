@@ -408,7 +408,7 @@ class DeliveryGuard:
             partition=msg.partition,
             offset=msg.offset,
             attempt=delivery.number,
-            request_id=msg.key.decode("utf-8", "replace") if msg.key else "",
+            request_id=msg.key_text or "",
             correlation_id=msg.header(CORRELATION) or "",
             instance=self.instance,
             at_ms=now_ms,

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from services.core.formats import ChunkEncoder, DatasetDigest
-from services.core.models import EntitySchema, OutputFormat
+from services.core.models import EntitySchema, GenerationPath, OutputFormat
 from services.core.report import ErrorKind
 from services.kit import metrics
 from services.kit.headers import LOG_COPY, TENANT
@@ -59,13 +59,14 @@ class ChunkEmitter:
         # reply topic, the results log gets a copy of every chunk of a path whose output a
         # request alone cannot rebuild (llm, rag, hybrid), and of the final chunk (its
         # metadata and digest, data aside) of a deterministic one.
-        self.log_all = self.topic != runtime.topics.results and path != "traditional"
+        rebuildable = GenerationPath(path).traits.rebuildable
+        self.log_all = self.topic != runtime.topics.results and not rebuildable
         self.log_final = self.topic != runtime.topics.results
         # CSV and SQL cannot be read back into records (every CSV cell is text; SQL would
         # need parsing), so for those paths the log keeps a JSON copy of each chunk instead
         # of the chunk itself (as well as it, where the chunks go to the results log): any
         # dataset then exports to any format. A copy is marked LOG_COPY; callers skip it.
-        self.copy_json = path != "traditional" and fmt != OutputFormat.JSON
+        self.copy_json = not rebuildable and fmt != OutputFormat.JSON
         # What was sent, for the result cache, while within (records, bytes); else None.
         self.kept: list[ResultChunk] | None = None
         self.keep_within = (0, 0)

@@ -203,7 +203,6 @@ class PathService(ABC):
 
     path: ClassVar[GenerationPath]
     #: Whether a rerun of a request yields the same chunks (then runs carry no run id).
-    deterministic: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -255,7 +254,7 @@ class PathService(ABC):
         try:
             routed = self.rt.codec.decode_routed(msg.value)
         except DecodeError as exc:
-            rid = msg.key.decode("utf-8", "replace") if msg.key else None
+            rid = msg.key_text
             await self.rt.dead_letter(msg, self.name, exc.kind, exc.reason, request_id=rid)
             if rid:
                 await send_failure(self.rt, msg, rid, exc.reason, exc.kind)
@@ -405,7 +404,7 @@ class PathService(ABC):
             self.path.value,
             await resolve_reply_topic(self.rt, msg),
         )
-        if not self.deterministic:
+        if not self.path.traits.reruns_identical:
             emitter.headers.append((RUN, uuid.uuid4().hex.encode()))
         cache = self.cache
         if req.use_cache and self.keystore.configured:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from services.core.models import GenerateRequest
+from services.core.models import GenerateRequest, traits_of
 from services.core.plan import Plan, fingerprint
 from services.core.pools import GENERATOR_VERSION
 from services.core.validate import validate_record
@@ -29,8 +29,10 @@ log = logging.getLogger("testdata.outcomes")
 NO_LEARN = "no_learn"
 
 
-#: Never learned, whatever the settings say: the store must not feed on its own variations.
-NEVER_LEARNED = "rag"
+def never_learned(path: str) -> bool:
+    """Whatever the settings say: the store must not feed on its own variations."""
+    traits = traits_of(path)
+    return traits is not None and not traits.learnable
 
 
 def opts_out(hints: Iterable[str]) -> bool:
@@ -44,7 +46,8 @@ def learn_rules(learn_paths: Sequence[str]) -> dict[str, bool]:
     for entry in learn_paths:
         path, _, cond = entry.partition(":")
         rules[path] = rules.get(path, True) and cond == "context"
-    rules.pop(NEVER_LEARNED, None)
+    for path in [p for p in rules if never_learned(p)]:
+        rules.pop(path)
     return rules
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
@@ -12,7 +11,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from services.core.models import FieldError, OutputFormat
 from services.core.report import ErrorKind
 from services.kit.codec import DecodeError
-from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, FORWARDED, REPLY_TO
+from services.kit.headers import (
+    AVRO,
+    CONTENT_TYPE,
+    CORRELATION,
+    FORWARDED,
+    REPLY_TO,
+    correlation_of,
+)
 from services.kit.kafka import end_positions, partitions_of, positions_at, stop_quietly
 from services.kit.messages import ErrorDetail, ResultChunk
 from services.kit.signing import signed
@@ -66,8 +72,7 @@ async def answer_failure(
     unexpectedly, messages given up after MAX_DELIVERIES): the caller learns at once
     instead of waiting for its deadline. With `since_ms`, earlier deliveries may have
     sent chunks from then on: the failure follows the last of them."""
-    if msg.key:
-        request_id = msg.key.decode("utf-8", "replace")
+    if (request_id := msg.key_text) is not None:
         index = 0 if since_ms is None else await chunks_sent(runtime, msg, request_id, since_ms)
         await send_failure(runtime, msg, request_id, reason, kind, chunk_index=index)
 
@@ -103,7 +108,7 @@ async def chunks_sent(
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for r in batch.get(tp, []):
-                    if r.key == key and _correlation(r.headers) == correlation:
+                    if r.key == key and correlation_of(r.headers) == correlation:
                         try:
                             indexes.add(runtime.codec.decode_chunk(r.value or b"").chunk_index)
                         except DecodeError:
@@ -119,13 +124,6 @@ async def chunks_sent(
     while sent in indexes:
         sent += 1
     return sent
-
-
-def _correlation(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    for k, v in headers or ():
-        if k == CORRELATION and v:
-            return v.decode("utf-8", "replace")
-    return None
 
 
 async def send_failure(

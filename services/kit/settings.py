@@ -10,10 +10,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.core.limits import HARD_MAX_DEPTH, SAFE_MAGNITUDE, Limits
+from services.core.models import PATH_TRAITS, traits_of
 
 #: Paths whose outputs may become patterns; "<path>:context" learns that path's output
 #: only when a context or a scenario description shaped it.
-LEARNABLE_PATHS = ("traditional", "llm", "hybrid")
+LEARNABLE_PATHS = tuple(p.value for p, t in PATH_TRAITS.items() if t.learnable)
 
 
 class Settings(BaseSettings):
@@ -363,8 +364,10 @@ class Settings(BaseSettings):
     def _check_learn_paths(cls, v: list[str]) -> list[str]:
         for entry in v:
             path, _, cond = entry.partition(":")
-            if path == "rag":
-                raise ValueError("rag outputs are never learned: the store would feed on itself")
+            if (traits := traits_of(path)) is not None and not traits.learnable:
+                raise ValueError(
+                    f"{path} outputs are never learned: the store would feed on itself"
+                )
             if path not in LEARNABLE_PATHS or cond not in ("", "context"):
                 raise ValueError(
                     f"{entry!r}: expected <path> or <path>:context, path one of {LEARNABLE_PATHS}"

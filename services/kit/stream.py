@@ -55,6 +55,11 @@ class Message:
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
 
+    @property
+    def key_text(self) -> str | None:
+        """The record's key (a request id) as text; None without one. Never raises."""
+        return self.key.decode("utf-8", "replace") if self.key else None
+
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
             if k.lower() == name:
@@ -466,7 +471,7 @@ class Subscriber:
         forever: after DEAD_LETTER_ATTEMPTS refusals the message is skipped, loudly (an
         ERROR line naming its position, `testdata_dead_letters_lost_total`), so one message
         can never stop its partition."""
-        request_id = msg.key.decode("utf-8", "replace") if msg.key else None
+        request_id = msg.key_text
         attempts = self.runtime.settings.dead_letter_attempts
         delay = 0.2
         for attempt in range(1, attempts + 1):

@@ -21,7 +21,7 @@ from services.core.plan import DEFAULT_SCENARIO
 from services.core.registry import SchemaRegistry
 from services.core.validate import validate_record
 from services.kit.messages import Outcome
-from services.kit.outcomes import NEVER_LEARNED, learn_rules, opts_out, path_learnable
+from services.kit.outcomes import learn_rules, never_learned, opts_out, path_learnable
 from services.kit.outcomes import shaped as shaped_by
 from services.kit.patterns import Collection, Pattern
 from services.kit.settings import Settings
@@ -106,7 +106,7 @@ def judge(outcome: Outcome, registry: SchemaRegistry, policy: Policy) -> Verdict
     """The pattern this outcome makes, or why it makes none."""
     if opts_out(outcome.hints):
         return Verdict(None, Skip.OPTED_OUT)
-    if outcome.path == NEVER_LEARNED:
+    if never_learned(outcome.path):
         return Verdict(None, Skip.RAG)
     if outcome.path not in policy.paths:
         return Verdict(None, Skip.PATH, outcome.path)

@@ -90,7 +90,7 @@ class LearnerService:
         try:
             outcome = self.rt.codec.decode_outcome(msg.value)
         except DecodeError as exc:
-            rid = msg.key.decode("utf-8", "replace") if msg.key else None
+            rid = msg.key_text
             await self.rt.dead_letter(msg, self.name, exc.kind, exc.reason, request_id=rid)
             self._skip("undecodable", rid, exc.reason)
             return

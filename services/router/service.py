@@ -43,11 +43,7 @@ def derive_request_id(msg: Message) -> str:
 
 def stamp(req: GenerateRequest, msg: Message) -> GenerateRequest:
     """Fill what the caller left out so the logged request fully determines the data."""
-    rid = (
-        req.request_id
-        or (msg.key.decode("utf-8", "replace") if msg.key else "")
-        or derive_request_id(msg)
-    )
+    rid = req.request_id or msg.key_text or derive_request_id(msg)
     return pin(
         req,
         request_id=rid,
@@ -87,7 +83,7 @@ class RouterService:
         try:
             req = self.rt.codec.decode_request(msg.value, msg.header(CONTENT_TYPE))
         except DecodeError as exc:
-            rid = exc.request_id or (msg.key.decode("utf-8", "replace") if msg.key else None)
+            rid = exc.request_id or msg.key_text
             await self.reject(msg, exc.kind, exc.reason, exc.errors, rid)
             return
         req = stamp(req, msg)

@@ -72,7 +72,6 @@ class SlicePacer:
 
 class TraditionalService(PathService):
     path = GenerationPath.TRADITIONAL
-    deterministic = True
 
     async def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
         # One lazy sequence for the whole request: slices of any size, no block replays.
