@@ -111,3 +111,33 @@ def llm_settings(server: Any = None, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return make_settings(**values)
+
+
+# ---- callers with tenants, and requests as a bridge vouches for them ---------------------
+#: Bearer tokens of three tenants (tokens_file writes them).
+TOKENS = {"team-a": "a-" + "1" * 30, "team-b": "b-" + "2" * 30, "team-s": "s-" + "3" * 30}
+
+
+def tokens_file(where: Path) -> str:
+    """An AUTH_TOKENS_FILE naming the TOKENS' tenants, in directory `where`."""
+    path = where / "tokens"
+    path.write_text("".join(f"{token},{tenant}\n" for tenant, token in TOKENS.items()))
+    return str(path)
+
+
+def auth(tenant: str) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata calling as `tenant` (one of TOKENS), or with `tenant` as the token."""
+    return (("authorization", f"Bearer {TOKENS.get(tenant, tenant)}"),)
+
+
+def as_bridge(
+    request_id: str, reply_to: str, correlation: str, avro: bool = True
+) -> list[tuple[str, bytes]]:
+    """A request's headers as a bridge publishes them: vouched for (kit/tenancy.py), so a
+    test playing the bridge is answered on a bridge's reply topic."""
+    from services.kit.tenancy import LOCAL, vouch
+
+    plain = [("reply-to", reply_to.encode()), ("correlation-id", correlation.encode())]
+    if avro:
+        plain.insert(0, ("content-type", b"application/avro"))
+    return vouch(SIGNING_KEY.encode(), request_id, LOCAL, plain)

@@ -97,6 +97,8 @@ NONDETERMINISTIC = (
 #: The retry hint of a call failed because the broker is gone: about what a supervised
 #: embedded broker takes to come back.
 BROKER_RETRY_SECONDS = 5.0
+#: Backoff between publishes of a request the broker refused with a retriable error.
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 #: Largest message the bridge sends: one GenerateData answer (streams send chunks).
 MAX_SEND_BYTES = 64 * 1024 * 1024
 #: After the idle timeout, how many more idle periods the caller has to read again and
@@ -354,25 +356,44 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         s = self.rt.settings
         remaining = context.time_remaining()
         budget = s.generation_budget_seconds if remaining is None else max(0.1, remaining - 0.5)
+        backoff = RETRY_FIRST_S
+        async with asyncio.timeout(budget):
+            while True:
+                try:
+                    return await self._publish_once(value, request_id, headers)
+                except KafkaError as exc:
+                    # Seen: NotLeaderForPartition for a moment after a topic change on a
+                    # loaded broker failed a call UNAVAILABLE. Retriable errors say the
+                    # broker will take it: try again (the same attempt: a duplicate is
+                    # one run), within the budget.
+                    if not exc.retriable:
+                        raise
+                    log.info("publishing %s: %r; retrying", request_id, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, RETRY_MAX_S)
+
+    async def _publish_once(
+        self, value: bytes, request_id: str, headers: list[tuple[str, bytes]]
+    ) -> None:
+        s = self.rt.settings
         sent = asyncio.ensure_future(
             self.rt.publish(self.rt.topics.requests, value, request_id, headers)
         )
         slice_s = min(s.publish_timeout_seconds, s.broker_check_seconds)
         check_at = time.monotonic() + s.publish_timeout_seconds
         try:
-            async with asyncio.timeout(budget):
-                while not (await asyncio.wait({sent}, timeout=slice_s))[0]:
-                    if self.inbox.broker_gone:  # the inbox's watch saw it go
-                        raise BrokerGone("the Kafka broker is unreachable")
-                    if time.monotonic() < check_at:
-                        continue
-                    check_at = time.monotonic() + s.publish_timeout_seconds
-                    if not await broker_reachable(self.rt.bootstrap):
-                        raise BrokerGone("the Kafka broker is unreachable")
-                    log.info(
-                        "publishing %s: no acknowledgement yet; the broker is slow, waiting",
-                        request_id,
-                    )
+            while not (await asyncio.wait({sent}, timeout=slice_s))[0]:
+                if self.inbox.broker_gone:  # the inbox's watch saw it go
+                    raise BrokerGone("the Kafka broker is unreachable")
+                if time.monotonic() < check_at:
+                    continue
+                check_at = time.monotonic() + s.publish_timeout_seconds
+                if not await broker_reachable(self.rt.bootstrap):
+                    raise BrokerGone("the Kafka broker is unreachable")
+                log.info(
+                    "publishing %s: no acknowledgement yet; the broker is slow, waiting",
+                    request_id,
+                )
         finally:
             if not sent.done():
                 sent.cancel()

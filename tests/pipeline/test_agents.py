@@ -13,20 +13,13 @@ from services.core.models import GenerateRequest
 from services.core.routing import RoutingDecision
 from services.kit.codec import AVRO, JSON
 from services.kit.messages import RoutedRequest
-from services.kit.tenancy import LOCAL, vouch
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S, SIGNING_KEY, wait_until
+from tests.support import HANG_GUARD_S, as_bridge, wait_until
 
 from .conftest import rid
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-
-def as_bridge(request_id: str, reply_to: str, correlation: str) -> list[tuple[str, bytes]]:
-    """A request's headers as a bridge publishes them (vouched for: kit/tenancy.py)."""
-    plain = [("reply-to", reply_to.encode()), ("correlation-id", correlation.encode())]
-    return vouch(SIGNING_KEY.encode(), request_id, LOCAL, plain)
 
 
 def chunks_for(records, codec, request_id):
@@ -253,16 +246,7 @@ async def test_redelivered_request_gives_caller_no_duplicates(stack, agent_produ
     dropped_before = inbox.dropped  # the reader may drop copies before we read the final
     try:
         value = codec.encode_routed(routed)
-        headers = vouch(  # the test plays the bridge
-            SIGNING_KEY.encode(),
-            request_id,
-            LOCAL,
-            [
-                ("content-type", b"application/avro"),
-                ("reply-to", inbox.topic.encode()),
-                ("correlation-id", pending.correlation.encode()),
-            ],
-        )
+        headers = as_bridge(request_id, inbox.topic, pending.correlation)
         for _ in range(2):
             await agent_producer.send_and_wait(
                 stack.rt.topics.specs["traditional"].name,
@@ -299,16 +283,34 @@ async def test_chunks_of_an_earlier_attempt_with_the_same_id_are_ignored(
     pending = inbox.open(request_id)
     try:
         dropped = inbox.dropped
-        old = as_bridge(request_id, inbox.topic, "an-earlier-attempt")
+        old = as_bridge(request_id, inbox.topic, "an-earlier-attempt", avro=False)
         await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=old)
         await wait_until(lambda: inbox.dropped > dropped, "the earlier attempt's chunk dropped")
         assert pending.queue.empty()
-        new = as_bridge(request_id, inbox.topic, pending.correlation)
+        new = as_bridge(request_id, inbox.topic, pending.correlation, avro=False)
         await agent_producer.send_and_wait(topic, value, key=request_id.encode(), headers=new)
         chunk = await asyncio.wait_for(pending.get(), HANG_GUARD_S)
         assert chunk.is_final and chunk.record_count == 10
     finally:
         inbox.close(pending)
+
+
+async def test_a_retriable_refusal_of_the_publish_is_retried_not_failed(stack, stub, monkeypatch):
+    """Seen: NotLeaderForPartition for a moment, on a loaded broker after topics changed,
+    failed a call UNAVAILABLE; the broker takes the request a moment later."""
+    from aiokafka.errors import NotLeaderForPartitionError
+
+    publish, refused = stack.rt.publish, []
+
+    async def refuse_twice(topic, *args, **kwargs):
+        if topic == stack.rt.topics.requests and len(refused) < 2:
+            refused.append(topic)
+            raise NotLeaderForPartitionError()
+        return await publish(topic, *args, **kwargs)
+
+    monkeypatch.setattr(stack.rt, "publish", refuse_twice)
+    resp = await stub.GenerateData(pb.GenerateRequest(entity="user", count=2), timeout=HANG_GUARD_S)
+    assert resp.success and len(refused) == 2
 
 
 async def test_unpublished_request_is_not_left_pending(stack, monkeypatch):
@@ -333,7 +335,7 @@ async def test_a_caller_who_left_does_not_hold_up_other_callers(stack, stub, age
     inbox = stack.servicer.inbox
     stuck = rid("stuck")
     pending = inbox.open(stuck)
-    headers = as_bridge(stuck, inbox.topic, pending.correlation)
+    headers = as_bridge(stuck, inbox.topic, pending.correlation, avro=False)
     await agent_producer.send_and_wait(
         stack.rt.topics.specs["traditional"].name,
         routed_value(codec, stuck, count=60_000, entity="cart"),

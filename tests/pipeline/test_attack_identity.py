@@ -16,25 +16,20 @@ from services.app import App
 from services.kit.procstate import StartupError
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S, make_settings
+from tests.support import HANG_GUARD_S, TOKENS, auth, make_settings, tokens_file
 
-TEAM_A, TEAM_B = "a-" + "1" * 30, "b-" + "2" * 30
-
-
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
+TEAM_A, TEAM_B, TEAM_S = "team-a", "team-b", "team-s"
 
 
 @pytest.fixture(scope="module")
 async def secured(embedded_broker, tmp_path_factory):
-    tokens = tmp_path_factory.mktemp("auth") / "tokens"
-    tokens.write_text(f"{TEAM_A},team-a\n{TEAM_B},team-b\n")
+    tokens = tokens_file(tmp_path_factory.mktemp("auth"))
     tag = uuid.uuid4().hex[:8]
     settings = make_settings(
         embedded_broker.bootstrap_servers,
         topic_prefix=f"auth{tag}.",
         instance_id=f"auth-{tag}",
-        auth_tokens_file=str(tokens),
+        auth_tokens_file=tokens,
     )
     app = await App(settings, embedded_broker.bootstrap_servers).start(
         ["router", "traditional", "bridge"], grpc_port=0
@@ -46,7 +41,7 @@ async def secured(embedded_broker, tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "metadata", [(), auth("not-a-known-token-at-all"), (("authorization", TEAM_A),)]
+    "metadata", [(), auth("not-a-known-token-at-all"), (("authorization", TOKENS[TEAM_A]),)]
 )
 async def test_a_call_without_a_known_token_is_unauthenticated(secured, metadata):
     with pytest.raises(grpc.aio.AioRpcError) as err:

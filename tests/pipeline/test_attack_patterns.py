@@ -19,29 +19,24 @@ from services.kit.patterns.scope import scope_of
 from services.kit.patterns.store import Collection
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S, make_settings
+from tests.support import HANG_GUARD_S, auth, make_settings, tokens_file
 
 from .test_learning import eventually, has, learner_of, traditional
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
-TEAM_A, TEAM_B, TEAM_S = "a-" + "1" * 30, "b-" + "2" * 30, "s-" + "3" * 30
-
-
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
+TEAM_A, TEAM_B, TEAM_S = "team-a", "team-b", "team-s"
 
 
 @pytest.fixture(scope="module")
 async def tenants(embedded_broker, tmp_path_factory):
-    tokens = tmp_path_factory.mktemp("patterns") / "tokens"
-    tokens.write_text(f"{TEAM_A},team-a\n{TEAM_B},team-b\n{TEAM_S},team-s\n")
+    tokens = tokens_file(tmp_path_factory.mktemp("patterns"))
     tag = uuid.uuid4().hex[:8]
     settings = make_settings(
         embedded_broker.bootstrap_servers,
         topic_prefix=f"pat{tag}.",
         instance_id=f"pat-{tag}",
-        auth_tokens_file=str(tokens),
+        auth_tokens_file=tokens,
         learn_paths=["traditional"],  # learn the fast path's datasets too
         patterns_shared_tenants=["team-s"],
         pattern_store_refresh_seconds=0.2,

@@ -24,30 +24,25 @@ from services.kit.headers import TENANT
 from services.kit.tenancy import LOCAL
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
-from tests.support import HANG_GUARD_S, eventually, make_settings, wait_until
+from tests.support import HANG_GUARD_S, auth, eventually, make_settings, tokens_file, wait_until
 
 from .conftest import rid
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
-TEAM_A, TEAM_B = "a-" + "1" * 30, "b-" + "2" * 30
-
-
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
+TEAM_A, TEAM_B, TEAM_S = "team-a", "team-b", "team-s"
 
 
 @pytest.fixture(scope="module")
 async def tenants(embedded_broker, redis_url, tmp_path_factory):
     url, key_prefix = redis_url
-    tokens = tmp_path_factory.mktemp("tenants") / "tokens"
-    tokens.write_text(f"{TEAM_A},team-a\n{TEAM_B},team-b\n")
+    tokens = tokens_file(tmp_path_factory.mktemp("tenants"))
     tag = uuid.uuid4().hex[:8]
     settings = make_settings(
         embedded_broker.bootstrap_servers,
         topic_prefix=f"ten{tag}.",
         instance_id=f"ten-{tag}",
-        auth_tokens_file=str(tokens),
+        auth_tokens_file=tokens,
         redis_url=url,
         redis_key_prefix=f"{key_prefix}ten{tag}:",
     )

@@ -20,11 +20,10 @@ from services.core.models import GenerateRequest, GenerationPath
 from services.kit import metrics
 from services.kit.messages import ResultChunk, RoutedRequest, RoutingDecision
 from services.kit.signing import signed
-from services.kit.tenancy import LOCAL, vouch
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.redis_support import OwnRedis
-from tests.support import HANG_GUARD_S, SIGNING_KEY, make_settings, wait_until
+from tests.support import HANG_GUARD_S, as_bridge, make_settings, wait_until
 
 from .conftest import rid
 
@@ -316,16 +315,7 @@ async def test_a_redelivered_request_is_not_generated_twice(redis_app, agent_pro
     runs_before = metrics.REQUESTS.labels("traditional", "", "order", "success")._value.get()
     pending = inbox.open(request_id)
     try:
-        headers = vouch(  # the test plays the bridge
-            SIGNING_KEY.encode(),
-            request_id,
-            LOCAL,
-            [
-                ("content-type", b"application/avro"),
-                ("reply-to", inbox.topic.encode()),
-                ("correlation-id", pending.correlation.encode()),
-            ],
-        )
+        headers = as_bridge(request_id, inbox.topic, pending.correlation)
         for _ in range(2):
             await agent_producer.send_and_wait(
                 redis_app.rt.topics.path(GenerationPath.TRADITIONAL),
@@ -539,16 +529,7 @@ async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
     before = metrics.DUPLICATE_RUNS_AVOIDED.labels("llm", "completed")._value.get()
     pending = inbox.open(request_id)
     try:
-        headers = vouch(  # the test plays the bridge
-            SIGNING_KEY.encode(),
-            request_id,
-            LOCAL,
-            [
-                ("content-type", b"application/avro"),
-                ("reply-to", inbox.topic.encode()),
-                ("correlation-id", pending.correlation.encode()),
-            ],
-        )
+        headers = as_bridge(request_id, inbox.topic, pending.correlation)
         async with tail(inbox.topic) as replies:
             for _ in range(2):
                 await agent_producer.send_and_wait(
@@ -609,16 +590,7 @@ async def test_an_agent_publishing_directly_is_answered_from_the_cache_too(
                 redis_app.rt.topics.path(GenerationPath.TRADITIONAL),
                 codec.encode_routed(routed),
                 key=request_id.encode(),
-                headers=vouch(  # the test plays the bridge
-                    SIGNING_KEY.encode(),
-                    request_id,
-                    LOCAL,
-                    [
-                        ("content-type", b"application/avro"),
-                        ("reply-to", inbox.topic.encode()),
-                        ("correlation-id", pending.correlation.encode()),
-                    ],
-                ),
+                headers=as_bridge(request_id, inbox.topic, pending.correlation),
             )
             chunks = []
             while not (chunks and chunks[-1].is_final):
