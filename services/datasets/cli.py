@@ -104,7 +104,7 @@ def _unmatched(args: argparse.Namespace, found: Any) -> list[str]:
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli import _reach_broker, bootstrap_for
-    from services.datasets.log import Window, read_requests, read_results
+    from services.datasets.log import Window, dataset_of, read_requests, read_results
     from services.datasets.replay import replay, summary
     from services.kit.client import KafkaTestDataClient
     from services.kit.topics import Topics
@@ -135,11 +135,7 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
                 bootstrap, topics.results, Window(), ids, tick, data=False
             )
     if args.path:
-        requests = [
-            r
-            for r in requests
-            if (o := originals.get(r.request.request_id)) and o.path == args.path
-        ]
+        requests = [r for r in requests if (o := dataset_of(originals, r)) and o.path == args.path]
     if not requests:
         print("nothing to replay in that range", file=sys.stderr)
         return 0 if not args.verify and not missing else 1

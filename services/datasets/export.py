@@ -38,7 +38,7 @@ from services.core.plan import build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.reproducible import parse_anchor
-from services.datasets.log import LoggedDataset, LoggedRequest, position
+from services.datasets.log import LoggedDataset, LoggedRequest, dataset_of, position
 from services.datasets.sinks import FORMATS, SINKS, Layout, Sink, Unfit
 from services.kit.generation import chunk_bounds
 from services.kit.messages import GenerationMetadata, ResultChunk
@@ -244,7 +244,7 @@ async def export(
     for i, logged in enumerate(requests):
         rid = logged.request.request_id
         try:
-            ds = prepare(logged, results.get(rid), registry)
+            ds = prepare(logged, dataset_of(results, logged), registry)
             if ds.schema is None and fmt not in ("jsonl", "json"):
                 raise Incomplete(f"its request no longer plans, so it has no {fmt} columns")
             todo.append((i, ds))

@@ -17,7 +17,7 @@ from services.core.models import GenerateRequest
 from services.core.reproducible import derive_seed, pin
 from services.kit.assembler import Assembler, State, Verdict
 from services.kit.codec import DecodeError, get_codec
-from services.kit.headers import CONTENT_TYPE, LOG_COPY, correlation_of, run_of
+from services.kit.headers import CONTENT_TYPE, LOG_COPY, TENANT, correlation_of, run_of
 from services.kit.kafka import (
     end_positions,
     make_consumer,
@@ -98,6 +98,8 @@ class LoggedRun:
     """One run of one attempt of a request, as its chunks are on the results log."""
 
     asm: Assembler
+    #: whose run it is: the `tenant` its generator put on its chunks (none: before tenants)
+    tenant: str = LOCAL
     chunks: dict[int, ResultChunk] = field(default_factory=dict)  # each index once
     final: ResultChunk | None = None  # its final chunk, or only that chunk's metadata copy
     last: int = 0  # when its latest chunk came, among the request's
@@ -120,18 +122,20 @@ class LoggedDataset:
     run's metadata to rebuild from); failing that, the newest run, reported incomplete."""
 
     request_id: str
-    runs: dict[tuple[str | None, str], LoggedRun] = field(default_factory=dict)
+    runs: dict[tuple[str | None, str, str], LoggedRun] = field(default_factory=dict)
     _added: int = 0
     #: The JSON copy of a CSV or SQL dataset's chunks (marked LOG_COPY): how records a
     #: request alone cannot rebuild are read back, whatever format they were delivered in.
     copy: LoggedDataset | None = None
 
-    def add(self, c: ResultChunk, correlation: str | None = None, run: str = "") -> None:
+    def add(
+        self, c: ResultChunk, correlation: str | None = None, run: str = "", tenant: str = LOCAL
+    ) -> None:
         self._added += 1
-        key = (correlation, run)
+        key = (correlation, run, tenant)
         if (logged := self.runs.get(key)) is None:
             asm = Assembler(self.request_id, correlation, window=None)  # the whole log
-            logged = self.runs[key] = LoggedRun(asm)
+            logged = self.runs[key] = LoggedRun(asm, tenant)
         logged.last = self._added
         if c.is_final and (logged.final is None or c.data or not logged.final.data):
             logged.final = c
@@ -139,6 +143,13 @@ class LoggedDataset:
             return  # the metadata copy of a deterministic path's final chunk: no data
         if logged.asm.offer(c, correlation, run).verdict in (Verdict.DELIVER, Verdict.WAIT):
             logged.chunks[c.chunk_index] = c
+
+    def of(self, tenant: str) -> LoggedDataset:
+        """Only `tenant`'s runs: two tenants may use one request id."""
+        mine = LoggedDataset(self.request_id, _added=self._added)
+        mine.runs = {k: r for k, r in self.runs.items() if r.tenant == tenant}
+        mine.copy = self.copy.of(tenant) if self.copy is not None else None
+        return mine
 
     @property
     def chosen(self) -> LoggedRun | None:
@@ -312,7 +323,16 @@ def file_chunk(out: dict[str, LoggedDataset], chunk: ResultChunk, headers: Any =
         if ds.copy is None:
             ds.copy = LoggedDataset(chunk.request_id)
         ds = ds.copy
-    ds.add(chunk, correlation_of(headers or ()), run_of(headers or ()))
+    claimed = next((v for k, v in headers or () if k == TENANT and v), b"")
+    whose = claimed.decode("utf-8", "replace") if claimed else LOCAL
+    ds.add(chunk, correlation_of(headers or ()), run_of(headers or ()), whose)
+
+
+def dataset_of(results: dict[str, LoggedDataset], logged: LoggedRequest) -> LoggedDataset | None:
+    """What the results log holds of this logged request: its tenant's runs only (seen
+    possible: two tenants' requests with one id, and export taking the other's run)."""
+    ds = results.get(logged.request.request_id)
+    return ds.of(logged.tenant) if ds is not None else None
 
 
 _AT = "\x00@"  # no chunk's data starts with NUL: JSON, CSV and SQL text never do

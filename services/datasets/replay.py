@@ -23,7 +23,7 @@ from services.core.formats import DatasetDigest
 from services.core.models import GenerateRequest, traits_of
 from services.core.pools import GENERATOR_VERSION
 from services.core.reproducible import parse_anchor
-from services.datasets.log import LoggedDataset, LoggedRequest
+from services.datasets.log import LoggedDataset, LoggedRequest, dataset_of
 from services.kit.client import GenerationFailed, KafkaTestDataClient
 from services.kit.messages import GenerationMetadata
 
@@ -86,7 +86,7 @@ async def replay(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(logged: LoggedRequest) -> Verdict:
-        original = originals.get(logged.request.request_id)
+        original = dataset_of(originals, logged)
         req = replay_request(logged, run, original)
         async with gate:
             digest = DatasetDigest(req.output_format)

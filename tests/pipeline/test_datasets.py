@@ -644,3 +644,47 @@ async def test_tenant_selects_only_that_tenants_vouched_requests_and_replays_sta
     # ... and the generators took them as team-a's: their result chunks say so
     mine = [r for r in got if r.key and b"~replay-" in r.key]
     assert mine and {dict(r.headers)[TENANT].decode() for r in mine} == {team_a}
+
+
+async def test_two_tenants_with_one_request_id_export_their_own_datasets(
+    stack, settings, agent_producer, codec, tail, tmp_path, capsys
+):
+    """Two tenants may use one request id (the bridge allows it); export takes each
+    tenant's run of it, never the other's (it matched results by request id alone)."""
+    import uuid
+
+    from services.kit.tenancy import vouch
+    from services.kit.topics import Topics
+    from tests.support import SIGNING_KEY
+
+    key, tag = SIGNING_KEY.encode(), uuid.uuid4().hex[:6]
+    team_a, team_b = f"team-a-{tag}", f"team-b-{tag}"
+    topics = Topics(settings.topic_prefix)
+    shared = rid("shared")
+    since = str(int(time.time() * 1000) - 1)
+    async with tail(topics.results) as results:
+        for tenant, entity in ((team_a, "cart"), (team_b, "user")):
+            req = GenerateRequest(
+                request_id=shared, entity=entity, count=4, seed=3, hints=["no_learn"]
+            )
+            headers = vouch(key, shared, tenant, [("content-type", b"application/avro")])
+            await agent_producer.send_and_wait(
+                topics.requests, codec.encode_request(req), key=shared.encode(), headers=headers
+            )
+        await results.until(
+            lambda rs: (
+                sum(
+                    1
+                    for r in rs
+                    if r.key == shared.encode() and codec.decode_chunk(r.value).is_final
+                )
+                >= 2
+            )
+        )
+    capsys.readouterr()
+    for tenant, field in ((team_a, "cart_id"), (team_b, "email")):
+        out = tmp_path / tenant
+        argv = ("export", "--quiet", "--since", since, "--out", str(out), "--tenant", tenant)
+        assert await _export(args(*argv), settings) == 0, capsys.readouterr()
+        lines = (out / f"{shared}.jsonl").read_text().splitlines()
+        assert len(lines) == 4 and all(field in json.loads(line) for line in lines), tenant
