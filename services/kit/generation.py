@@ -37,6 +37,7 @@ from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import INTERNAL_ERROR, Batch, ErrorKind, RunReport
 from services.kit import metrics
+from services.kit.attempt import AttemptLease
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
@@ -135,11 +136,6 @@ def chunk_bounds(count: int, chunks: int, last: int) -> list[tuple[int, int]] | 
             if len(bounds) == chunks and bounds[-1][1] - bounds[-1][0] == last:
                 return bounds
     return None
-
-
-#: A running request's lease in Redis lives this long unless refreshed (every third).
-LEASE_SECONDS = 15
-LEASE_POLL_SECONDS = 0.2
 
 
 class PathIncomplete(RuntimeError):
@@ -333,10 +329,12 @@ class PathService(ABC):
             return
         if req.use_cache and await self._from_cache(msg, routed, plan, whose.tenant):
             return
-        claim = await self._claim(msg, req.request_id)
-        if claim is None:
+        lease = AttemptLease(
+            self.keystore, self.path.value, self.budget_seconds, msg, req.request_id
+        )
+        if not await lease.claim():
             return
-        refresher = asyncio.create_task(self._hold(claim))
+        refresher = asyncio.create_task(lease.hold())
         ran = False
         try:
             await self._run(msg, routed, plan)
@@ -346,9 +344,9 @@ class PathService(ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             if ran:  # interrupted (shutdown): the lease expires and a redelivery runs
-                await self._release(claim)
+                await lease.release()
 
-    # ---- result cache and one run per request attempt (with Redis) ---------------------
+    # ---- result cache (with Redis) ------------------------------------------------------
     @property
     def cache(self) -> ResultCache:
         return ResultCache(self.keystore, self.rt.codec, self.rt.settings, "generator")
@@ -377,47 +375,6 @@ class PathService(ABC):
             await emitter.resend(chunk)
         await emitter.close()
         return True
-
-    def _names(self, msg: Message, request_id: str) -> tuple[str, str]:
-        """An attempt is its correlation id (a bridge's call: also the router's copies of a
-        redelivered request); without one, the message's position (a Kafka redelivery),
-        so an agent sending a request id again is a new attempt."""
-        attempt = msg.header(CORRELATION) or f"@{msg.topic}:{msg.partition}:{msg.offset}"
-        return (
-            self.keystore.key("lease", self.path.value, request_id, attempt),
-            self.keystore.key("done", self.path.value, request_id, attempt),
-        )
-
-    async def _claim(self, msg: Message, request_id: str) -> tuple[str, str] | None:
-        """The lease on this attempt, or None when it must not run: it completed before
-        (a redelivery: acknowledged without work), or ran elsewhere until it completed.
-        A lease whose holder died expires (LEASE_SECONDS) and is taken over. Without
-        Redis every delivery runs, and the bridge still never splices two runs."""
-        lease, done = names = self._names(msg, request_id)
-        waited = False
-        give_up = time.monotonic() + self.budget_seconds
-        while True:
-            if await self.keystore.get(done) is not None:
-                reason = "in_flight" if waited else "completed"
-                metrics.DUPLICATE_RUNS_AVOIDED.labels(self.path.value, reason).inc()
-                log.info("%s: %s already; not generated again", request_id, reason)
-                return None
-            held = await self.keystore.set(lease, b"1", LEASE_SECONDS, nx=True)
-            if held is not False or time.monotonic() > give_up:
-                return names  # ours, or no Redis: run
-            waited = True
-            await asyncio.sleep(LEASE_POLL_SECONDS)
-
-    async def _hold(self, claim: tuple[str, str]) -> None:
-        while self.keystore.configured:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            await self.keystore.set(claim[0], b"1", LEASE_SECONDS)
-
-    async def _release(self, claim: tuple[str, str]) -> None:
-        if self.keystore.configured:
-            ttl = int(2 * self.budget_seconds + 60)  # as long as a redelivery may come
-            await self.keystore.set(claim[1], b"1", ttl)
-            await self.keystore.delete(claim[0])
 
     def _abandoned(self, msg: Message, request_id: str) -> Abandoned | None:
         """Why nobody waits for this request any more, if so."""
