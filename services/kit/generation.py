@@ -21,7 +21,8 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from typing import Any, ClassVar, Protocol
 
@@ -36,6 +37,7 @@ from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import INTERNAL_ERROR, Batch, ErrorKind, RunReport
 from services.kit import metrics
+from services.kit.attempt import AttemptLease
 from services.kit.codec import DecodeError
 from services.kit.control import Cancellations, deadline_of, deadline_passed
 from services.kit.emit import ChunkEmitter
@@ -136,11 +138,6 @@ def chunk_bounds(count: int, chunks: int, last: int) -> list[tuple[int, int]] | 
     return None
 
 
-#: A running request's lease in Redis lives this long unless refreshed (every third).
-LEASE_SECONDS = 15
-LEASE_POLL_SECONDS = 0.2
-
-
 class PathIncomplete(RuntimeError):
     """A path's generator ended with more or fewer records than the plan has."""
 
@@ -196,6 +193,43 @@ class Budget:
             f"generation budget of {self.seconds:g} s spent after {done} of {count} records "
             "(GENERATION_BUDGET_SECONDS); ask for fewer or simpler records"
         )
+
+
+class RunEnd(StrEnum):
+    """How a run on a path ended; `status` is its `testdata_requests_total` label."""
+
+    SUCCESS = "success"
+    ABANDONED = "abandoned"  # cancelled, past its deadline, or nobody waits any more
+    OVER_BUDGET = "over_budget"
+    FAILED = "failed"
+    #: delivered in full, then failed (an outcome or a cache entry would be unsure)
+    FAILED_AFTER_FINAL = "failed_after_final"
+
+    @property
+    def status(self) -> str:
+        return "success" if self is RunEnd.FAILED_AFTER_FINAL else self.value
+
+
+@dataclass
+class Run:
+    """One request's run on a path: what the steps of `PathService._run` share. Made when
+    its emitter is; `end` is SUCCESS until a failure sets it (once). Only a SUCCESS run
+    feeds the learner and the result cache."""
+
+    msg: Message
+    routed: RoutedRequest
+    plan: Plan
+    budget: Budget
+    emitter: ChunkEmitter
+    sample: Sample
+    describe: Callable[[RunReport, float], GenerationMetadata]
+    report: RunReport = field(default_factory=RunReport)
+    t0: float = field(default_factory=time.perf_counter)
+    end: RunEnd = RunEnd.SUCCESS
+
+    def final(self) -> GenerationMetadata:
+        """The final chunk's metadata, as of now (timing and the report so far)."""
+        return self.describe(self.report, self.t0)
 
 
 class PathService(ABC):
@@ -295,10 +329,12 @@ class PathService(ABC):
             return
         if req.use_cache and await self._from_cache(msg, routed, plan, whose.tenant):
             return
-        claim = await self._claim(msg, req.request_id)
-        if claim is None:
+        lease = AttemptLease(
+            self.keystore, self.path.value, self.budget_seconds, msg, req.request_id
+        )
+        if not await lease.claim():
             return
-        refresher = asyncio.create_task(self._hold(claim))
+        refresher = asyncio.create_task(lease.hold())
         ran = False
         try:
             await self._run(msg, routed, plan)
@@ -308,9 +344,9 @@ class PathService(ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             if ran:  # interrupted (shutdown): the lease expires and a redelivery runs
-                await self._release(claim)
+                await lease.release()
 
-    # ---- result cache and one run per request attempt (with Redis) ---------------------
+    # ---- result cache (with Redis) ------------------------------------------------------
     @property
     def cache(self) -> ResultCache:
         return ResultCache(self.keystore, self.rt.codec, self.rt.settings, "generator")
@@ -340,47 +376,6 @@ class PathService(ABC):
         await emitter.close()
         return True
 
-    def _names(self, msg: Message, request_id: str) -> tuple[str, str]:
-        """An attempt is its correlation id (a bridge's call: also the router's copies of a
-        redelivered request); without one, the message's position (a Kafka redelivery),
-        so an agent sending a request id again is a new attempt."""
-        attempt = msg.header(CORRELATION) or f"@{msg.topic}:{msg.partition}:{msg.offset}"
-        return (
-            self.keystore.key("lease", self.path.value, request_id, attempt),
-            self.keystore.key("done", self.path.value, request_id, attempt),
-        )
-
-    async def _claim(self, msg: Message, request_id: str) -> tuple[str, str] | None:
-        """The lease on this attempt, or None when it must not run: it completed before
-        (a redelivery: acknowledged without work), or ran elsewhere until it completed.
-        A lease whose holder died expires (LEASE_SECONDS) and is taken over. Without
-        Redis every delivery runs, and the bridge still never splices two runs."""
-        lease, done = names = self._names(msg, request_id)
-        waited = False
-        give_up = time.monotonic() + self.budget_seconds
-        while True:
-            if await self.keystore.get(done) is not None:
-                reason = "in_flight" if waited else "completed"
-                metrics.DUPLICATE_RUNS_AVOIDED.labels(self.path.value, reason).inc()
-                log.info("%s: %s already; not generated again", request_id, reason)
-                return None
-            held = await self.keystore.set(lease, b"1", LEASE_SECONDS, nx=True)
-            if held is not False or time.monotonic() > give_up:
-                return names  # ours, or no Redis: run
-            waited = True
-            await asyncio.sleep(LEASE_POLL_SECONDS)
-
-    async def _hold(self, claim: tuple[str, str]) -> None:
-        while self.keystore.configured:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            await self.keystore.set(claim[0], b"1", LEASE_SECONDS)
-
-    async def _release(self, claim: tuple[str, str]) -> None:
-        if self.keystore.configured:
-            ttl = int(2 * self.budget_seconds + 60)  # as long as a redelivery may come
-            await self.keystore.set(claim[1], b"1", ttl)
-            await self.keystore.delete(claim[0])
-
     def _abandoned(self, msg: Message, request_id: str) -> Abandoned | None:
         """Why nobody waits for this request any more, if so."""
         if (deadline := deadline_passed(msg)) is not None:
@@ -392,71 +387,65 @@ class PathService(ABC):
         return None
 
     async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan) -> None:
-        req = routed.request
         t0 = time.perf_counter()
-        budget = Budget.start(self.budget_seconds, deadline_of(msg))
-        emitter = ChunkEmitter(
-            self.rt,
+        run = Run(
             msg,
-            req.request_id,
-            plan.output_schema,
-            req.output_format,
-            self.path.value,
-            await resolve_reply_topic(self.rt, msg),
+            routed,
+            plan,
+            Budget.start(self.budget_seconds, deadline_of(msg)),
+            ChunkEmitter(
+                self.rt,
+                msg,
+                plan.request.request_id,
+                plan.output_schema,
+                plan.request.output_format,
+                self.path.value,
+                await resolve_reply_topic(self.rt, msg),
+            ),
+            Sample(self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes),
+            partial(self.metadata, plan, routed),
+            t0=t0,
         )
+        req, emitter = plan.request, run.emitter
         if not self.path.traits.reruns_identical:
             emitter.headers.append((RUN, uuid.uuid4().hex.encode()))
         cache = self.cache
         if req.use_cache and self.keystore.configured:
             emitter.keep(cache.max_records, cache.max_bytes)
-        report = RunReport()
-        sample = Sample(
-            self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes
-        )
-
-        def final() -> GenerationMetadata:
-            return self.metadata(plan, routed, report, t0)
-
-        failure: tuple[ErrorKind, str] | None = None
-        detail: str | None = None  # for the dead letter, where it differs from the caller's
-        status = "success"
         try:
-            await self._emit_all(msg, plan, budget, emitter, report, final, sample)
+            await self._emit_all(run)
         except Abandoned as exc:
             metrics.ABANDONED.labels(self.name, exc.kind.value).inc()
             log.info("%s: stopped after %d records: %s", req.request_id, emitter.records, exc)
-            await emitter.fail(str(exc), exc.kind, final())
-            status = "abandoned"
+            await emitter.fail(str(exc), exc.kind, run.final())
+            run.end = RunEnd.ABANDONED
         except OverBudget as exc:
             metrics.OVER_BUDGET.labels(self.path.value).inc()
             log.warning("%s: stopped: %s", req.request_id, exc)
-            failure = ErrorKind.OVER_BUDGET, str(exc)
+            await self._failed(run, RunEnd.OVER_BUDGET, ErrorKind.OVER_BUDGET, str(exc))
         except ConstraintUnsatisfiable as exc:
-            failure = ErrorKind.GENERATION, f"generation failed: {exc}"
+            await self._failed(
+                run, RunEnd.FAILED, ErrorKind.GENERATION, f"generation failed: {exc}"
+            )
         except PathIncomplete as exc:
             log.error("%s: %s", req.request_id, exc)
-            failure = ErrorKind.PROCESSING, str(exc)
+            await self._failed(run, RunEnd.FAILED, ErrorKind.PROCESSING, str(exc))
         except Exception as exc:
             log.exception("%s: generation failed", req.request_id)
-            failure = ErrorKind.PROCESSING, INTERNAL_ERROR
             detail = f"internal error: {type(exc).__name__}: {exc}"
-        if failure is not None and emitter.finished:
-            # Delivered in full already: a second final chunk would contradict it.
-            log.error("%s: failed after its final chunk: %s", req.request_id, failure[1])
-        elif failure is not None:
-            status = "over_budget" if failure[0] == ErrorKind.OVER_BUDGET else "failed"
-            await self._failed(msg, emitter, *failure, final(), detail)
+            await self._failed(run, RunEnd.FAILED, ErrorKind.PROCESSING, INTERNAL_ERROR, detail)
         await emitter.close()
-        if status == "success" and failure is None and emitter.records:
-            await self._outcome(plan, report, sample, emitter.tenant)
-        if status == "success" and failure is None and emitter.kept is not None:
+        if run.end is RunEnd.SUCCESS and emitter.records:
+            await self._outcome(plan, run.report, run.sample, emitter.tenant)
+        if run.end is RunEnd.SUCCESS and emitter.kept is not None:
             await cache.store_run(req, emitter.kept, emitter.tenant)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - run.t0
+        status = run.end.status
         metrics.REQUESTS.labels(self.path.value, req.domain, plan.schema.name, status).inc()
         metrics.GENERATION_SECONDS.labels(self.path.value).observe(elapsed)
         metrics.RECORDS.labels(req.domain, plan.schema.name).inc(emitter.records)
-        if report.coherence is not None:
-            metrics.COHERENCE.labels(req.domain or "none").observe(report.coherence)
+        if run.report.coherence is not None:
+            metrics.COHERENCE.labels(req.domain or "none").observe(run.report.coherence)
         log.info(
             "%s: %d records in %d chunks, %.1f ms",
             req.request_id,
@@ -465,28 +454,20 @@ class PathService(ABC):
             elapsed * 1000,
         )
 
-    async def _emit_all(
-        self,
-        msg: Message,
-        plan: Plan,
-        budget: Budget,
-        emitter: ChunkEmitter,
-        report: RunReport,
-        final: Callable[[], GenerationMetadata],
-        sample: Sample,
-    ) -> None:
+    async def _emit_all(self, run: Run) -> None:
         """Chunks of every batch the path yields; the last one carries the metadata."""
+        plan, budget, emitter = run.plan, run.budget, run.emitter
         if plan.count == 0:
-            await emitter.emit([], True, final())
+            await emitter.emit([], True, run.final())
             return
         per_chunk: int | None = None
         batches = self.generate(plan, budget)
         try:
             while (batch := await self._next_batch(batches, budget, emitter, plan)) is not None:
-                report.add(batch)
+                run.report.add(batch)
                 if not batch.records:
                     continue
-                sample.add(batch.records)
+                run.sample.add(batch.records)
                 if per_chunk is None:
                     per_chunk = records_per_chunk(batch.records, self.chunk_size)
                 for piece in _pieces(batch.records, per_chunk):
@@ -497,9 +478,10 @@ class PathService(ABC):
                             f"{plan.count} planned records"
                         )
                     last = done == plan.count
-                    await emitter.emit(piece, last, final() if last else None)
+                    await emitter.emit(piece, last, run.final() if last else None)
                     if not last:
-                        if (abandoned := self._abandoned(msg, plan.request.request_id)) is not None:
+                        abandoned = self._abandoned(run.msg, plan.request.request_id)
+                        if abandoned is not None:
                             raise abandoned
                         if budget.spent():
                             raise budget.stop(emitter.records, plan.count)
@@ -551,20 +533,21 @@ class PathService(ABC):
         metrics.OUTCOMES.labels(self.path.value, "published" if ok else "failed").inc()
 
     async def _failed(
-        self,
-        msg: Message,
-        emitter: ChunkEmitter,
-        kind: ErrorKind,
-        error: str,
-        metadata: GenerationMetadata,
-        detail: str | None = None,
+        self, run: Run, end: RunEnd, kind: ErrorKind, error: str, detail: str | None = None
     ) -> None:
         """Park the request (with `detail`, the operator's account, if given) and end its
-        stream with a failed final chunk saying `error`."""
+        stream with a failed final chunk saying `error`; unless it was delivered in full
+        already (a second final chunk would contradict it)."""
+        req = run.plan.request
+        if run.emitter.finished:
+            log.error("%s: failed after its final chunk: %s", req.request_id, error)
+            run.end = RunEnd.FAILED_AFTER_FINAL
+            return
+        run.end = end
         await self.rt.dead_letter(
-            msg, self.name, kind, detail or error, request_id=emitter.request_id
+            run.msg, self.name, kind, detail or error, request_id=run.emitter.request_id
         )
-        await emitter.fail(error, kind, metadata)
+        await run.emitter.fail(error, kind, run.final())
 
     def metadata(
         self, plan: Plan, routed: RoutedRequest, report: RunReport, t0: float
