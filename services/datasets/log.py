@@ -17,7 +17,14 @@ from services.core.models import GenerateRequest
 from services.core.reproducible import derive_seed, pin
 from services.kit.assembler import Assembler, State, Verdict
 from services.kit.codec import DecodeError, get_codec
-from services.kit.headers import CONTENT_TYPE, LOG_COPY, TENANT, correlation_of, run_of
+from services.kit.headers import (
+    CONTENT_TYPE,
+    LOG_COPY,
+    TENANT,
+    correlation_of,
+    header_text,
+    run_of,
+)
 from services.kit.kafka import (
     end_positions,
     make_consumer,
@@ -323,9 +330,8 @@ def file_chunk(out: dict[str, LoggedDataset], chunk: ResultChunk, headers: Any =
         if ds.copy is None:
             ds.copy = LoggedDataset(chunk.request_id)
         ds = ds.copy
-    claimed = next((v for k, v in headers or () if k == TENANT and v), b"")
-    whose = claimed.decode("utf-8", "replace") if claimed else LOCAL
-    ds.add(chunk, correlation_of(headers or ()), run_of(headers or ()), whose)
+    whose = header_text(headers, TENANT) or LOCAL
+    ds.add(chunk, correlation_of(headers), run_of(headers), whose)
 
 
 def dataset_of(results: dict[str, LoggedDataset], logged: LoggedRequest) -> LoggedDataset | None:

@@ -16,7 +16,6 @@ from services.kit.messages import GenerationMetadata, ResultChunk
 from services.kit.replies import reply_headers
 from services.kit.signing import signed
 from services.kit.stream import Message, Runtime
-from services.kit.tenancy import origin
 
 MAX_IN_FLIGHT = 8
 
@@ -38,13 +37,15 @@ class ChunkEmitter:
         fmt: OutputFormat,
         path: str,
         topic: str | None,
+        tenant: str,
     ):
         """`topic`: where the chunks go (replies.resolve_reply_topic); None: a reply topic
-        that is gone, so only the results log gets its share of them."""
+        that is gone, so only the results log gets its share of them. `tenant`: whose
+        request it is (tenancy.origin, as the generator decided it)."""
         self.rt = runtime
         self.topic = topic
         #: whose request it is: on every chunk, so the results log says whose data it is
-        self.tenant = origin(runtime.signing_key, request_id, msg.headers).tenant
+        self.tenant = tenant
         self.headers = [*reply_headers(msg), (TENANT, self.tenant.encode())]
         self.request_id = request_id
         self.encoder = ChunkEncoder(schema, fmt)

@@ -337,7 +337,7 @@ class PathService(ABC):
         refresher = asyncio.create_task(lease.hold())
         ran = False
         try:
-            await self._run(msg, routed, plan)
+            await self._run(msg, routed, plan, whose.tenant)
             ran = True
         finally:
             refresher.cancel()
@@ -370,6 +370,7 @@ class PathService(ABC):
             req.output_format,
             self.path.value,
             await resolve_reply_topic(self.rt, msg),
+            tenant,
         )
         for chunk in answered_from_cache(chunks, req.request_id):
             await emitter.resend(chunk)
@@ -386,7 +387,7 @@ class PathService(ABC):
             return Abandoned(ErrorKind.CANCELLED, f"nobody waits: {why}")
         return None
 
-    async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan) -> None:
+    async def _run(self, msg: Message, routed: RoutedRequest, plan: Plan, tenant: str) -> None:
         t0 = time.perf_counter()
         run = Run(
             msg,
@@ -401,6 +402,7 @@ class PathService(ABC):
                 plan.request.output_format,
                 self.path.value,
                 await resolve_reply_topic(self.rt, msg),
+                tenant,
             ),
             Sample(self.rt.settings.learn_sample_records, self.rt.settings.learn_sample_max_bytes),
             partial(self.metadata, plan, routed),

@@ -40,14 +40,20 @@ FORWARDED = (REPLY_TO, CORRELATION)
 ROUTED = (*FORWARDED, DEADLINE, TENANT, REQUEST_SIGNATURE)
 
 
-def correlation_of(headers: Sequence[tuple[str, bytes | None]] | None) -> str | None:
-    """A record's attempt; None when the asker set none. Never raises: a header anyone can
+def header_text(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str:
+    """A header's value as text; "" when absent or empty. Never raises: a header anyone can
     write may be null or not UTF-8 (seen: one such reply failed a caller's stream)."""
-    return next(
-        (v.decode("utf-8", "replace") for k, v in headers or () if k == CORRELATION and v), None
-    )
+    for k, v in headers or ():
+        if k == name and v:
+            return v.decode("utf-8", "replace")
+    return ""
+
+
+def correlation_of(headers: Sequence[tuple[str, bytes | None]] | None) -> str | None:
+    """A record's attempt; None when the asker set none."""
+    return header_text(headers, CORRELATION) or None
 
 
 def run_of(headers: Sequence[tuple[str, bytes | None]] | None) -> str:
     """A chunk's run; "" for a path whose every run yields the same chunks."""
-    return next((v.decode("utf-8", "replace") for k, v in headers or () if k == RUN and v), "")
+    return header_text(headers, RUN)

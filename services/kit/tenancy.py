@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from services.kit.headers import CORRELATION, REPLY_TO, REQUEST_SIGNATURE, TENANT
+from services.kit.headers import (
+    CORRELATION,
+    REPLY_TO,
+    REQUEST_SIGNATURE,
+    TENANT,
+    header_text,
+)
 
 #: The tenant of callers nobody authenticated: gRPC without authentication, and agents
 #: publishing on Kafka directly.
@@ -46,17 +52,10 @@ class Origin:
     vouched: bool
 
 
-def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str:
-    for k, v in headers:
-        if k == name and v:
-            return v.decode("utf-8", "replace")
-    return ""
-
-
 def _mac(key: bytes, request_id: str, headers: Sequence[tuple[str, bytes]]) -> bytes:
-    fields = (request_id, _header(headers, TENANT), _header(headers, REPLY_TO))
+    fields = (request_id, header_text(headers, TENANT), header_text(headers, REPLY_TO))
     mac = hmac.new(key, _DOMAIN, hashlib.sha256)
-    mac.update("\0".join((*fields, _header(headers, CORRELATION))).encode())
+    mac.update("\0".join((*fields, header_text(headers, CORRELATION))).encode())
     return mac.hexdigest().encode()
 
 
@@ -76,11 +75,11 @@ def origin(
 ) -> Origin:
     """Whose request this is (the generators' and the datasets CLI's side)."""
     headers = headers or ()
-    claimed = _header(headers, TENANT)
+    claimed = header_text(headers, TENANT)
     tenant = claimed if valid_tenant(claimed) else LOCAL
     if not key:
         return Origin(tenant, vouched=True)
-    got = _header(headers, REQUEST_SIGNATURE).encode()
+    got = header_text(headers, REQUEST_SIGNATURE).encode()
     if got and hmac.compare_digest(got, _mac(key, request_id, headers)):
         return Origin(tenant, vouched=True)
     return Origin(LOCAL, vouched=False)
