@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.delivery import cpu_seconds
 from bench.pipeline import _vm, supervised_settings
-from services.kit.broker import EmbeddedBroker
+from services.kit.broker.embedded import EmbeddedBroker
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.supervisor import Supervisor

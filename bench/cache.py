@@ -15,9 +15,9 @@ import uuid
 import grpc
 
 from services.app import SERVICES, App
-from services.kit.broker import EmbeddedBroker
+from services.kit.broker.embedded import EmbeddedBroker
 from services.kit.settings import Settings
-from services.kit.topics import Topics
+from services.kit.wire.topics import Topics
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 

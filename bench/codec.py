@@ -14,8 +14,8 @@ from services.core.generate import generate_records
 from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
-from services.kit.codec import SCHEMAS_DIR, get_codec
-from services.kit.messages import ResultChunk
+from services.kit.wire.codec import SCHEMAS_DIR, get_codec
+from services.kit.wire.messages import ResultChunk
 
 
 def _rate(fn, n: int) -> float:

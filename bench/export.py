@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 from services.app import SERVICES, App
+from services.client import KafkaTestDataClient
 from services.core.models import GenerateRequest
-from services.kit.broker import EmbeddedBroker
-from services.kit.client import KafkaTestDataClient
-from services.kit.codec import get_codec
-from services.kit.headers import AVRO, CONTENT_TYPE
-from services.kit.kafka import assign_all, make_consumer, make_producer
+from services.kit.broker.embedded import EmbeddedBroker
+from services.kit.runtime.kafka import assign_all, make_consumer, make_producer
 from services.kit.settings import Settings
-from services.kit.topics import Topics
+from services.kit.wire.codec import get_codec
+from services.kit.wire.headers import AVRO, CONTENT_TYPE
+from services.kit.wire.topics import Topics
 
 REQUESTS = 50
 COUNT = 20_000

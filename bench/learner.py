@@ -21,14 +21,14 @@ from services.core.generate import generate_records
 from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
-from services.kit.codec import get_codec
-from services.kit.outcomes import Sample, build_outcome
-from services.kit.patterns import Collection
-from services.kit.patterns.embedded import EmbeddedStore
+from services.kit.path.outcomes import Sample, build_outcome
+from services.kit.runtime.stream import Message, Runtime
 from services.kit.settings import Settings
-from services.kit.stream import Message, Runtime
+from services.kit.wire.codec import get_codec
 from services.learner.gate import Policy, judge
 from services.learner.service import LearnerService
+from services.patterns import Collection
+from services.patterns.embedded import EmbeddedStore
 
 COUNT = 200
 CONTEXTS = (

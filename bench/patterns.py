@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from services.core.pools import SCHEMAS_DIR
-from services.kit.patterns import embedding
-from services.kit.patterns.embedded import EmbeddedStore
-from services.kit.patterns.seeds import load_seeds
-from services.kit.patterns.store import Collection, Pattern
+from services.patterns import embedding
+from services.patterns.embedded import EmbeddedStore
+from services.patterns.seeds import load_seeds
+from services.patterns.store import Collection, Pattern
 
 N = 10_000
 ENTITIES = ("cart", "order", "payment", "review")
@@ -82,7 +82,7 @@ def _synthetic(model: embedding.Embedder) -> tuple[list[Pattern], np.ndarray]:
 def _cold_model_load() -> float:
     code = (
         "import time; t = time.perf_counter()\n"
-        "from services.kit.patterns import embedding; embedding.get_embedder()\n"
+        "from services.patterns import embedding; embedding.get_embedder()\n"
         "print(time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

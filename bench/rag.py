@@ -27,9 +27,9 @@ from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.variation import Example, Variation
-from services.kit.patterns import Collection, Pattern, open_store
-from services.kit.patterns.seeds import load_seeds
 from services.kit.settings import Settings
+from services.patterns import Collection, Pattern, open_store
+from services.patterns.seeds import load_seeds
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.supervisor import Supervisor

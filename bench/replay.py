@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 from services.app import SERVICES, App
+from services.client import KafkaTestDataClient
 from services.core.models import GenerateRequest
 from services.core.registry import SchemaRegistry
 from services.datasets.export import export
 from services.datasets.log import Window, read_requests, read_results
 from services.datasets.replay import replay
-from services.kit.broker import EmbeddedBroker
-from services.kit.client import KafkaTestDataClient
+from services.kit.broker.embedded import EmbeddedBroker
 from services.kit.settings import Settings
-from services.kit.topics import Topics
+from services.kit.wire.topics import Topics
 
 REQUESTS = 1000
 COUNT = 20

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from services.kit import kafkadist
+from services.kit.broker import kafkadist
 
 HERE = Path(__file__).resolve().parent / "kafka"
 POM = HERE / "pom.xml"

@@ -23,21 +23,21 @@ from services.core.pools import GENERATOR_VERSION, get_pools
 from services.core.registry import SchemaRegistry
 from services.deployables import BRIDGE, LEARNER, PATH_SERVICES, SERVICES
 from services.hybrid.service import HybridService
-from services.kit.breaker import Breaker
-from services.kit.control import ControlListener, DeliveryGuard
-from services.kit.deliveries import Attempts, window_for
-from services.kit.disk import disk_probe
-from services.kit.generation import Availability, PathService
-from services.kit.http import HealthHTTP
-from services.kit.kafka import ensure_topics_exist
-from services.kit.keystore import KeyStore
-from services.kit.patterns.availability import StoreAvailability
-from services.kit.patterns.scope import Scope
-from services.kit.procstate import supervisor_probes
+from services.kit.ops.disk import disk_probe
+from services.kit.ops.http import HealthHTTP
+from services.kit.ops.procstate import supervisor_probes
+from services.kit.path.generation import Availability, PathService
+from services.kit.redis.breaker import Breaker
+from services.kit.redis.keystore import KeyStore
+from services.kit.runtime.control import ControlListener, DeliveryGuard
+from services.kit.runtime.deliveries import Attempts, window_for
+from services.kit.runtime.kafka import ensure_topics_exist
+from services.kit.runtime.stream import Runtime, Subscriber
 from services.kit.settings import Settings
-from services.kit.stream import Runtime, Subscriber
 from services.learner.service import LearnerService
 from services.llm.service import LLMService
+from services.patterns.availability import StoreAvailability
+from services.patterns.scope import Scope
 from services.rag.service import RagService
 from services.router.service import RouterService
 from services.traditional.service import TraditionalService

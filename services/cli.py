@@ -23,29 +23,20 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from services.kit.logs import one_line_handlers
+from services.kit.console import UserError, bootstrap_arg, bootstrap_for, reach_broker
+from services.kit.ops.logs import one_line_handlers
 from services.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from services.kit.patterns import PatternStore
-    from services.kit.runfile import RunFile
+    from services.kit.ops.runfile import RunFile
+    from services.patterns import PatternStore
     from services.supervisor import Supervisor
 
 log = logging.getLogger("testdata.cli")
 T = TypeVar("T")
-#: How long a command waits to reach a Kafka broker before saying it cannot.
-BROKER_TIMEOUT_S = 15.0
 EXIT_USAGE = 2
 #: What `generate` and `publish` ask for when neither --request nor --entity names it.
 DEFAULT_ENTITY = "cart"
-
-
-class UserError(Exception):
-    """Something the user can fix; `main` prints it as one line and exits non-zero."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,57 +49,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-async def _reach_broker(step: Awaitable[T], bootstrap: str) -> T:
-    """`step` (a client's start), or a UserError naming the broker it could not reach."""
-    from aiokafka.errors import KafkaError
-
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the UserError says it once
-    try:
-        return await asyncio.wait_for(step, BROKER_TIMEOUT_S)
-    except TimeoutError as exc:
-        raise UserError(
-            f"cannot reach the Kafka broker at {bootstrap}: no answer in {BROKER_TIMEOUT_S:g} s "
-            "(is it running? `testdata run` prints its address)"
-        ) from exc
-    except (KafkaError, OSError) as exc:
-        raise UserError(
-            f"cannot reach the Kafka broker at {bootstrap} ({type(exc).__name__}; is it "
-            "running? `testdata run` prints its address)"
-        ) from exc
-
-
-def bootstrap_for(args: argparse.Namespace, settings: Settings) -> str:
-    """The Kafka cluster a command talks to: --bootstrap, KAFKA_BOOTSTRAP_SERVERS, else the
-    running `testdata run` (its run file; the command says so on stderr)."""
-    from services.kit.runfile import locate_bootstrap, run_file_path
-
-    found = locate_bootstrap(settings, getattr(args, "bootstrap", None))
-    if found is None:
-        raise UserError(
-            f"no Kafka broker given and no testdata run is up ({run_file_path(settings.data_dir)} "
-            "is absent): start one with `make run`, or name a cluster with --bootstrap or "
-            "KAFKA_BOOTSTRAP_SERVERS"
-        )
-    if found.note:
-        print(found.note, file=sys.stderr)
-    from services.kit.kafka import use_security
-
-    return use_security(found.value, settings)
-
-
-def bootstrap_arg(p: argparse.ArgumentParser) -> None:
-    from services.kit.runfile import locate_bootstrap
-
-    found = locate_bootstrap(get_settings())
-    now = f"now {found.value}" if found is not None else "none is set or running now"
-    p.add_argument(
-        "--bootstrap",
-        metavar="HOST:PORT",
-        help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS, else the running "
-        f"`testdata run`'s broker, from {get_settings().data_dir}/run.json; {now})",
-    )
 
 
 def _setup_logging(level: str, name: str = "testdata") -> None:
@@ -124,7 +64,7 @@ async def _serve(
     """Start `names` in this process and serve until SIGINT/SIGTERM; a signal during the
     start stops it too (the supervisor may stop a run that is still coming up)."""
     from services.app import App
-    from services.kit.procstate import Ready, report_ready
+    from services.kit.ops.procstate import Ready, report_ready
 
     if not settings.kafka_bootstrap_servers:
         raise UserError(
@@ -167,7 +107,7 @@ async def _serve(
 
 async def _heartbeat(name: str, app: Any) -> None:
     """Written from the event loop, so a frozen loop (or process) stops it."""
-    from services.kit.procstate import HEARTBEAT_SECONDS, write_heartbeat
+    from services.kit.ops.procstate import HEARTBEAT_SECONDS, write_heartbeat
 
     while True:
         try:
@@ -191,7 +131,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     `testdata run`, to the supervisor, which ends a start-up with it."""
     from aiokafka.errors import KafkaError
 
-    from services.kit.procstate import (
+    from services.kit.ops.procstate import (
         EXIT_STARTUP,
         EXIT_UNAVAILABLE,
         StartupError,
@@ -293,9 +233,9 @@ def _client_host(bind_host: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on one machine: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), the
     router, the generators and the bridge, each in its own process."""
-    from services.kit.dirlock import DirInUse, DirLock
-    from services.kit.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
-    from services.kit.runfile import RunFile, remove_run_file, write_run_file, write_run_key
+    from services.kit.broker.dirlock import DirInUse, DirLock
+    from services.kit.ops.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
+    from services.kit.ops.runfile import RunFile, remove_run_file, write_run_file, write_run_key
     from services.supervisor import StartupFailed, StartupInterrupted, Supervisor
 
     settings = _run_settings(args)
@@ -308,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"{exc}; stop it first (or set DATA_DIR)", EXIT_STARTUP) from exc
     store_note = ""
     if not settings.weaviate_url:  # the embedded store's file: repaired before any opens it
-        from services.kit.patterns.embedded import salvage_store
+        from services.patterns.embedded import salvage_store
 
         quarantine = Path(settings.data_dir) / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
         store_note = salvage_store(Path(settings.pattern_store_path), quarantine)
@@ -410,8 +350,8 @@ Ctrl-C stops everything.
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from services.kit.broker import EmbeddedBroker
-    from services.kit.topics import Topics
+    from services.kit.broker.embedded import EmbeddedBroker
+    from services.kit.wire.topics import Topics
 
     settings = get_settings()
     fixed = Topics(settings.topic_prefix).fixed()
@@ -445,15 +385,15 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
     """Create the catalogue's topics with their partitions and configs; report each."""
     from aiokafka.admin import NewTopic
 
-    from services.kit.kafka import admin_client, use_security, wait_for_leaders
-    from services.kit.topics import Topics
+    from services.kit.runtime.kafka import admin_client, use_security, wait_for_leaders
+    from services.kit.wire.topics import Topics
 
     bootstrap = use_security(settings.kafka_bootstrap_servers, settings)
     admin = admin_client(bootstrap)
     try:
-        await _reach_broker(admin.start(), bootstrap)
+        await reach_broker(admin.start(), bootstrap)
         specs = Topics(settings.topic_prefix).fixed()
-        resp = await _reach_broker(
+        resp = await reach_broker(
             admin.create_topics(
                 [
                     NewTopic(
@@ -469,7 +409,7 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
         )
         ok = {t for t, code, *_ in resp.topic_errors if code in (0, 36)}
         # usable only once every partition has a leader
-        await _reach_broker(
+        await reach_broker(
             wait_for_leaders(bootstrap, {t.name: t.partitions for t in specs if t.name in ok}),
             bootstrap,
         )
@@ -604,10 +544,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf import json_format
 
+    from services.client.channel import call_metadata, channel_credentials, open_channel
     from services.core.formats import iter_joined
     from services.core.models import OutputFormat
-    from services.kit.channel import call_metadata, channel_credentials, open_channel
-    from services.kit.runfile import locate_grpc
+    from services.kit.ops.runfile import locate_grpc
     from services.proto.testdata.v1 import test_data_pb2 as pb
     from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
@@ -669,10 +609,10 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
     from services.core.models import GenerateRequest, OutputFormat
-    from services.kit.codec import get_codec
-    from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, JSON
-    from services.kit.kafka import assign_all, make_consumer, make_producer
-    from services.kit.topics import Topics
+    from services.kit.runtime.kafka import assign_all, make_consumer, make_producer
+    from services.kit.wire.codec import get_codec
+    from services.kit.wire.headers import AVRO, CONTENT_TYPE, CORRELATION, JSON
+    from services.kit.wire.topics import Topics
 
     topics = Topics(settings.topic_prefix)
     body = _request_dict(args)
@@ -694,12 +634,12 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     correlation = uuid.uuid4().hex  # this attempt's chunks, not an earlier one's
     consumer = make_consumer(bootstrap, None)
     try:
-        await _reach_broker(consumer.start(), bootstrap)
-        await _reach_broker(assign_all(consumer, topics.results, at_end=True), bootstrap)
+        await reach_broker(consumer.start(), bootstrap)
+        await reach_broker(assign_all(consumer, topics.results, at_end=True), bootstrap)
         producer = make_producer(bootstrap)
         try:
-            await _reach_broker(producer.start(), bootstrap)
-            await _reach_broker(
+            await reach_broker(producer.start(), bootstrap)
+            await reach_broker(
                 producer.send_and_wait(
                     topics.requests,
                     value,
@@ -731,9 +671,9 @@ async def _read_results(
     were printed, fails the command: never a dataset with a hole or two runs spliced. An
     --out file is not in place yet, so there a newer run simply starts it over."""
     from services.core.formats import Joiner
-    from services.kit.assembler import Assembler
-    from services.kit.codec import DecodeError
-    from services.kit.headers import LOG_COPY, correlation_of, run_of
+    from services.kit.wire.assembler import Assembler
+    from services.kit.wire.codec import DecodeError
+    from services.kit.wire.headers import LOG_COPY, correlation_of, run_of
 
     asm = Assembler(request_id, correlation, restartable=bool(args.out))
     deadline = time.monotonic() + args.timeout
@@ -786,7 +726,7 @@ def _store_location(settings: Settings) -> str:
 async def _with_store(settings: Settings, action: Callable[[PatternStore], Awaitable[int]]) -> int:
     """Open the configured store, run `action(store)`, close it; a store that cannot be
     reached is one line on stderr and exit code 1."""
-    from services.kit.patterns import StoreUnavailable, open_store
+    from services.patterns import StoreUnavailable, open_store
 
     store = open_store(settings)
     try:
@@ -803,7 +743,7 @@ async def _with_store(settings: Settings, action: Callable[[PatternStore], Await
 
 
 def _collections(name: str | None) -> list[Any]:
-    from services.kit.patterns import Collection
+    from services.patterns import Collection
 
     return [Collection(name)] if name else list(Collection)
 
@@ -818,8 +758,8 @@ def _pattern_line(p: Any) -> str:
 
 
 def cmd_patterns_seed(args: argparse.Namespace) -> int:
-    from services.kit.patterns import Collection
-    from services.kit.patterns.seeds import load_seeds, seed_store
+    from services.patterns import Collection
+    from services.patterns.seeds import load_seeds, seed_store
 
     # A batch job embedding every seed, maybe on a busy machine: bounded per step, but
     # more loosely than a request's store call.
@@ -865,7 +805,7 @@ def cmd_patterns_list(args: argparse.Namespace) -> int:
 
 
 def cmd_patterns_search(args: argparse.Namespace) -> int:
-    from services.kit.patterns import Collection
+    from services.patterns import Collection
 
     settings = get_settings()
     alpha = settings.rag_alpha if args.alpha is None else args.alpha
@@ -938,7 +878,7 @@ def _positive_int(text: str) -> int:
 
 
 def _patterns_parser(sub: Any) -> None:
-    from services.kit.patterns import Collection
+    from services.patterns import Collection
 
     names = [c.value for c in Collection]
     p = sub.add_parser("patterns", help="the pattern store behind the RAG and hybrid paths")
@@ -1047,7 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line. Cheap to build (no service, SDK or Kafka client imported:
     `testdata --help` answers at once); the defaults it shows are the real ones."""
     from services.deployables import SERVICES
-    from services.kit.runfile import locate_grpc
+    from services.kit.ops.runfile import locate_grpc
 
     settings = get_settings()
     parser = _Parser(prog="testdata", description=__doc__)
@@ -1126,7 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except ValidationError as exc:  # a malformed environment variable (or .env line)
-        from services.kit.procstate import EXIT_STARTUP  # EX_CONFIG: fix it, then retry
+        from services.kit.ops.procstate import EXIT_STARTUP  # EX_CONFIG: fix it, then retry
 
         print(f"testdata: error: {_settings_problem(exc)}", file=sys.stderr)
         return EXIT_STARTUP

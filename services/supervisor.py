@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.deployables import BRIDGE, SERVICES
-from services.kit.broker import (
+from services.kit.broker.embedded import (
     BrokerStartFailed,
     EmbeddedBroker,
     StartCancelled,
     death_signal,
 )
-from services.kit.procstate import (
+from services.kit.ops.procstate import (
     CRASH_LOOPING,
     EXIT_INTERRUPTED,
     EXIT_STARTUP,
@@ -53,9 +53,9 @@ from services.kit.procstate import (
     startup_error_path,
     write_states,
 )
-from services.kit.restart import RestartPolicy
+from services.kit.ops.restart import RestartPolicy
 from services.kit.settings import Settings
-from services.kit.topics import Topics
+from services.kit.wire.topics import Topics
 
 log = logging.getLogger("testdata.supervisor")
 #: After a failed restart of the embedded broker, the next try waits this long.

@@ -21,8 +21,8 @@ import sys
 
 import pytest
 
-from services.kit.broker import EmbeddedBroker
-from services.kit.topics import Topics
+from services.kit.broker.embedded import EmbeddedBroker
+from services.kit.wire.topics import Topics
 
 #: Retention is checked every second here (30 s in `make run`), so tests see it applied.
 TEST_BROKER_CONFIGS = {"log.retention.check.interval.ms": "1000"}

@@ -69,7 +69,7 @@ def temp_store_path() -> str:
 
 
 #: The CHUNK_SIGNING_KEY of test settings: service processes a test starts beside an
-#: in-process bridge must be given it too (services/kit/signing.py).
+#: in-process bridge must be given it too (services/kit/wire/signing.py).
 SIGNING_KEY = "test-chunk-signing-key"
 
 
@@ -135,7 +135,7 @@ def as_bridge(
 ) -> list[tuple[str, bytes]]:
     """A request's headers as a bridge publishes them: vouched for (kit/tenancy.py), so a
     test playing the bridge is answered on a bridge's reply topic."""
-    from services.kit.tenancy import LOCAL, vouch
+    from services.kit.wire.tenancy import LOCAL, vouch
 
     plain = [("reply-to", reply_to.encode()), ("correlation-id", correlation.encode())]
     if avro:

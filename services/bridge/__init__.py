@@ -1,0 +1,1 @@
+"""The gRPC bridge (`testdata service bridge`): each call a round trip through the topics."""

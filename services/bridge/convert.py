@@ -25,7 +25,7 @@ from services.core.models import (
     Schema,
 )
 from services.core.reproducible import parse_anchor
-from services.kit.messages import GenerationMetadata, ResultChunk
+from services.kit.wire.messages import GenerationMetadata, ResultChunk
 from services.proto.testdata.v1 import test_data_pb2 as pb
 
 _OPTIONAL = ("min", "max", "regex", "min_length", "max_length", "format")

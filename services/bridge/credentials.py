@@ -23,7 +23,7 @@ from typing import Any
 
 import jwt
 
-from services.kit.tenancy import valid_tenant
+from services.kit.wire.tenancy import valid_tenant
 
 #: Only these verify a JWT: signatures with a public key.
 ASYMMETRIC = (

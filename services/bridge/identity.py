@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from services.kit.settings import Settings
-from services.kit.tenancy import LOCAL
+from services.kit.wire.tenancy import LOCAL
 
 from .credentials import (
     CredentialsInvalid,

@@ -10,7 +10,7 @@ longer waits for are dropped; a gap means the broker lost data and fails that re
 loudly. Chunks of a path whose reruns differ carry a `run-id`: once a run's chunks were
 handed on, another run's are never spliced in; a stream fails (GenerationRestarted), a
 unary call (`restartable`) starts over with the newest run. Those rules are
-`kit.assembler`'s, shared with every other reader of result streams. The reader never
+`kit.wire.assembler`'s, shared with every other reader of result streams. The reader never
 stops: a bad record is counted and skipped, a fetch error retried.
 
 The shared reader never waits for a caller. A caller whose queue is full is served from
@@ -32,12 +32,9 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.bridge.janitor import sweep_forever
-from services.kit import metrics
-from services.kit.assembler import DROPPED, Assembler, Step, Verdict
-from services.kit.codec import DecodeError
-from services.kit.control import LEASE_RENEW_SECONDS, ControlListener, publish_lease
-from services.kit.headers import correlation_of, run_of
-from services.kit.kafka import (
+from services.kit.ops import metrics
+from services.kit.runtime.control import LEASE_RENEW_SECONDS, ControlListener, publish_lease
+from services.kit.runtime.kafka import (
     MAX_MESSAGE_BYTES,
     assign_all,
     broker_reachable,
@@ -45,10 +42,13 @@ from services.kit.kafka import (
     ensure_topics_exist,
     stop_quietly,
 )
-from services.kit.messages import ResultChunk
-from services.kit.signing import genuine
-from services.kit.stream import Runtime
-from services.kit.tenancy import LOCAL
+from services.kit.runtime.stream import Runtime
+from services.kit.wire.assembler import DROPPED, Assembler, Step, Verdict
+from services.kit.wire.codec import DecodeError
+from services.kit.wire.headers import correlation_of, run_of
+from services.kit.wire.messages import ResultChunk
+from services.kit.wire.signing import genuine
+from services.kit.wire.tenancy import LOCAL
 
 log = logging.getLogger("testdata.bridge.inbox")
 QUEUE_CHUNKS = 16  # per request, in memory; a slower caller reads the rest from the log

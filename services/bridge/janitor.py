@@ -21,11 +21,11 @@ import logging
 import time
 from collections.abc import Iterable
 
-from services.kit import metrics
-from services.kit.control import Cancellations, ControlListener
-from services.kit.kafka import delete_topics
-from services.kit.stream import Runtime
-from services.kit.topics import Topics
+from services.kit.ops import metrics
+from services.kit.runtime.control import Cancellations, ControlListener
+from services.kit.runtime.kafka import delete_topics
+from services.kit.runtime.stream import Runtime
+from services.kit.wire.topics import Topics
 
 log = logging.getLogger("testdata.bridge.janitor")
 

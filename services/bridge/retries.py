@@ -23,12 +23,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from services.core.models import GenerateRequest
-from services.kit import metrics
-from services.kit.codec import Codec
-from services.kit.headers import AVRO
-from services.kit.keystore import KeyStore
-from services.kit.resultcache import ResultCache, answered_from_cache, cache_key
+from services.kit.ops import metrics
+from services.kit.path.resultcache import ResultCache, answered_from_cache, cache_key
+from services.kit.redis.keystore import KeyStore
 from services.kit.settings import Settings
+from services.kit.wire.codec import Codec
+from services.kit.wire.headers import AVRO
 
 __all__ = [
     "Bounded",

@@ -41,15 +41,15 @@ from services.core.plan import Plan, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import pin
-from services.kit import metrics
-from services.kit.control import ControlListener, publish_cancel
-from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
-from services.kit.kafka import broker_reachable
-from services.kit.keystore import KeyStore
-from services.kit.messages import ResultChunk
-from services.kit.procstate import DISK_FULL, FROZEN, STUCK, StartupError
-from services.kit.stream import Runtime
-from services.kit.tenancy import vouch
+from services.kit.ops import metrics
+from services.kit.ops.procstate import DISK_FULL, FROZEN, STUCK, StartupError
+from services.kit.redis.keystore import KeyStore
+from services.kit.runtime.control import ControlListener, publish_cancel
+from services.kit.runtime.kafka import broker_reachable
+from services.kit.runtime.stream import Runtime
+from services.kit.wire.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE, REPLY_TO
+from services.kit.wire.messages import ResultChunk
+from services.kit.wire.tenancy import vouch
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 

@@ -1,0 +1,1 @@
+"""Pure generation logic: models, plans, values, validation. No I/O, no transport, no SDK."""

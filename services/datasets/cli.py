@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.kit.console import UserError, bootstrap_arg, bootstrap_for, reach_broker
 from services.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 
 
 def _user_error(message: str) -> Exception:
-    from services.cli import UserError
-
     return UserError(message)
 
 
@@ -65,7 +64,7 @@ def _bar(total: int | None, what: str, quiet: bool) -> Iterator[Callable[[int], 
 def _selection_of(args: argparse.Namespace) -> Selection:
     """The Selection (datasets/log.py) the flags name, shared by replay and export."""
     from services.datasets.log import Selection
-    from services.kit.tenancy import valid_tenant
+    from services.kit.wire.tenancy import valid_tenant
 
     tenants = list(dict.fromkeys(args.tenant or []))
     for t in tenants:
@@ -78,7 +77,7 @@ def _signing_key(args: argparse.Namespace, settings: Settings, bootstrap: str) -
     """The key the services on `bootstrap` vouch for tenants with (kit/runfile.py: the
     environment's, else the running `testdata run`'s); without one, a request's tenant is
     taken as its header says, so `--tenant` says that it cannot tell a forged one."""
-    from services.kit.runfile import locate_signing_key
+    from services.kit.ops.runfile import locate_signing_key
 
     key = locate_signing_key(settings, bootstrap)
     if key is None and args.tenant:
@@ -103,18 +102,17 @@ def _unmatched(args: argparse.Namespace, found: Any) -> list[str]:
 
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli import _reach_broker, bootstrap_for
+    from services.client import KafkaTestDataClient
     from services.datasets.log import Window, dataset_of, read_requests, read_results
     from services.datasets.replay import replay, summary
-    from services.kit.client import KafkaTestDataClient
-    from services.kit.topics import Topics
+    from services.kit.wire.topics import Topics
 
     select = _selection_of(args)
     bootstrap = bootstrap_for(args, settings)
     key = _signing_key(args, settings, bootstrap)
     topics = Topics(settings.topic_prefix)
     with _bar(None, "req", args.quiet) as tick:
-        requests, bad = await _reach_broker(
+        requests, bad = await reach_broker(
             read_requests(
                 bootstrap,
                 topics.requests,
@@ -160,19 +158,18 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli import _reach_broker, bootstrap_for
     from services.core.registry import SchemaRegistry
     from services.datasets.export import export
     from services.datasets.fetch import LogChunks
     from services.datasets.log import Window, read_requests, read_results
     from services.datasets.sinks import ONE_TABLE
-    from services.kit.topics import Topics
+    from services.kit.wire.topics import Topics
 
     select = _selection_of(args)
     bootstrap = bootstrap_for(args, settings)
     key = _signing_key(args, settings, bootstrap)
     topics = Topics(settings.topic_prefix)
-    requests, _ = await _reach_broker(
+    requests, _ = await reach_broker(
         read_requests(bootstrap, topics.requests, _window(args), key=key, keep=select.keep),
         bootstrap,
     )
@@ -222,7 +219,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
-    from services.cli import bootstrap_arg
 
     p.add_argument("--since", help="from this time (RFC 3339 or epoch ms)")
     p.add_argument("--until", help="up to this time (RFC 3339 or epoch ms)")

@@ -40,9 +40,9 @@ from services.core.registry import SchemaRegistry
 from services.core.reproducible import parse_anchor
 from services.datasets.log import LoggedDataset, LoggedRequest, dataset_of, position
 from services.datasets.sinks import FORMATS, SINKS, Layout, Sink, Unfit
-from services.kit.generation import chunk_bounds
-from services.kit.messages import GenerationMetadata, ResultChunk
-from services.kit.tenancy import LOCAL
+from services.kit.path.generation import chunk_bounds
+from services.kit.wire.messages import GenerationMetadata, ResultChunk
+from services.kit.wire.tenancy import LOCAL
 
 __all__ = ["FORMATS", "Exported", "Incomplete", "export"]
 

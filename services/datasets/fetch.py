@@ -16,9 +16,9 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from services.datasets.log import position
-from services.kit.codec import get_codec
-from services.kit.kafka import make_consumer, stop_quietly
-from services.kit.messages import ResultChunk
+from services.kit.runtime.kafka import make_consumer, stop_quietly
+from services.kit.wire.codec import get_codec
+from services.kit.wire.messages import ResultChunk
 
 #: Records skipped by reading on rather than seeking (a seek costs a fetch round trip).
 SKIP_AHEAD = 256

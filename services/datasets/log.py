@@ -15,9 +15,16 @@ from aiokafka import TopicPartition
 
 from services.core.models import GenerateRequest
 from services.core.reproducible import derive_seed, pin
-from services.kit.assembler import Assembler, State, Verdict
-from services.kit.codec import DecodeError, get_codec
-from services.kit.headers import (
+from services.kit.runtime.kafka import (
+    end_positions,
+    make_consumer,
+    partitions_of,
+    positions_at,
+    stop_quietly,
+)
+from services.kit.wire.assembler import Assembler, State, Verdict
+from services.kit.wire.codec import DecodeError, get_codec
+from services.kit.wire.headers import (
     CONTENT_TYPE,
     LOG_COPY,
     TENANT,
@@ -25,15 +32,8 @@ from services.kit.headers import (
     header_text,
     run_of,
 )
-from services.kit.kafka import (
-    end_positions,
-    make_consumer,
-    partitions_of,
-    positions_at,
-    stop_quietly,
-)
-from services.kit.messages import ResultChunk
-from services.kit.tenancy import LOCAL, origin
+from services.kit.wire.messages import ResultChunk
+from services.kit.wire.tenancy import LOCAL, origin
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.client import GenerationFailed, KafkaTestDataClient
 from services.core.formats import DatasetDigest
 from services.core.models import GenerateRequest, traits_of
 from services.core.pools import GENERATOR_VERSION
 from services.core.reproducible import parse_anchor
 from services.datasets.log import LoggedDataset, LoggedRequest, dataset_of
-from services.kit.client import GenerationFailed, KafkaTestDataClient
-from services.kit.messages import GenerationMetadata
+from services.kit.wire.messages import GenerationMetadata
 
 
 @dataclass

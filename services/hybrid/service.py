@@ -17,14 +17,13 @@ from typing import Any
 from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.report import Batch, Fallback
-from services.kit import metrics
-from services.kit.generation import Availability, Budget, PathService
-from services.kit.patterns.availability import StoreAvailability
-from services.kit.patterns.store import Collection
+from services.kit.ops import metrics
+from services.kit.path.generation import Availability, Budget, PathService
 from services.kit.settings import Settings
-from services.llm.availability import LLMAvailability
-from services.llm.engine import LLMEngine
-from services.rag.retrieval import UsageMarker, retrieve
+from services.llm import LLMAvailability, LLMEngine
+from services.patterns.availability import StoreAvailability
+from services.patterns.store import Collection
+from services.rag import UsageMarker, retrieve
 
 
 class HybridAvailability:

@@ -200,7 +200,7 @@ class Settings(BaseSettings):
     # A message whose handling was started this many times without finishing (its process
     # died or lost the partition every time) is dead-lettered and its caller answered
     # instead of being started again. Counted with markers on the deliveries topic, written
-    # before each attempt (services/kit/deliveries.py). 0: no markers and no limit.
+    # before each attempt (services/kit/runtime/deliveries.py). 0: no markers and no limit.
     max_deliveries: int = Field(default=3, ge=0)
     # A failed message is dead-lettered with up to this many tries (backing off 0.2 s to
     # 10 s); past them it is skipped with an ERROR line and a metric, so no single message

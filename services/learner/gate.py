@@ -20,11 +20,11 @@ from services.core.coherence import SCORERS, score_records
 from services.core.plan import DEFAULT_SCENARIO
 from services.core.registry import SchemaRegistry
 from services.core.validate import validate_record
-from services.kit.messages import Outcome
-from services.kit.outcomes import learn_rules, never_learned, opts_out, path_learnable
-from services.kit.outcomes import shaped as shaped_by
-from services.kit.patterns import Collection, Pattern
+from services.kit.path.outcomes import learn_rules, never_learned, opts_out, path_learnable
+from services.kit.path.outcomes import shaped as shaped_by
 from services.kit.settings import Settings
+from services.kit.wire.messages import Outcome
+from services.patterns import Collection, Pattern
 
 
 class Skip(StrEnum):

@@ -17,11 +17,11 @@ from collections import Counter
 from collections.abc import Mapping
 
 from services.core.registry import SchemaRegistry
-from services.kit import metrics
-from services.kit.codec import DecodeError
-from services.kit.patterns import Collection, Pattern, PatternStore, StoreUnavailable, open_store
-from services.kit.stream import Message, Runtime, Subscriber
+from services.kit.ops import metrics
+from services.kit.runtime.stream import Message, Runtime, Subscriber
+from services.kit.wire.codec import DecodeError
 from services.learner.gate import Policy, judge
+from services.patterns import Collection, Pattern, PatternStore, StoreUnavailable, open_store
 
 log = logging.getLogger("testdata.learner")
 RETRY_FIRST_S = 0.2

@@ -1,5 +1,7 @@
-"""LLM path building blocks: backend clients, prompts and output parsing."""
+"""The LLM generation path (`testdata service llm`); its public face is what hybrid composes:
+the engine, its availability, backend clients, prompts and output parsing."""
 
+from services.llm.availability import LLMAvailability
 from services.llm.clients import (
     ClaudeClient,
     Completion,
@@ -8,6 +10,7 @@ from services.llm.clients import (
     RetryPolicy,
     build_clients,
 )
+from services.llm.engine import LLMEngine
 from services.llm.errors import LLMError, LLMOutputError, LLMPermanentError, LLMUnavailable
 from services.llm.jsonparse import parse_records
 from services.llm.prompts import SYSTEM_PROMPT, Template, build_prompt, select_template
@@ -16,7 +19,9 @@ __all__ = [
     "SYSTEM_PROMPT",
     "ClaudeClient",
     "Completion",
+    "LLMAvailability",
     "LLMClient",
+    "LLMEngine",
     "LLMError",
     "LLMOutputError",
     "LLMPermanentError",

@@ -44,7 +44,7 @@ from services.core.models import FieldError
 from services.core.plan import Plan
 from services.core.report import TRADITIONAL_BACKEND, Batch, Fallback, RunReport
 from services.core.validate import validate_record
-from services.kit.metrics import FALLBACKS, LLM_CALL_SECONDS, LLM_RETRIES, LLM_TOKENS
+from services.kit.ops.metrics import FALLBACKS, LLM_CALL_SECONDS, LLM_RETRIES, LLM_TOKENS
 from services.kit.settings import Settings
 from services.llm.clients import Completion, LLMClient, build_clients
 from services.llm.errors import LLMError, LLMOutputError, LLMPermanentError, LLMUnavailable

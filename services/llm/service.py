@@ -13,7 +13,7 @@ from functools import cached_property
 from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.report import Batch
-from services.kit.generation import Availability, Budget, PathService
+from services.kit.path.generation import Availability, Budget, PathService
 from services.kit.settings import Settings
 from services.llm.availability import LLMAvailability
 from services.llm.engine import LLMEngine

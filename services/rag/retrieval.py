@@ -20,11 +20,11 @@ from typing import Any
 from services.core.plan import Plan
 from services.core.validate import EDGE_CASE_KEY
 from services.core.variation import DEFAULT_EDGE_CASE, Example
-from services.kit.patterns.availability import StoreAvailability
-from services.kit.patterns.scope import Scope, scope_of
-from services.kit.patterns.store import Collection, Hit
 from services.kit.settings import Settings
-from services.kit.tenancy import CURRENT
+from services.kit.wire.tenancy import CURRENT
+from services.patterns.availability import StoreAvailability
+from services.patterns.scope import Scope, scope_of
+from services.patterns.store import Collection, Hit
 
 log = logging.getLogger("testdata.rag")
 MAX_QUERY_CHARS = 1000

@@ -25,8 +25,8 @@ from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.report import TRADITIONAL_BACKEND, Batch, Fallback
 from services.core.variation import Variation
-from services.kit import metrics
-from services.kit.generation import (
+from services.kit.ops import metrics
+from services.kit.path.generation import (
     SIZING_SAMPLE,
     SLICE,
     Availability,
@@ -35,8 +35,8 @@ from services.kit.generation import (
     batch_bounds,
     records_per_chunk,
 )
-from services.kit.patterns.availability import StoreAvailability
 from services.kit.settings import Settings
+from services.patterns.availability import StoreAvailability
 from services.rag.retrieval import Retrieval, UsageMarker, retrieve
 
 # Records scored per batch: a fixed sample (deterministic). Smaller than the traditional

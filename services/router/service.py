@@ -20,14 +20,14 @@ from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import derive_seed, pin
 from services.core.routing import route
-from services.kit import metrics
-from services.kit.codec import DecodeError
-from services.kit.control import deadline_passed
-from services.kit.headers import CONTENT_TYPE, ROUTED
-from services.kit.messages import RoutedRequest
-from services.kit.patterns.scope import Scope, scope_of
-from services.kit.replies import answer_failure, reply_headers, send_failure
-from services.kit.stream import Message, Runtime, Subscriber
+from services.kit.ops import metrics
+from services.kit.runtime.control import deadline_passed
+from services.kit.runtime.replies import answer_failure, reply_headers, send_failure
+from services.kit.runtime.stream import Message, Runtime, Subscriber
+from services.kit.wire.codec import DecodeError
+from services.kit.wire.headers import CONTENT_TYPE, ROUTED
+from services.kit.wire.messages import RoutedRequest
+from services.patterns.scope import Scope, scope_of
 
 log = logging.getLogger("testdata.router")
 NAME = "router"

@@ -25,7 +25,7 @@ from services.core.generate import iter_records
 from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.report import TRADITIONAL_BACKEND, Batch
-from services.kit.generation import (
+from services.kit.path.generation import (
     SIZING_SAMPLE,
     Budget,
     PathService,

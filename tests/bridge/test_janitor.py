@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from services.bridge.janitor import stale_reply_topics
-from services.kit.control import Cancellations
-from services.kit.messages import Control
-from services.kit.topics import Topics
+from services.kit.runtime.control import Cancellations
+from services.kit.wire.messages import Control
+from services.kit.wire.topics import Topics
 
 NOW = 10_000_000
 GRACE = 60_000

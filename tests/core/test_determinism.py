@@ -68,7 +68,7 @@ def test_chunked_equals_one_shot(registry, fmt):
 
 def byte_sized(registry, budget, monkeypatch):
     """Records per chunk as the generator picks them for a byte budget (MAX_CHUNK_BYTES)."""
-    from services.kit import generation as service
+    from services.kit.path import generation as service
 
     monkeypatch.setattr(service, "MAX_CHUNK_BYTES", budget)
     plan = build_plan(GenerateRequest.model_validate(REQ), registry)

@@ -19,12 +19,12 @@ from services.core.registry import SchemaRegistry
 from services.core.report import Batch
 from services.core.routing import RoutingDecision
 from services.datasets.log import LoggedDataset, LoggedRequest, file_chunk
-from services.kit.codec import get_codec
-from services.kit.generation import Budget, PathService
-from services.kit.headers import CORRELATION, LOG_COPY, REPLY_TO
-from services.kit.messages import ResultChunk, RoutedRequest
-from services.kit.stream import Message
-from services.kit.topics import Topics
+from services.kit.path.generation import Budget, PathService
+from services.kit.runtime.stream import Message
+from services.kit.wire.codec import get_codec
+from services.kit.wire.headers import CORRELATION, LOG_COPY, REPLY_TO
+from services.kit.wire.messages import ResultChunk, RoutedRequest
+from services.kit.wire.topics import Topics
 from services.traditional.service import TraditionalService
 from tests.support import make_settings
 

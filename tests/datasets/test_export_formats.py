@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from services.datasets.export import export
-from services.kit.codec import get_codec
-from services.kit.headers import LOG_COPY
+from services.kit.wire.codec import get_codec
+from services.kit.wire.headers import LOG_COPY
 from services.traditional.service import TraditionalService
 
 from .support import (

@@ -8,8 +8,8 @@ from services.cli import UserError, build_parser
 from services.core.models import GenerateRequest
 from services.datasets.cli import _selection_of
 from services.datasets.log import LoggedRequest, Selection
-from services.kit.headers import TENANT
-from services.kit.tenancy import LOCAL, origin, vouch
+from services.kit.wire.headers import TENANT
+from services.kit.wire.tenancy import LOCAL, origin, vouch
 
 KEY = b"the-services-key"
 PLAIN = [("content-type", b"application/avro")]

@@ -17,7 +17,7 @@ import pytest
 
 from services.app import App
 from services.cli import _topics_create
-from services.kit.topics import Topics
+from services.kit.wire.topics import Topics
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, make_settings, wait_until

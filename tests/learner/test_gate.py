@@ -14,10 +14,10 @@ from services.core.generate import generate_records
 from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
-from services.kit.messages import Outcome
-from services.kit.outcomes import Sample, build_outcome, opts_out
-from services.kit.patterns import Collection
+from services.kit.path.outcomes import Sample, build_outcome, opts_out
+from services.kit.wire.messages import Outcome
 from services.learner.gate import Policy, Skip, describe, judge, scenario_of, shaped
+from services.patterns import Collection
 from tests.support import make_settings
 
 REGISTRY = SchemaRegistry.load()

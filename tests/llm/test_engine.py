@@ -25,7 +25,7 @@ from services.core.models import GenerateRequest, Scenario
 from services.core.plan import Plan, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.validate import validate_record
-from services.kit.metrics import REGISTRY
+from services.kit.ops.metrics import REGISTRY
 from services.llm.availability import probe_backends
 from services.llm.clients import ClaudeClient, LLMClient, OpenAICompatClient, RetryPolicy
 from services.llm.engine import LLMBatch, LLMEngine, LLMRun

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from services.kit.patterns.weaviate import WeaviateStore
 from services.kit.settings import Settings
+from services.patterns.weaviate import WeaviateStore
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.support import HANG_GUARD_S, make_settings
 
@@ -139,7 +139,7 @@ async def drop_collections(settings: Settings) -> None:
     """Delete the store's collections on the server the settings point at."""
     import weaviate
 
-    from services.kit.patterns.weaviate_schema import LAYOUTS
+    from services.patterns.weaviate_schema import LAYOUTS
 
     url = urlsplit(settings.weaviate_url or "")
     assert url.hostname and url.port

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.patterns.embedded import EmbeddedStore
-from services.kit.patterns.store import PatternStore
+from services.patterns.embedded import EmbeddedStore
+from services.patterns.store import PatternStore
 from tests.patterns.backends import (
     docker_reason,
     make_weaviate_container,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
-from services.kit.patterns.seeds import load_seeds
 from services.kit.settings import get_settings
+from services.patterns.seeds import load_seeds
 from tests.support import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def test_counting_listing_and_stats_never_load_the_model(tmp_path: Path) -> None
         import os, sys
         os.environ["PATTERN_STORE_PATH"] = {str(tmp_path / "p.sqlite")!r}
         from services.cli import main
-        from services.kit.patterns import embedding
+        from services.patterns import embedding
         for argv in (["patterns", "list"], ["patterns", "stats"]):
             assert main(argv) == 0
         print("LOADED", embedding.loaded(), "tokenizers" in sys.modules)

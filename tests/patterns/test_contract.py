@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from services.kit.patterns import embedding
-from services.kit.patterns.seeds import load_seeds, seed_store
-from services.kit.patterns.store import Collection, Pattern, PatternStore
+from services.patterns import embedding
+from services.patterns.seeds import load_seeds, seed_store
+from services.patterns.store import Collection, Pattern, PatternStore
 from tests.patterns.conftest import BACKENDS, REOPEN
 
 P, D, S = Collection.PATTERNS, Collection.DEFECTS, Collection.PRODUCTION

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.patterns import embedding
-from services.kit.patterns.embedded import EmbeddedStore
-from services.kit.patterns.store import Collection, StoreUnavailable
+from services.patterns import embedding
+from services.patterns.embedded import EmbeddedStore
+from services.patterns.store import Collection, StoreUnavailable
 from tests.patterns.conftest import open_embedded
 from tests.patterns.test_contract import CARTS
 from tests.support import HANG_GUARD_S
@@ -45,8 +45,8 @@ async def test_another_process_writes_are_seen_without_restart(tmp_path: Path) -
         out = run_python(
             f"""
             import asyncio
-            from services.kit.patterns.embedded import EmbeddedStore
-            from services.kit.patterns.store import Collection, Pattern
+            from services.patterns.embedded import EmbeddedStore
+            from services.patterns.store import Collection, Pattern
 
             async def main():
                 store = EmbeddedStore({str(path)!r}, timeout_seconds={HANG_GUARD_S})

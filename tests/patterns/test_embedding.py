@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.kit.patterns import embedding
+from services.patterns import embedding
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from services.kit.patterns.fusion import (
+from services.patterns.fusion import (
     fts_query,
     keywords,
     ranked_fusion,

@@ -1,4 +1,4 @@
-"""A damaged pattern store file (kit.patterns.embedded.salvage_store, run by `testdata run`
+"""A damaged pattern store file (patterns.embedded.salvage_store, run by `testdata run`
 before any process opens it): every row that still reads is kept, the file quarantined,
 and the store opens again."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.patterns.embedded import SCHEMA, salvage_store
+from services.patterns.embedded import SCHEMA, salvage_store
 
 ROWS = 400
 

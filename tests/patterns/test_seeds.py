@@ -14,9 +14,9 @@ import pytest
 from services.core.coherence import score_records
 from services.core.registry import SchemaRegistry
 from services.core.validate import validate_record
-from services.kit.patterns.seeds import load_seeds
-from services.kit.patterns.store import Collection, Pattern
 from services.kit.settings import Settings
+from services.patterns.seeds import load_seeds
+from services.patterns.store import Collection, Pattern
 
 SEEDS = load_seeds()
 DEFECT_TYPES = {

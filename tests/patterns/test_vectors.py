@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.kit.patterns.vectors import VectorIndex
+from services.patterns.vectors import VectorIndex
 
 
 def unit(*xs: float) -> np.ndarray:

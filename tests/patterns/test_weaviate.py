@@ -22,12 +22,12 @@ from weaviate.proto.v1 import base_pb2, base_search_pb2
 from weaviate.util import generate_uuid5
 
 from services.cli import main
-from services.kit.patterns import open_store
-from services.kit.patterns.seeds import load_seeds
-from services.kit.patterns.store import Collection, Pattern, StoreUnavailable
-from services.kit.patterns.weaviate import WeaviateStore
-from services.kit.patterns.weaviate_schema import LAYOUTS, SEARCH_PROP, object_uuid
 from services.kit.settings import get_settings
+from services.patterns import open_store
+from services.patterns.seeds import load_seeds
+from services.patterns.store import Collection, Pattern, StoreUnavailable
+from services.patterns.weaviate import WeaviateStore
+from services.patterns.weaviate_schema import LAYOUTS, SEARCH_PROP, object_uuid
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.patterns.backends import DIM, weaviate_settings
 from tests.support import HANG_GUARD_S, make_settings
@@ -495,8 +495,8 @@ def test_open_store_picks_weaviate_when_its_url_is_set(server: FakeWeaviate) -> 
 def test_the_client_is_not_imported_until_a_store_starts() -> None:
     code = (
         "import sys\n"
-        "from services.kit.patterns import open_store\n"
-        "from services.kit.patterns.weaviate import WeaviateStore\n"
+        "from services.patterns import open_store\n"
+        "from services.patterns.weaviate import WeaviateStore\n"
         "from tests.support import make_settings\n"
         "WeaviateStore(make_settings(weaviate_url='http://127.0.0.1:9'))\n"
         "print('weaviate' in sys.modules)\n"

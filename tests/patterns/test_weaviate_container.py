@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.kit.patterns.store import Collection, StoreUnavailable
-from services.kit.patterns.weaviate import WeaviateStore
+from services.patterns.store import Collection, StoreUnavailable
+from services.patterns.weaviate import WeaviateStore
 from tests.patterns.backends import (
     container_settings,
     docker_reason,

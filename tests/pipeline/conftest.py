@@ -7,10 +7,10 @@ import grpc
 import pytest
 
 from services.app import SERVICES, App
-from services.kit.codec import get_codec
-from services.kit.kafka import assign_all, make_consumer, make_producer
-from services.kit.patterns import open_store
-from services.kit.patterns.seeds import seed_store
+from services.kit.runtime.kafka import assign_all, make_consumer, make_producer
+from services.kit.wire.codec import get_codec
+from services.patterns import open_store
+from services.patterns.seeds import seed_store
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, make_settings, temp_store_path
 

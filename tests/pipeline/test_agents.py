@@ -11,8 +11,8 @@ import pytest
 from services.app import App
 from services.core.models import GenerateRequest
 from services.core.routing import RoutingDecision
-from services.kit.codec import AVRO, JSON
-from services.kit.messages import RoutedRequest
+from services.kit.wire.codec import AVRO, JSON
+from services.kit.wire.messages import RoutedRequest
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, as_bridge, wait_until
@@ -163,7 +163,7 @@ async def test_bad_routed_message_dead_lettered_by_generator(stack, agent_produc
 
 
 async def test_two_bridges_each_get_only_their_replies(stack, settings, stub, tail, codec):
-    from services.kit.kafka import assign_all, end_positions, make_consumer
+    from services.kit.runtime.kafka import assign_all, end_positions, make_consumer
 
     other = App(
         settings.model_copy(update={"instance_id": "test-b"}), settings.kafka_bootstrap_servers

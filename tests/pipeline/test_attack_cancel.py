@@ -11,8 +11,8 @@ import time
 
 import grpc
 
-from services.kit.headers import AVRO, CONTENT_TYPE
-from services.kit.messages import Control
+from services.kit.wire.headers import AVRO, CONTENT_TYPE
+from services.kit.wire.messages import Control
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from tests.support import HANG_GUARD_S
 

@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from services.app import App
-from services.kit import metrics
-from services.kit.messages import ResultChunk
-from services.kit.signing import signed
+from services.kit.ops import metrics
+from services.kit.wire.messages import ResultChunk
+from services.kit.wire.signing import signed
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, make_settings, wait_until

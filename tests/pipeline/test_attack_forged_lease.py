@@ -12,9 +12,9 @@ import time
 
 import grpc
 
-from services.kit import metrics
-from services.kit.headers import AVRO, CONTENT_TYPE
-from services.kit.messages import Control
+from services.kit.ops import metrics
+from services.kit.wire.headers import AVRO, CONTENT_TYPE
+from services.kit.wire.messages import Control
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from tests.support import HANG_GUARD_S, wait_until
 

@@ -2,7 +2,7 @@
 
 Seen: newlines in `request_id` forged log lines. Names a caller gives are printed in
 logs, headers and file names: a control character in one is refused with a field error
-(and every log message is escaped to one line, tests/kit/test_logs.py)."""
+(and every log message is escaped to one line, tests/kit/ops/test_logs.py)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ import pytest
 
 from services.app import SERVICES, App
 from services.core.models import GenerateRequest
-from services.kit.patterns.scope import scope_of
-from services.kit.patterns.store import Collection
+from services.patterns.scope import scope_of
+from services.patterns.store import Collection
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, auth, make_settings, tokens_file

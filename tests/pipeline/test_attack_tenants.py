@@ -19,9 +19,9 @@ import pytest
 
 from services.app import App
 from services.core.models import GenerateRequest
-from services.kit import metrics
-from services.kit.headers import TENANT
-from services.kit.tenancy import LOCAL
+from services.kit.ops import metrics
+from services.kit.wire.headers import TENANT
+from services.kit.wire.tenancy import LOCAL
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, auth, eventually, make_settings, tokens_file, wait_until

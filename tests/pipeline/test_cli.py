@@ -19,7 +19,7 @@ import pytest
 
 from services.cli import build_parser
 from services.cli import main as cli_main
-from services.kit.procstate import EXIT_STARTUP
+from services.kit.ops.procstate import EXIT_STARTUP
 from services.kit.settings import get_settings
 from tests.support import HANG_GUARD_S, output_of, wait_serving
 
@@ -292,10 +292,10 @@ async def agent_topics(embedded_broker, env):
 async def publish_answered(settings, argv: list[str], answers) -> int:
     """Runs `testdata publish` and answers its request as a generator would, but with
     `answers` (run id, chunk index, is_final, records) written in that order."""
-    from services.kit.codec import get_codec
-    from services.kit.kafka import assign_all, make_consumer, make_producer
-    from services.kit.messages import GenerationMetadata, ResultChunk
-    from services.kit.topics import Topics
+    from services.kit.runtime.kafka import assign_all, make_consumer, make_producer
+    from services.kit.wire.codec import get_codec
+    from services.kit.wire.messages import GenerationMetadata, ResultChunk
+    from services.kit.wire.topics import Topics
 
     topics, codec = Topics(settings.topic_prefix), get_codec()
     requests = make_consumer(settings.kafka_bootstrap_servers, None)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from services.client import GenerationFailed, GrpcTestDataClient, KafkaTestDataClient
 from services.core.models import GenerateRequest, OutputFormat
-from services.kit.client import GenerationFailed, GrpcTestDataClient, KafkaTestDataClient
 from tests.support import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]

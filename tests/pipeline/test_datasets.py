@@ -10,11 +10,11 @@ import time
 import pytest
 
 from services.cli import build_parser
+from services.client import KafkaTestDataClient
 from services.core.models import GenerateRequest
 from services.datasets.cli import _export, _replay
-from services.kit.client import KafkaTestDataClient
-from services.kit.codec import get_codec
-from services.kit.messages import ResultChunk
+from services.kit.wire.codec import get_codec
+from services.kit.wire.messages import ResultChunk
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from tests.support import HANG_GUARD_S
 
@@ -176,7 +176,7 @@ async def test_a_dataset_with_a_missing_chunk_is_reported_incomplete(tmp_path):
     from services.core.registry import SchemaRegistry
     from services.datasets.export import export
     from services.datasets.log import LoggedDataset, LoggedRequest
-    from services.kit.messages import GenerationMetadata
+    from services.kit.wire.messages import GenerationMetadata
 
     def logged(request_id: str) -> LoggedRequest:
         return LoggedRequest(
@@ -327,9 +327,9 @@ async def test_export_never_splices_two_runs_of_a_redelivered_request(
     import uuid
 
     from services.cli import _topics_create
-    from services.kit.kafka import make_producer
-    from services.kit.messages import GenerationMetadata
-    from services.kit.topics import Topics
+    from services.kit.runtime.kafka import make_producer
+    from services.kit.wire.messages import GenerationMetadata
+    from services.kit.wire.topics import Topics
     from tests.support import make_settings
 
     settings = make_settings(
@@ -382,7 +382,7 @@ async def test_export_never_splices_two_runs_of_a_redelivered_request(
 
 
 def _llm_chunk(request_id: str, run: str, index: int, final: bool, ok: bool = True):
-    from services.kit.messages import GenerationMetadata
+    from services.kit.wire.messages import GenerationMetadata
 
     return ResultChunk(
         request_id=request_id,
@@ -498,7 +498,7 @@ async def test_an_agents_dataset_is_read_back_from_the_log_chunk_by_chunk(
 
     from services.core.formats import join_chunks
     from services.core.models import OutputFormat
-    from services.kit.headers import AVRO, CONTENT_TYPE, LOG_COPY
+    from services.kit.wire.headers import AVRO, CONTENT_TYPE, LOG_COPY
 
     topics = stack.rt.topics
     ids, delivered = [], {}
@@ -571,9 +571,9 @@ async def test_tenant_selects_only_that_tenants_vouched_requests_and_replays_sta
     import uuid
 
     from services.datasets.log import Window, read_requests
-    from services.kit.headers import TENANT
-    from services.kit.tenancy import LOCAL, vouch
-    from services.kit.topics import Topics
+    from services.kit.wire.headers import TENANT
+    from services.kit.wire.tenancy import LOCAL, vouch
+    from services.kit.wire.topics import Topics
     from tests.support import SIGNING_KEY
 
     key = SIGNING_KEY.encode()
@@ -653,8 +653,8 @@ async def test_two_tenants_with_one_request_id_export_their_own_datasets(
     tenant's run of it, never the other's (it matched results by request id alone)."""
     import uuid
 
-    from services.kit.tenancy import vouch
-    from services.kit.topics import Topics
+    from services.kit.wire.tenancy import vouch
+    from services.kit.wire.topics import Topics
     from tests.support import SIGNING_KEY
 
     key, tag = SIGNING_KEY.encode(), uuid.uuid4().hex[:6]

@@ -13,10 +13,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from services.core.models import GenerateRequest, GenerationPath
 from services.core.report import ErrorKind
-from services.kit import metrics
-from services.kit.codec import AVRO
-from services.kit.control import publish_cancel
-from services.kit.headers import CONTENT_TYPE, DEADLINE
+from services.kit.ops import metrics
+from services.kit.runtime.control import publish_cancel
+from services.kit.wire.codec import AVRO
+from services.kit.wire.headers import CONTENT_TYPE, DEADLINE
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from tests.support import HANG_GUARD_S, wait_until
 

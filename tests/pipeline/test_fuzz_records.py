@@ -32,12 +32,12 @@ from aiokafka.errors import KafkaError
 
 from services.app import App
 from services.bridge.inbox import QUEUE_CHUNKS
-from services.kit import metrics
-from services.kit.codec import MAGIC, Codec
-from services.kit.headers import AVRO, CONTENT_TYPE, CORRELATION, REPLY_TO, RUN, SIGNATURE
-from services.kit.kafka import assign_all, make_consumer, make_producer
-from services.kit.messages import Control, ResultChunk
-from services.kit.signing import genuine, signed
+from services.kit.ops import metrics
+from services.kit.runtime.kafka import assign_all, make_consumer, make_producer
+from services.kit.wire.codec import MAGIC, Codec
+from services.kit.wire.headers import AVRO, CONTENT_TYPE, CORRELATION, REPLY_TO, RUN, SIGNATURE
+from services.kit.wire.messages import Control, ResultChunk
+from services.kit.wire.signing import genuine, signed
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, SIGNING_KEY, eventually, make_settings, wait_until

@@ -21,9 +21,9 @@ from services.bridge.server import serve
 from services.bridge.status import MAX_FIELD_CHARS, MAX_VIOLATIONS, MORE, failure
 from services.core.formats import join_chunks
 from services.core.models import DEFAULT_ANCHOR, FieldError, OutputFormat
-from services.kit import metrics
-from services.kit.codec import JSON
-from services.kit.stream import Runtime
+from services.kit.ops import metrics
+from services.kit.runtime.stream import Runtime
+from services.kit.wire.codec import JSON
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, make_settings

@@ -13,7 +13,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.kit.codec import JSON
+from services.kit.wire.codec import JSON
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from tests.support import HANG_GUARD_S
 

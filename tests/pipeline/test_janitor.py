@@ -12,8 +12,8 @@ import uuid
 
 from services.app import App
 from services.bridge.janitor import sweep
-from services.kit.control import publish_lease
-from services.kit.kafka import ensure_topics_exist
+from services.kit.runtime.control import publish_lease
+from services.kit.runtime.kafka import ensure_topics_exist
 from tests.support import eventually, make_settings
 
 

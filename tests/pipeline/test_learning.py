@@ -23,15 +23,15 @@ import pytest
 from services.app import SERVICES, App
 from services.core.models import GenerateRequest
 from services.core.report import ErrorKind
-from services.kit import metrics
-from services.kit.codec import AVRO, JSON
-from services.kit.control import publish_cancel
-from services.kit.headers import CONTENT_TYPE
-from services.kit.kafka import assign_all, end_positions, make_consumer
-from services.kit.patterns import Collection
-from services.kit.patterns.scope import scope_of
+from services.kit.ops import metrics
+from services.kit.runtime.control import publish_cancel
+from services.kit.runtime.kafka import assign_all, end_positions, make_consumer
+from services.kit.wire.codec import AVRO, JSON
+from services.kit.wire.headers import CONTENT_TYPE
 from services.learner.gate import Policy, judge
 from services.learner.service import LearnerService
+from services.patterns import Collection
+from services.patterns.scope import scope_of
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.fakes.llm_server import FakeLLMServer

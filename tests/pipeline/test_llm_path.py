@@ -14,7 +14,7 @@ from services.core.generate import generate_records
 from services.core.models import GenerateRequest, GenerationPath
 from services.core.plan import build_plan
 from services.core.validate import validate_record
-from services.kit.metrics import REGISTRY
+from services.kit.ops.metrics import REGISTRY
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.fakes.llm_server import Fail, FakeLLMServer, Hang

@@ -14,9 +14,9 @@ import uuid
 
 from services.core.models import GenerateRequest
 from services.core.report import ErrorKind
-from services.kit.control import LEASE_SECONDS, publish_lease
-from services.kit.kafka import ensure_topics_exist
-from services.kit.tenancy import LOCAL, vouch
+from services.kit.runtime.control import LEASE_SECONDS, publish_lease
+from services.kit.runtime.kafka import ensure_topics_exist
+from services.kit.wire.tenancy import LOCAL, vouch
 from tests.support import HANG_GUARD_S, SIGNING_KEY
 
 from .conftest import rid

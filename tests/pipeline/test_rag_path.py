@@ -19,7 +19,7 @@ from services.core.models import GenerateRequest, GenerationPath
 from services.core.plan import build_plan
 from services.core.validate import EDGE_CASE_KEY, INVALID_KEY, validate_record
 from services.core.variation import Variation
-from services.kit.patterns import Collection, Hit, open_store
+from services.patterns import Collection, Hit, open_store
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from services.rag.retrieval import examples_of

@@ -17,9 +17,9 @@ from grpc_status import rpc_status
 
 from services.app import App
 from services.core.models import GenerateRequest, GenerationPath
-from services.kit import metrics
-from services.kit.messages import ResultChunk, RoutedRequest, RoutingDecision
-from services.kit.signing import signed
+from services.kit.ops import metrics
+from services.kit.wire.messages import ResultChunk, RoutedRequest, RoutingDecision
+from services.kit.wire.signing import signed
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.redis_support import OwnRedis
@@ -513,7 +513,7 @@ async def test_a_redelivered_llm_request_reaches_its_caller_as_one_run(
     """Published twice on the llm topic (a redelivery). Without Redis both copies run,
     each with its own run-id, and the caller gets one run's chunks only; with Redis the
     second copy is not generated at all."""
-    from services.kit.keystore import KeyStore
+    from services.kit.redis.keystore import KeyStore
 
     service = next(p for p in llm_app.paths if p.path == GenerationPath.LLM)
     url, key_prefix = redis_url

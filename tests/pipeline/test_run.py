@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.patterns import Collection, Pattern
-from services.kit.patterns.embedded import EmbeddedStore
-from services.kit.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
+from services.kit.ops.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
+from services.patterns import Collection, Pattern
+from services.patterns.embedded import EmbeddedStore
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]  # `testdata run` processes of its own
 
@@ -209,7 +209,7 @@ def test_make_run_serves_grpc_and_http_then_stops_cleanly(tmp_path):
 def test_a_second_run_on_the_same_data_directory_stops_at_once_naming_the_first(tmp_path):
     """Before anything is read or written (no broker, no seeding): one line, the holder's
     pid, exit 1; the first instance's files are untouched."""
-    from services.kit.dirlock import DirLock
+    from services.kit.broker.dirlock import DirLock
 
     data = tmp_path / "data"
     with DirLock(data):
@@ -240,7 +240,7 @@ def test_make_run_starts_on_damaged_data_and_says_what_it_repaired(tmp_path):
     """A broker directory with a damaged checkpoint and a pattern store that is not a
     database: `testdata run` repairs both before anything opens them, names them in the
     banner and in /health (data_dir), serves, and stops cleanly. No traceback."""
-    from services.kit.broker import EmbeddedBroker
+    from services.kit.broker.embedded import EmbeddedBroker
 
     data, kafka, store = tmp_path / "data", tmp_path / "data" / "kafka", tmp_path / "p.sqlite"
     with EmbeddedBroker({"kept": 1}, data_dir=kafka):

@@ -23,8 +23,8 @@ import grpc
 import pytest
 
 from services.deployables import SERVICES
-from services.kit.procstate import CRASH_LOOPING, EXIT_STARTUP, EXIT_TEMPFAIL, EXIT_UNAVAILABLE
-from services.kit.restart import RestartPolicy
+from services.kit.ops.procstate import CRASH_LOOPING, EXIT_STARTUP, EXIT_TEMPFAIL, EXIT_UNAVAILABLE
+from services.kit.ops.restart import RestartPolicy
 from services.kit.settings import Settings
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc

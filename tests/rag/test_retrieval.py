@@ -7,8 +7,8 @@ import pytest
 from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
-from services.kit.patterns import Collection
-from services.kit.patterns.scope import collection_for, scope_of
+from services.patterns import Collection
+from services.patterns.scope import collection_for, scope_of
 from services.rag.retrieval import query_text, search_terms
 from tests.support import make_settings
 

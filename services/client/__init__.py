@@ -1,0 +1,5 @@
+"""The agent client: what an agent imports to ask for a dataset over Kafka or gRPC."""
+
+from services.client.agent import Dataset, GenerationFailed, GrpcTestDataClient, KafkaTestDataClient
+
+__all__ = ["Dataset", "GenerationFailed", "GrpcTestDataClient", "KafkaTestDataClient"]

@@ -1,0 +1,1 @@
+"""Operating a process: health and metrics over HTTP, logs, process state, restarts."""

@@ -1,0 +1,1 @@
+"""Redis, optional and never fatal: the key store and the circuit breaker in front of it."""

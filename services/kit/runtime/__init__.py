@@ -1,0 +1,1 @@
+"""The Kafka runtime: clients, the stream loop, offsets, deliveries, emit, replies, control."""

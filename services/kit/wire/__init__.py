@@ -1,0 +1,1 @@
+"""The wire contract: topic names, headers, codecs, message types, chunk signing and tenancy."""
