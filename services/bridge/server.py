@@ -34,13 +34,12 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.core.admission import Admitted, Planner, admit
 from services.core.bounds import estimate_output_bytes
 from services.core.formats import join_chunks
 from services.core.models import FieldError, GenerateRequest, RequestInvalid
-from services.core.plan import Plan, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
-from services.core.reproducible import pin
 from services.kit.ops import metrics
 from services.kit.ops.procstate import DISK_FULL, FROZEN, STUCK, StartupError
 from services.kit.redis.keystore import KeyStore
@@ -54,7 +53,7 @@ from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
 from .admission import Admission, Full
-from .convert import chunk_to_proto, metadata_to_proto, request_from_proto
+from .convert import metadata_to_proto, request_from_proto
 from .identity import (
     LOCAL,
     TENANT,
@@ -72,11 +71,14 @@ from .retries import (
     ResultCache,
     answered_from_cache,
 )
+from .session import StreamSession
 from .status import (
+    NONDETERMINISTIC,
     STATUS_BY_KIND,
     Reason,
     abort,
     failure,
+    past_the_end,
     rate_limited,
     reason_of,
     status_for,
@@ -90,10 +92,6 @@ SERVICE = "testdata.v1.TestDataService"
 # Extra health components (LLM backends, pattern store...) registered by the process.
 HealthProbe = Callable[[], Awaitable[Mapping[str, str]]]
 
-NONDETERMINISTIC = (
-    "cannot resume: this request's generation path is not deterministic, a rerun "
-    "differs; retry the whole request"
-)
 #: The retry hint of a call failed because the broker is gone: about what a supervised
 #: embedded broker takes to come back.
 BROKER_RETRY_SECONDS = 5.0
@@ -101,9 +99,6 @@ BROKER_RETRY_SECONDS = 5.0
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 #: Largest message the bridge sends: one GenerateData answer (streams send chunks).
 MAX_SEND_BYTES = 64 * 1024 * 1024
-#: After the idle timeout, how many more idle periods the caller has to read again and
-#: receive the status saying why its stream ended.
-IDLE_GRACE_FACTOR = 10
 
 
 class TestDataServicer(pb_grpc.TestDataServiceServicer):
@@ -120,7 +115,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.inbox = inbox
         self.probes = probes or []
         s = runtime.settings
-        self.limits = s.limits()
+        self.planner = Planner(registry, s.limits())
         self.max_sync = s.max_sync_records
         self.idle_timeout = s.stream_idle_timeout_seconds
         self._background: set[asyncio.Future[None]] = set()
@@ -177,15 +172,17 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     # ---- ingress ---------------------------------------------------------------------
     async def _accept(
         self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> tuple[GenerateRequest, Plan]:
+    ) -> Admitted:
+        """The call's request converted (once), pinned and planned; INVALID_ARGUMENT with
+        every problem otherwise."""
         try:
-            req = pin(
+            return admit(
                 request_from_proto(message),
+                self.planner,
                 request_id=f"req-{uuid.uuid4().hex}",
                 seed=secrets.randbits(63),
                 now=datetime.now(UTC).replace(microsecond=0),
             )
-            plan = build_plan(req, self.registry, self.limits)
         except RequestInvalid as exc:
             metrics.VALIDATION_ERRORS.labels(
                 metrics.known(message.domain, self._domains),
@@ -201,7 +198,6 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                     message.request_id,
                 ),
             )
-        return req, plan
 
     async def _refuse_oversized(
         self, req: GenerateRequest, estimate: int, context: grpc.aio.ServicerContext
@@ -248,7 +244,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             running.dec()
             gate.leave(time.monotonic() - started)
 
-    async def _submit(
+    async def submit(
         self,
         req: GenerateRequest,
         context: grpc.aio.ServicerContext,
@@ -297,7 +293,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             )
         except BaseException as exc:
             # Not acknowledged: it may still reach the broker, so stop it there too.
-            self._finished(req, pending, got_final=False)
+            self.finished(req, pending, got_final=False)
             if isinstance(exc, MessageSizeTooLargeError):
                 await abort(
                     context,
@@ -413,7 +409,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             headers.append((DEADLINE, str(deadline_ms).encode()))
         return vouch(self.rt.signing_key, pending.request_id, TENANT.get(), headers)
 
-    def _finished(self, req: GenerateRequest, pending: Pending, got_final: bool) -> None:
+    def finished(self, req: GenerateRequest, pending: Pending, got_final: bool) -> None:
         """The RPC ended: forget the request, and if the caller left before the final
         chunk, tell the generators to stop (through the control topic)."""
         self.inbox.close(pending)
@@ -435,7 +431,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         except Exception as exc:  # noqa: BLE001 - logged; nobody awaits this task
             log.warning("cancel of %s not published: %r", request_id, exc)
 
-    async def _next(self, pending: Pending, context: grpc.aio.ServicerContext) -> ResultChunk:
+    async def next_chunk(self, pending: Pending, context: grpc.aio.ServicerContext) -> ResultChunk:
         """The next chunk; a failed one ends the call with its status (both RPCs alike)."""
         try:
             chunk = await pending.get()
@@ -481,7 +477,8 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
         await self._admit(context)
-        req, plan = await self._accept(request, context)
+        admitted = await self._accept(request, context)
+        req, plan = admitted.request, admitted.plan
         count = plan.count
         estimate = int(estimate_output_bytes(plan.output_schema.fields, count))
         if count > self.max_sync:
@@ -504,22 +501,24 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
             )
         await self._refuse_oversized(req, estimate, context)
         async with self._slot(self.unary, context):
-            return await self._answer(request, req, context)
+            return await self._answer(admitted, context)
 
     async def _answer(
-        self, request: pb.GenerateRequest, req: GenerateRequest, context: grpc.aio.ServicerContext
+        self, admitted: Admitted, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
         """One admitted GenerateData call, once only under an idempotency key."""
+        req = admitted.request
         key = self._meta(context, "idempotency-key")
         if not key:
-            return await self._unary(request, req, context)
+            return await self._unary(admitted, context)
 
         async def produce() -> bytes:
-            return (await self._unary(request, req, context)).SerializeToString()
+            return (await self._unary(admitted, context)).SerializeToString()
 
-        try:
-            asked = request_from_proto(request)  # as sent: the bridge's random seed aside
-            answer, _ = await self.idempotency.run(self._client(context), key, asked, produce)
+        try:  # keyed by the request as sent: the bridge's random seed aside
+            answer, _ = await self.idempotency.run(
+                self._client(context), key, admitted.asked, produce
+            )
         except KeyReused as exc:
             await abort(
                 context,
@@ -534,10 +533,11 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         return pb.GenerateResponse.FromString(answer)
 
     async def _unary(
-        self, message: pb.GenerateRequest, req: GenerateRequest, context: grpc.aio.ServicerContext
+        self, admitted: Admitted, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
         """One GenerateData answer: from the cache (use_cache) or generated."""
-        asked = request_from_proto(message) if req.use_cache else None
+        req = admitted.request
+        asked = admitted.asked if req.use_cache else None
         chunks = await self.cache.lookup(asked, TENANT.get()) if asked is not None else None
         if chunks is not None:
             chunks = answered_from_cache(chunks, req.request_id)
@@ -556,14 +556,14 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
     async def _collect(
         self, req: GenerateRequest, context: grpc.aio.ServicerContext
     ) -> list[ResultChunk]:
-        pending = await self._submit(req, context, restartable=True)
+        pending = await self.submit(req, context, restartable=True)
         got_final = False
         chunks: list[ResultChunk] = []
         size = 0
         try:
             while not got_final:
                 try:
-                    chunk = await self._next(pending, context)
+                    chunk = await self.next_chunk(pending, context)
                 except Restarted:  # a newer run replaces what came so far: take it whole
                     chunks.clear()
                     size = 0
@@ -584,7 +584,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
                         ),
                     )
         finally:
-            self._finished(req, pending, got_final)  # also on cancellation / deadline
+            self.finished(req, pending, got_final)  # also on cancellation / deadline
         return chunks
 
     async def GenerateDataStream(
@@ -597,84 +597,14 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         as first published (same seed and anchor) and sends chunks k+1.. only."""
         await self._admit(context)
         resume = self._meta(context, "resume-from-chunk")
-        skip = -1
         if resume is not None:
             req, skip = await self._resumed(request, resume, context)
+            session = StreamSession(self, context, req, None, resume, skip)
         else:
-            req, _ = await self._accept(request, context)
+            admitted = await self._accept(request, context)
+            session = StreamSession(self, context, admitted.request, admitted.asked)
         async with self._slot(self.streams, context):
-            await self._stream(request, req, resume, skip, context)
-
-    async def _stream(
-        self,
-        request: pb.GenerateRequest,
-        req: GenerateRequest,
-        resume: str | None,
-        skip: int,
-        context: grpc.aio.ServicerContext,
-    ) -> None:
-        """One admitted GenerateDataStream call: from the cache or generated."""
-        asked = request_from_proto(request) if req.use_cache and resume is None else None
-        if asked is not None and (hit := await self.cache.lookup(asked, TENANT.get())) is not None:
-            for chunk in answered_from_cache(hit, req.request_id):
-                if chunk.chunk_index > skip:
-                    await context.write(chunk_to_proto(chunk))
-            return
-        kept: list[ResultChunk] | None = [] if asked is not None else None
-        pending = await self._submit(req, context, resumed=resume is not None, keep=resume is None)
-        got_final = released = refused = False
-        try:
-            while not got_final:
-                chunk = await self._next(pending, context)
-                if pending.run and not refused and resume is None:
-                    refused = True  # a non-deterministic path's stream cannot be resumed
-                    await self.pinned.refuse(req.request_id, TENANT.get())
-                if kept is not None:  # kept for the cache while within its bounds
-                    kept.append(chunk)
-                    size = sum(c.record_count for c in kept), sum(len(c.data) for c in kept)
-                    kept = kept if self.cache.fits(*size) else None
-                if resume is not None and pending.run:  # a rerun would differ: no resume
-                    await abort(
-                        context,
-                        failure(
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                            NONDETERMINISTIC,
-                            Reason.NOT_RESUMABLE,
-                            request_id=req.request_id,
-                        ),
-                    )
-                if chunk.chunk_index <= skip:
-                    if chunk.is_final:  # nothing after the chunk asked for: say so
-                        await abort(context, past_the_end(req, skip, chunk))
-                    continue
-                write = asyncio.ensure_future(context.write(chunk_to_proto(chunk)))
-                done, _ = await asyncio.wait({write}, timeout=self.idle_timeout)
-                if not done:
-                    # Idle: stop generating and reading for it now. The write stays queued
-                    # (a gRPC write cannot be withdrawn); the status follows it, so the
-                    # caller learns why as soon as it reads again.
-                    self._finished(req, pending, got_final=False)
-                    released = True
-                    try:  # bounded: a connected caller that never reads is let go
-                        await asyncio.wait_for(write, IDLE_GRACE_FACTOR * self.idle_timeout)
-                    except TimeoutError:
-                        return  # still not reading: end the call, its status cannot go out
-                    await abort(
-                        context,
-                        failure(
-                            grpc.StatusCode.DEADLINE_EXCEEDED,
-                            f"stream idle: the caller read nothing for {self.idle_timeout:g} "
-                            "s (STREAM_IDLE_TIMEOUT_SECONDS); generation stopped",
-                            Reason.STREAM_IDLE,
-                            request_id=req.request_id,
-                        ),
-                    )
-                got_final = chunk.is_final
-        finally:
-            if not released:
-                self._finished(req, pending, got_final)
-        if kept is not None and asked is not None:
-            await self.cache.store_run(asked, kept, TENANT.get())
+            await session.run()
 
     async def _resumed(
         self, message: pb.GenerateRequest, resume: str, context: grpc.aio.ServicerContext
@@ -875,19 +805,6 @@ def add_servicer(servicer: TestDataServicer, server: grpc.aio.Server) -> None:
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
-
-
-def past_the_end(req: GenerateRequest, skip: int, final: ResultChunk | None = None) -> grpc.Status:
-    """OUT_OF_RANGE for a resume after a stream's last chunk (seen: it generated
-    everything again and answered OK with nothing)."""
-    last = f"its last chunk is {final.chunk_index}" if final else f"it has {req.count} records"
-    return failure(
-        grpc.StatusCode.OUT_OF_RANGE,
-        f"resume-from-chunk {skip} is past the end of request {req.request_id} ({last})",
-        Reason.PAST_THE_END,
-        [FieldError(path="resume-from-chunk", message=f"past the end ({last})", value=skip)],
-        req.request_id,
-    )
 
 
 def _loopback(host: str) -> bool:

@@ -24,8 +24,9 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.core.models import FieldError
+from services.core.models import FieldError, GenerateRequest
 from services.core.report import ErrorKind
+from services.kit.wire.messages import ResultChunk
 
 DOMAIN = "testdata.v1"
 #: At most this many field violations are listed, however many were found.
@@ -203,3 +204,23 @@ async def abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> NoRet
     """End the call with `status` (one typed way, so the checker knows nothing follows)."""
     await context.abort_with_status(status)
     raise AssertionError("grpc's abort_with_status returned")  # it raises AbortError
+
+
+#: Why a stream of a non-deterministic path cannot be resumed.
+NONDETERMINISTIC = (
+    "cannot resume: this request's generation path is not deterministic, a rerun "
+    "differs; retry the whole request"
+)
+
+
+def past_the_end(req: GenerateRequest, skip: int, final: ResultChunk | None = None) -> grpc.Status:
+    """OUT_OF_RANGE for a resume after a stream's last chunk (seen: it generated
+    everything again and answered OK with nothing)."""
+    last = f"its last chunk is {final.chunk_index}" if final else f"it has {req.count} records"
+    return failure(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"resume-from-chunk {skip} is past the end of request {req.request_id} ({last})",
+        Reason.PAST_THE_END,
+        [FieldError(path="resume-from-chunk", message=f"past the end ({last})", value=skip)],
+        req.request_id,
+    )

@@ -128,6 +128,13 @@ def base_seed(request: GenerateRequest, seed: int) -> int:
     return int.from_bytes(h[:8], "big")
 
 
+def seed_and_anchor(request: GenerateRequest) -> tuple[int, datetime]:
+    """What a plan generates from: the request's seed and anchor (pinned at ingress; a
+    request planned unpinned gets seed 0 and DEFAULT_ANCHOR)."""
+    seed = request.seed if request.seed is not None else 0
+    return seed, utc(request.anchor) if request.anchor is not None else DEFAULT_ANCHOR
+
+
 def resolve_schema(
     req: GenerateRequest, registry: SchemaRegistry, errs: list[FieldError]
 ) -> tuple[EntitySchema | None, bool]:
@@ -473,8 +480,7 @@ def build_plan(
                 )
             composers[sl.name] = c
     slots = shaped_slots
-    seed = req.seed if req.seed is not None else 0
-    anchor = utc(req.anchor) if req.anchor is not None else DEFAULT_ANCHOR
+    seed, anchor = seed_and_anchor(req)
     return Plan(
         request=req,
         schema=schema,

@@ -54,3 +54,17 @@ def derive_seed(request_id: str) -> int:
     """The seed of a request logged without one: a function of its id, so every reader of
     the log (router, replay, export) pins the same one."""
     return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") >> 1
+
+
+def derive_request_id(value: bytes, timestamp_ms: int) -> str:
+    """The id of a logged request that has none (neither in its body nor its key): a
+    function of the record's bytes and time, which every reader of the log sees again."""
+    return f"req-{hashlib.sha256(value + str(timestamp_ms).encode()).hexdigest()[:20]}"
+
+
+def pin_logged(req: GenerateRequest, request_id: str, timestamp_ms: int) -> GenerateRequest:
+    """A logged request as the router pinned it, and as replay and export pin it again
+    (one rule, so a replay regenerates the same bytes): the seed a function of the id,
+    the anchor the record's time when the caller gave neither."""
+    now = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return pin(req, request_id=request_id, seed=derive_seed(request_id), now=now)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from services.core.models import GenerateRequest
-from services.core.reproducible import derive_seed, pin
+from services.core.reproducible import derive_request_id, pin_logged
 from services.kit.runtime.kafka import (
     end_positions,
     make_consumer,
@@ -272,16 +271,9 @@ async def read_requests(
         except (DecodeError, ValueError):
             bad += 1
             return
-        rid = req.request_id or (r.key.decode("utf-8", "replace") if r.key else "")
-        if not rid:
-            bad += 1  # the router derives one from bytes and time; not worth guessing
-            return
-        req = pin(
-            req,
-            request_id=rid,
-            seed=derive_seed(rid),
-            now=datetime.fromtimestamp(r.timestamp / 1000, UTC),
-        )
+        key_text = r.key.decode("utf-8", "replace") if r.key else ""
+        rid = req.request_id or key_text or derive_request_id(r.value or b"", r.timestamp)
+        req = pin_logged(req, rid, r.timestamp)
         whose = origin(key, rid, r.headers)
         logged = LoggedRequest(req, r.partition, r.offset, r.timestamp, whose.tenant)
         if keep(logged):

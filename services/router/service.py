@@ -8,17 +8,15 @@ when the caller gave a seed, else the record's timestamp, which a replay sees ag
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from functools import partial
 
+from services.core.admission import Planner
 from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
-from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
-from services.core.reproducible import derive_seed, pin
+from services.core.reproducible import derive_request_id, pin_logged
 from services.core.routing import route
 from services.kit.ops import metrics
 from services.kit.runtime.control import deadline_passed
@@ -36,20 +34,10 @@ Availability = Callable[[], Mapping[GenerationPath, str | None]]
 PatternGap = Callable[[Scope], str | None]  # why the store cannot serve a scope, or None
 
 
-def derive_request_id(msg: Message) -> str:
-    h = hashlib.sha256(msg.value + str(msg.timestamp_ms).encode()).hexdigest()
-    return f"req-{h[:20]}"
-
-
 def stamp(req: GenerateRequest, msg: Message) -> GenerateRequest:
     """Fill what the caller left out so the logged request fully determines the data."""
-    rid = req.request_id or msg.key_text or derive_request_id(msg)
-    return pin(
-        req,
-        request_id=rid,
-        seed=derive_seed(rid),
-        now=datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC),
-    )
+    rid = req.request_id or msg.key_text or derive_request_id(msg.value, msg.timestamp_ms)
+    return pin_logged(req, rid, msg.timestamp_ms)
 
 
 class RouterService:
@@ -65,7 +53,7 @@ class RouterService:
         self.availability = availability
         self.pattern_gap = pattern_gap
         s = runtime.settings
-        self.limits = s.limits()
+        self.planner = Planner(registry, s.limits())
         self._entities = set(registry.names())
         self._domains = {e.domain for e in registry.list()}
 
@@ -99,7 +87,7 @@ class RouterService:
             )
             return
         try:
-            plan = build_plan(req, self.registry, self.limits)
+            plan = self.planner.plan(req)
         except RequestInvalid as exc:
             await self.reject(
                 msg,

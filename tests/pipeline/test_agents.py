@@ -325,7 +325,7 @@ async def test_unpublished_request_is_not_left_pending(stack, monkeypatch):
             return None
 
     with pytest.raises(ConnectionError):
-        await stack.servicer._submit(req, context=NoDeadline())
+        await stack.servicer.submit(req, context=NoDeadline())
     assert not stack.servicer.inbox.in_progress(req.request_id)
 
 

@@ -28,11 +28,12 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
+from services.core.admission import Planner
 from services.core.coherence import SCORERS
 from services.core.entities import ConstraintUnsatisfiable
 from services.core.generate import GenerationStopped
 from services.core.models import GenerationPath, RequestInvalid
-from services.core.plan import Plan, build_plan
+from services.core.plan import Plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import INTERNAL_ERROR, Batch, ErrorKind, RunReport
@@ -250,7 +251,7 @@ class PathService(ABC):
         self.availability = availability or self.probe(runtime.settings)
         self.cancellations = cancellations if cancellations is not None else Cancellations()
         s = runtime.settings
-        self.limits = s.limits()
+        self.planner = Planner(registry, s.limits())
         self.chunk_size = s.chunk_size
         self.budget_seconds = s.generation_budget_seconds
         self.learn_rules = learn_rules(s.learn_paths)
@@ -306,7 +307,7 @@ class PathService(ABC):
             return
         CURRENT.set(whose.tenant)  # this handler's task: retrieval scopes by it
         try:
-            plan = build_plan(req, self.registry, self.limits)
+            plan = self.planner.plan(req)
         except RequestInvalid as exc:
             await self.rt.dead_letter(
                 msg, self.name, ErrorKind.INVALID_REQUEST, str(exc), exc.errors, req.request_id
