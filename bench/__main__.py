@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark section in one run (or name sections: core codec llm
+"""`make bench`: every benchmark section in one run (or name sections: core admission codec llm
 pipeline load delivery budget patterns weaviate learner rag intent cache
 replay export broker cli, or soak: 30 minutes, never run by default)."""
 
@@ -10,6 +10,7 @@ import sys
 def main() -> None:
     sections = sys.argv[1:] or [
         "core",
+        "admission",
         "codec",
         "llm",
         "pipeline",

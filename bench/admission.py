@@ -10,6 +10,7 @@ rounds, for the shapes callers send most and one with words and scenarios.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,26 +61,31 @@ def _best_us(fn: Any) -> float:
     return best * 1e6
 
 
+def _fresh(asked: GenerateRequest, reg: SchemaRegistry, limits: Limits) -> Callable[[int], Any]:
+    def plan(i: int) -> None:
+        req = asked.model_copy(update={"request_id": f"r{i}", "seed": i, "anchor": NOW})
+        build_plan(req, reg, limits)
+
+    return plan
+
+
+def _kept(asked: GenerateRequest, planner: Planner) -> Callable[[int], Any]:
+    def plan(i: int) -> None:
+        admit(asked, planner, request_id=f"r{i}", seed=i, now=NOW)
+
+    return plan
+
+
 def run() -> dict[str, float]:
     get_pools()
     reg, limits = SchemaRegistry.load(), Limits()
     out: dict[str, float] = {}
     print(f"admit once: planning per request, us (best of {ROUNDS} x {CALLS}):")
-    print(
-        f"  {'shape':<26} {'fresh':>8} {'kept':>8} {'x':>6}   per gRPC request ({PLANNINGS} plannings)"
-    )
+    head = f"  {'shape':<26} {'fresh':>8} {'kept':>8} {'x':>6}"
+    print(f"{head}   per gRPC request ({PLANNINGS} plannings)")
     for label, body in SHAPES:
         asked = GenerateRequest.model_validate(body)
-        planner = Planner(reg, limits)
-
-        def fresh(i: int) -> None:
-            req = asked.model_copy(update={"request_id": f"r{i}", "seed": i, "anchor": NOW})
-            build_plan(req, reg, limits)
-
-        def kept(i: int) -> None:
-            admit(asked, planner, request_id=f"r{i}", seed=i, now=NOW)
-
-        a, b = _best_us(fresh), _best_us(kept)
+        a, b = _best_us(_fresh(asked, reg, limits)), _best_us(_kept(asked, Planner(reg, limits)))
         saved = PLANNINGS * (a - b)
         out[f"plan_us_fresh[{label}]"], out[f"plan_us_kept[{label}]"] = a, b
         out[f"plan_us_saved_per_request[{label}]"] = saved

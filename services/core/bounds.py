@@ -9,13 +9,13 @@ and the generation cost of a record from the schema and refuses what would be to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, NamedTuple
 
 from services.core import regexgen
 from services.core.limits import Limits
 from services.core.models import FieldError, FieldSpec, FieldType, GenerateRequest, clip
+from services.core.problems import Problems
 from services.core.values import array_bounds
 
 INT64 = 1 << 63
@@ -26,44 +26,35 @@ def _key(path: str) -> str:
     return clip(path, 60)
 
 
-@dataclass
-class Found:
-    """Bounds a request crosses. `fatal`: a count or nesting that makes any further
-    checking costly, so the planner stops here; otherwise it goes on to report every
-    problem at once (each later check is bounded on its own: lengths before parsing,
-    numbers before comparing, a pattern's length and cost before compiling it)."""
-
-    errors: list[FieldError] = field(default_factory=list)
-    fatal: bool = False
-
-    def add(self, path: str, message: str, value: Any = None, fatal: bool = False) -> None:
-        self.errors.append(FieldError(path=path, message=message, value=value))
-        self.fatal = self.fatal or fatal
-
-    def longer(self, path: str, text: str, n: int) -> None:
-        if len(text) > n:
-            self.add(path, f"longer than {n} characters", len(text))
-
-    def unprintable(self, path: str, text: str) -> None:
-        """Names are printed (logs, headers, file names): no control characters."""
-        if not text.isprintable():
-            bad = next(c for c in text if not c.isprintable())
-            self.add(path, f"must be printable (it contains {bad!r})")
+def _longer(found: Problems, path: str, text: str, n: int) -> None:
+    if len(text) > n:
+        found.add(path, f"longer than {n} characters", len(text))
 
 
-def check_request(req: GenerateRequest, limits: Limits) -> Found:
-    """Every bound the request itself crosses (see Limits)."""
-    found = Found()
+def _unprintable(found: Problems, path: str, text: str) -> None:
+    """Names are printed (logs, headers, file names): no control characters."""
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        found.add(path, f"must be printable (it contains {bad!r})")
+
+
+def check_request(req: GenerateRequest, limits: Limits) -> Problems:
+    """Every bound the request itself crosses (see Limits). A fatal one stops the planner;
+    the others do not, as each later check is bounded on its own: lengths before parsing,
+    numbers before comparing, a pattern's length and cost before compiling it."""
+    found = Problems()
     for name in ("request_id", "domain", "entity"):
-        found.longer(name, getattr(req, name), limits.max_name_length)
-        found.unprintable(name, getattr(req, name))
-    found.longer("schema.predefined_schema", req.schema_.predefined_schema, limits.max_name_length)
-    found.longer("context", req.context, limits.max_text)
+        _longer(found, name, getattr(req, name), limits.max_name_length)
+        _unprintable(found, name, getattr(req, name))
+    _longer(
+        found, "schema.predefined_schema", req.schema_.predefined_schema, limits.max_name_length
+    )
+    _longer(found, "context", req.context, limits.max_text)
     if len(req.hints) > limits.max_hints:
         found.add("hints", f"more than {limits.max_hints}", len(req.hints), fatal=True)
     else:
         for i, h in enumerate(req.hints):
-            found.longer(f"hints[{i}]", h, limits.max_name_length)
+            _longer(found, f"hints[{i}]", h, limits.max_name_length)
     if req.seed is not None and not -INT64 <= req.seed < INT64:
         found.add("seed", "must fit in 64 bits", req.seed)
     counts = [("count", req.count)]
@@ -95,7 +86,7 @@ def _anchor_ok(req: GenerateRequest, limits: Limits) -> bool:
     return limits.min_anchor_year <= year <= limits.max_anchor_year
 
 
-def _schema(req: GenerateRequest, limits: Limits, found: Found) -> None:
+def _schema(req: GenerateRequest, limits: Limits, found: Problems) -> None:
     """Depth, fields per object and in all, name and description lengths: one pass over
     the caller's fields, with a stack instead of recursion."""
     total = 0
@@ -128,13 +119,13 @@ def _schema(req: GenerateRequest, limits: Limits, found: Found) -> None:
                     f"{where}[{i}].name", f"longer than {limits.max_name_length} characters", f.name
                 )
                 continue
-            found.longer(
-                f"{where}.{f.name}.description", f.description, limits.max_description_length
+            _longer(
+                found, f"{where}.{f.name}.description", f.description, limits.max_description_length
             )
             stack.append((f"{where}.{f.name}.nested_fields", f.nested_fields, depth + 1))
 
 
-def _constraints(req: GenerateRequest, limits: Limits, found: Found) -> None:
+def _constraints(req: GenerateRequest, limits: Limits, found: Problems) -> None:
     """Counts and lengths, and the distinct regexes' summed RE2 cost (each is parsed here,
     linear in its length; nothing is compiled until the cost is known). Numbers are checked with
     each constraint, before anything compares them."""
@@ -161,7 +152,7 @@ def _constraints(req: GenerateRequest, limits: Limits, found: Found) -> None:
                 fatal=True,
             )
         if c.format is not None:
-            found.longer(f"{where}.format", c.format, limits.max_name_length)
+            _longer(found, f"{where}.format", c.format, limits.max_name_length)
         if c.regex is None or c.regex in seen or len(c.regex) > limits.max_regex_length:
             continue  # a long pattern is reported with its constraint, unparsed
         seen.add(c.regex)  # compiled once, counted once
@@ -184,7 +175,7 @@ def _constraints(req: GenerateRequest, limits: Limits, found: Found) -> None:
             return
 
 
-def _scenarios(req: GenerateRequest, limits: Limits, found: Found) -> None:
+def _scenarios(req: GenerateRequest, limits: Limits, found: Problems) -> None:
     if len(req.scenarios) > limits.max_scenarios:
         found.add(
             "scenarios",
@@ -195,8 +186,8 @@ def _scenarios(req: GenerateRequest, limits: Limits, found: Found) -> None:
         return
     overrides = chars = 0
     for i, s in enumerate(req.scenarios):
-        found.longer(f"scenarios[{i}].name", s.name, limits.max_name_length)
-        found.longer(f"scenarios[{i}].description", s.description, limits.max_description_length)
+        _longer(found, f"scenarios[{i}].name", s.name, limits.max_name_length)
+        _longer(found, f"scenarios[{i}].description", s.description, limits.max_description_length)
         overrides += len(s.overrides)
         if overrides > limits.max_overrides:
             found.add(

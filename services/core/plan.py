@@ -28,18 +28,19 @@ from services.core.models import (
     FieldType,
     GenerateRequest,
     RequestInvalid,
+    Scenario,
     clip,
 )
 from services.core.pools import Occasion
+from services.core.problems import MAX_REPORTED, Problems
 from services.core.registry import (
-    MAX_REPORTED,
     SchemaRegistry,
     check_constraint,
     check_fields,
     fields_from_request,
 )
-from services.core.shaping import shape, with_constraints
-from services.core.validate import with_defect_columns
+from services.core.shaping import Shaping, shape, with_constraints
+from services.core.validate import check_value, with_defect_columns
 from services.core.values import utc
 
 __all__ = ["Limits", "Plan", "Slot", "build_plan"]
@@ -136,7 +137,7 @@ def seed_and_anchor(request: GenerateRequest) -> tuple[int, datetime]:
 
 
 def resolve_schema(
-    req: GenerateRequest, registry: SchemaRegistry, errs: list[FieldError]
+    req: GenerateRequest, registry: SchemaRegistry, problems: Problems
 ) -> tuple[EntitySchema | None, bool]:
     """The entity schema and whether it is predefined (composer-backed)."""
     if req.schema_.fields:
@@ -145,31 +146,27 @@ def resolve_schema(
         return EntitySchema(name=name, domain=req.domain or "custom", fields=fields), False
     name = req.schema_.predefined_schema or req.entity
     if not name.strip():
-        errs.append(
-            FieldError(
-                path="entity",
-                message="entity is required (or schema.fields "
-                f"for a custom schema); known: {', '.join(registry.names())}",
-            )
+        problems.add(
+            "entity",
+            "entity is required (or schema.fields "
+            f"for a custom schema); known: {', '.join(registry.names())}",
         )
         return None, False
     schema = registry.get(name)
     if schema is None:
         path = "schema.predefined_schema" if req.schema_.predefined_schema else "entity"
-        errs.append(
-            FieldError(
-                path=path,
-                value=name,
-                message=f"unknown entity {name!r} and no "
-                f"schema.fields given; known: {', '.join(registry.names())}",
-            )
+        problems.add(
+            path,
+            f"unknown entity {name!r} and no "
+            f"schema.fields given; known: {', '.join(registry.names())}",
+            value=name,
         )
         return None, False
     return schema, True
 
 
 def apply_constraints(
-    req: GenerateRequest, schema: EntitySchema, limits: Limits, errs: list[FieldError]
+    req: GenerateRequest, schema: EntitySchema, limits: Limits, problems: Problems
 ) -> tuple[EntitySchema, list[str]]:
     """Schema with request constraints merged in; also the paths they touch.
 
@@ -186,12 +183,10 @@ def apply_constraints(
         if len(path) > limits.max_path_length:
             continue  # reported by the bounds check
         if path not in known:
-            errs.append(
-                FieldError(
-                    path=f"constraints.field_constraints[{clip(path, 60)}]",
-                    message=f"no field {path!r} in {schema.name}",
-                    value=path,
-                )
+            problems.add(
+                f"constraints.field_constraints[{clip(path, 60)}]",
+                f"no field {path!r} in {schema.name}",
+                value=path,
             )
             continue
         *parents, leaf = path.split(".")
@@ -205,7 +200,7 @@ def apply_constraints(
     for path in touched:
         f = merged[path]
         where = f"constraints.field_constraints[{clip(path, 60)}]"
-        errs.extend(
+        problems.extend(
             check_constraint(f.constraint, f.type, where, limits, nested=bool(f.nested_fields))
         )
     return schema.model_copy(update={"fields": fields}), touched
@@ -267,134 +262,165 @@ def coerce(f: FieldSpec, raw: str, limits: Limits | None = None) -> Any:
             raise ValueError("null given for a required field")
         return None
     if t in (FieldType.INTEGER, FieldType.FLOAT):
-        v: int | float = int(raw) if t == FieldType.INTEGER else float(raw)
-        if not math.isfinite(v):
-            raise ValueError(f"{raw!r} is not a finite number")
-        if abs(v) > limits.max_magnitude:
-            raise ValueError(f"must be within ±{limits.max_magnitude:g}")
-        return v
+        return _number(t, raw, limits)
     if t == FieldType.BOOLEAN:
-        low = raw.strip().lower()
-        if low not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{raw!r} is not a boolean")
-        return low in ("true", "1", "yes")
+        return _boolean(raw)
     if t in (FieldType.OBJECT, FieldType.ARRAY):
-        try:
-            j = json.loads(raw, parse_constant=_no_constant)
-        except RecursionError as exc:
-            raise ValueError("nested too deeply") from exc
-        if not isinstance(j, dict if t == FieldType.OBJECT else list):
-            raise ValueError(f"expected a JSON {t.value.lower()}")
-        # Values follow the schema (checked next), but `_` keys are free: keep them shallow
-        # enough for every encoder.
-        if _json_depth(j) > 2 * limits.max_depth + 2:
-            raise ValueError("nested deeper than the schema allows")
-        return j
+        return _json(t, raw, limits)
     return raw
+
+
+def _number(t: FieldType, raw: str, limits: Limits) -> int | float:
+    v: int | float = int(raw) if t == FieldType.INTEGER else float(raw)
+    if not math.isfinite(v):
+        raise ValueError(f"{raw!r} is not a finite number")
+    if abs(v) > limits.max_magnitude:
+        raise ValueError(f"must be within ±{limits.max_magnitude:g}")
+    return v
+
+
+def _boolean(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{raw!r} is not a boolean")
+    return low in ("true", "1", "yes")
+
+
+def _json(t: FieldType, raw: str, limits: Limits) -> Any:
+    """An OBJECT's or ARRAY's JSON, without NaN or Infinity."""
+    try:
+        j = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    if not isinstance(j, dict if t == FieldType.OBJECT else list):
+        raise ValueError(f"expected a JSON {t.value.lower()}")
+    # Values follow the schema (checked next), but `_` keys are free: keep them shallow
+    # enough for every encoder.
+    if _json_depth(j) > 2 * limits.max_depth + 2:
+        raise ValueError("nested deeper than the schema allows")
+    return j
 
 
 def build_slots(
     req: GenerateRequest,
     schema: EntitySchema,
     limits: Limits,
-    errs: list[FieldError],
+    problems: Problems,
     check_values: bool = True,
 ) -> tuple[int, list[Slot]]:
     """Record counts per scenario and coerced overrides. Override values are checked
     against their fields only when the constraints are sound (`check_values`): a NaN
-    bound or an uncompiled pattern cannot judge a value."""
-    from services.core.validate import check_value  # local: validate imports plan types
-
+    bound or an uncompiled pattern cannot judge a value. No slots once anything (here or
+    before) is wrong: they are only made for a plan that will run."""
     count = req.count
-    given = [s.count for s in req.scenarios]
     if count < 0:
-        errs.append(
-            FieldError(
-                path="count",
-                value=count,
-                message=f"count must be >= 0 (0 means the default, {limits.default_count})",
-            )
+        problems.add(
+            "count",
+            f"count must be >= 0 (0 means the default, {limits.default_count})",
+            value=count,
         )
         count = 0
+    _check_scenarios(req, problems)
+    count = _total_count(req, count, limits, problems)
+    overrides = [
+        _scenario_overrides(i, s, schema, limits, problems, check_values)
+        for i, s in enumerate(req.scenarios)
+    ]
+    if problems:
+        return count, []
+    return count, _assign_ranges(req.scenarios, count, overrides)
+
+
+def _check_scenarios(req: GenerateRequest, problems: Problems) -> None:
+    """Each scenario's own count and name, then names used twice (a few of them by name,
+    the rest counted: a request may repeat thousands)."""
     for i, s in enumerate(req.scenarios):
         if s.count < 0:
-            errs.append(
-                FieldError(path=f"scenarios[{i}].count", value=s.count, message="must be >= 0")
-            )
+            problems.add(f"scenarios[{i}].count", "must be >= 0", value=s.count)
         if not s.name.strip():
-            errs.append(FieldError(path=f"scenarios[{i}].name", message="must not be empty"))
+            problems.add(f"scenarios[{i}].name", "must not be empty")
     dupes = [n for n, k in Counter(s.name for s in req.scenarios).items() if k > 1]
     for n in dupes[:MAX_REPORTED]:
-        errs.append(FieldError(path="scenarios", value=n, message=f"duplicate scenario {n!r}"))
+        problems.add("scenarios", f"duplicate scenario {n!r}", value=n)
     if len(dupes) > MAX_REPORTED:
-        errs.append(
-            FieldError(
-                path="scenarios",
-                value=len(dupes),
-                message=f"{len(dupes)} scenario names are used more than once",
-            )
+        problems.add(
+            "scenarios", f"{len(dupes)} scenario names are used more than once", value=len(dupes)
         )
+
+
+def _total_count(req: GenerateRequest, count: int, limits: Limits, problems: Problems) -> int:
+    """The records in all: the request's count, else the scenarios' own counts when every
+    scenario has one, else the default (never fewer than the scenarios fix). It must be
+    within the limit and agree with the scenarios' counts."""
+    given = [s.count for s in req.scenarios]
     fixed = sum(c for c in given if c > 0)
     if count == 0:
         count = fixed if fixed and all(c > 0 for c in given) else limits.default_count
         count = max(count, fixed)
     if count > limits.max_records:
-        errs.append(
-            FieldError(
-                path="count",
-                value=count,
-                message=f"count {count} is above the limit of {limits.max_records}",
-            )
+        problems.add(
+            "count", f"count {count} is above the limit of {limits.max_records}", value=count
         )
-    if req.scenarios:
-        free = [i for i, c in enumerate(given) if c <= 0]
-        if fixed > count or (not free and fixed != count):
-            errs.append(
-                FieldError(
-                    path="scenarios",
-                    value=given,
-                    message=f"scenario counts add up to {fixed} but count is {count}",
-                )
+    free = [c for c in given if c <= 0]
+    if req.scenarios and (fixed > count or (not free and fixed != count)):
+        problems.add(
+            "scenarios", f"scenario counts add up to {fixed} but count is {count}", value=given
+        )
+    return count
+
+
+def _scenario_overrides(
+    i: int,
+    scenario: Scenario,
+    schema: EntitySchema,
+    limits: Limits,
+    problems: Problems,
+    check_values: bool,
+) -> dict[str, Any]:
+    """One scenario's overrides as their fields' types, each reported where it fails:
+    an unknown field, a value of the wrong type, or (`check_values`) one its field's
+    constraints refuse."""
+
+    coerced: dict[str, Any] = {}
+    for path, raw in scenario.overrides.items():
+        if len(raw) > limits.max_text or len(path) > limits.max_path_length:
+            continue  # reported by the bounds check
+        where = f"scenarios[{i}].overrides[{clip(path, 60)}]"
+        f = lookup(schema.fields, path)
+        if f is None:
+            problems.add(where, f"no field {path!r}", value=path)
+            continue
+        try:
+            v = coerce(f, raw, limits)
+        except ValueError as exc:
+            problems.add(where, f"not a valid {f.type.value}: {exc}", value=raw)
+            continue
+        if v is not None and check_values:
+            problems.extend(
+                FieldError(path=where, message=e.message, value=raw)
+                for e in check_value(f, v, where)
             )
-    overrides: list[dict[str, Any]] = []
-    for i, s in enumerate(req.scenarios):
-        coerced: dict[str, Any] = {}
-        for path, raw in s.overrides.items():
-            if len(raw) > limits.max_text or len(path) > limits.max_path_length:
-                continue  # reported by the bounds check
-            where = f"scenarios[{i}].overrides[{clip(path, 60)}]"
-            f = lookup(schema.fields, path)
-            if f is None:
-                errs.append(FieldError(path=where, message=f"no field {path!r}", value=path))
-                continue
-            try:
-                v = coerce(f, raw, limits)
-            except ValueError as exc:
-                errs.append(
-                    FieldError(path=where, value=raw, message=f"not a valid {f.type.value}: {exc}")
-                )
-                continue
-            if v is not None and check_values:
-                errs.extend(
-                    FieldError(path=where, message=e.message, value=raw)
-                    for e in check_value(f, v, where)
-                )
-            coerced[path] = v
-        overrides.append(coerced)
-    if errs:
-        return count, []
-    if not req.scenarios:
-        return count, [Slot(DEFAULT_SCENARIO, 0, count, {})]
-    counts = list(given)
-    free = [i for i, c in enumerate(given) if c <= 0]
-    rest = count - fixed
+        coerced[path] = v
+    return coerced
+
+
+def _assign_ranges(
+    scenarios: list[Scenario], count: int, overrides: list[dict[str, Any]]
+) -> list[Slot]:
+    """Consecutive index ranges in the request's order: scenarios without a count share
+    what the others leave, the first ones one record more where it does not divide."""
+    if not scenarios:
+        return [Slot(DEFAULT_SCENARIO, 0, count, {})]
+    counts = [s.count for s in scenarios]
+    free = [i for i, c in enumerate(counts) if c <= 0]
+    rest = count - sum(c for c in counts if c > 0)
     for j, i in enumerate(free):
         counts[i] = rest // len(free) + (1 if j < rest % len(free) else 0)
     slots, start = [], 0
-    for s, c, ov in zip(req.scenarios, counts, overrides, strict=True):
+    for s, c, ov in zip(scenarios, counts, overrides, strict=True):
         slots.append(Slot(s.name, start, start + c, ov))
         start += c
-    return count, slots
+    return slots
 
 
 def build_plan(
@@ -406,33 +432,8 @@ def build_plan(
     a request with too many or too deeply nested parts. The output's estimated size is
     checked before any record is made."""
     limits = limits or Limits()
-    found = check_request(req, limits)
-    errs = found.errors
-    if found.fatal:
-        raise RequestInvalid(_capped(errs, limits))
-    schema, predefined = resolve_schema(req, registry, errs)
-    if schema is None:
-        build_slots(req, EntitySchema(name="?", fields=[]), limits, errs)
-        raise RequestInvalid(_capped(errs, limits))
-    schema, touched = apply_constraints(req, schema, limits, errs)
-    if not predefined:  # checked after merging: ENUM values may come from constraints
-        errs.extend(
-            FieldError(
-                path=f"schema.fields.{e.path}" if e.path else "schema.fields",
-                message=e.message,
-                value=e.value,
-            )
-            for e in check_fields(schema.fields, skip=frozenset(touched), limits=limits)
-        )
-    count, slots = build_slots(req, schema, limits, errs, check_values=not errs)
-    if not errs:
-        where = "schema.fields" if not predefined else "entity"
-        errs += check_output(schema.fields, count, limits, where)
-    if errs:
-        raise RequestInvalid(_capped(errs, limits))
-    composer = COMPOSERS[schema.name](schema) if predefined and schema.name in COMPOSERS else None
-    if composer is not None and (errs := composer.check_bounds(touched) or composer.check(touched)):
-        raise RequestInvalid(errs)
+    schema, predefined, touched, count, slots = _checked(req, registry, limits)
+    composer = _composer(schema, predefined, touched)
     enforce = tuple(p for p in touched if _needs_enforcement(schema, p)) if composer else ()
     intent = interpret(req, RECOGNIZERS)
     shaping = shape(
@@ -443,60 +444,134 @@ def build_plan(
         {sl.name: sl.overrides for sl in slots},
     )
     intent = _check_own_fields(shaping.intent, req, slots, count)
-    composers: dict[str, Composer] = {}
-    fields_by_slot: dict[str, list[FieldSpec]] = {}
-    occasions: dict[str, tuple[Occasion, ...]] = {}
-    edges: dict[str, edgecases.EdgePlan] = {}
-    shaped_slots = []
-    for i, sl in enumerate(slots):
-        sh = shaping.slots[sl.name]
-        merged = _merged_intent(sl.name, intent)
-        wanted = merged.edge_cases or ((edgecases.ALL,) if req.defect_triggering else ())
-        if wanted and (ep := edgecases.edge_plan(schema, wanted)) is not None:
-            edges[sl.name] = ep
-        shaped_slots.append(
-            Slot(sl.name, sl.start, sl.stop, {**sh.overrides, **sl.overrides}, merged)
-        )
-        if merged.themes and (occ := lexicon.resolve(merged.themes)):
-            occasions[sl.name] = occ
-        if not sh.constraints:
-            continue
-        slot_schema = with_constraints(schema, sh.constraints)
-        fields_by_slot[sl.name] = slot_schema.fields
-        if composer is not None:
-            c = COMPOSERS[schema.name](slot_schema)
-            paths = [*touched, *sh.constraints]
-            if problems := c.check_bounds(paths) or c.check(paths):
-                where = (
-                    f"scenarios[{i}].description"
-                    if any(u.scope == scenario_scope(sl.name) for u in intent.understood)
-                    else "context"
-                )
-                raise RequestInvalid(
-                    [
-                        FieldError(path=where, message=f"{e.message} (from the request's words)")
-                        for e in problems
-                    ]
-                )
-            composers[sl.name] = c
-    slots = shaped_slots
+    shaped = _shape_slots(req, schema, slots, shaping, intent, composer, touched)
     seed, anchor = seed_and_anchor(req)
     return Plan(
         request=req,
         schema=schema,
         count=count,
-        slots=tuple(slots),
+        slots=tuple(shaped.slots),
         seed=seed,
         anchor=anchor,
         base_seed=base_seed(req, seed),
         composer=composer,
         enforce=enforce,
         intent=intent,
-        composers=composers,
-        fields_by_slot=fields_by_slot,
-        occasions=occasions,
-        edges=edges,
+        composers=shaped.composers,
+        fields_by_slot=shaped.fields_by_slot,
+        occasions=shaped.occasions,
+        edges=shaped.edges,
     )
+
+
+def _checked(
+    req: GenerateRequest, registry: SchemaRegistry, limits: Limits
+) -> tuple[EntitySchema, bool, list[str], int, list[Slot]]:
+    """The schema (with the request's constraints), whether it is predefined, the paths
+    constrained, the count and the slots; or RequestInvalid with every problem, found in
+    one pass: the request's bounds (a fatal one stops there), its schema, constraints,
+    fields and scenarios, then the output's estimated size."""
+    problems = check_request(req, limits)
+    if problems.fatal:
+        problems.raise_all(limits)
+    schema, predefined = resolve_schema(req, registry, problems)
+    if schema is None:  # the scenarios can still be checked, without a schema
+        build_slots(req, EntitySchema(name="?", fields=[]), limits, problems)
+        problems.raise_all(limits)
+    schema, touched = apply_constraints(req, schema, limits, problems)
+    if not predefined:  # checked after merging: ENUM values may come from constraints
+        problems.extend(
+            FieldError(
+                path=f"schema.fields.{e.path}" if e.path else "schema.fields",
+                message=e.message,
+                value=e.value,
+            )
+            for e in check_fields(schema.fields, skip=frozenset(touched), limits=limits)
+        )
+    count, slots = build_slots(req, schema, limits, problems, check_values=not problems)
+    if not problems:
+        where = "schema.fields" if not predefined else "entity"
+        problems.extend(check_output(schema.fields, count, limits, where))
+    problems.raise_if_any(limits)
+    return schema, predefined, touched, count, slots
+
+
+def _composer(schema: EntitySchema, predefined: bool, touched: list[str]) -> Composer | None:
+    """The predefined entity's composer, if it has one, and if it can meet the request's
+    constraints (its problems are its own few, reported as they are)."""
+    composer = COMPOSERS[schema.name](schema) if predefined and schema.name in COMPOSERS else None
+    if composer is not None and (errs := composer.check_bounds(touched) or composer.check(touched)):
+        raise RequestInvalid(errs)
+    return composer
+
+
+@dataclass
+class _Shaped:
+    """The slots as the request's words shape them, and what each scenario draws from."""
+
+    slots: list[Slot] = field(default_factory=list)
+    composers: dict[str, Composer] = field(default_factory=dict)
+    fields_by_slot: dict[str, list[FieldSpec]] = field(default_factory=dict)
+    occasions: dict[str, tuple[Occasion, ...]] = field(default_factory=dict)
+    edges: dict[str, edgecases.EdgePlan] = field(default_factory=dict)
+
+
+def _shape_slots(
+    req: GenerateRequest,
+    schema: EntitySchema,
+    slots: list[Slot],
+    shaping: Shaping,
+    intent: Intent,
+    composer: Composer | None,
+    touched: list[str],
+) -> _Shaped:
+    """Each slot with what the words asked of it: overrides (the request's own win),
+    edge cases, occasions, and where they constrain fields, its own fields and composer."""
+    out = _Shaped()
+    for i, sl in enumerate(slots):
+        sh = shaping.slots[sl.name]
+        merged = _merged_intent(sl.name, intent)
+        wanted = merged.edge_cases or ((edgecases.ALL,) if req.defect_triggering else ())
+        if wanted and (ep := edgecases.edge_plan(schema, wanted)) is not None:
+            out.edges[sl.name] = ep
+        out.slots.append(Slot(sl.name, sl.start, sl.stop, {**sh.overrides, **sl.overrides}, merged))
+        if merged.themes and (occ := lexicon.resolve(merged.themes)):
+            out.occasions[sl.name] = occ
+        if not sh.constraints:
+            continue
+        slot_schema = with_constraints(schema, sh.constraints)
+        out.fields_by_slot[sl.name] = slot_schema.fields
+        if composer is not None:
+            paths = [*touched, *sh.constraints]
+            out.composers[sl.name] = _slot_composer(i, sl.name, schema, slot_schema, paths, intent)
+    return out
+
+
+def _slot_composer(
+    i: int,
+    name: str,
+    schema: EntitySchema,
+    slot_schema: EntitySchema,
+    paths: list[str],
+    intent: Intent,
+) -> Composer:
+    """Scenario `i`'s own composer, for the bounds its words narrowed. Words it cannot
+    meet are reported at the words (the scenario's description, else the context), not
+    at fields the caller never named."""
+    c = COMPOSERS[schema.name](slot_schema)
+    if errs := c.check_bounds(paths) or c.check(paths):
+        where = (
+            f"scenarios[{i}].description"
+            if any(u.scope == scenario_scope(name) for u in intent.understood)
+            else "context"
+        )
+        raise RequestInvalid(
+            [
+                FieldError(path=where, message=f"{e.message} (from the request's words)")
+                for e in errs
+            ]
+        )
+    return c
 
 
 def _check_own_fields(
@@ -549,17 +624,6 @@ def _merged_intent(name: str, intent: Intent) -> ScopeIntent:
         overrides=(*req.overrides, *own.overrides),
         edge_cases=tuple(dict.fromkeys((*req.edge_cases, *own.edge_cases))),
     )
-
-
-def _capped(errs: list[FieldError], limits: Limits) -> list[FieldError]:
-    """At most `max_errors` problems, then how many more there were."""
-    if len(errs) <= limits.max_errors:
-        return errs
-    more = len(errs) - limits.max_errors
-    return [
-        *errs[: limits.max_errors],
-        FieldError(path="(request)", value=more, message=f"and {more} more problems"),
-    ]
 
 
 def _needs_enforcement(schema: EntitySchema, path: str) -> bool:

@@ -20,6 +20,7 @@ from services.core.models import (
     RequestField,
 )
 from services.core.pools import SCHEMAS_DIR
+from services.core.problems import MAX_REPORTED
 from services.core.validate import bad_text
 
 NUMERIC = (FieldType.INTEGER, FieldType.FLOAT)
@@ -35,7 +36,6 @@ EMAIL_MIN = 6  # a@b.io: the shortest address the validator accepts
 PHONE_LENGTHS = (7, 21)  # what the validator's phone pattern accepts
 LENGTH_TYPES = TEXT_TYPES
 REGEX_TYPES = (FieldType.STRING, FieldType.ADDRESS, FieldType.ENUM)
-MAX_REPORTED = 5  # of one kind of problem (duplicates, bad enum values) before a summary
 
 
 class SchemaFileError(ValueError):
