@@ -688,3 +688,33 @@ async def test_two_tenants_with_one_request_id_export_their_own_datasets(
         assert await _export(args(*argv), settings) == 0, capsys.readouterr()
         lines = (out / f"{shared}.jsonl").read_text().splitlines()
         assert len(lines) == 4 and all(field in json.loads(line) for line in lines), tenant
+
+
+async def test_an_agents_request_without_id_or_key_is_replayed_as_the_router_pinned_it(
+    stack, settings, agent_producer, tail, codec, capsys
+):
+    """The router names such a request from its record's bytes and time; the log reader
+    applies the same rule (one function), so replay finds the dataset and regenerates it
+    identically (it used to count the request as unreadable and skip it)."""
+    from services.core.reproducible import derive_request_id
+    from services.kit.wire.headers import CONTENT_TYPE, JSON
+
+    topics = stack.rt.topics
+    since = str(int(time.time() * 1000) - 1)
+    body = {"entity": "user", "count": 6, "context": f"anonymous {rid('x')}", "hints": ["no_learn"]}
+    value = json.dumps(body).encode()
+    async with tail(topics.results) as results:
+        sent = await agent_producer.send_and_wait(
+            topics.requests, value, headers=[(CONTENT_TYPE, JSON.encode())]
+        )
+        served = derive_request_id(value, sent.timestamp)
+        await results.until(
+            lambda rs: any(
+                c.request_id == served and c.is_final and c.success
+                for c in map(codec.decode_chunk, (r.value for r in rs))
+            )
+        )
+    capsys.readouterr()
+    argv = ("replay", "--quiet", "--verify", "--since", since, "--request-id", served)
+    assert await _replay(args(*argv), settings) == 0
+    assert _table(capsys.readouterr().out) == [("identical", "traditional", 1, 6)]
