@@ -2,7 +2,8 @@
 plotting or graph library):
 
 - docs/request-path.svg from docs/request-path.toml (nodes, edges, numbered steps);
-- docs/benchmarks.svg from docs/benchmarks.csv (records per second, one bar per row).
+- docs/benchmarks.svg from docs/benchmarks.csv (records per second, one bar per row);
+- docs/packages.svg from scripts/check_layers.py (which package may use which, layered).
 
     python scripts/gen_docs_images.py           # (re)draw both
     python scripts/gen_docs_images.py --check   # exit 1 if a committed picture differs
@@ -284,10 +285,91 @@ def benchmarks(source: str) -> str:
     return _svg(width, height, body, title)
 
 
+# ---- the packages and their layers -------------------------------------------------------
+#: The top-level modules that compose every package (no package imports them).
+COMPOSERS = "app.py · cli.py · supervisor.py: compose everything"
+#: Every package uses these; their arrows are left out.
+EVERYWHERE = ("core", "kit")
+#: Left to right within a row (fewest crossings); a package not named goes last.
+ORDER = ("bridge", "datasets", "client", "proto", "traditional", "router", "llm", "learner")
+
+
+def _ranks(uses: dict[str, frozenset[str]]) -> dict[str, int]:
+    """Each package's row: one above the highest package it uses (core and proto: 0)."""
+    ranks: dict[str, int] = {}
+
+    def rank(name: str) -> int:
+        if name not in ranks:
+            ranks[name] = 1 + max((rank(u) for u in uses[name]), default=-1)
+        return ranks[name]
+
+    for name in uses:
+        rank(name)
+    return ranks
+
+
+def packages(source: str) -> str:
+    table: dict[str, Any] = {
+        "__name__": "check_layers",
+        "__file__": str(DOCS.parent / "scripts" / "check_layers.py"),
+    }
+    exec(compile(source, "check_layers.py", "exec"), table)
+    uses: dict[str, frozenset[str]] = table["USES"]
+    kit_parts = " · ".join(sorted(table["KIT_USES"]))
+    ranks = _ranks(uses)
+    ranks["proto"] = ranks["kit"]  # generated stubs: an edge beside kit, not under it
+    top = max(ranks.values())
+    width, row_h, y0 = 880.0, 78.0, 96.0
+    nodes: dict[str, Node] = {}
+    for r in range(top + 1):  # bottom up: a lone package sits above what it uses
+        row = sorted(
+            (n for n, k in ranks.items() if k == r),
+            key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n),
+        )
+        y = y0 + (top - r) * row_h
+        for i, name in enumerate(row):
+            below = [nodes[u].x for u in uses[name] - set(EVERYWHERE) if u in nodes]
+            x = (
+                sum(below) / len(below)
+                if len(row) == 1 and below
+                else width * (i + 1) / (len(row) + 1)
+            )
+            kind = "store" if name == "core" else "service"
+            lines = [name, kit_parts] if name == "kit" else [name]
+            nodes[name] = Node(name, kind, lines, x, y)
+    arrows: list[str] = []
+    for name in sorted(uses):
+        for used in sorted(uses[name] - set(EVERYWHERE)):
+            line, _ = _edge({"from": name, "to": used}, nodes)
+            arrows += line
+    composers = Node("composers", "actor", [COMPOSERS], width / 2, 48)
+    title = "Which package may use which (scripts/check_layers.py)"
+    body = [
+        "<defs>",
+        '<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse">'
+        '<path d="M0,0 L10,5 L0,10 z" fill="#333333"/></marker>',
+        "</defs>",
+        _text(20, 22, title, 15, font_weight="bold"),
+        *arrows,
+        *composers.draw(),
+    ]
+    for node in nodes.values():
+        body += node.draw()
+    y = y0 + top * row_h + 56
+    note = (
+        "Rows: a package uses only packages in rows below it, and only those the table "
+        "declares (arrows); every package above core uses core and kit."
+    )
+    body.append(_text(20, y, note, 12, fill="#444444"))
+    return _svg(width, y + 14, body, title)
+
+
 #: picture -> (its source, how it is drawn)
 IMAGES: dict[str, tuple[str, Callable[[str], str]]] = {
     "request-path.svg": ("request-path.toml", request_path),
     "benchmarks.svg": ("benchmarks.csv", benchmarks),
+    "packages.svg": ("../scripts/check_layers.py", packages),
 }
 
 

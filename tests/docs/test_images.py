@@ -1,6 +1,6 @@
 """The pictures in docs/ are what scripts/gen_docs_images.py draws from their committed
-sources (docs/request-path.toml, docs/benchmarks.csv), and the request's path names only
-topics the catalogue has."""
+sources (docs/request-path.toml, docs/benchmarks.csv, scripts/check_layers.py), and the
+request's path names only topics the catalogue has."""
 
 from __future__ import annotations
 
