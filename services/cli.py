@@ -388,7 +388,7 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
     from services.kit.runtime.kafka import admin_client, use_security, wait_for_leaders
     from services.kit.wire.topics import Topics
 
-    bootstrap = use_security(settings.kafka_bootstrap_servers, settings)
+    bootstrap = use_security(settings.kafka_bootstrap_servers, settings.kafka)
     admin = admin_client(bootstrap)
     try:
         await reach_broker(admin.start(), bootstrap)
@@ -560,8 +560,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     target = locate_grpc(settings, args.target)
     if target.note:
         print(target.note, file=sys.stderr)
-    auth = call_metadata(settings)
-    with _Output(args.out) as out, open_channel(target.value, settings) as ch:
+    auth = call_metadata(settings.client)
+    with _Output(args.out) as out, open_channel(target.value, settings.client) as ch:
         stub = pb_grpc.TestDataServiceStub(ch)
         try:
             if args.stream:
@@ -592,7 +592,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             code = exc.code()
             hint = ""
-            if code == grpc.StatusCode.UNAVAILABLE and channel_credentials(settings) is None:
+            if code == grpc.StatusCode.UNAVAILABLE and channel_credentials(settings.client) is None:
                 hint = " (if the bridge serves TLS: GRPC_CLIENT_CA_FILE, or GRPC_CLIENT_TLS=true)"
             raise UserError(
                 f"{code.name if code else 'UNKNOWN'}: {_one_line(exc.details() or '')}{hint}"
@@ -728,7 +728,7 @@ async def _with_store(settings: Settings, action: Callable[[PatternStore], Await
     reached is one line on stderr and exit code 1."""
     from services.patterns import StoreUnavailable, open_store
 
-    store = open_store(settings)
+    store = open_store(settings.store)
     try:
         await store.start()
         return await action(store)

@@ -120,7 +120,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.inbox = inbox
         self.probes = probes or []
         s = runtime.settings
-        self.limits = s.limits()
+        self.limits = s.limits
         self.max_sync = s.max_sync_records
         self.idle_timeout = s.stream_idle_timeout_seconds
         self._background: set[asyncio.Future[None]] = set()

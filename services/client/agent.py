@@ -135,7 +135,7 @@ class KafkaTestDataClient:
                 "no Kafka bootstrap given, KAFKA_BOOTSTRAP_SERVERS unset and no testdata run "
                 f"is up ({run_file_path(settings.data_dir)} absent)"
             )
-        self.bootstrap = use_security(found.value, settings)
+        self.bootstrap = use_security(found.value, settings.kafka)
         prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
         self.topics = Topics(prefix)
         self.timeout_s = timeout_s
@@ -284,8 +284,8 @@ class GrpcTestDataClient:
         from services.client.channel import call_metadata, open_channel
         from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
-        self._auth = call_metadata(self.settings)
-        self._channel = open_channel(self.target, self.settings, aio=True)
+        self._auth = call_metadata(self.settings.client)
+        self._channel = open_channel(self.target, self.settings.client, aio=True)
         self._stub = pb_grpc.TestDataServiceStub(self._channel)
         return self
 

@@ -26,8 +26,9 @@ NUMERIC = (FieldType.INTEGER, FieldType.FLOAT)
 # Bounds on what one value may be: a test-data request must not be able to ask for a
 # gigabyte string or a million-item array (one record has to fit in a result chunk).
 # The defaults of `Limits`; a deployment may set others (Settings).
-MAX_TEXT = Limits.max_text
-MAX_ITEMS = Limits.max_array_items
+_DEFAULT = Limits()
+MAX_TEXT = _DEFAULT.max_text
+MAX_ITEMS = _DEFAULT.max_array_items
 CONTAINERS = (FieldType.OBJECT, FieldType.ARRAY)
 # Fields whose values have a fixed length, and the lengths they may have otherwise.
 FIXED_LENGTH = {FieldType.UUID: 36, FieldType.DATE: 10, FieldType.DATETIME: 20}

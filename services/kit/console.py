@@ -60,7 +60,7 @@ def bootstrap_for(args: argparse.Namespace, settings: Settings) -> str:
         print(found.note, file=sys.stderr)
     from services.kit.runtime.kafka import use_security  # here: as KafkaError above
 
-    return use_security(found.value, settings)
+    return use_security(found.value, settings.kafka)
 
 
 def bootstrap_arg(p: argparse.ArgumentParser) -> None:

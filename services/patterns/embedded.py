@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.kit.settings import Settings
+from services.kit.settings import StoreSettings
 from services.patterns import embedding
 from services.patterns.fusion import CANDIDATES, fts_query, relative_fusion, top
 from services.patterns.store import (
@@ -481,7 +481,7 @@ class EmbeddedStore(PatternStore):
         self._no_model: str | None = embedding.model_status()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EmbeddedStore:
+    def from_settings(cls, settings: StoreSettings) -> EmbeddedStore:
         return cls(
             settings.pattern_store_path, timeout_seconds=settings.pattern_store_timeout_seconds
         )

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from services.kit.settings import Settings
+from services.kit.settings import StoreSettings
 from services.patterns.store import (
     Collection,
     Hit,
@@ -137,7 +137,7 @@ class WeaviateStore(PatternStore):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StoreSettings,
         *,
         embedder: Embedder | None = None,
         keyword_only: bool = False,
@@ -159,7 +159,8 @@ class WeaviateStore(PatternStore):
         self._secure = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._grpc_port = settings.weaviate_grpc_port
-        self._api_key = settings.weaviate_api_key
+        key = settings.weaviate_api_key
+        self._api_key = key.get_secret_value() if key else None
         self.timeout = settings.pattern_store_timeout_seconds
         self.recheck_s = recheck_s
         self._given = embedder

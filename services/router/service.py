@@ -65,7 +65,7 @@ class RouterService:
         self.availability = availability
         self.pattern_gap = pattern_gap
         s = runtime.settings
-        self.limits = s.limits()
+        self.limits = s.limits
         self._entities = set(registry.names())
         self._domains = {e.domain for e in registry.list()}
 

@@ -250,7 +250,7 @@ class PathService(ABC):
         self.availability = availability or self.probe(runtime.settings)
         self.cancellations = cancellations if cancellations is not None else Cancellations()
         s = runtime.settings
-        self.limits = s.limits()
+        self.limits = s.limits
         self.chunk_size = s.chunk_size
         self.budget_seconds = s.generation_budget_seconds
         self.learn_rules = learn_rules(s.learn_paths)
