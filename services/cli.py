@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from services.kit.console import UserError, bootstrap_arg, bootstrap_for, reach_broker
+from services.kit.console import bootstrap_arg, bootstrap_for, reach_broker
+from services.kit.errors import UserError
 from services.kit.ops.logs import one_line_handlers
 from services.kit.settings import Settings, get_settings
 
@@ -131,12 +132,8 @@ def cmd_service(args: argparse.Namespace) -> int:
     `testdata run`, to the supervisor, which ends a start-up with it."""
     from aiokafka.errors import KafkaError
 
-    from services.kit.ops.procstate import (
-        EXIT_STARTUP,
-        EXIT_UNAVAILABLE,
-        StartupError,
-        report_startup_error,
-    )
+    from services.kit.ops.errors import StartupError
+    from services.kit.ops.procstate import EXIT_STARTUP, EXIT_UNAVAILABLE, report_startup_error
 
     settings = get_settings()
     _setup_logging(settings.log_level, args.name)
@@ -233,7 +230,8 @@ def _client_host(bind_host: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on one machine: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), the
     router, the generators and the bridge, each in its own process."""
-    from services.kit.broker.dirlock import DirInUse, DirLock
+    from services.kit.broker.dirlock import DirLock
+    from services.kit.broker.errors import DirInUse
     from services.kit.ops.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
     from services.kit.ops.runfile import RunFile, remove_run_file, write_run_file, write_run_key
     from services.supervisor import StartupFailed, StartupInterrupted, Supervisor
@@ -672,7 +670,7 @@ async def _read_results(
     --out file is not in place yet, so there a newer run simply starts it over."""
     from services.core.formats import Joiner
     from services.kit.wire.assembler import Assembler
-    from services.kit.wire.codec import DecodeError
+    from services.kit.wire.errors import DecodeError
     from services.kit.wire.headers import LOG_COPY, correlation_of, run_of
 
     asm = Assembler(request_id, correlation, restartable=bool(args.out))

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from services.bridge.errors import KeyReused, NotResumable
 from services.core.models import GenerateRequest
 from services.kit.ops import metrics
 from services.kit.path.resultcache import ResultCache, answered_from_cache, cache_key
@@ -121,10 +122,6 @@ class Idempotency:
         return None if raw is None or raw == PENDING else raw
 
 
-class KeyReused(Exception):
-    """An idempotency key came back with a different request."""
-
-
 def _checked(stored: bytes, fp: bytes) -> bytes:
     got, _, answer = stored.partition(b"\n")
     if got != fp:
@@ -162,10 +159,6 @@ class Pinned:
         if raw == NOT_RESUMABLE:
             raise NotResumable(request_id)
         return None if raw is None else self.codec.decode_request(raw, AVRO)
-
-
-class NotResumable(Exception):
-    """The stream's chunks came from a non-deterministic path: a rerun would differ."""
 
 
 NOT_RESUMABLE = b"-"

@@ -35,14 +35,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.core.bounds import estimate_output_bytes
+from services.core.errors import RequestInvalid
 from services.core.formats import join_chunks
-from services.core.models import FieldError, GenerateRequest, RequestInvalid
+from services.core.models import FieldError, GenerateRequest
 from services.core.plan import Plan, build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import pin
 from services.kit.ops import metrics
-from services.kit.ops.procstate import DISK_FULL, FROZEN, STUCK, StartupError
+from services.kit.ops.errors import StartupError
+from services.kit.ops.procstate import DISK_FULL, FROZEN, STUCK
 from services.kit.redis.keystore import KeyStore
 from services.kit.runtime.control import ControlListener, publish_cancel
 from services.kit.runtime.kafka import broker_reachable

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from services.client.errors import GenerationFailed
 from services.core.formats import join_chunks
 from services.core.models import GenerateRequest, OutputFormat
 from services.kit.ops.runfile import locate_bootstrap, locate_grpc, run_file_path
@@ -50,17 +51,6 @@ from services.kit.wire.topics import Topics
 #: Chunks held out of order before a missing one counts as lost (Kafka keeps a run's
 #: order, so this is a safety margin, not a working set).
 REORDER_WINDOW = 64
-
-
-class GenerationFailed(Exception):
-    """The service answered the request with a failure (or none came in time)."""
-
-    def __init__(self, request_id: str, kind: str, message: str, details: list[ErrorDetail]):
-        super().__init__(f"{request_id}: {kind}: {message}")
-        self.request_id = request_id
-        self.kind = kind
-        self.message = message
-        self.details = details
 
 
 class Dataset(BaseModel):

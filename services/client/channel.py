@@ -9,14 +9,11 @@ from typing import Any
 
 import grpc
 
+from services.client.errors import ClientCredentialsInvalid
 from services.kit.settings import ClientSettings
 
 #: Large GenerateData answers (the bridge sends up to 64 MiB).
 OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-
-
-class ClientCredentialsInvalid(ValueError):
-    """A GRPC_CLIENT_* file cannot be read, or a certificate comes without its key."""
 
 
 def _pem(path: str | None, setting: str) -> bytes | None:

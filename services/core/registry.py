@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.core import regexgen
+from services.core.errors import SchemaFileError, UnsupportedRegex
 from services.core.limits import Limits
 from services.core.models import (
     TEXT_TYPES,
@@ -37,10 +38,6 @@ PHONE_LENGTHS = (7, 21)  # what the validator's phone pattern accepts
 LENGTH_TYPES = TEXT_TYPES
 REGEX_TYPES = (FieldType.STRING, FieldType.ADDRESS, FieldType.ENUM)
 MAX_REPORTED = 5  # of one kind of problem (duplicates, bad enum values) before a summary
-
-
-class SchemaFileError(ValueError):
-    """A schema file that is not a valid entity schema: the service refuses to start."""
 
 
 def _numbers(c: FieldConstraint, path: str, limits: Limits) -> list[FieldError]:
@@ -231,7 +228,7 @@ def _regex(
         return err(f"pattern longer than {limits.max_regex_length} characters")
     try:
         p = regexgen.compile_pattern(c.regex)
-    except regexgen.UnsupportedRegex as exc:
+    except UnsupportedRegex as exc:
         return err(regexgen.refusal(exc))
     if p.hi > limits.max_text:
         return err(regex_too_long(p.hi, limits))
@@ -243,7 +240,7 @@ def _regex(
         )
     try:
         match = p.ready()
-    except regexgen.UnsupportedRegex as exc:
+    except UnsupportedRegex as exc:
         return err(regexgen.refusal(exc))
     if ftype == FieldType.ENUM:
         bad = [v for v in c.enum_values if bad_text(v) is None and not match(v)][:3]

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from services.core.registry import SchemaRegistry
 from services.kit.ops import metrics
 from services.kit.runtime.stream import Message, Runtime, Subscriber
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.learner.gate import Policy, judge
 from services.patterns import Collection, Pattern, PatternStore, StoreUnavailable, open_store
 

@@ -8,14 +8,8 @@ imported on demand: the Weaviate client alone costs ~1 s to import.
 from __future__ import annotations
 
 from services.kit.settings import StoreSettings
-from services.patterns.store import (
-    Collection,
-    Hit,
-    Pattern,
-    PatternStore,
-    StoreStats,
-    StoreUnavailable,
-)
+from services.patterns.errors import StoreUnavailable
+from services.patterns.store import Collection, Hit, Pattern, PatternStore, StoreStats
 
 __all__ = [
     "Collection",

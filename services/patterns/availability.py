@@ -18,8 +18,9 @@ from typing import ClassVar, TypeVar
 
 from services.kit.settings import StoreSettings
 from services.patterns import open_store
+from services.patterns.errors import StoreUnavailable
 from services.patterns.scope import Scope
-from services.patterns.store import PatternStore, StoreUnavailable
+from services.patterns.store import PatternStore
 
 log = logging.getLogger("testdata.patterns")
 T = TypeVar("T")

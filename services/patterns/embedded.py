@@ -37,15 +37,9 @@ import numpy as np
 
 from services.kit.settings import StoreSettings
 from services.patterns import embedding
+from services.patterns.errors import ModelUnavailable, StoreUnavailable
 from services.patterns.fusion import CANDIDATES, fts_query, relative_fusion, top
-from services.patterns.store import (
-    Collection,
-    Hit,
-    Pattern,
-    PatternStore,
-    StoreStats,
-    StoreUnavailable,
-)
+from services.patterns.store import Collection, Hit, Pattern, PatternStore, StoreStats
 from services.patterns.vectors import VectorIndex
 
 log = logging.getLogger("testdata.patterns")
@@ -510,7 +504,7 @@ class EmbeddedStore(PatternStore):
             return None
         try:
             return embedding.get_embedder()
-        except embedding.ModelUnavailable as exc:
+        except ModelUnavailable as exc:
             self._no_model = str(exc)
             log.warning("pattern store: keywords only (%s)", exc)
             return None

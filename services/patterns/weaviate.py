@@ -31,14 +31,8 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from services.kit.settings import StoreSettings
-from services.patterns.store import (
-    Collection,
-    Hit,
-    Pattern,
-    PatternStore,
-    StoreStats,
-    StoreUnavailable,
-)
+from services.patterns.errors import ModelUnavailable, StoreUnavailable
+from services.patterns.store import Collection, Hit, Pattern, PatternStore, StoreStats
 from services.patterns.weaviate_schema import (
     LAYOUTS,
     SEARCH_PROP,
@@ -87,7 +81,7 @@ class _Default:
 
         try:
             return embedding.get_embedder()
-        except embedding.ModelUnavailable as exc:
+        except ModelUnavailable as exc:
             self.reason = str(exc)
         log.warning("weaviate pattern store: keywords only (%s)", self.reason)
         return None

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 
-from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
+from services.core.errors import RequestInvalid
+from services.core.models import GenerateRequest, GenerationPath, OutputFormat
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
@@ -24,7 +25,7 @@ from services.kit.ops import metrics
 from services.kit.runtime.control import deadline_passed
 from services.kit.runtime.replies import answer_failure, reply_headers, send_failure
 from services.kit.runtime.stream import Message, Runtime, Subscriber
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import CONTENT_TYPE, ROUTED
 from services.kit.wire.messages import RoutedRequest
 from services.patterns.scope import Scope, scope_of

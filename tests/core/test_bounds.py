@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from services.core.errors import RequestInvalid
 from services.core.generate import generate_records
 from services.core.limits import HARD_MAX_DEPTH, Limits
-from services.core.models import FieldError, GenerateRequest, RequestInvalid
+from services.core.models import FieldError, GenerateRequest
 from services.core.plan import build_plan
 from services.core.validate import EMAIL_RE, PHONE_RE, validate_record
 from services.kit.settings import Settings
