@@ -14,15 +14,10 @@ from typing import Any
 import re2
 
 from services.core import regexgen
+from services.core.errors import RequestInvalid
 from services.core.generate import generate_records
 from services.core.limits import Limits
-from services.core.models import (
-    FieldConstraint,
-    FieldSpec,
-    FieldType,
-    GenerateRequest,
-    RequestInvalid,
-)
+from services.core.models import FieldConstraint, FieldSpec, FieldType, GenerateRequest
 from services.core.plan import build_plan
 from services.core.pools import get_pools
 from services.core.registry import SchemaRegistry

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 
-from services.patterns.store import Collection, Pattern, StoreUnavailable
+from services.patterns.errors import StoreUnavailable
+from services.patterns.store import Collection, Pattern
 from services.patterns.weaviate import WeaviateStore
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.patterns.backends import DIM, weaviate_settings

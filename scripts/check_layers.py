@@ -55,13 +55,14 @@ KIT_USES: dict[str, frozenset[str]] = {
     name: frozenset(uses)
     for name, uses in {
         "settings": (),
+        "errors": (),
         "ops": ("settings",),
         "wire": ("settings",),
         "redis": ("ops", "settings"),
         "runtime": ("ops", "settings", "wire"),
         "broker": ("ops", "runtime", "settings", "wire"),
         "path": ("ops", "redis", "runtime", "settings", "wire"),
-        "console": ("ops", "runtime", "settings"),
+        "console": ("errors", "ops", "runtime", "settings"),
     }.items()
 }
 

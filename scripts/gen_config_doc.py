@@ -1,10 +1,9 @@
 """docs/configuration.md, generated from the settings model so it cannot drift.
 
-Every field of `services.kit.settings.Settings` becomes one row: its environment variable
-(the field's name in upper case), type and bounds, default, and the comment written above
-it (or after it, on its line) in `services/kit/settings.py`. A blank line in the class
-body starts a new section; its heading is the first line (or first sentence) of the
-comment that opens it.
+The settings come in sections (`services.kit.settings.SECTIONS`, one pydantic model each);
+every section becomes a heading (its model's docstring) and every field one row: its
+environment variable (the field's `validation_alias`, else its name, in upper case), type
+and bounds, default, and its `description`.
 
     python scripts/gen_config_doc.py           # (re)write docs/configuration.md
     python scripts/gen_config_doc.py --check   # exit 1 if the file is not what it would write
@@ -17,19 +16,19 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
-import io
+import inspect
 import sys
-import tokenize
+import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, SecretStr
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "services" / "kit" / "settings.py"
 TARGET = ROOT / "docs" / "configuration.md"
-CLASS = "Settings"
-#: A first comment line this short and without a closing period is a heading alone.
-HEADING_MAX = 48
 
 INTRO = """\
 # Configuration
@@ -47,8 +46,9 @@ variable.
 and the Python client read it when no flag or variable names an address (see
 [calling.md](calling.md)). That file is not a setting.
 
-The descriptions below are the comments in `services/kit/settings.py` (a setting without
-one shows `-`). More on what the settings do: the request bounds in
+Each section below is one model of `services/kit/settings.py` (the request bounds:
+`services/core/limits.py`), its heading that model's docstring and each row's description
+its field's `description`. More on what the settings do: the request bounds in
 [errors-and-limits.md](errors-and-limits.md#limits-on-a-request), the LLM backends in
 [generation.md](generation.md#the-llm-path), the pattern store and learning in
 [patterns.md](patterns.md), Redis in [datasets.md](datasets.md), ports and start-up in
@@ -67,41 +67,26 @@ class Row:
 @dataclass
 class Section:
     heading: str
+    about: str = ""
     rows: list[Row] = field(default_factory=list)
 
 
-def _comments(source: str) -> dict[int, tuple[str, bool]]:
-    """line number -> (comment text, whether the line holds nothing else)."""
-    found: dict[int, tuple[str, bool]] = {}
-    code_lines: set[int] = set()
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            text = tok.string.lstrip("#")
-            text = text[1:] if text.startswith((" ", ":")) else text
-            found[tok.start[0]] = (text.strip(), False)
-        elif tok.type not in (
-            tokenize.NL,
-            tokenize.NEWLINE,
-            tokenize.INDENT,
-            tokenize.DEDENT,
-            tokenize.ENDMARKER,
-        ):
-            code_lines.update(range(tok.start[0], tok.end[0] + 1))
-    return {n: (text, n not in code_lines) for n, (text, _) in found.items()}
+def env_name(name: str, info: Any) -> str:
+    """A field's environment variable: its validation alias, else its name, in upper case."""
+    alias = info.validation_alias
+    return (alias if isinstance(alias, str) else name).upper()
 
 
-def _split_heading(block: list[str]) -> tuple[str, str]:
-    """A section's opening comment: (heading, what is left for its first field)."""
-    first, rest = block[0], " ".join(block[1:])
-    if len(first) <= HEADING_MAX and not first.endswith("."):
-        return first, rest
-    text = " ".join(block)
-    cuts = [i for i in (text.find(". "), text.find(": ")) if i > 0]
-    cut = min(cuts) if cuts else len(text)
-    if text.endswith(".") and (not cuts or len(text) - 1 < cut):
-        cut = len(text) - 1
-    heading, left = text[:cut], text[cut + 1 :].strip()
-    return heading, left[:1].upper() + left[1:]
+def _annotations(model: type) -> dict[str, ast.AnnAssign]:
+    """The field statements of `model`'s class body, by name (for types and defaults as
+    written: `str | None`, `2 << 30`)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    return {
+        s.target.id: s
+        for s in cls.body
+        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+    }
 
 
 def _type(node: ast.expr) -> str:
@@ -138,6 +123,8 @@ def _number(value: float) -> str:
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     if value is None:
         return "unset"
     if isinstance(value, bool):
@@ -168,61 +155,44 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").strip()
 
 
-def sections(source: str, fields: dict[str, Any]) -> list[Section]:
-    """The settings class's fields, grouped as the source groups them."""
-    tree = ast.parse(source)
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == CLASS)
-    comments = _comments(source)
-    out: list[Section] = []
-    prev_end = cls.body[0].lineno - 1
-    for stmt in cls.body:
-        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
-            prev_end = stmt.end_lineno or stmt.lineno
-            continue
-        name = stmt.target.id
-        if name not in fields:
-            continue
-        block: list[str] = []
-        n = stmt.lineno - 1
-        while n > prev_end and n in comments and comments[n][1]:
-            block.insert(0, comments[n][0])
-            n -= 1
-        # a new section: a blank line between the previous field and this one (or its
-        # comment); its comment's first line or sentence is the heading
-        opens = n > prev_end
-        description = " ".join(block)
-        if opens and block:
-            heading, description = _split_heading(block)
-            out.append(Section(heading))
-        elif not out:
-            out.append(Section("Settings"))
-        inline = [
-            comments[i][0]
-            for i in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
-            if i in comments and not comments[i][1]
-        ]
-        description = " ".join(t for t in (description, *inline) if t)
-        info = fields[name]
-        if info.description:  # Field(description=...) says it in the model itself
-            description = info.description
-        kind = _type(stmt.annotation)
-        bounds = _bounds(info)
-        out[-1].rows.append(
-            Row(
-                name=name.upper(),
-                type=f"{kind}, {bounds}" if bounds else kind,
-                default=_default(stmt, info),
-                description=description,
+def _heading(model: type) -> tuple[str, str]:
+    """A section model's docstring as (heading, what follows it): "Kafka: the cluster..."
+    is headed "Kafka", then "The cluster..."."""
+    doc = inspect.cleandoc(model.__doc__ or model.__name__).splitlines()[0]
+    heading, _, rest = doc.partition(": ")
+    if not rest:
+        return doc.removesuffix("."), ""
+    return heading, rest[:1].upper() + rest[1:]
+
+
+def sections(models: Iterable[type[BaseModel]]) -> list[Section]:
+    """One section per settings model, one row per field, in the model's order."""
+    out = []
+    for model in models:
+        statements = _annotations(model)
+        section = Section(*_heading(model))
+        for name, info in model.model_fields.items():
+            stmt = statements[name]
+            kind = _type(stmt.annotation)
+            bounds = _bounds(info)
+            section.rows.append(
+                Row(
+                    name=env_name(name, info),
+                    type=f"{kind}, {bounds}" if bounds else kind,
+                    default=_default(stmt, info),
+                    description=info.description or "",
+                )
             )
-        )
-        prev_end = stmt.end_lineno or stmt.lineno
+        out.append(section)
     return out
 
 
-def render(source: str, fields: dict[str, Any]) -> str:
+def render(models: Iterable[type[BaseModel]]) -> str:
     parts = [INTRO]
-    for section in sections(source, fields):
+    for section in sections(models):
         parts.append(f"\n## {section.heading}\n\n")
+        if section.about:
+            parts.append(f"{section.about}\n\n")
         parts.append("| variable | type | default | what it does |\n| --- | --- | --- | --- |\n")
         for row in section.rows:
             parts.append(
@@ -234,9 +204,9 @@ def render(source: str, fields: dict[str, Any]) -> str:
 
 def generate() -> str:
     sys.path.insert(0, str(ROOT))
-    from services.kit.settings import Settings
+    from services.kit.settings import SECTIONS
 
-    return render(SOURCE.read_text(encoding="utf-8"), dict(Settings.model_fields))
+    return render(SECTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ from services.kit.ops.disk import disk_probe
 from services.kit.ops.http import HealthHTTP
 from services.kit.ops.procstate import supervisor_probes
 from services.kit.path.generation import Availability, PathService
-from services.kit.redis.breaker import Breaker
 from services.kit.redis.keystore import KeyStore
 from services.kit.runtime.control import ControlListener, DeliveryGuard
 from services.kit.runtime.deliveries import Attempts, window_for
@@ -102,13 +101,7 @@ class App:
         self.control: ControlListener | None = None  # in processes running a consumer
         self.guard: DeliveryGuard | None = None  # with it, unless MAX_DELIVERIES is 0
         self.learner: LearnerService | None = None
-        s = settings
-        self.keystore = KeyStore(
-            s.redis_url,
-            s.redis_key_prefix,
-            s.redis_timeout_seconds,
-            Breaker(s.redis_breaker_failures, s.redis_breaker_cool_off_seconds),
-        )
+        self.keystore = KeyStore.from_settings(settings.redis)
 
     # ---- availability of the paths (one probe per path per process) --------------------
     def probe(self, path: GenerationPath) -> Availability:

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from services.kit.console import UserError, bootstrap_arg, bootstrap_for, reach_broker
+from services.kit.console import bootstrap_arg, bootstrap_for, reach_broker
+from services.kit.errors import UserError
 from services.kit.ops.logs import one_line_handlers
 from services.kit.settings import Settings, get_settings
 
@@ -131,12 +132,8 @@ def cmd_service(args: argparse.Namespace) -> int:
     `testdata run`, to the supervisor, which ends a start-up with it."""
     from aiokafka.errors import KafkaError
 
-    from services.kit.ops.procstate import (
-        EXIT_STARTUP,
-        EXIT_UNAVAILABLE,
-        StartupError,
-        report_startup_error,
-    )
+    from services.kit.ops.errors import StartupError
+    from services.kit.ops.procstate import EXIT_STARTUP, EXIT_UNAVAILABLE, report_startup_error
 
     settings = get_settings()
     _setup_logging(settings.log_level, args.name)
@@ -233,7 +230,8 @@ def _client_host(bind_host: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on one machine: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), the
     router, the generators and the bridge, each in its own process."""
-    from services.kit.broker.dirlock import DirInUse, DirLock
+    from services.kit.broker.dirlock import DirLock
+    from services.kit.broker.errors import DirInUse
     from services.kit.ops.procstate import EXIT_INTERRUPTED, EXIT_STARTUP
     from services.kit.ops.runfile import RunFile, remove_run_file, write_run_file, write_run_key
     from services.supervisor import StartupFailed, StartupInterrupted, Supervisor
@@ -388,7 +386,7 @@ async def _topics_create(settings: Settings, replication: int | None = None) -> 
     from services.kit.runtime.kafka import admin_client, use_security, wait_for_leaders
     from services.kit.wire.topics import Topics
 
-    bootstrap = use_security(settings.kafka_bootstrap_servers, settings)
+    bootstrap = use_security(settings.kafka_bootstrap_servers, settings.kafka)
     admin = admin_client(bootstrap)
     try:
         await reach_broker(admin.start(), bootstrap)
@@ -560,8 +558,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     target = locate_grpc(settings, args.target)
     if target.note:
         print(target.note, file=sys.stderr)
-    auth = call_metadata(settings)
-    with _Output(args.out) as out, open_channel(target.value, settings) as ch:
+    auth = call_metadata(settings.client)
+    with _Output(args.out) as out, open_channel(target.value, settings.client) as ch:
         stub = pb_grpc.TestDataServiceStub(ch)
         try:
             if args.stream:
@@ -592,7 +590,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             code = exc.code()
             hint = ""
-            if code == grpc.StatusCode.UNAVAILABLE and channel_credentials(settings) is None:
+            if code == grpc.StatusCode.UNAVAILABLE and channel_credentials(settings.client) is None:
                 hint = " (if the bridge serves TLS: GRPC_CLIENT_CA_FILE, or GRPC_CLIENT_TLS=true)"
             raise UserError(
                 f"{code.name if code else 'UNKNOWN'}: {_one_line(exc.details() or '')}{hint}"
@@ -672,7 +670,7 @@ async def _read_results(
     --out file is not in place yet, so there a newer run simply starts it over."""
     from services.core.formats import Joiner
     from services.kit.wire.assembler import Assembler
-    from services.kit.wire.codec import DecodeError
+    from services.kit.wire.errors import DecodeError
     from services.kit.wire.headers import LOG_COPY, correlation_of, run_of
 
     asm = Assembler(request_id, correlation, restartable=bool(args.out))
@@ -728,7 +726,7 @@ async def _with_store(settings: Settings, action: Callable[[PatternStore], Await
     reached is one line on stderr and exit code 1."""
     from services.patterns import StoreUnavailable, open_store
 
-    store = open_store(settings)
+    store = open_store(settings.store)
     try:
         await store.start()
         return await action(store)

@@ -32,12 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.deployables import BRIDGE, SERVICES
-from services.kit.broker.embedded import (
-    BrokerStartFailed,
-    EmbeddedBroker,
-    StartCancelled,
-    death_signal,
-)
+from services.kit.broker.embedded import EmbeddedBroker, death_signal
+from services.kit.broker.errors import BrokerStartFailed, StartCancelled
 from services.kit.ops.procstate import (
     CRASH_LOOPING,
     EXIT_INTERRUPTED,

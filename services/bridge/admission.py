@@ -20,21 +20,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from time import monotonic
 
+from services.bridge.errors import Full
+
 #: Weight of the newest call in the running mean of call durations (the retry hint).
 SMOOTHING = 0.2
 #: Bounds of the retry hint, seconds.
 MIN_RETRY, MAX_RETRY = 0.05, 60.0
-
-
-class Full(Exception):
-    """Every slot is taken and the queue is full."""
-
-    def __init__(self, kind: str, limit: int, queue: int, retry_after: float):
-        super().__init__(
-            f"this bridge is running its limit of {limit} {kind} calls with {queue} more "
-            f"waiting; retry in {retry_after:.2f} s (or at another instance)"
-        )
-        self.retry_after = retry_after
 
 
 class Admission:

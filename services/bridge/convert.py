@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.core.errors import RequestInvalid
 from services.core.models import (
     Constraints,
     FieldConstraint,
@@ -20,7 +21,6 @@ from services.core.models import (
     GenerateRequest,
     OutputFormat,
     RequestField,
-    RequestInvalid,
     Scenario,
     Schema,
 )

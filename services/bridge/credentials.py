@@ -23,6 +23,7 @@ from typing import Any
 
 import jwt
 
+from services.bridge.errors import CredentialsInvalid, Refused
 from services.kit.wire.tenancy import valid_tenant
 
 #: Only these verify a JWT: signatures with a public key.
@@ -32,14 +33,6 @@ ASYMMETRIC = (
 )
 #: How much clock difference between the token's issuer and this host is forgiven.
 LEEWAY_S = 30
-
-
-class CredentialsInvalid(ValueError):
-    """A credentials file cannot be used (the message names the file and line)."""
-
-
-class Refused(Exception):
-    """A presented credential does not prove a tenant (the message says why)."""
 
 
 def read_text(path: str, setting: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from services.kit.settings import Settings
+from services.kit.settings import AuthSettings
 from services.kit.wire.tenancy import LOCAL
 
 from .credentials import (
@@ -71,7 +71,7 @@ class Authenticator:
         self.tokens, self.jwts, self.certificates = tokens, jwts, certificates
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Authenticator | None:
+    def from_settings(cls, s: AuthSettings) -> Authenticator | None:
         """None when no authentication is configured; CredentialsInvalid for a bad file."""
         tokens = Tokens.load(s.auth_tokens_file) if s.auth_tokens_file else None
         claims = {
@@ -113,7 +113,7 @@ class Authenticator:
         raise Refused("this call needs " + " or ".join(wanted))
 
 
-def describe(s: Settings) -> str:
+def describe(s: AuthSettings) -> str:
     """How gRPC callers are admitted, in a few words (the start banner)."""
     proofs = [
         name
@@ -130,7 +130,7 @@ def describe(s: Settings) -> str:
     return f"{', '.join(proofs)} name each caller's tenant; {tls}"
 
 
-def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
+def server_credentials(s: AuthSettings) -> grpc.ServerCredentials | None:
     """TLS for the gRPC port (GRPC_TLS_*), None without it; CredentialsInvalid for a
     missing file or a half configuration."""
     cert, key, ca = s.grpc_tls_cert_file, s.grpc_tls_key_file, s.grpc_tls_client_ca_file

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.bridge.errors import BrokerGone, ChunkGap, GenerationRestarted, Restarted
 from services.bridge.janitor import sweep_forever
 from services.kit.ops import metrics
 from services.kit.runtime.control import LEASE_RENEW_SECONDS, ControlListener, publish_lease
@@ -44,7 +45,7 @@ from services.kit.runtime.kafka import (
 )
 from services.kit.runtime.stream import Runtime
 from services.kit.wire.assembler import DROPPED, Assembler, Step, Verdict
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import correlation_of, run_of
 from services.kit.wire.messages import ResultChunk
 from services.kit.wire.signing import genuine
@@ -52,24 +53,6 @@ from services.kit.wire.tenancy import LOCAL
 
 log = logging.getLogger("testdata.bridge.inbox")
 QUEUE_CHUNKS = 16  # per request, in memory; a slower caller reads the rest from the log
-
-
-class ChunkGap(Exception):
-    """Chunks went missing between generator and bridge."""
-
-
-class GenerationRestarted(Exception):
-    """The request was generated again (a redelivery) after chunks of an earlier,
-    different run had been handed to the caller: the two cannot be joined."""
-
-
-class BrokerGone(Exception):
-    """The broker stopped accepting connections while the request was out: its chunks
-    cannot come until it is back, so the caller is told now instead of at its deadline."""
-
-
-class Restarted(Exception):
-    """For a restartable caller: forget the chunks so far, the newest run follows."""
 
 
 @dataclass

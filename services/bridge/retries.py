@@ -22,11 +22,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from services.bridge.errors import KeyReused, NotResumable
 from services.core.models import GenerateRequest
 from services.kit.ops import metrics
 from services.kit.path.resultcache import ResultCache, answered_from_cache, cache_key
 from services.kit.redis.keystore import KeyStore
-from services.kit.settings import Settings
+from services.kit.settings import ServingSettings
 from services.kit.wire.codec import Codec
 from services.kit.wire.headers import AVRO
 
@@ -71,7 +72,7 @@ class Idempotency:
     request's fingerprint and format, so a key reused for a different request, or for the
     same one in another format, is refused."""
 
-    def __init__(self, store: KeyStore, settings: Settings):
+    def __init__(self, store: KeyStore, settings: ServingSettings):
         self.store = store
         self.ttl = settings.idempotency_ttl_seconds
         self.local = Bounded(settings.idempotency_max_entries, self.ttl)
@@ -121,10 +122,6 @@ class Idempotency:
         return None if raw is None or raw == PENDING else raw
 
 
-class KeyReused(Exception):
-    """An idempotency key came back with a different request."""
-
-
 def _checked(stored: bytes, fp: bytes) -> bytes:
     got, _, answer = stored.partition(b"\n")
     if got != fp:
@@ -137,7 +134,7 @@ class Pinned:
     """Requests as published (seed and anchor fixed), by request id, so a cut stream can be
     generated again identically and resumed."""
 
-    def __init__(self, store: KeyStore, codec: Codec, settings: Settings):
+    def __init__(self, store: KeyStore, codec: Codec, settings: ServingSettings):
         self.store, self.codec = store, codec
         self.ttl = settings.idempotency_ttl_seconds
         self.local = Bounded(settings.idempotency_max_entries, self.ttl)
@@ -162,10 +159,6 @@ class Pinned:
         if raw == NOT_RESUMABLE:
             raise NotResumable(request_id)
         return None if raw is None else self.codec.decode_request(raw, AVRO)
-
-
-class NotResumable(Exception):
-    """The stream's chunks came from a non-deterministic path: a rerun would differ."""
 
 
 NOT_RESUMABLE = b"-"

@@ -36,12 +36,14 @@ from grpc_reflection.v1alpha import reflection
 
 from services.core.admission import Admitted, Planner, admit
 from services.core.bounds import estimate_output_bytes
+from services.core.errors import RequestInvalid
 from services.core.formats import join_chunks
-from services.core.models import FieldError, GenerateRequest, RequestInvalid
+from services.core.models import FieldError, GenerateRequest
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.kit.ops import metrics
-from services.kit.ops.procstate import DISK_FULL, FROZEN, STUCK, StartupError
+from services.kit.ops.errors import StartupError
+from services.kit.ops.procstate import DISK_FULL, FROZEN, STUCK
 from services.kit.redis.keystore import KeyStore
 from services.kit.runtime.control import ControlListener, publish_cancel
 from services.kit.runtime.kafka import broker_reachable
@@ -115,7 +117,7 @@ class TestDataServicer(pb_grpc.TestDataServiceServicer):
         self.inbox = inbox
         self.probes = probes or []
         s = runtime.settings
-        self.planner = Planner(registry, s.limits())
+        self.planner = Planner(registry, s.limits)
         self.max_sync = s.max_sync_records
         self.idle_timeout = s.stream_idle_timeout_seconds
         self._background: set[asyncio.Future[None]] = set()

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from services.client.errors import GenerationFailed
 from services.core.formats import join_chunks
 from services.core.models import GenerateRequest, OutputFormat
 from services.kit.ops.runfile import locate_bootstrap, locate_grpc, run_file_path
@@ -50,17 +51,6 @@ from services.kit.wire.topics import Topics
 #: Chunks held out of order before a missing one counts as lost (Kafka keeps a run's
 #: order, so this is a safety margin, not a working set).
 REORDER_WINDOW = 64
-
-
-class GenerationFailed(Exception):
-    """The service answered the request with a failure (or none came in time)."""
-
-    def __init__(self, request_id: str, kind: str, message: str, details: list[ErrorDetail]):
-        super().__init__(f"{request_id}: {kind}: {message}")
-        self.request_id = request_id
-        self.kind = kind
-        self.message = message
-        self.details = details
 
 
 class Dataset(BaseModel):
@@ -135,7 +125,7 @@ class KafkaTestDataClient:
                 "no Kafka bootstrap given, KAFKA_BOOTSTRAP_SERVERS unset and no testdata run "
                 f"is up ({run_file_path(settings.data_dir)} absent)"
             )
-        self.bootstrap = use_security(found.value, settings)
+        self.bootstrap = use_security(found.value, settings.kafka)
         prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
         self.topics = Topics(prefix)
         self.timeout_s = timeout_s
@@ -284,8 +274,8 @@ class GrpcTestDataClient:
         from services.client.channel import call_metadata, open_channel
         from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 
-        self._auth = call_metadata(self.settings)
-        self._channel = open_channel(self.target, self.settings, aio=True)
+        self._auth = call_metadata(self.settings.client)
+        self._channel = open_channel(self.target, self.settings.client, aio=True)
         self._stub = pb_grpc.TestDataServiceStub(self._channel)
         return self
 

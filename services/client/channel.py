@@ -9,14 +9,11 @@ from typing import Any
 
 import grpc
 
-from services.kit.settings import Settings
+from services.client.errors import ClientCredentialsInvalid
+from services.kit.settings import ClientSettings
 
 #: Large GenerateData answers (the bridge sends up to 64 MiB).
 OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-
-
-class ClientCredentialsInvalid(ValueError):
-    """A GRPC_CLIENT_* file cannot be read, or a certificate comes without its key."""
 
 
 def _pem(path: str | None, setting: str) -> bytes | None:
@@ -28,7 +25,7 @@ def _pem(path: str | None, setting: str) -> bytes | None:
         raise ClientCredentialsInvalid(f"{setting} {path}: {exc.strerror or exc}") from exc
 
 
-def channel_credentials(s: Settings) -> grpc.ChannelCredentials | None:
+def channel_credentials(s: ClientSettings) -> grpc.ChannelCredentials | None:
     """TLS credentials when any GRPC_CLIENT_TLS / _CA_FILE / _CERT_FILE is set, else None."""
     if not (s.grpc_client_tls or s.grpc_client_ca_file or s.grpc_client_cert_file):
         return None
@@ -43,13 +40,13 @@ def channel_credentials(s: Settings) -> grpc.ChannelCredentials | None:
     )
 
 
-def call_metadata(s: Settings) -> tuple[tuple[str, str], ...]:
+def call_metadata(s: ClientSettings) -> tuple[tuple[str, str], ...]:
     """`authorization: Bearer <GRPC_CLIENT_TOKEN>` when a token is set."""
     token = s.grpc_client_token.get_secret_value() if s.grpc_client_token else ""
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def open_channel(target: str, s: Settings, aio: bool = False) -> Any:
+def open_channel(target: str, s: ClientSettings, aio: bool = False) -> Any:
     """A channel to `target` (host:port), secure when TLS is configured."""
     module: Any = grpc.aio if aio else grpc
     creds = channel_credentials(s)

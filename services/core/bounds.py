@@ -13,6 +13,7 @@ from datetime import UTC
 from typing import Any, NamedTuple
 
 from services.core import regexgen
+from services.core.errors import UnsupportedRegex
 from services.core.limits import Limits
 from services.core.models import FieldError, FieldSpec, FieldType, GenerateRequest, clip
 from services.core.problems import Problems
@@ -158,7 +159,7 @@ def _constraints(req: GenerateRequest, limits: Limits, found: Problems) -> None:
         seen.add(c.regex)  # compiled once, counted once
         try:
             p = regexgen.compile_pattern(c.regex)
-        except regexgen.UnsupportedRegex:
+        except UnsupportedRegex:
             continue  # reported with the constraint
         if p.hi > limits.max_text:
             continue  # likewise, before its cost counts
@@ -252,7 +253,7 @@ def _text(f: FieldSpec) -> Estimate:
     if c.regex is not None:
         try:
             p = regexgen.compile_pattern(c.regex)
-        except regexgen.UnsupportedRegex:
+        except UnsupportedRegex:
             return Estimate(typ, big, steps)
         lo, hi = max(p.lo, c.min_length or 0), min(p.hi, c.max_length or p.hi)
         return Estimate((lo + hi) / 2 + 2, hi + 2, 1 + hi)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from services.core.errors import ConstraintUnsatisfiable
 from services.core.models import (
     DEFAULT_ANCHOR,
     EntitySchema,
@@ -31,10 +32,6 @@ SHIPPING_CENTS = (0, 795, 1995)
 DISCOUNTS = (0.0, 0.10, 0.15)
 CARD_METHODS = frozenset({"credit_card", "debit_card", "macys_card"})
 INF = float("inf")
-
-
-class ConstraintUnsatisfiable(ValueError):
-    """Constraints that no record can meet; reported before generation starts."""
 
 
 def lookup(fields: list[FieldSpec], path: str) -> FieldSpec | None:

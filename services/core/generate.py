@@ -19,6 +19,7 @@ from typing import Any
 
 from services.core import edgecases
 from services.core.entities import lookup
+from services.core.errors import GenerationStopped
 from services.core.plan import Plan, Slot
 from services.core.pools import get_pools
 from services.core.values import Ctx, gen_field, gen_object
@@ -80,10 +81,6 @@ def finalize(
         if plan.composer is not None:
             plan.composer.reconcile(rec, slot.overrides)
     return rec
-
-
-class GenerationStopped(Exception):
-    """`should_stop` answered True: the caller no longer wants the rest of the range."""
 
 
 def iter_records(

@@ -278,12 +278,4 @@ class FieldError(_Model):
         return f"{self.path}: {self.message}"
 
 
-class RequestInvalid(ValueError):
-    """A request that cannot be served; carries every problem found, not just the first."""
-
-    def __init__(self, errors: list[FieldError]):
-        self.errors = errors
-        super().__init__("; ".join(str(e) for e in errors))
-
-
 DEFAULT_ANCHOR = datetime(2025, 1, 1, tzinfo=UTC)

@@ -18,6 +18,7 @@ from typing import Any
 from services.core import edgecases, lexicon, phrases
 from services.core.bounds import check_output, check_request
 from services.core.entities import COMPOSERS, Composer, lookup
+from services.core.errors import RequestInvalid
 from services.core.intent import Intent, Recognizer, ScopeIntent, interpret, scenario_scope
 from services.core.limits import Limits
 from services.core.models import (
@@ -27,7 +28,6 @@ from services.core.models import (
     FieldSpec,
     FieldType,
     GenerateRequest,
-    RequestInvalid,
     Scenario,
     clip,
 )

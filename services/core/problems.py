@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from services.core.errors import RequestInvalid
 from services.core.limits import Limits
-from services.core.models import FieldError, RequestInvalid
+from services.core.models import FieldError
 
 MAX_REPORTED = 5  # of one kind of problem (duplicates, bad enum values) before a summary
 

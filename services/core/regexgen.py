@@ -29,6 +29,8 @@ from typing import Any
 
 import re2
 
+from services.core.errors import UnsupportedRegex
+
 UNBOUNDED_CAP = 8  # `*`/`+` repeat at most this many extra times
 MAX_NESTING = 50  # groups and repeats inside each other
 _PRINTABLE = [ch for ch in string.printable if ch not in "\t\n\r\x0b\x0c"]
@@ -69,10 +71,6 @@ _COST_UNICODE = {
 }
 _COST_WIDE_RANGE = 25
 _COST_ANY = 10
-
-
-class UnsupportedRegex(ValueError):
-    pass
 
 
 # ---- nodes -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.core import regexgen
+from services.core.errors import SchemaFileError, UnsupportedRegex
 from services.core.limits import Limits
 from services.core.models import (
     TEXT_TYPES,
@@ -27,8 +28,9 @@ NUMERIC = (FieldType.INTEGER, FieldType.FLOAT)
 # Bounds on what one value may be: a test-data request must not be able to ask for a
 # gigabyte string or a million-item array (one record has to fit in a result chunk).
 # The defaults of `Limits`; a deployment may set others (Settings).
-MAX_TEXT = Limits.max_text
-MAX_ITEMS = Limits.max_array_items
+_DEFAULT = Limits()
+MAX_TEXT = _DEFAULT.max_text
+MAX_ITEMS = _DEFAULT.max_array_items
 CONTAINERS = (FieldType.OBJECT, FieldType.ARRAY)
 # Fields whose values have a fixed length, and the lengths they may have otherwise.
 FIXED_LENGTH = {FieldType.UUID: 36, FieldType.DATE: 10, FieldType.DATETIME: 20}
@@ -36,10 +38,6 @@ EMAIL_MIN = 6  # a@b.io: the shortest address the validator accepts
 PHONE_LENGTHS = (7, 21)  # what the validator's phone pattern accepts
 LENGTH_TYPES = TEXT_TYPES
 REGEX_TYPES = (FieldType.STRING, FieldType.ADDRESS, FieldType.ENUM)
-
-
-class SchemaFileError(ValueError):
-    """A schema file that is not a valid entity schema: the service refuses to start."""
 
 
 def _numbers(c: FieldConstraint, path: str, limits: Limits) -> list[FieldError]:
@@ -230,7 +228,7 @@ def _regex(
         return err(f"pattern longer than {limits.max_regex_length} characters")
     try:
         p = regexgen.compile_pattern(c.regex)
-    except regexgen.UnsupportedRegex as exc:
+    except UnsupportedRegex as exc:
         return err(regexgen.refusal(exc))
     if p.hi > limits.max_text:
         return err(regex_too_long(p.hi, limits))
@@ -242,7 +240,7 @@ def _regex(
         )
     try:
         match = p.ready()
-    except regexgen.UnsupportedRegex as exc:
+    except UnsupportedRegex as exc:
         return err(regexgen.refusal(exc))
     if ftype == FieldType.ENUM:
         bad = [v for v in c.enum_values if bad_text(v) is None and not match(v)][:3]

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from services.core import regexgen
+from services.core.errors import UnsupportedRegex
 from services.core.models import (
     TEXT_TYPES,
     EntitySchema,
@@ -43,7 +44,7 @@ def _matches(pattern: str, v: str) -> bool:
     """Whole-string match in linear time (RE2), with Python's meaning (see regexgen)."""
     try:
         return regexgen.matcher(pattern)(v)
-    except regexgen.UnsupportedRegex:
+    except UnsupportedRegex:
         return False  # the planner refuses such patterns; a value cannot be shown to match
 
 

@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 from services.core.entities import MONEY_FIELDS, lookup
+from services.core.errors import NoExamples
 from services.core.generate import BLOCK, META_KEYS, block_seed, finalize, generate_records
 from services.core.models import FieldSpec, FieldType
 from services.core.plan import Plan, Slot
@@ -65,10 +66,6 @@ ADDRESS_PARTS = {
 PEOPLE = frozenset({"first_name", "last_name", "full_name"})
 SMALL_SCALE = 10  # integers bounded this tightly are categories (ratings): never perturbed
 MIN_SPREAD = 7 * DAY
-
-
-class NoExamples(ValueError):
-    """Nothing to vary: no example record is an object."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.kit.console import UserError, bootstrap_arg, bootstrap_for, reach_broker
+from services.kit.console import bootstrap_arg, bootstrap_for, reach_broker
+from services.kit.errors import UserError
 from services.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:

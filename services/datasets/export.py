@@ -31,15 +31,17 @@ from typing import Any
 
 import orjson
 
+from services.core.errors import RequestInvalid
 from services.core.formats import ChunkEncoder, DatasetDigest, holds_defects, table_columns
 from services.core.generate import iter_records
-from services.core.models import EntitySchema, OutputFormat, RequestInvalid, traits_of
+from services.core.models import EntitySchema, OutputFormat, traits_of
 from services.core.plan import build_plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.reproducible import parse_anchor
+from services.datasets.errors import Incomplete, Unfit
 from services.datasets.log import LoggedDataset, LoggedRequest, dataset_of, position
-from services.datasets.sinks import FORMATS, SINKS, Layout, Sink, Unfit
+from services.datasets.sinks import FORMATS, SINKS, Layout, Sink
 from services.kit.path.generation import chunk_bounds
 from services.kit.wire.messages import GenerationMetadata, ResultChunk
 from services.kit.wire.tenancy import LOCAL
@@ -59,10 +61,6 @@ class Exported:
     records: int = 0
     path: str = ""
     tenant: str = LOCAL  # whose request it was (LoggedRequest.tenant)
-
-
-class Incomplete(Exception):
-    pass
 
 
 async def _in_memory(chunk: ResultChunk) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from services.datasets.errors import ChunkGone
 from services.datasets.log import position
 from services.kit.runtime.kafka import make_consumer, stop_quietly
 from services.kit.wire.codec import get_codec
@@ -23,10 +24,6 @@ from services.kit.wire.messages import ResultChunk
 #: Records skipped by reading on rather than seeking (a seek costs a fetch round trip).
 SKIP_AHEAD = 256
 FETCH_RECORDS = 4  # at most this many records (chunks of up to 2 MiB) held at once
-
-
-class ChunkGone(LookupError):
-    """A chunk the first pass saw is no longer on the log (retention took it)."""
 
 
 class LogChunks:

@@ -22,7 +22,8 @@ from services.kit.runtime.kafka import (
     stop_quietly,
 )
 from services.kit.wire.assembler import Assembler, State, Verdict
-from services.kit.wire.codec import DecodeError, get_codec
+from services.kit.wire.codec import get_codec
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import (
     CONTENT_TYPE,
     LOG_COPY,

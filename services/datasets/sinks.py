@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from services.core.formats import Column, create_table, csv_rows, insert_rows
 from services.core.models import FieldSpec, FieldType
 from services.core.validate import INVALID_KEY
+from services.datasets.errors import Unfit
 
 FORMATS = ("jsonl", "json", "csv", "sql", "parquet")
 #: Formats that hold one table per file: a combined file needs one entity.
@@ -303,10 +304,6 @@ def arrow_schema(cols: list[Column]) -> pa.Schema:
         t = arrow_type(c)
         types[c.name] = merge_types(types[c.name], t) if c.name in types else t
     return pa.schema([pa.field(n, t) for n, t in types.items()])
-
-
-class Unfit(ValueError):
-    """A value Parquet's column type cannot hold."""
 
 
 def to_batch(records: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:

@@ -54,7 +54,9 @@ class HybridService(PathService):
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
-        return HybridAvailability(StoreAvailability.shared(settings), LLMAvailability(settings))
+        return HybridAvailability(
+            StoreAvailability.shared(settings.store), LLMAvailability(settings.llm)
+        )
 
     @cached_property
     def parts(self) -> HybridAvailability:
@@ -71,7 +73,7 @@ class HybridService(PathService):
         return UsageMarker(self.parts.store)
 
     async def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
-        got = await retrieve(self.parts.store, plan, self.rt.settings)
+        got = await retrieve(self.parts.store, plan, self.rt.settings.store)
         first: dict[str, Any]
         if got.failure is not None:
             metrics.FALLBACKS.labels("hybrid", "llm", "retrieval").inc()

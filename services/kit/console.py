@@ -11,20 +11,13 @@ import sys
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from services.kit.errors import UserError
 from services.kit.ops.runfile import locate_bootstrap, run_file_path
 from services.kit.settings import Settings, get_settings
 
 T = TypeVar("T")
 #: How long a command waits to reach a Kafka broker before saying it cannot.
 BROKER_TIMEOUT_S = 15.0
-
-
-class UserError(Exception):
-    """Something the user can fix; `main` prints it as one line and exits non-zero."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
 
 
 async def reach_broker(step: Awaitable[T], bootstrap: str) -> T:
@@ -60,7 +53,7 @@ def bootstrap_for(args: argparse.Namespace, settings: Settings) -> str:
         print(found.note, file=sys.stderr)
     from services.kit.runtime.kafka import use_security  # here: as KafkaError above
 
-    return use_security(found.value, settings)
+    return use_security(found.value, settings.kafka)
 
 
 def bootstrap_arg(p: argparse.ArgumentParser) -> None:

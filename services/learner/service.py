@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from services.core.registry import SchemaRegistry
 from services.kit.ops import metrics
 from services.kit.runtime.stream import Message, Runtime, Subscriber
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.learner.gate import Policy, judge
 from services.patterns import Collection, Pattern, PatternStore, StoreUnavailable, open_store
 
@@ -40,7 +40,7 @@ class LearnerService:
         self.policy = Policy.from_settings(s)
         self.keep = s.patterns_per_entity_max
         self.retry_max_s = s.learner_retry_max_seconds
-        self.store = store if store is not None else open_store(s)
+        self.store = store if store is not None else open_store(s.store)
         self.unavailable: str | None = "not started"  # None while the store answers
         self.stored = 0
         self.skipped: Counter[str] = Counter()

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from services.kit.settings import Settings
+from services.kit.settings import LLMSettings
 from services.llm.clients import LLMClient, build_clients
 
 log = logging.getLogger("testdata.llm")
@@ -53,9 +53,9 @@ class LLMAvailability:
     """Configured backends, re-probed at most every `interval_s`; `reason` is None while
     one answers, else why the LLM path cannot serve."""
 
-    def __init__(self, settings: Settings, clients: Sequence[LLMClient] | None = None):
-        self.clients = list(build_clients(settings) if clients is None else clients)
-        self.interval_s = settings.llm_health_interval_seconds
+    def __init__(self, llm: LLMSettings, clients: Sequence[LLMClient] | None = None):
+        self.clients = list(build_clients(llm) if clients is None else clients)
+        self.interval_s = llm.llm_health_interval_seconds
         self.status: dict[str, str] = {}
         self.reason: str | None = None if self.clients else NOT_CONFIGURED
         self._checked: float | None = None

@@ -10,7 +10,7 @@ policy (what is retried, how long to wait, how many times) is the same for every
 * not retried, `LLMPermanentError`: 401/403, 400/404/413/422 and other 4xx;
 * retries exhausted: `LLMUnavailable`.
 
-`build_clients(settings)` returns the configured backends in fallback order.
+`build_clients(settings.llm)` returns the configured backends in fallback order.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import anthropic
 import openai
 from pydantic import BaseModel, ConfigDict
 
-from services.kit.settings import Settings
+from services.kit.settings import LLMSettings
 from services.llm.errors import LLMPermanentError, LLMUnavailable
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,11 @@ class RetryPolicy:
         return max(0.0, exp * (1.0 - self.jitter * rng.random()))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_settings(cls, llm: LLMSettings) -> RetryPolicy:
         return cls(
-            max_retries=max(0, settings.llm_max_retries),
-            base_delay=settings.llm_retry_base_seconds,
-            max_delay=settings.llm_retry_max_seconds,
+            max_retries=max(0, llm.llm_max_retries),
+            base_delay=llm.llm_retry_base_seconds,
+            max_delay=llm.llm_retry_max_seconds,
         )
 
 
@@ -299,18 +299,18 @@ class _RetryingClient(Generic[_SdkT]):
         self._sdk: _SdkT | None = None
 
     @classmethod
-    def _settings_kwargs(cls, settings: Settings) -> dict[str, Any]:
-        """This backend's own constructor arguments as configured in `settings`."""
+    def _settings_kwargs(cls, llm: LLMSettings) -> dict[str, Any]:
+        """This backend's own constructor arguments as configured in `llm`."""
         raise NotImplementedError
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+    def from_settings(cls, llm: LLMSettings, **overrides: Any) -> Self:
         """A client as configured; `overrides` (e.g. `retry=`, `sleep=`) win over settings."""
         kwargs: dict[str, Any] = {
-            "timeout": settings.llm_timeout_seconds,
-            "retry": RetryPolicy.from_settings(settings),
-            "concurrency": settings.llm_concurrency,
-            **cls._settings_kwargs(settings),
+            "timeout": llm.llm_timeout_seconds,
+            "retry": RetryPolicy.from_settings(llm),
+            "concurrency": llm.llm_concurrency,
+            **cls._settings_kwargs(llm),
             **overrides,
         }
         return cls(**kwargs)
@@ -477,15 +477,16 @@ class ClaudeClient(_RetryingClient[anthropic.AsyncAnthropic]):
         )
 
     @classmethod
-    def _settings_kwargs(cls, settings: Settings) -> dict[str, Any]:
+    def _settings_kwargs(cls, llm: LLMSettings) -> dict[str, Any]:
         # A temperature goes out only on CLAUDE_SEND_TEMPERATURE (see the class docstring).
-        send = settings.claude_send_temperature
+        send = llm.claude_send_temperature
+        key = llm.anthropic_api_key
         return {
-            "api_key": settings.anthropic_api_key,
-            "base_url": settings.anthropic_base_url,
-            "model": settings.claude_model,
-            "max_tokens": settings.claude_max_tokens,
-            "temperature": settings.claude_temperature if send else None,
+            "api_key": key.get_secret_value() if key else None,
+            "base_url": llm.anthropic_base_url,
+            "model": llm.claude_model,
+            "max_tokens": llm.claude_max_tokens,
+            "temperature": llm.claude_temperature if send else None,
         }
 
     def _make_sdk(self, **options: Any) -> anthropic.AsyncAnthropic:
@@ -560,16 +561,16 @@ class OpenAICompatClient(_RetryingClient[openai.AsyncOpenAI]):
         self.enabled = enabled
 
     @classmethod
-    def _settings_kwargs(cls, settings: Settings) -> dict[str, Any]:
+    def _settings_kwargs(cls, llm: LLMSettings) -> dict[str, Any]:
         # No VLLM_MAX_TOKENS / VLLM_TEMPERATURE settings exist: the CLAUDE_* values are the
         # generation knobs for every backend.
         return {
-            "base_url": settings.vllm_base_url,
-            "model": settings.vllm_model,
-            "api_key": settings.vllm_api_key,
-            "max_tokens": settings.claude_max_tokens,
-            "temperature": settings.claude_temperature,
-            "enabled": settings.use_local_llm or settings.llm_enabled_local,
+            "base_url": llm.vllm_base_url,
+            "model": llm.vllm_model,
+            "api_key": llm.vllm_api_key.get_secret_value(),
+            "max_tokens": llm.claude_max_tokens,
+            "temperature": llm.claude_temperature,
+            "enabled": llm.use_local_llm or llm.llm_enabled_local,
         }
 
     def _make_sdk(self, **options: Any) -> openai.AsyncOpenAI:
@@ -609,7 +610,7 @@ class OpenAICompatClient(_RetryingClient[openai.AsyncOpenAI]):
         return await self.sdk.models.list()
 
 
-def build_clients(settings: Settings, **overrides: Any) -> list[LLMClient]:
+def build_clients(llm: LLMSettings, **overrides: Any) -> list[LLMClient]:
     """The configured backends in fallback order.
 
     Claude first, then the OpenAI-compatible server; with USE_LOCAL_LLM the local server
@@ -617,7 +618,7 @@ def build_clients(settings: Settings, **overrides: Any) -> list[LLMClient]:
     as configured only when USE_LOCAL_LLM or LLM_ENABLED_LOCAL says one is deployed.
     `overrides` (e.g. `retry=`, `sleep=`) are passed to both constructors.
     """
-    claude = ClaudeClient.from_settings(settings, **overrides)
-    local = OpenAICompatClient.from_settings(settings, **overrides)
-    order: list[LLMClient] = [local, claude] if settings.use_local_llm else [claude, local]
+    claude = ClaudeClient.from_settings(llm, **overrides)
+    local = OpenAICompatClient.from_settings(llm, **overrides)
+    order: list[LLMClient] = [local, claude] if llm.use_local_llm else [claude, local]
     return [c for c in order if c.is_configured]

@@ -572,7 +572,7 @@ class LLMEngine:
             "coherence_threshold": settings.coherence_threshold,
         }
         kwargs.update(overrides)
-        return cls(build_clients(settings) if clients is None else clients, **kwargs)
+        return cls(build_clients(settings.llm) if clients is None else clients, **kwargs)
 
     def run(
         self,

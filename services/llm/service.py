@@ -30,7 +30,7 @@ class LLMService(PathService):
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
-        return LLMAvailability(settings)
+        return LLMAvailability(settings.llm)
 
     async def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
         # The base cancels the run (its model calls too) when `budget` runs out.

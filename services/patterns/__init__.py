@@ -7,15 +7,9 @@ imported on demand: the Weaviate client alone costs ~1 s to import.
 
 from __future__ import annotations
 
-from services.kit.settings import Settings
-from services.patterns.store import (
-    Collection,
-    Hit,
-    Pattern,
-    PatternStore,
-    StoreStats,
-    StoreUnavailable,
-)
+from services.kit.settings import StoreSettings
+from services.patterns.errors import StoreUnavailable
+from services.patterns.store import Collection, Hit, Pattern, PatternStore, StoreStats
 
 __all__ = [
     "Collection",
@@ -28,7 +22,7 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> PatternStore:
+def open_store(settings: StoreSettings) -> PatternStore:
     """The configured backend, not yet started (call `await store.start()`)."""
     if settings.weaviate_url:
         from services.patterns.weaviate import WeaviateStore

@@ -16,10 +16,11 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import ClassVar, TypeVar
 
-from services.kit.settings import Settings
+from services.kit.settings import StoreSettings
 from services.patterns import open_store
+from services.patterns.errors import StoreUnavailable
 from services.patterns.scope import Scope
-from services.patterns.store import PatternStore, StoreUnavailable
+from services.patterns.store import PatternStore
 
 log = logging.getLogger("testdata.patterns")
 T = TypeVar("T")
@@ -36,7 +37,7 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def location(settings: Settings) -> str:
+def location(settings: StoreSettings) -> str:
     return settings.weaviate_url or settings.pattern_store_path
 
 
@@ -46,7 +47,7 @@ class StoreAvailability:
 
     _shared: ClassVar[dict[str, tuple[StoreAvailability, int]]] = {}
 
-    def __init__(self, settings: Settings, store: PatternStore | None = None):
+    def __init__(self, settings: StoreSettings, store: PatternStore | None = None):
         self.settings = settings
         self.timeout = settings.pattern_store_timeout_seconds
         self.interval = settings.pattern_store_refresh_seconds
@@ -61,7 +62,7 @@ class StoreAvailability:
         self._key: str | None = None
 
     @classmethod
-    def shared(cls, settings: Settings) -> StoreAvailability:
+    def shared(cls, settings: StoreSettings) -> StoreAvailability:
         """The one instance for this store location in this process (closed by its last
         user's `aclose`): the RAG and hybrid paths share a store and its counts."""
         key = location(settings)

@@ -35,17 +35,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.kit.settings import Settings
+from services.kit.settings import StoreSettings
 from services.patterns import embedding
+from services.patterns.errors import ModelUnavailable, StoreUnavailable
 from services.patterns.fusion import CANDIDATES, fts_query, relative_fusion, top
-from services.patterns.store import (
-    Collection,
-    Hit,
-    Pattern,
-    PatternStore,
-    StoreStats,
-    StoreUnavailable,
-)
+from services.patterns.store import Collection, Hit, Pattern, PatternStore, StoreStats
 from services.patterns.vectors import VectorIndex
 
 log = logging.getLogger("testdata.patterns")
@@ -481,7 +475,7 @@ class EmbeddedStore(PatternStore):
         self._no_model: str | None = embedding.model_status()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EmbeddedStore:
+    def from_settings(cls, settings: StoreSettings) -> EmbeddedStore:
         return cls(
             settings.pattern_store_path, timeout_seconds=settings.pattern_store_timeout_seconds
         )
@@ -510,7 +504,7 @@ class EmbeddedStore(PatternStore):
             return None
         try:
             return embedding.get_embedder()
-        except embedding.ModelUnavailable as exc:
+        except ModelUnavailable as exc:
             self._no_model = str(exc)
             log.warning("pattern store: keywords only (%s)", exc)
             return None

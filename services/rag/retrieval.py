@@ -20,7 +20,7 @@ from typing import Any
 from services.core.plan import Plan
 from services.core.validate import EDGE_CASE_KEY
 from services.core.variation import DEFAULT_EDGE_CASE, Example
-from services.kit.settings import Settings
+from services.kit.settings import StoreSettings
 from services.kit.wire.tenancy import CURRENT
 from services.patterns.availability import StoreAvailability
 from services.patterns.scope import Scope, scope_of
@@ -71,7 +71,7 @@ def query_text(plan: Plan) -> str:
     return " ".join(t for t in _WORD.findall(text) if t.lower() not in filler)
 
 
-def search_terms(plan: Plan, settings: Settings) -> tuple[str, float]:
+def search_terms(plan: Plan, settings: StoreSettings) -> tuple[str, float]:
     """(query, alpha): the request's own words with the configured ranking weight; with
     none, the scope's name ranked by meaning alone (every pattern in scope would match
     its words as keywords)."""
@@ -97,7 +97,7 @@ def examples_of(hits: Sequence[Hit], collection: Collection) -> list[Example]:
     return out[:MAX_EXAMPLES]
 
 
-async def retrieve(store: StoreAvailability, plan: Plan, settings: Settings) -> Retrieval:
+async def retrieve(store: StoreAvailability, plan: Plan, settings: StoreSettings) -> Retrieval:
     """The request's top patterns; a failed or empty retrieval says why in `failure`."""
     scope = scope_of(plan.request, plan.schema)
     got = Retrieval(scope=scope)

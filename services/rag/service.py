@@ -113,7 +113,7 @@ class RagService(PathService):
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
-        return StoreAvailability.shared(settings)
+        return StoreAvailability.shared(settings.store)
 
     @cached_property
     def store(self) -> StoreAvailability:
@@ -125,7 +125,7 @@ class RagService(PathService):
         return UsageMarker(self.store)
 
     async def generate(self, plan: Plan, budget: Budget) -> AsyncIterator[Batch]:
-        got = await retrieve(self.store, plan, self.rt.settings)
+        got = await retrieve(self.store, plan, self.rt.settings.store)
         if got.failure is not None:
             metrics.FALLBACKS.labels("rag", TRADITIONAL_BACKEND, "retrieval").inc()
             note = Fallback(source="rag", target=TRADITIONAL_BACKEND, reason=got.failure)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from services.core.admission import Planner
-from services.core.models import GenerateRequest, GenerationPath, OutputFormat, RequestInvalid
+from services.core.errors import RequestInvalid
+from services.core.models import GenerateRequest, GenerationPath, OutputFormat
 from services.core.registry import SchemaRegistry
 from services.core.report import ErrorKind
 from services.core.reproducible import derive_request_id, pin_logged
@@ -22,7 +23,7 @@ from services.kit.ops import metrics
 from services.kit.runtime.control import deadline_passed
 from services.kit.runtime.replies import answer_failure, reply_headers, send_failure
 from services.kit.runtime.stream import Message, Runtime, Subscriber
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import CONTENT_TYPE, ROUTED
 from services.kit.wire.messages import RoutedRequest
 from services.patterns.scope import Scope, scope_of
@@ -53,7 +54,7 @@ class RouterService:
         self.availability = availability
         self.pattern_gap = pattern_gap
         s = runtime.settings
-        self.planner = Planner(registry, s.limits())
+        self.planner = Planner(registry, s.limits)
         self._entities = set(registry.names())
         self._domains = {e.domain for e in registry.list()}
 

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from services.bridge.admission import MAX_RETRY, MIN_RETRY, Admission, Full
+from services.bridge.admission import MAX_RETRY, MIN_RETRY, Admission
+from services.bridge.errors import Full
 
 
 async def test_calls_within_the_limit_run_at_once():

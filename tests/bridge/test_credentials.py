@@ -10,12 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.bridge.credentials import (
-    CredentialsInvalid,
-    JwtKeys,
-    Refused,
-    certificate_tenant,
-)
+from services.bridge.credentials import JwtKeys, certificate_tenant
+from services.bridge.errors import CredentialsInvalid, Refused
 from services.bridge.identity import Authenticator
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.bridge.credentials import CredentialsInvalid as TokensInvalid
 from services.bridge.credentials import Tokens
+from services.bridge.errors import CredentialsInvalid as TokensInvalid
 from services.bridge.identity import bearer
 
 A, B = "a" * 32, "b" * 32

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from services.core.admission import Planner, admit, shape_of
+from services.core.errors import RequestInvalid
 from services.core.formats import encode_all
 from services.core.generate import generate_records
 from services.core.limits import Limits
-from services.core.models import GenerateRequest, RequestInvalid
+from services.core.models import GenerateRequest
 from services.core.plan import Plan, build_plan
 
 pytestmark = pytest.mark.unit

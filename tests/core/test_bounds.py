@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from services.core.errors import RequestInvalid
 from services.core.generate import generate_records
 from services.core.limits import HARD_MAX_DEPTH, Limits
-from services.core.models import FieldError, GenerateRequest, RequestInvalid
+from services.core.models import FieldError, GenerateRequest
 from services.core.plan import build_plan
 from services.core.validate import EMAIL_RE, PHONE_RE, validate_record
 from services.kit.settings import Settings
@@ -293,9 +294,9 @@ def test_scenarios_plan_in_one_pass(registry):
 # ---- settings ------------------------------------------------------------------------------
 def test_limits_come_from_settings_in_one_place():
     s = Settings(max_schema_depth=3, max_number_magnitude=1e6, max_output_bytes=1 << 20)
-    limits = s.limits()
+    limits = s.limits
     assert (limits.max_depth, limits.max_magnitude, limits.max_output_bytes) == (3, 1e6, 1 << 20)
-    assert Settings().limits() == Limits()  # the defaults agree
+    assert Settings().limits == Limits()  # the defaults agree
     with pytest.raises(ValidationError):
         Settings(max_schema_depth=HARD_MAX_DEPTH + 1)
     with pytest.raises(ValidationError):

@@ -15,8 +15,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.core.errors import RequestInvalid
 from services.core.generate import generate_records
-from services.core.models import FieldType, GenerateRequest, RequestInvalid
+from services.core.models import FieldType, GenerateRequest
 from services.core.plan import build_plan
 from services.core.registry import SchemaRegistry
 from services.core.validate import validate_record

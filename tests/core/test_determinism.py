@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from services.core.errors import GenerationStopped
 from services.core.formats import ChunkEncoder, encode_all, join_chunks
-from services.core.generate import (
-    BLOCK,
-    GenerationStopped,
-    generate_records,
-    iter_batches,
-    iter_records,
-)
+from services.core.generate import BLOCK, generate_records, iter_batches, iter_records
 from services.core.models import GenerateRequest, OutputFormat
 from services.core.plan import build_plan
 from services.core.pools import GENERATOR_VERSION

@@ -4,8 +4,9 @@ from collections import Counter
 import pytest
 
 from services.core.coherence import score_cart, score_order, score_records, score_review
+from services.core.errors import RequestInvalid
 from services.core.generate import generate_records
-from services.core.models import GenerateRequest, RequestInvalid
+from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.validate import validate_record
 

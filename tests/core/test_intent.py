@@ -13,8 +13,9 @@ import pytest
 from services.core import edgecases, lexicon, phrases
 from services.core.coherence import SCORERS, score_records
 from services.core.entities import KIND_OF_CATEGORY
+from services.core.errors import RequestInvalid
 from services.core.generate import generate_records
-from services.core.models import GenerateRequest, RequestInvalid
+from services.core.models import GenerateRequest
 from services.core.plan import RECOGNIZERS, build_plan
 from services.core.pools import get_pools
 from services.core.registry import SchemaRegistry

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from services.core.registry import SchemaFileError, SchemaRegistry
+from services.core.errors import SchemaFileError
+from services.core.registry import SchemaRegistry
 
 ENTITIES = ["cart", "order", "payment", "product", "review", "user"]
 

@@ -1,6 +1,7 @@
 import pytest
 
-from services.core.models import GenerateRequest, RequestInvalid
+from services.core.errors import RequestInvalid
+from services.core.models import GenerateRequest
 from services.core.plan import Limits, build_plan
 
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from services.core.coherence import chronology, score_records
+from services.core.errors import NoExamples
 from services.core.generate import generate_records
 from services.core.models import GenerateRequest
 from services.core.plan import build_plan
 from services.core.validate import EDGE_CASE_KEY, INVALID_KEY, validate_record
-from services.core.variation import Example, NoExamples, Variation, vary_records
+from services.core.variation import Example, Variation, vary_records
 
 ENTITIES = ["cart", "order", "payment", "product", "review", "user"]
 ANCHOR = "2026-03-01T12:00:00Z"

@@ -14,7 +14,8 @@ import pytest
 
 from services.patterns import embedding
 from services.patterns.embedded import EmbeddedStore
-from services.patterns.store import Collection, StoreUnavailable
+from services.patterns.errors import StoreUnavailable
+from services.patterns.store import Collection
 from tests.patterns.conftest import open_embedded
 from tests.patterns.test_contract import CARTS
 from tests.support import HANG_GUARD_S

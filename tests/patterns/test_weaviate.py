@@ -24,8 +24,9 @@ from weaviate.util import generate_uuid5
 from services.cli import main
 from services.kit.settings import get_settings
 from services.patterns import open_store
+from services.patterns.errors import StoreUnavailable
 from services.patterns.seeds import load_seeds
-from services.patterns.store import Collection, Pattern, StoreUnavailable
+from services.patterns.store import Collection, Pattern
 from services.patterns.weaviate import WeaviateStore
 from services.patterns.weaviate_schema import LAYOUTS, SEARCH_PROP, object_uuid
 from tests.fakes.weaviate_server import FakeWeaviate

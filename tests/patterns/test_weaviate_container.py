@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.patterns.store import Collection, StoreUnavailable
+from services.patterns.errors import StoreUnavailable
+from services.patterns.store import Collection
 from services.patterns.weaviate import WeaviateStore
 from tests.patterns.backends import (
     container_settings,

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from services.app import App
-from services.kit.ops.procstate import StartupError
+from services.kit.ops.errors import StartupError
 from services.proto.testdata.v1 import test_data_pb2 as pb
 from services.proto.testdata.v1 import test_data_pb2_grpc as pb_grpc
 from tests.support import HANG_GUARD_S, TOKENS, auth, make_settings, tokens_file

@@ -12,8 +12,8 @@ import pytest
 
 from services.bridge.inbox import Inbox
 from services.bridge.server import overall, serve
+from services.kit.ops.errors import StartupError
 from services.kit.ops.http import HealthHTTP
-from services.kit.ops.procstate import StartupError
 from tests.support import HANG_GUARD_S
 
 

@@ -14,14 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-
-class DirInUse(RuntimeError):
-    """Another process (or another owner in this one) holds the directory."""
-
-    def __init__(self, directory: Path, what: str, pid: int | None):
-        self.directory, self.pid = directory, pid
-        holder = f" (pid {pid})" if pid else ""
-        super().__init__(f"the {what} {directory} is in use by another instance{holder}")
+from services.kit.broker.errors import DirInUse
 
 
 class DirLock:

@@ -52,7 +52,13 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from services.kit.broker import kafkadist
-from services.kit.broker.dirlock import DirInUse, DirLock
+from services.kit.broker.dirlock import DirLock
+from services.kit.broker.errors import (
+    BrokerStartFailed,
+    DirInUse,
+    KafkaNotInstalled,
+    StartCancelled,
+)
 from services.kit.broker.salvage import Report, salvage
 from services.kit.runtime.kafka import create_topics
 from services.kit.wire.topics import BROKER_MAX_MESSAGE_BYTES, DEFAULT_PARTITIONS
@@ -61,14 +67,6 @@ log = logging.getLogger(__name__)
 
 _PR_SET_DEATHSIG = 1
 _T = TypeVar("_T")
-
-
-class BrokerStartFailed(RuntimeError):
-    """The broker could not start; the message says why in one line."""
-
-
-class StartCancelled(BrokerStartFailed):
-    """start()'s `cancelled` said stop (a Ctrl-C): not a failure of the broker."""
 
 
 def death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
@@ -657,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker = EmbeddedBroker(topics, data_dir=args.data_dir, port=args.port)
         broker.start(cancelled=stop.is_set)
-    except (BrokerStartFailed, DirInUse, kafkadist.KafkaNotInstalled) as exc:
+    except (BrokerStartFailed, DirInUse, KafkaNotInstalled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     with broker:

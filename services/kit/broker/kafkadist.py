@@ -14,14 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.kit.broker.errors import KafkaNotInstalled
+
 #: Environment variable naming a directory of Kafka jars to use instead of the venv's.
 LIBS_ENV = "TESTDATA_KAFKA_LIBS"
 #: Kafka 4's broker runs on Java 17 or later.
 MIN_JAVA = 17
-
-
-class KafkaNotInstalled(RuntimeError):
-    """No Kafka jars or no Java: `make install` has not run (or failed)."""
 
 
 def lib_dir(venv: Path | None = None) -> Path:

@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from services.kit.ops.errors import StartupError
 from services.kit.ops.metrics import REGISTRY
-from services.kit.ops.procstate import FROZEN, StartupError
+from services.kit.ops.procstate import FROZEN
 
 log = logging.getLogger("testdata.http")
 #: Connections served at once; one more is answered 503 and closed.

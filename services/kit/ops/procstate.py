@@ -39,10 +39,6 @@ CRASH_LOOPING = "crash-looping"
 Probe = Callable[[], Awaitable[Mapping[str, str]]]
 
 
-class StartupError(RuntimeError):
-    """A service cannot start as configured (e.g. its port is taken): exit, don't retry."""
-
-
 @dataclass(frozen=True)
 class ProcState:
     """One service process as its supervisor last saw it."""

@@ -30,15 +30,15 @@ import orjson
 
 from services.core.admission import Planner
 from services.core.coherence import SCORERS
-from services.core.entities import ConstraintUnsatisfiable
-from services.core.generate import GenerationStopped
-from services.core.models import GenerationPath, RequestInvalid
+from services.core.errors import ConstraintUnsatisfiable, GenerationStopped, RequestInvalid
+from services.core.models import GenerationPath
 from services.core.plan import Plan
 from services.core.pools import GENERATOR_VERSION
 from services.core.registry import SchemaRegistry
 from services.core.report import INTERNAL_ERROR, Batch, ErrorKind, RunReport
 from services.kit.ops import metrics
 from services.kit.path.attempt import AttemptLease
+from services.kit.path.errors import Abandoned, OverBudget, PathIncomplete
 from services.kit.path.outcomes import (
     Sample,
     build_outcome,
@@ -56,7 +56,7 @@ from services.kit.runtime.emit import ChunkEmitter
 from services.kit.runtime.replies import answer_failure, resolve_reply_topic, send_failure
 from services.kit.runtime.stream import Message, Runtime, Subscriber
 from services.kit.settings import Settings
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import CORRELATION, REPLY_TO, RUN
 from services.kit.wire.messages import GenerationMetadata, Interpretation, RoutedRequest
 from services.kit.wire.tenancy import CURRENT, origin
@@ -137,22 +137,6 @@ def chunk_bounds(count: int, chunks: int, last: int) -> list[tuple[int, int]] | 
             if len(bounds) == chunks and bounds[-1][1] - bounds[-1][0] == last:
                 return bounds
     return None
-
-
-class PathIncomplete(RuntimeError):
-    """A path's generator ended with more or fewer records than the plan has."""
-
-
-class Abandoned(Exception):
-    """Nobody waits for the rest: the caller cancelled, or the deadline passed."""
-
-    def __init__(self, kind: ErrorKind, reason: str):
-        super().__init__(reason)
-        self.kind = kind
-
-
-class OverBudget(Exception):
-    """The request ran past its generation budget: it is dead-lettered, its caller told."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +235,7 @@ class PathService(ABC):
         self.availability = availability or self.probe(runtime.settings)
         self.cancellations = cancellations if cancellations is not None else Cancellations()
         s = runtime.settings
-        self.planner = Planner(registry, s.limits())
+        self.planner = Planner(registry, s.limits)
         self.chunk_size = s.chunk_size
         self.budget_seconds = s.generation_budget_seconds
         self.learn_rules = learn_rules(s.learn_paths)

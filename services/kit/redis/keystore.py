@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from services.kit.ops import metrics
 from services.kit.redis.breaker import Breaker, Circuit
+from services.kit.settings import RedisSettings
 
 log = logging.getLogger("testdata.redis")
 
@@ -67,6 +68,16 @@ class KeyStore:
                 url, socket_timeout=timeout, socket_connect_timeout=timeout
             )
             self._bucket = self.client.register_script(TOKEN_BUCKET)
+
+    @classmethod
+    def from_settings(cls, redis: RedisSettings) -> KeyStore:
+        """The store REDIS_URL names (none: not configured), as the Redis section says."""
+        return cls(
+            redis.redis_url,
+            redis.redis_key_prefix,
+            redis.redis_timeout_seconds,
+            Breaker(redis.redis_breaker_failures, redis.redis_breaker_cool_off_seconds),
+        )
 
     @property
     def configured(self) -> bool:

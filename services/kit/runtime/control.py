@@ -40,7 +40,7 @@ from services.kit.runtime.kafka import (
     stop_quietly,
 )
 from services.kit.runtime.stream import Message, Runtime
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import AVRO, CONTENT_TYPE, CORRELATION, DEADLINE
 from services.kit.wire.messages import Control, DeliveryMarker
 from services.kit.wire.signing import genuine, signed

@@ -1,7 +1,7 @@
 """Kafka client plumbing shared by every service (aiokafka; FastStream takes the same options).
 
 Tuning values (linger, fetch wait, group timeouts) come from the callers, normally from
-`Settings`; the defaults below are Settings' own defaults, so there is one source. The
+`KafkaSettings`; the defaults below are its own defaults, so there is one source. The
 embedded broker (services/kit/broker/embedded.py) is Apache Kafka itself, so there is one target.
 """
 
@@ -25,13 +25,13 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.offset import OffsetRequest
 
-from services.kit.settings import Settings
+from services.kit.settings import KafkaSettings
 from services.kit.wire.topics import DEFAULT_PARTITIONS, MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
 
-_DEFAULTS = Settings.model_fields
+_DEFAULTS = KafkaSettings.model_fields
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
@@ -55,7 +55,7 @@ class FileToken(AbstractTokenProvider):
         return self.path.read_text().strip()
 
 
-def security_options(settings: Settings) -> dict[str, Any]:
+def security_options(settings: KafkaSettings) -> dict[str, Any]:
     """The aiokafka options that join the cluster as `settings` say (empty: plaintext)."""
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
@@ -86,7 +86,7 @@ def security_options(settings: Settings) -> dict[str, Any]:
 _SECURITY: dict[str, dict[str, Any]] = {}
 
 
-def use_security(bootstrap: str, settings: Settings) -> str:
+def use_security(bootstrap: str, settings: KafkaSettings) -> str:
     """Every client this process makes for `bootstrap` joins it as `settings` say."""
     _SECURITY[bootstrap] = security_options(settings)
     return bootstrap

@@ -12,7 +12,7 @@ from services.core.models import FieldError, OutputFormat
 from services.core.report import ErrorKind
 from services.kit.runtime.kafka import end_positions, partitions_of, positions_at, stop_quietly
 from services.kit.runtime.stream import Message, Runtime
-from services.kit.wire.codec import DecodeError
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import (
     AVRO,
     CONTENT_TYPE,

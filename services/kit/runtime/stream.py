@@ -77,7 +77,7 @@ class Runtime:
         memory and network); processes sending only small records skip its cost."""
         self.compress = compress
         self.settings = settings
-        self.bootstrap = use_security(bootstrap, settings)  # its every client joins so
+        self.bootstrap = use_security(bootstrap, settings.kafka)  # its every client joins so
         self.topics = Topics(settings.topic_prefix)
         self.codec = codec or get_codec()
         self.producer: AIOKafkaProducer | None = None

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.core.models import FieldError, GenerateRequest
 from services.core.pools import SCHEMAS_DIR
-from services.core.report import ErrorKind
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.headers import AVRO, JSON
 from services.kit.wire.messages import (
     Control,
@@ -89,23 +89,6 @@ LEGACY_LAST_VERSION = 4
 def _fingerprint(schema: Any) -> bytes:
     """CRC-64-AVRO of the parsing canonical form with every named type expanded."""
     return crc64_avro(to_parsing_canonical_form(expand_schema(schema)).encode())
-
-
-class DecodeError(ValueError):
-    """A message that cannot become a typed value; `kind` names the dead-letter category."""
-
-    def __init__(
-        self,
-        kind: ErrorKind | str,
-        reason: str,
-        errors: list[FieldError] | None = None,
-        request_id: str | None = None,
-    ):
-        super().__init__(reason)
-        self.kind = ErrorKind(kind)
-        self.reason = reason
-        self.errors = errors or []
-        self.request_id = request_id
 
 
 def _load_set(paths: dict[str, Path]) -> dict[str, Any]:

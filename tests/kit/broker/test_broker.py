@@ -19,8 +19,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
 from services.kit.broker import embedded as broker_module
-from services.kit.broker.dirlock import DirInUse
 from services.kit.broker.embedded import EmbeddedBroker
+from services.kit.broker.errors import DirInUse
 from services.kit.runtime.kafka import (
     assign_all,
     ensure_topics_exist,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.broker.dirlock import DirInUse, DirLock
+from services.kit.broker.dirlock import DirLock
+from services.kit.broker.errors import DirInUse
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from services.core.report import ErrorKind
-from services.kit.path.generation import Abandoned, Budget, OverBudget
+from services.kit.path.errors import Abandoned, OverBudget
+from services.kit.path.generation import Budget
 from services.traditional.service import MAX_SLICE, SlicePacer
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from services.core.entities import ConstraintUnsatisfiable
-from services.core.generate import GenerationStopped, generate_records
+from services.core.errors import ConstraintUnsatisfiable, GenerationStopped
+from services.core.generate import generate_records
 from services.core.models import GenerateRequest, GenerationPath
 from services.core.plan import Plan
 from services.core.registry import SchemaRegistry
@@ -471,7 +471,7 @@ async def test_inbox_delivers_in_order_and_drops_duplicates_and_other_attempts(i
 
 
 async def test_inbox_fails_a_request_whose_chunks_have_a_gap(inbox):
-    from services.bridge.inbox import ChunkGap
+    from services.bridge.errors import ChunkGap
 
     p = inbox.open("r-1")
     inbox._dispatch(chunk_bytes(1), [(CORRELATION, p.correlation.encode())], 0, 10)

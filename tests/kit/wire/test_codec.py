@@ -10,16 +10,8 @@ import pytest
 from services.core.models import GenerateRequest
 from services.core.report import ErrorKind, Fallback
 from services.core.routing import RoutingDecision
-from services.kit.wire.codec import (
-    AVRO,
-    JSON,
-    MAGIC,
-    SCHEMA_FILES,
-    Codec,
-    DecodeError,
-    _fingerprint,
-    crc64_avro,
-)
+from services.kit.wire.codec import AVRO, JSON, MAGIC, SCHEMA_FILES, Codec, _fingerprint, crc64_avro
+from services.kit.wire.errors import DecodeError
 from services.kit.wire.messages import (
     Control,
     DeadLetter,
