@@ -37,7 +37,7 @@ class ServiceSettings(BaseModel):
         default=9001,
         ge=0,
         le=65535,
-        description="0: a free one, in the run file",
+        description="Where the gRPC bridge listens (0: a free one, in the run file).",
     )
     http_port: int = Field(
         default=8081,
