@@ -30,6 +30,7 @@ from services.kit.wire.headers import (
     TENANT,
     correlation_of,
     header_text,
+    key_text,
     run_of,
 )
 from services.kit.wire.messages import ResultChunk
@@ -272,8 +273,7 @@ async def read_requests(
         except (DecodeError, ValueError):
             bad += 1
             return
-        key_text = r.key.decode("utf-8", "replace") if r.key else ""
-        rid = req.request_id or key_text or derive_request_id(r.value or b"", r.timestamp)
+        rid = req.request_id or key_text(r.key) or derive_request_id(r.value or b"", r.timestamp)
         req = pin_logged(req, rid, r.timestamp)
         whose = origin(key, rid, r.headers)
         logged = LoggedRequest(req, r.partition, r.offset, r.timestamp, whose.tenant)
@@ -300,7 +300,7 @@ async def read_results(
     out: dict[str, LoggedDataset] = {}
 
     def on_record(r: Any) -> None:
-        rid = r.key.decode("utf-8", "replace") if r.key else ""
+        rid = key_text(r.key)
         if wanted is not None and rid not in wanted:
             return
         try:

@@ -34,7 +34,7 @@ from services.kit.runtime.kafka import (
 from services.kit.runtime.offsets import Assignment, PartitionState, Progress
 from services.kit.settings import Settings
 from services.kit.wire.codec import Codec, get_codec
-from services.kit.wire.headers import AVRO, CONTENT_TYPE
+from services.kit.wire.headers import AVRO, CONTENT_TYPE, key_text
 from services.kit.wire.messages import DeadLetter, ErrorDetail
 from services.kit.wire.topics import Topics
 
@@ -58,7 +58,7 @@ class Message:
     @property
     def key_text(self) -> str | None:
         """The record's key (a request id) as text; None without one. Never raises."""
-        return self.key.decode("utf-8", "replace") if self.key else None
+        return key_text(self.key) or None
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:

@@ -49,6 +49,11 @@ def header_text(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -
     return ""
 
 
+def key_text(key: bytes | None) -> str:
+    """A record's key (a request id) as text; "" without one. Never raises, as above."""
+    return key.decode("utf-8", "replace") if key else ""
+
+
 def correlation_of(headers: Sequence[tuple[str, bytes | None]] | None) -> str | None:
     """A record's attempt; None when the asker set none."""
     return header_text(headers, CORRELATION) or None
