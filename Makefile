@@ -59,8 +59,8 @@ test-fast: install redis
 
 # `make bench` runs every section but the soak; `make bench soak` (or `make bench load`, or
 # any section's name) runs only the named ones.
-BENCH_ONLY := soak load core admission codec llm pipeline delivery budget patterns weaviate learner rag \
-	intent cache replay export broker cli
+BENCH_ONLY := soak sustained smallcalls load core admission codec llm pipeline delivery budget \
+	patterns weaviate learner rag intent cache replay export broker cli
 bench: install
 	$(PY) -m bench $(filter $(BENCH_ONLY),$(MAKECMDGOALS))
 

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section in one run (or name sections: core admission codec llm
-pipeline load delivery budget patterns weaviate learner rag intent cache
-replay export broker cli, or soak: 30 minutes, never run by default)."""
+pipeline smallcalls load delivery budget patterns weaviate learner rag intent cache
+replay export broker cli; soak (30 minutes) and sustained (10) never run by default)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def main() -> None:
         "codec",
         "llm",
         "pipeline",
+        "smallcalls",
         "load",
         "delivery",
         "budget",

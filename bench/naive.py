@@ -14,6 +14,11 @@ from faker import Faker
 def naive_carts(n: int, seed: int = 0) -> list[dict[str, Any]]:
     fk = Faker("en_US")
     fk.seed_instance(seed)
+    return carts_from(fk, n)
+
+
+def carts_from(fk: Faker, n: int) -> list[dict[str, Any]]:
+    """`n` carts from a seeded Faker (the direct server keeps one and seeds it per call)."""
     out = []
     for i in range(n):
         items = [
