@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import faker
@@ -69,14 +69,11 @@ class Pools:
     area_codes: tuple[str, ...]
     occasions: tuple[Occasion, ...]
 
-    @property
+    @cached_property
     def all_products(self) -> tuple[Product, ...]:
-        return _all_products(self.occasions)
-
-
-@lru_cache(maxsize=4)
-def _all_products(occasions: tuple[Occasion, ...]) -> tuple[Product, ...]:
-    return tuple(p for o in occasions for p in o.products)
+        """Every occasion's products, once per pools (seen: an lru_cache keyed by the
+        occasions re-hashed 35 occasions and 346 products twice per request)."""
+        return tuple(p for o in self.occasions for p in o.products)
 
 
 COLORS = ("BLK", "WHT", "NVY", "GRY", "RED", "BLU", "GRN", "BGE", "PNK", "BRN")
