@@ -114,7 +114,7 @@ class RouterService:
             req.request_id,
             reply_headers(msg, ROUTED),
         )
-        log.info(
+        log.debug(  # per request: the metrics and the answer's metadata say it at load
             "routed %s -> %s (%.2f): %s",
             req.request_id,
             decision.path.value,

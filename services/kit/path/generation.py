@@ -433,7 +433,7 @@ class PathService(ABC):
         metrics.RECORDS.labels(req.domain, plan.schema.name).inc(emitter.records)
         if run.report.coherence is not None:
             metrics.COHERENCE.labels(req.domain or "none").observe(run.report.coherence)
-        log.info(
+        log.debug(  # per request: the metrics say it at load
             "%s: %d records in %d chunks, %.1f ms",
             req.request_id,
             emitter.records,
