@@ -255,14 +255,19 @@ class KafkaSettings(BaseModel):
         ge=0,
         description=(
             "Upper bound on a consumer's wait per fetch. Kafka answers a waiting fetch as soon as "
-            "data arrives, so a longer wait costs no latency, only how soon a consumer notices a "
-            "seek or a new assignment while a fetch is out (aiokafka waits for it to return)."
+            "data arrives, but aiokafka keeps one fetch per broker out, so a partition whose "
+            "records were just taken waits for the others' fetch to return: measured (make bench "
+            "smallcalls), 500 ms halves the idle stack's CPU (0.43 -> 0.25 cores) but serves "
+            "~25% fewer calls at 50 callers than 100 ms."
         ),
     )
     kafka_linger_ms: int = Field(
         default=2,
         description=(
-            "Producer batching delay: 2 ms measured best for many concurrent small requests."
+            "Producer batching delay. 2 ms serves the most calls at load (make bench smallcalls "
+            "on the embedded Apache Kafka: 0 ms takes a one-caller 10-cart call from ~23 to ~15 "
+            "ms p50 but costs every producer and the broker ~15% more CPU per call at 50 "
+            "callers). Set 0 where latency matters more than throughput."
         ),
     )
     kafka_session_timeout_ms: int = Field(
