@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from bench.delivery import cpu_seconds
 from bench.pipeline import _port, supervised_settings
 from services.deployables import SERVICES
 from services.supervisor import Supervisor
@@ -32,14 +33,6 @@ from services.supervisor import Supervisor
 SECONDS = float(os.environ.get("SMALLCALLS_SECONDS", "20"))
 IDLE_SECONDS = 10.0
 CALLERS = (1, 50)
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (its threads included)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _cpu(pids: Mapping[str, int]) -> dict[str, float]:
